@@ -1,0 +1,315 @@
+/*
+ * The ingest thread (see ingest.h): socket set-up, the epoll loop, UDP.
+ * TCP connections are in tcp.c.
+ *
+ * The loop is the one infinite loop in the daemon. Each tick waits up to
+ * SL_TICK_MS, serves the ready sockets with capped work each, and once a
+ * second sweeps the connection table for idle connections. Stopping:
+ * sl_ingest_stop writes the eventfd; the loop then stops accepting, drains
+ * what the UDP socket already holds, serves what each TCP connection
+ * already sent, flushes the acks (bounded by SL_DRAIN_NS) and closes.
+ *
+ * Memory: udp_batch x (64 KiB buffer + headers), the connection table and
+ * the two stream tables, all from the arena. Thread: the ingest thread, the
+ * store's only writer; sl_ingest_open and sl_ingest_close run on main.
+ */
+#include "net/ingest.h"
+
+#include <errno.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#include "core/alloc_count.h"
+#include "core/assert.h"
+#include "core/clock.h"
+#include "net/tcp.h"
+
+#define SL_TICK_MS 100
+#define SL_UDP_BUFFER_BYTES 65536u
+#define SL_UDP_CALLS_PER_TICK 16u
+#define SL_EVENTS_PER_TICK 256
+#define SL_TAG_WAKE 0u
+#define SL_TAG_UDP 1u
+#define SL_TAG_LISTEN 2u
+#define SL_UDP_CONTROL_BYTES 64u
+
+_Static_assert(SL_UDP_BUFFER_BYTES > SL_UDP_PAYLOAD_MAX, "a datagram never truncates");
+
+void sl_ingest_plan(const struct sl_ingest_config *config, struct sl_plan *plan)
+{
+    uint64_t b = config->udp_batch;
+    sl_plan_add(plan, "udp_buffers", b * SL_UDP_BUFFER_BYTES, "recvmmsg buffers, 64 KiB a datagram");
+    sl_plan_add(plan, "udp_headers",
+                b * (sizeof(struct mmsghdr) + sizeof(struct iovec) + SL_UDP_CONTROL_BYTES),
+                "recvmmsg headers and control space");
+    sl_tcp_plan(config, plan);
+    sl_streams_plan(config->streams_max, plan, "streams_tcp");
+    sl_streams_plan(config->streams_max, plan, "streams_udp");
+}
+
+static int fail_errno(char *err, uint32_t err_bytes, const char *what, const char *host,
+                      uint16_t port, int e)
+{
+    snprintf(err, err_bytes, "%s %s:%u: %s", what, host, port, strerror(e));
+    return -1;
+}
+
+/* Create, configure and bind a socket; returns the fd or -1 with err set. */
+static int bind_socket(const char *what, const char *host, uint16_t port, int type, char *err,
+                       uint32_t err_bytes)
+{
+    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = type, .ai_flags = AI_PASSIVE};
+    struct addrinfo *res = NULL;
+    char service[8];
+    snprintf(service, sizeof service, "%u", port);
+    int gai = getaddrinfo(host, service, &hints, &res);
+    if (gai != 0) {
+        snprintf(err, err_bytes, "%s %s:%u: %s", what, host, port, gai_strerror(gai));
+        return -1;
+    }
+    int fd = socket(res->ai_family, type | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0) {
+        int e = errno;
+        freeaddrinfo(res);
+        return fail_errno(err, err_bytes, what, host, port, e);
+    }
+    int one = 1;
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    if (bind(fd, res->ai_addr, res->ai_addrlen) != 0 ||
+        (type == SOCK_STREAM && listen(fd, 1024) != 0)) {
+        int e = errno;
+        close(fd);
+        freeaddrinfo(res);
+        return fail_errno(err, err_bytes, what, host, port, e);
+    }
+    freeaddrinfo(res);
+    return fd;
+}
+
+static uint16_t bound_port(int fd)
+{
+    struct sockaddr_storage ss;
+    socklen_t len = sizeof ss;
+    if (getsockname(fd, (struct sockaddr *)&ss, &len) != 0) {
+        return 0;
+    }
+    if (ss.ss_family == AF_INET6) {
+        return ntohs(((struct sockaddr_in6 *)&ss)->sin6_port);
+    }
+    return ntohs(((struct sockaddr_in *)&ss)->sin_port);
+}
+
+static int epoll_add(int epoll_fd, int fd, uint32_t events, uint64_t tag)
+{
+    struct epoll_event ev = {.events = events, .data.u64 = tag};
+    return epoll_ctl(epoll_fd, EPOLL_CTL_ADD, fd, &ev);
+}
+
+static void udp_take(struct sl_ingest *ing, struct sl_arena *arena)
+{
+    uint32_t b = ing->config.udp_batch;
+    ing->udp_buffers = sl_arena_take(arena, (uint64_t)b * SL_UDP_BUFFER_BYTES);
+    uint8_t *headers = sl_arena_take(
+        arena, (uint64_t)b * (sizeof(struct mmsghdr) + sizeof(struct iovec) + SL_UDP_CONTROL_BYTES));
+    ing->udp_msgs = (struct mmsghdr *)headers;
+    ing->udp_iovs = (struct iovec *)(headers + (uint64_t)b * sizeof(struct mmsghdr));
+    ing->udp_controls = headers + (uint64_t)b * (sizeof(struct mmsghdr) + sizeof(struct iovec));
+}
+
+static int udp_open(struct sl_ingest *ing, char *err, uint32_t err_bytes)
+{
+    const struct sl_ingest_config *c = &ing->config;
+    ing->udp_fd = bind_socket("udp", c->udp_host, c->udp_port, SOCK_DGRAM, err, err_bytes);
+    if (ing->udp_fd < 0) {
+        return -1;
+    }
+    int bytes = (int)c->udp_rcvbuf_bytes, one = 1;
+    if (setsockopt(ing->udp_fd, SOL_SOCKET, SO_RCVBUFFORCE, &bytes, sizeof bytes) != 0) {
+        setsockopt(ing->udp_fd, SOL_SOCKET, SO_RCVBUF, &bytes, sizeof bytes); /* capped by rmem_max */
+    }
+    setsockopt(ing->udp_fd, SOL_SOCKET, SO_RXQ_OVFL, &one, sizeof one);
+    ing->udp_port_bound = bound_port(ing->udp_fd);
+    return epoll_add(ing->epoll_fd, ing->udp_fd, EPOLLIN, SL_TAG_UDP);
+}
+
+int sl_ingest_open(struct sl_ingest *ing, const struct sl_ingest_config *config,
+                   struct sl_store *store, struct sl_arena *arena, char *err, uint32_t err_bytes)
+{
+    memset(ing, 0, sizeof *ing);
+    ing->config = *config;
+    ing->store = store;
+    ing->udp_fd = ing->tcp_fd = ing->wake_fd = -1;
+    udp_take(ing, arena);
+    sl_tcp_take(ing, arena);
+    sl_streams_init(&ing->tcp_streams, config->streams_max, arena);
+    sl_streams_init(&ing->udp_streams, config->streams_max, arena);
+    ing->epoll_fd = epoll_create1(EPOLL_CLOEXEC);
+    ing->wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    if (ing->epoll_fd < 0 || ing->wake_fd < 0 ||
+        epoll_add(ing->epoll_fd, ing->wake_fd, EPOLLIN, SL_TAG_WAKE) != 0) {
+        snprintf(err, err_bytes, "epoll: %s", strerror(errno));
+        return -1;
+    }
+    if (config->udp_host[0] != '\0' && udp_open(ing, err, err_bytes) != 0) {
+        return -1;
+    }
+    if (config->tcp_host[0] != '\0') {
+        ing->tcp_fd = bind_socket("tcp", config->tcp_host, config->tcp_port, SOCK_STREAM, err, err_bytes);
+        if (ing->tcp_fd < 0) {
+            return -1;
+        }
+        ing->tcp_port_bound = bound_port(ing->tcp_fd);
+        if (epoll_add(ing->epoll_fd, ing->tcp_fd, EPOLLIN, SL_TAG_LISTEN) != 0) {
+            snprintf(err, err_bytes, "epoll: %s", strerror(errno));
+            return -1;
+        }
+    }
+    return 0;
+}
+
+static void udp_frame(struct sl_ingest *ing, const uint8_t *buf, uint32_t len, int64_t now_us)
+{
+    struct sl_batch batch;
+    int rc = sl_batch_decode(buf, len, &batch);
+    if (rc < 0) {
+        sl_counter_add(&ing->counters.decode_errors[SL_TRANSPORT_UDP][-rc], 1);
+        sl_counter_add(&ing->counters.batches[SL_TRANSPORT_UDP][sl_decode_status(rc)], 1);
+        return;
+    }
+    int out_of_sequence = 0;
+    uint64_t lost = sl_streams_observe(&ing->udp_streams, batch.header.stream_id,
+                                       batch.header.batch_seq, &out_of_sequence);
+    if (lost != 0) {
+        sl_counter_add(&ing->counters.udp_lost_batches, lost);
+    }
+    if (out_of_sequence) {
+        sl_counter_add(&ing->counters.udp_out_of_sequence_batches, 1);
+    }
+    struct sl_apply_result result;
+    sl_store_apply(ing->store, &batch, now_us, &result);
+    sl_counter_add(&ing->counters.batches[SL_TRANSPORT_UDP][SL_STATUS_OK], 1);
+}
+
+static void udp_note_drops(struct sl_ingest *ing, struct msghdr *msg)
+{
+    for (struct cmsghdr *cm = CMSG_FIRSTHDR(msg); cm != NULL; cm = CMSG_NXTHDR(msg, cm)) {
+        if (cm->cmsg_level == SOL_SOCKET && cm->cmsg_type == SO_RXQ_OVFL) {
+            uint32_t drops;
+            memcpy(&drops, CMSG_DATA(cm), sizeof drops);
+            /* The kernel reports the socket's running total. */
+            atomic_store_explicit(&ing->counters.udp_kernel_drops, drops, memory_order_relaxed);
+        }
+    }
+}
+
+/* Receive and apply up to SL_UDP_CALLS_PER_TICK x udp_batch datagrams. */
+static void udp_serve(struct sl_ingest *ing)
+{
+    uint32_t b = ing->config.udp_batch;
+    for (uint32_t call = 0; call < SL_UDP_CALLS_PER_TICK; call++) {
+        for (uint32_t i = 0; i < b; i++) {
+            ing->udp_iovs[i].iov_base = ing->udp_buffers + (uint64_t)i * SL_UDP_BUFFER_BYTES;
+            ing->udp_iovs[i].iov_len = SL_UDP_BUFFER_BYTES;
+            struct msghdr *m = &ing->udp_msgs[i].msg_hdr;
+            memset(m, 0, sizeof *m);
+            m->msg_iov = &ing->udp_iovs[i];
+            m->msg_iovlen = 1;
+            m->msg_control = ing->udp_controls + (uint64_t)i * SL_UDP_CONTROL_BYTES;
+            m->msg_controllen = SL_UDP_CONTROL_BYTES;
+        }
+        int n = recvmmsg(ing->udp_fd, ing->udp_msgs, b, MSG_DONTWAIT, NULL);
+        if (n <= 0) {
+            return; /* EAGAIN: drained; other errors (ECONNREFUSED, ...) are transient on UDP */
+        }
+        int64_t now_us = sl_clock_realtime_us();
+        uint64_t bytes = 0;
+        for (int i = 0; i < n; i++) {
+            uint32_t len = ing->udp_msgs[i].msg_len;
+            bytes += len;
+            udp_frame(ing, ing->udp_buffers + (uint64_t)i * SL_UDP_BUFFER_BYTES, len, now_us);
+        }
+        udp_note_drops(ing, &ing->udp_msgs[n - 1].msg_hdr);
+        sl_counter_add(&ing->counters.udp_datagrams, (uint64_t)n);
+        sl_counter_add(&ing->counters.udp_bytes, bytes);
+        if ((uint32_t)n < b) {
+            return;
+        }
+    }
+}
+
+static void dispatch(struct sl_ingest *ing, const struct epoll_event *ev)
+{
+    uint64_t tag = ev->data.u64;
+    if (tag == SL_TAG_WAKE) {
+        uint64_t v;
+        ssize_t r = read(ing->wake_fd, &v, sizeof v);
+        (void)r;
+    } else if (tag == SL_TAG_UDP) {
+        udp_serve(ing);
+    } else if (tag == SL_TAG_LISTEN) {
+        sl_tcp_accept(ing);
+    } else {
+        sl_tcp_event(ing, (uint32_t)(tag - SL_TAG_CONN), ev->events);
+    }
+}
+
+void *sl_ingest_run(void *arg)
+{
+    struct sl_ingest *ing = arg;
+    struct epoll_event events[SL_EVENTS_PER_TICK];
+    sl_alloc_track(SL_ALLOC_INGEST);
+    atomic_store(&ing->counters.started_at_us, sl_clock_realtime_us());
+    while (!atomic_load_explicit(&ing->stop, memory_order_acquire)) {
+        int n = epoll_wait(ing->epoll_fd, events, SL_EVENTS_PER_TICK, SL_TICK_MS);
+        for (int i = 0; i < n; i++) {
+            dispatch(ing, &events[i]);
+        }
+        int64_t now_ns = sl_clock_monotonic_ns();
+        if (now_ns >= ing->next_sweep_ns) {
+            sl_tcp_sweep(ing, now_ns);
+            ing->next_sweep_ns = now_ns + 1000000000LL;
+        }
+    }
+    /* Stop accepting; finish what is in flight. */
+    if (ing->tcp_fd >= 0) {
+        epoll_ctl(ing->epoll_fd, EPOLL_CTL_DEL, ing->tcp_fd, NULL);
+        close(ing->tcp_fd);
+        ing->tcp_fd = -1;
+    }
+    if (ing->udp_fd >= 0) {
+        udp_serve(ing);
+    }
+    sl_tcp_drain_all(ing);
+    return NULL;
+}
+
+void sl_ingest_stop(struct sl_ingest *ing)
+{
+    atomic_store_explicit(&ing->stop, 1, memory_order_release);
+    uint64_t one = 1;
+    ssize_t r = write(ing->wake_fd, &one, sizeof one);
+    (void)r;
+}
+
+void sl_ingest_close(struct sl_ingest *ing)
+{
+    if (ing->udp_fd >= 0) {
+        close(ing->udp_fd);
+    }
+    if (ing->tcp_fd >= 0) {
+        close(ing->tcp_fd);
+    }
+    if (ing->wake_fd >= 0) {
+        close(ing->wake_fd);
+    }
+    if (ing->epoll_fd >= 0) {
+        close(ing->epoll_fd);
+    }
+    ing->udp_fd = ing->tcp_fd = ing->wake_fd = ing->epoll_fd = -1;
+}
