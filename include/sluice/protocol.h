@@ -1,8 +1,8 @@
 /*
  * Sluice native ingestion protocol, version 1: the public wire contract.
  *
- * This header is the C shape of ../shared/spec/PROTOCOL.md (copied into
- * docs/PROTOCOL.md). It holds the constants, the status codes, the decoded
+ * This header is the C shape of docs/spec/PROTOCOL.md (a copy of the shared
+ * spec, checked equal by a test). It holds the constants, the status codes, the decoded
  * views of a batch frame and an ack frame, and the codec entry points. The
  * codec (src/proto/codec.c) is pure: no I/O, no allocation, no global state,
  * so it is safe from any thread and can be fuzzed alone.
@@ -60,13 +60,13 @@ enum sl_status {
  * sl_decode_status() maps a class to the ack status the spec requires.
  */
 enum sl_decode_error {
-    SL_DECODE_TRUNCATED = 1, /* fewer bytes than the header or the frame needs */
+    SL_DECODE_TRUNCATED = 1, /* fewer than the 32 header bytes */
     SL_DECODE_BAD_MAGIC = 2,
     SL_DECODE_BAD_VERSION = 3,
     SL_DECODE_BAD_FLAGS = 4,   /* a reserved flag bit is set */
     SL_DECODE_BAD_KEY_ID = 5,  /* key_id != 0 in version 1 */
-    SL_DECODE_BAD_COUNT = 6,   /* count == 0 (or > SL_UDP_COUNT_MAX on UDP) */
-    SL_DECODE_BAD_LENGTH = 7,  /* datagram length != 36 + 12 x count */
+    SL_DECODE_BAD_COUNT = 6,   /* count == 0 (a UDP count over 5,455 fails as BAD_LENGTH) */
+    SL_DECODE_BAD_LENGTH = 7,  /* frame length != 36 + 12 x count */
     SL_DECODE_BAD_CRC = 8,
 };
 #define SL_DECODE_ERROR_COUNT 9 /* 1..8 used; index 0 unused */

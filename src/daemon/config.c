@@ -151,6 +151,18 @@ static int parse_u32(const char *text, uint64_t min, uint64_t max, uint32_t *out
     return 0;
 }
 
+static char *trim(char *s)
+{
+    while (isspace((unsigned char)*s)) {
+        s++;
+    }
+    size_t n = strlen(s);
+    while (n > 0 && isspace((unsigned char)s[n - 1])) {
+        s[--n] = '\0';
+    }
+    return s;
+}
+
 static int parse_windows(const char *text, struct sl_store_config *store)
 {
     char buf[512];
@@ -161,7 +173,7 @@ static int parse_windows(const char *text, struct sl_store_config *store)
     uint32_t count = 0;
     char *save = NULL;
     for (char *tok = strtok_r(buf, ",", &save); tok != NULL; tok = strtok_r(NULL, ",", &save)) {
-        int64_t us = sl_config_parse_duration_us(tok);
+        int64_t us = sl_config_parse_duration_us(trim(tok));
         if (us < 0 || count == SL_WINDOWS_MAX) {
             return -1;
         }
@@ -280,18 +292,6 @@ static int apply_opt(struct sl_config *c, const struct opt *o, const char *value
         break;
     }
     return rc == 0 ? 0 : fail(err, err_bytes, "--%s: bad value '%s'", o->name, value);
-}
-
-static char *trim(char *s)
-{
-    while (isspace((unsigned char)*s)) {
-        s++;
-    }
-    size_t n = strlen(s);
-    while (n > 0 && isspace((unsigned char)s[n - 1])) {
-        s[--n] = '\0';
-    }
-    return s;
 }
 
 static int parse_file(struct sl_config *c, const char *path, char *err, uint32_t err_bytes)

@@ -114,19 +114,19 @@ static int make_dirs(const char *path, char *err, uint32_t err_bytes)
         if (*p == '/') {
             *p = '\0';
             if (mkdir(buf, 0755) != 0 && errno != EEXIST) {
-                snprintf(err, err_bytes, "--data-dir %s: %s", buf, strerror(errno));
+                snprintf(err, err_bytes, "--data-dir %.300s: %s", buf, strerror(errno));
                 return -1;
             }
             *p = '/';
         }
     }
     if (mkdir(buf, 0755) != 0 && errno != EEXIST) {
-        snprintf(err, err_bytes, "--data-dir %s: %s", path, strerror(errno));
+        snprintf(err, err_bytes, "--data-dir %.300s: %s", path, strerror(errno));
         return -1;
     }
     struct stat st;
     if (stat(buf, &st) != 0 || !S_ISDIR(st.st_mode) || access(buf, W_OK) != 0) {
-        snprintf(err, err_bytes, "--data-dir %s: not a writable directory", path);
+        snprintf(err, err_bytes, "--data-dir %.300s: not a writable directory", path);
         return -1;
     }
     return 0;

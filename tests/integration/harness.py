@@ -1,0 +1,229 @@
+"""Shared helpers for the integration tests: start the real sluiced on free
+loopback ports in a temporary directory and talk to it the way users do
+(native protocol over TCP and UDP, HTTP, signals).
+
+Every wait is bounded; every daemon started is killed at exit.
+"""
+import atexit
+import json
+import os
+import select
+import shutil
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+
+BUILD = os.environ.get("SLUICE_BUILD_DIR", os.path.join(os.path.dirname(__file__), "../../build"))
+SPEC = os.environ.get("SLUICE_SPEC_DIR", os.path.join(os.path.dirname(__file__), "../../docs/spec"))
+SLUICED = os.path.join(BUILD, "sluiced")
+LOAD = os.path.join(BUILD, "sluice-load")
+
+OK, DUPLICATE, BAD_CRC, MALFORMED, OVERLOADED, UNAUTHORIZED = range(6)
+STATUS_NAMES = ["OK", "DUPLICATE", "BAD_CRC", "MALFORMED", "OVERLOADED", "UNAUTHORIZED"]
+
+
+def _crc_table():
+    table = []
+    for i in range(256):
+        c = i
+        for _ in range(8):
+            c = (c >> 1) ^ 0x82F63B78 if c & 1 else c >> 1
+        table.append(c)
+    return table
+
+
+_TABLE = _crc_table()
+
+
+def crc32c(data):
+    c = 0xFFFFFFFF
+    for b in data:
+        c = _TABLE[(c ^ b) & 0xFF] ^ (c >> 8)
+    return c ^ 0xFFFFFFFF
+
+
+def batch(stream, seq, base_us, readings, flags=1, magic=b"SLB1", version=1, key_id=0, count=None):
+    """Encode a batch frame; readings are (sensor_id, offset_us, value)."""
+    n = len(readings) if count is None else count
+    head = magic + struct.pack("<BBHIIQq", version, flags, n, stream, key_id, seq, base_us)
+    body = b"".join(struct.pack("<IIf", s, o, v) for s, o, v in readings)
+    frame = head + body
+    return frame + struct.pack("<I", crc32c(frame))
+
+
+def parse_ack(b):
+    assert len(b) == 32, len(b)
+    magic, version, status, _res, stream, accepted, seq, rejected, crc = struct.unpack("<4sBBHIIQII", b)
+    assert magic == b"SLA1" and version == 1, b
+    assert crc == crc32c(b[:28]), "ack CRC"
+    return {"status": status, "stream": stream, "accepted": accepted, "seq": seq, "rejected": rejected}
+
+
+def vector(name):
+    with open(os.path.join(SPEC, "vectors", name), "rb") as f:
+        return f.read()
+
+
+_daemons = []
+
+
+@atexit.register
+def _kill_all():
+    for d in _daemons:
+        d.kill()
+
+
+class Daemon:
+    """A sluiced on ephemeral loopback ports, in its own temporary data directory."""
+
+    def __init__(self, *args, sensors=1024, ring=256, extra_env=None, data_dir=None):
+        self.tmp = tempfile.mkdtemp(prefix="sluice-it-")
+        self.data_dir = data_dir or os.path.join(self.tmp, "data")
+        cmd = [SLUICED, "--udp", "127.0.0.1:0", "--tcp", "127.0.0.1:0", "--http", "127.0.0.1:0",
+               "--data-dir", self.data_dir, "--max-sensors", str(sensors), "--ring-readings", str(ring),
+               "--max-tcp-connections", "16"]
+        cmd += list(args)
+        env = dict(os.environ)
+        env.update(extra_env or {})
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+        _daemons.append(self)
+        line = self._read_line(20)
+        if "listening" not in line:
+            err = self.proc.stderr.read().decode() if self.proc.poll() is not None else ""
+            raise RuntimeError("sluiced did not start: %r %s" % (line, err))
+        fields = dict(tok.split("=", 1) for tok in line.split() if "=" in tok)
+        self.udp_port = int(fields["udp"].rsplit(":", 1)[1])
+        self.tcp_port = int(fields["tcp"].rsplit(":", 1)[1])
+        self.http_port = int(fields["http"].rsplit(":", 1)[1])
+        self.start_line = line
+
+    def _read_line(self, timeout_s):
+        deadline = time.time() + timeout_s
+        buf = b""
+        fd = self.proc.stdout.fileno()
+        while time.time() < deadline and not buf.endswith(b"\n"):
+            r, _, _ = select.select([fd], [], [], 0.2)
+            if r:
+                chunk = os.read(fd, 4096)
+                if not chunk:
+                    break
+                buf += chunk
+        return buf.decode(errors="replace")
+
+    def tcp(self, timeout_s=5.0):
+        s = socket.create_connection(("127.0.0.1", self.tcp_port), timeout=timeout_s)
+        s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        return s
+
+    def udp_send(self, frames):
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        for f in frames:
+            s.sendto(f, ("127.0.0.1", self.udp_port))
+        s.close()
+
+    def get(self, path, timeout_s=10.0):
+        """HTTP GET: (status, headers dict lower-cased, body bytes)."""
+        url = "http://127.0.0.1:%d%s" % (self.http_port, path)
+        try:
+            with urllib.request.urlopen(url, timeout=timeout_s) as r:
+                return r.status, {k.lower(): v for k, v in r.headers.items()}, r.read()
+        except urllib.error.HTTPError as e:
+            return e.code, {k.lower(): v for k, v in e.headers.items()}, e.read()
+
+    def json(self, path):
+        status, _, body = self.get(path)
+        return status, json.loads(body)
+
+    def metrics(self):
+        """Parse /metrics into {'name{labels}': value}."""
+        status, _, body = self.get("/metrics")
+        assert status == 200
+        out = {}
+        for line in body.decode().splitlines():
+            if line and not line.startswith("#"):
+                key, value = line.rsplit(" ", 1)
+                out[key] = float(value)
+        return out
+
+    def wait_metric(self, key, want, timeout_s=10.0):
+        """Poll /metrics until metric `key` reaches `want` (ingestion is asynchronous to HTTP)."""
+        deadline = time.time() + timeout_s
+        got = None
+        while time.time() < deadline:
+            got = self.metrics().get(key)
+            if got is not None and got >= want:
+                return got
+            time.sleep(0.05)
+        return got
+
+    def send_signal(self, sig):
+        self.proc.send_signal(sig)
+
+    def stop(self, sig=signal.SIGTERM, timeout_s=10.0):
+        """Signal and wait; returns (exit code, seconds taken)."""
+        t0 = time.time()
+        self.proc.send_signal(sig)
+        try:
+            rc = self.proc.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            rc = None
+        return rc, time.time() - t0
+
+    def kill(self):
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+def recv_exact(sock, n, timeout_s=5.0):
+    sock.settimeout(timeout_s)
+    buf = b""
+    while len(buf) < n:
+        chunk = sock.recv(n - len(buf))
+        if not chunk:
+            break
+        buf += chunk
+    return buf
+
+
+def is_closed(sock, timeout_s=5.0):
+    """True when the peer closed the connection (EOF or reset) within the timeout."""
+    sock.settimeout(timeout_s)
+    try:
+        return sock.recv(1) == b""
+    except ConnectionResetError:
+        return True
+    except socket.timeout:
+        return False
+
+
+class Checks:
+    """Counts checks; fail() records and keeps going; finish() prints and exits."""
+
+    def __init__(self, name):
+        self.name = name
+        self.passed = 0
+        self.failed = 0
+
+    def check(self, cond, what):
+        if cond:
+            self.passed += 1
+        else:
+            self.failed += 1
+            print("FAILED: %s" % what, file=sys.stderr)
+        return cond
+
+    def eq(self, got, want, what):
+        return self.check(got == want, "%s: got %r, want %r" % (what, got, want))
+
+    def finish(self):
+        print("%s: %d passed, %d failed" % (self.name, self.passed, self.failed))
+        sys.exit(1 if self.failed else 0)

@@ -1,0 +1,81 @@
+"""TCP under hostile or broken peers, against the real daemon.
+
+Proves: a stalled client (half a frame, then silence) delays no one and is
+closed by the idle timeout; a client that never reads its acks delays no
+one; over the connection limit a connection is refused and counted, and the
+connections already open keep working; half-open connections are reaped.
+"""
+import socket
+import threading
+import time
+
+from harness import OK, Checks, Daemon, batch, is_closed, parse_ack, recv_exact
+
+T0 = 1700000000000000
+c = Checks("test_tcp_limits")
+d = Daemon("--max-tcp-connections", "4", "--tcp-idle-timeout", "2s")
+
+
+def roundtrip(sock, stream, seq):
+    sock.sendall(batch(stream, seq, T0 + seq, [(stream, 0, 1.0)]))
+    raw = recv_exact(sock, 32)
+    return len(raw) == 32 and parse_ack(raw)["status"] == OK
+
+
+# A stalled client: 20 bytes of a header, then nothing.
+stalled = d.tcp()
+stalled.sendall(batch(1, 1, T0, [(1, 0, 1.0)])[:20])
+worker = d.tcp()
+c.check(all(roundtrip(worker, 2, seq) for seq in range(1, 51)), "others served while one stalls")
+c.check(is_closed(stalled, timeout_s=8), "the stalled client is closed by the idle timeout")
+stalled.close()
+worker.close()  # idle itself by now: the same timeout closed it too
+worker = d.tcp()
+c.check(d.wait_metric("sluice_tcp_connections_timed_out_total", 1) >= 1.0, "idle close counted")
+
+# A client that pipelines forever and never reads its acks.
+hog = d.tcp()
+hog.setblocking(False)
+stop = threading.Event()
+frame = batch(3, 1, T0, [(3, 0, 1.0)])
+
+
+def flood():
+    seq = 1
+    deadline = time.time() + 3
+    while not stop.is_set() and time.time() < deadline:
+        try:
+            hog.send(batch(3, seq, T0 + seq, [(3, 0, 1.0)]))
+            seq += 1
+        except BlockingIOError:
+            time.sleep(0.01)
+        except OSError:
+            break
+
+
+t = threading.Thread(target=flood)
+t.start()
+time.sleep(1.0)
+c.check(all(roundtrip(worker, 2, seq) for seq in range(51, 101)), "others served while one never reads acks")
+c.check(roundtrip(worker, 2, 101), "and after")
+stop.set()
+t.join()
+hog.close()
+
+# The connection limit: 4 open (worker + 3), the 5th is refused.
+extra = [d.tcp() for _ in range(3)]
+time.sleep(0.2)
+refused = d.tcp()
+c.check(is_closed(refused, timeout_s=5), "a connection over the limit is closed at once")
+refused.close()
+c.check(d.wait_metric("sluice_tcp_connections_refused_total", 1) >= 1.0, "refusal counted")
+c.check(roundtrip(worker, 2, 102), "open connections keep working at the limit")
+c.check(all(roundtrip(s, 10 + i, 1) for i, s in enumerate(extra)), "every open connection works")
+m = d.metrics()
+c.eq(m.get('sluice_connections{transport="tcp"}'), 4.0, "open connections gauge")
+for s in extra:
+    s.close()
+worker.close()
+rc, _ = d.stop()
+c.eq(rc, 0, "SIGTERM exits 0")
+c.finish()
