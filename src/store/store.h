@@ -186,6 +186,22 @@ void sl_store_view_init(struct sl_sensor_view *view, const struct sl_store_confi
 int sl_store_snapshot(const struct sl_store *store, uint32_t sensor_id,
                       struct sl_sensor_view *view);
 
+/* A sensor's record-level facts: what a listing needs, without copying the ring. */
+struct sl_sensor_summary {
+    uint32_t id;
+    uint64_t readings_total;
+    uint32_t count; /* retained */
+    int64_t last_t_us;
+    float last_value;
+};
+
+/*
+ * Copy sensor `sensor_id`'s summary (O(1), any thread). 0, -ENOENT, or
+ * -EBUSY after SL_SNAPSHOT_RETRIES_MAX attempts against the writer.
+ */
+int sl_store_summary(const struct sl_store *store, uint32_t sensor_id,
+                     struct sl_sensor_summary *out);
+
 /* Statistics of one window (HTTP_API.md). */
 struct sl_window_stats {
     uint64_t count;

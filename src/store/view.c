@@ -140,6 +140,39 @@ int sl_store_snapshot(const struct sl_store *store, uint32_t sensor_id, struct s
     return -EBUSY;
 }
 
+int sl_store_summary(const struct sl_store *store, uint32_t sensor_id,
+                     struct sl_sensor_summary *out)
+{
+    uint32_t index;
+    if (sl_store_find(store, sensor_id, &index) != 0) {
+        return -ENOENT;
+    }
+    const struct sl_sensor *live = &store->sensors[index];
+    uint32_t ring = store->config.ring_readings;
+    for (uint32_t attempt = 0; attempt < SL_SNAPSHOT_RETRIES_MAX; attempt++) {
+        uint32_t seq0 = atomic_load_explicit((_Atomic uint32_t *)&live->seq, memory_order_acquire);
+        if (seq0 & 1) {
+            continue;
+        }
+        struct sl_sensor s;
+        memcpy(&s, live, sizeof s);
+        uint32_t newest = (s.head < ring ? s.head : 0);
+        newest = newest == 0 ? ring - 1 : newest - 1;
+        float last_value = store->values[(uint64_t)index * ring + newest];
+        atomic_thread_fence(memory_order_acquire);
+        if (atomic_load_explicit((_Atomic uint32_t *)&live->seq, memory_order_relaxed) != seq0) {
+            continue;
+        }
+        out->id = s.id;
+        out->readings_total = s.readings_total;
+        out->count = s.count;
+        out->last_t_us = s.last_t_us;
+        out->last_value = s.count > 0 ? last_value : 0.0f;
+        return 0;
+    }
+    return -EBUSY;
+}
+
 uint32_t sl_view_lower_bound(const struct sl_sensor_view *view, int64_t t_us)
 {
     uint32_t lo = 0, hi = view->count;

@@ -347,6 +347,10 @@ static void check_sensor(struct harness *h, const struct ref_sensor *r, unsigned
     }
     CHECK(same);
     CHECK_NEAR(h->view.ewma, r->ewma, 1e-9);
+    struct sl_sensor_summary sum;
+    CHECK(sl_store_summary(&h->store, r->id, &sum) == 0);
+    CHECK(sum.id == r->id && sum.readings_total == r->n && sum.count == h->view.count);
+    CHECK(sum.last_t_us == r->t[r->n - 1] && sum.last_value == r->v[r->n - 1]);
     int64_t last = r->t[r->n - 1];
     for (uint32_t w = 0; w < c->windows_count; w++) {
         int64_t cutoff = last - c->windows_us[w];

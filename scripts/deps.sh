@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Install what Sluice needs to build, test and benchmark, from Debian 12's
+# packages. Idempotent: does nothing when everything is already installed.
+set -euo pipefail
+PACKAGES=(
+  build-essential cmake pkg-config git      # toolchain
+  clang libclang-rt-14-dev llvm             # second compiler, sanitizers, libFuzzer, symbolizer
+  libmicrohttpd-dev                         # HTTP API
+  python3                                   # integration tests (stdlib only)
+  prometheus                                # promtool, to check /metrics
+  curl                                      # the README's tour
+)
+missing=()
+for p in "${PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -eq 0 ]; then
+  exit 0
+fi
+SUDO=""
+[ "$(id -u)" -eq 0 ] || SUDO="sudo"
+echo "installing: ${missing[*]}"
+$SUDO env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"

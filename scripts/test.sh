@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# The whole test suite, as CI runs it:
+#   1. GCC build (-Werror), every unit and integration test;
+#   2. Clang build (-Werror);
+#   3. Clang with AddressSanitizer + UndefinedBehaviorSanitizer, every unit
+#      and integration test again, plus each libFuzzer target from its seeds
+#      for SL_FUZZ_SECONDS (default 20) seconds.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/deps.sh
+jobs=$(nproc)
+started=$(date +%s)
+
+echo "== gcc: build and test"
+cmake -S . -B build -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_C_COMPILER=gcc >/dev/null
+cmake --build build -j"$jobs"
+ctest --test-dir build --output-on-failure -j1
+
+echo "== clang: build"
+cmake -S . -B build-clang -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_C_COMPILER=clang >/dev/null
+cmake --build build-clang -j"$jobs"
+
+echo "== clang + ASan + UBSan: build and test, fuzz smoke"
+cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_C_COMPILER=clang \
+      -DSL_SANITIZE=ON -DSL_FUZZ=ON >/dev/null
+cmake --build build-asan -j"$jobs"
+ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+  ctest --test-dir build-asan --output-on-failure -j1
+
+echo "== all suites passed in $(( $(date +%s) - started )) s"
