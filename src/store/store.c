@@ -5,8 +5,8 @@
  * Sensor table. An open-addressing index of 64-bit slots (id in the low
  * half, dense sensor index + 1 in the high half, 0 = empty), sized to the
  * next power of two >= 2 x sensors_max so the load factor stays <= 0.5, with
- * linear probing from a multiply-shift hash keyed by a random per-process
- * multiplier (so a sender cannot aim ids at one cluster). Sensors are never
+ * linear probing from a 64-bit mixing hash keyed by a random per-process
+ * seed (so a sender cannot aim ids at one cluster). Sensors are never
  * removed, so the table is never rehashed; readers probe it lock-free
  * because a slot is published with one release store after its record is
  * ready.
@@ -145,7 +145,8 @@ double sl_store_bytes_per_reading(const struct sl_store_config *config)
     return bytes / (sensors * config->ring_readings);
 }
 
-static uint64_t hash_multiplier;
+/* Keys the sensor hash per process, so a sender cannot aim ids at one probe chain. */
+static uint64_t hash_seed;
 
 void sl_store_init(struct sl_store *store, const struct sl_store_config *config,
                    struct sl_arena *arena)
@@ -157,6 +158,7 @@ void sl_store_init(struct sl_store *store, const struct sl_store_config *config,
     uint32_t slots = index_slots(config->sensors_max);
     uint64_t ring_slots = (uint64_t)config->sensors_max * config->ring_readings;
     store->index_mask = slots - 1;
+    store->index_shift = 64 - (uint32_t)__builtin_ctz(slots);
     store->index = sl_arena_take(arena, (uint64_t)slots * 8);
     store->sensors = sl_arena_take(arena, (uint64_t)config->sensors_max * sizeof(struct sl_sensor));
     store->values = sl_arena_take(arena, ring_slots * sizeof(float));
@@ -166,18 +168,14 @@ void sl_store_init(struct sl_store *store, const struct sl_store_config *config,
     store->coarse = sl_arena_take(arena, (uint64_t)config->sensors_max *
                                              store->coarse_buckets_total *
                                              sizeof(struct sl_coarse_bucket));
-    if (hash_multiplier == 0) {
-        uint64_t seed = 0;
-        if (getrandom(&seed, sizeof seed, 0) != (ssize_t)sizeof seed) {
-            seed = 0x9E3779B97F4A7C15ull;
-        }
-        hash_multiplier = seed | 1; /* multiply-shift wants an odd multiplier */
+    if (hash_seed == 0 && getrandom(&hash_seed, sizeof hash_seed, 0) != (ssize_t)sizeof hash_seed) {
+        hash_seed = 0x9E3779B97F4A7C15ull; /* no entropy yet: still well mixed, just predictable */
     }
 }
 
 static inline uint32_t index_home(const struct sl_store *store, uint32_t sensor_id)
 {
-    return (uint32_t)(((uint64_t)sensor_id * hash_multiplier) >> 32) & store->index_mask;
+    return (uint32_t)(sl_mix64(sensor_id ^ hash_seed) >> store->index_shift);
 }
 
 static inline uint64_t index_load(const struct sl_store *store, uint32_t slot)

@@ -97,6 +97,7 @@ struct sl_store_counters {
 struct sl_store {
     struct sl_store_config config;
     uint32_t index_mask;        /* index slots - 1 (a power of two, >= 2 x sensors_max) */
+    uint32_t index_shift;       /* 64 - log2(index slots): multiply-shift keeps the top bits */
     uint64_t *index;            /* slot: id | (sensor index + 1) << 32; 0 = empty */
     struct sl_sensor *sensors;  /* [sensors_max], dense in arrival order */
     float *values;              /* [sensors_max x ring_readings] */

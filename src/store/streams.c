@@ -1,6 +1,6 @@
 /*
  * The per-stream table (see streams.h). A plain open-addressing hash keyed
- * by stream_id with a fixed multiplicative hash: stream ids come from
+ * by stream_id with a fixed mixing hash: stream ids come from
  * authenticated-by-CRC frames of a bounded set of senders, and the table is
  * at most half full, so probe sequences stay short; every probe loop is
  * still bounded by the table size.
@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "core/assert.h"
+#include "store/store_internal.h"
 
 static uint32_t streams_slots(uint32_t capacity)
 {
@@ -34,12 +35,13 @@ void sl_streams_init(struct sl_streams *streams, uint32_t capacity, struct sl_ar
     uint32_t slots = streams_slots(capacity);
     streams->capacity = capacity;
     streams->mask = slots - 1;
+    streams->shift = 64 - (uint32_t)__builtin_ctz(slots);
     streams->slots = sl_arena_take(arena, (uint64_t)slots * sizeof(struct sl_stream_slot));
 }
 
 struct sl_stream_slot *sl_streams_get(struct sl_streams *streams, uint32_t stream_id, int create)
 {
-    uint32_t slot = (uint32_t)(((uint64_t)stream_id * 0x9E3779B97F4A7C15ull) >> 40) & streams->mask;
+    uint32_t slot = (uint32_t)(sl_mix64(stream_id) >> streams->shift);
     for (uint32_t probes = 0; probes <= streams->mask; probes++) {
         struct sl_stream_slot *s = &streams->slots[slot];
         if (s->used && s->stream_id == stream_id) {

@@ -32,6 +32,7 @@ struct sl_stream_slot {
 struct sl_streams {
     uint32_t capacity; /* streams */
     uint32_t mask;     /* slots - 1 */
+    uint32_t shift;    /* 64 - log2(slots): the hash keeps the product's top bits */
     struct sl_stream_slot *slots;
     _Atomic uint32_t count;
     _Atomic uint64_t full_total; /* new streams refused because the table was full */

@@ -1,0 +1,1923 @@
+/*
+ * sluice-load: the load generator for the native protocol (docs/spec/PROTOCOL.md).
+ *
+ * What: sends batches of synthetic readings to a gateway over UDP (fire and
+ * forget) or TCP (pipelined, acknowledged), then prints ONE JSON object on
+ * stdout: what was sent, what the acks said, and ack latency percentiles.
+ * Progress and errors go to stderr. Exit 0 success, 1 runtime failure (the
+ * JSON is still printed), 2 bad usage (no JSON).
+ *
+ * How: single-threaded, so that on a small box the gateway keeps the other
+ * cores. Each stream owns a cursor (next sensor, next per-sensor reading
+ * index) and its own seeded PRNGs, so what a stream sends depends only on the
+ * flags, never on timing. A batch is written straight into its frame slot:
+ * the 32-byte header is a per-stream template patched with count, batch_seq
+ * and base_time_us; each reading is three stores (id, offset, value from a
+ * precomputed sine table or the walk state); then one CRC-32C over the frame.
+ * Whole-frame templates were rejected: a batch's sensor/offset layout depends
+ * on (batch_index x batch) mod sensors, so up to `sensors` templates would be
+ * needed, and the stores they would save cost less than the CRC.
+ * UDP hands up to 1024 frames to the kernel per sendmmsg; with UDP GSO
+ * (UDP_SEGMENT, default on, --no-gso) each message carries up to 64 whole
+ * frames that the kernel splits into one datagram per frame, which cuts the
+ * sender's per-datagram stack cost several times. TCP keeps up to --window
+ * frames in flight per connection, writes all pending ones with one sendmsg
+ * per ready connection, and reads acks in bulk; one edge-triggered epoll set
+ * drives all connections. --rate is a token bucket refilled from
+ * CLOCK_MONOTONIC once per batch.
+ *
+ * Memory: taken once at start from one block sized by the flags (its size
+ * is printed on stderr): UDP 64..1024 frame slots (about 4 MiB); TCP
+ * streams x window frame slots (kept until acked, for OVERLOADED resends)
+ * plus per-slot metadata; 4 B per sensor for --pattern walk and 8 B per
+ * sensor for --ooo-rate; a 58 KiB latency histogram (log-linear, 1/128
+ * relative precision, any u64 ns). Nothing is allocated per batch. The plan
+ * is capped at 1 GiB.
+ *
+ * Limits: streams <= 4096, window <= 65536, batch <= 5455 (UDP) / 65535
+ * (TCP); a batch is cut short when its readings would span more than
+ * 2^32-1 us. No reconnect: a dropped connection is an error. An OVERLOADED
+ * batch is resent under a fresh batch_seq (the old one may already be below
+ * the stream's last applied seq, which would make it a DUPLICATE).
+ */
+#include <endian.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <inttypes.h>
+#include <math.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <netinet/udp.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "sluice/protocol.h"
+#include "core/assert.h"
+#include "core/clock.h"
+#include "core/crc32c.h"
+
+#ifndef SL_VERSION
+#define SL_VERSION "0.0.0"
+#endif
+
+#define LOAD_STREAMS_MAX 4096u
+#define LOAD_WINDOW_MAX 65536u
+#define LOAD_UDP_SLOTS_MIN 64u   /* UDP frames generated per sendmmsg round ... */
+#define LOAD_UDP_SLOTS_MAX 1024u /* ... sized to about LOAD_UDP_ROUND_BYTES */
+#define LOAD_UDP_ROUND_BYTES (4u << 20)
+#define LOAD_GSO_SEGMENTS_MAX 64u    /* UDP_MAX_SEGMENTS of older kernels */
+#define LOAD_IOV_MAX 1024u           /* frames per sendmsg (Linux IOV_MAX) */
+#define LOAD_EVENTS_MAX 256u         /* epoll events per wait */
+#define LOAD_MEMORY_MAX (1ull << 30) /* refuse plans above 1 GiB */
+#define LOAD_ALIGN 64u
+#define LOAD_SINE_PERIOD 600u /* readings per sine cycle */
+#define LOAD_SINE_PHASES 60u  /* per-sensor phase: sensor_id mod 60 steps */
+#define LOAD_ACK_BUFFER_BYTES (SL_ACK_BYTES * 256u)
+#define LOAD_READS_PER_TICK 16u /* ack reads per connection per loop turn */
+#define LOAD_READINGS_DEFAULT 1000000u
+#define LOAD_READINGS_MAX (1ull << 50)
+#define LOAD_INTERVAL_MAX_US (1ull << 40) /* about 12.7 days */
+#define LOAD_START_MAX_US (1ll << 62)
+#define LOAD_FUTURE_SKEW_US 300000000ll /* the gateway's default max future skew */
+#define LOAD_BACKOFF_MIN_NS 1000000ll   /* OVERLOADED: first pause 1 ms ... */
+#define LOAD_BACKOFF_MAX_NS 100000000ll /* ... doubling up to 100 ms */
+#define LOAD_ACK_TIMEOUT_NS 30000000000ll
+#define LOAD_CONNECT_TIMEOUT_MS 10000
+#define LOAD_DRAIN_TIMEOUT_NS 5000000000ll /* --no-ack: wait this long for the gateway's EOF */
+#define LOAD_PROGRESS_NS 1000000000ll
+#define LOAD_NS_PER_S 1000000000ll
+
+#define HIST_SUB_BITS 7u
+#define HIST_SUB_COUNT (1u << HIST_SUB_BITS)
+#define HIST_BUCKETS ((64u - HIST_SUB_BITS + 1u) * HIST_SUB_COUNT)
+
+_Static_assert(LOAD_UDP_SLOTS_MAX <= LOAD_IOV_MAX, "messages per sendmmsg within UIO_MAXIOV");
+_Static_assert(LOAD_ACK_BUFFER_BYTES % SL_ACK_BYTES == 0, "ack buffer holds whole acks");
+_Static_assert(SL_UDP_COUNT_MAX < SL_BATCH_COUNT_MAX, "UDP frames are the smaller ones");
+
+enum load_transport { LOAD_UDP, LOAD_TCP };
+enum load_pattern { LOAD_PATTERN_CONSTANT, LOAD_PATTERN_SINE, LOAD_PATTERN_WALK };
+enum load_kind { LOAD_KIND_NORMAL, LOAD_KIND_NAN, LOAD_KIND_OOO };
+enum conn_state { CONN_RUNNING, CONN_DRAINING, CONN_DONE, CONN_FAILED };
+
+struct load_config {
+    const char *target; /* as given, for the report */
+    enum load_transport transport;
+    struct sockaddr_storage addr;
+    socklen_t addr_bytes;
+    uint32_t streams;
+    uint32_t sensors; /* total, split evenly across streams */
+    uint32_t batch;   /* readings per batch */
+    uint32_t window;  /* TCP: batches in flight per connection */
+    uint32_t stream_id_base;
+    uint32_t sensor_id_base;
+    double rate_per_s; /* 0 = unpaced */
+    double duration_s; /* 0 = no time limit */
+    uint64_t readings; /* UINT64_MAX = no count limit */
+    bool readings_set;
+    enum load_pattern pattern;
+    uint64_t seed;
+    const char *start_time_text; /* NULL = now */
+    int64_t start_time_us;
+    uint64_t interval_us;
+    double nan_rate;
+    double ooo_rate;
+    uint64_t start_seq;
+    bool ack; /* TCP: set ACK_REQUESTED */
+    bool gso; /* UDP: use UDP_SEGMENT when the kernel has it */
+    bool quiet;
+};
+
+/* Read-only generation parameters shared by all streams. */
+struct load_gen {
+    enum load_pattern pattern;
+    int64_t start_us;
+    int64_t interval_us;
+    uint64_t k_limit; /* per-sensor reading index where event times would near overflow */
+    double nan_rate;
+    double ooo_rate;
+    bool inject; /* nan_rate > 0 || ooo_rate > 0 */
+    float sine[LOAD_SINE_PERIOD + LOAD_SINE_PHASES];
+};
+
+struct load_stream {
+    uint32_t stream_id;
+    uint32_t sensor_id_first;
+    uint32_t sensor_count;
+    uint32_t sensor_index; /* sensor of the next reading, 0-based in this stream */
+    uint64_t reading_k;    /* per-sensor index of the next reading */
+    uint64_t readings_left;
+    uint64_t next_seq;
+    uint64_t rng_walk;
+    uint64_t rng_inject;
+    float *walk_value;     /* sensor_count, or NULL unless --pattern walk */
+    int64_t *last_good_us; /* sensor_count, or NULL unless --ooo-rate > 0 */
+    uint8_t header[SL_BATCH_HEADER_BYTES];
+};
+
+struct load_hist {
+    uint64_t counts[HIST_BUCKETS];
+    uint64_t total;
+    uint64_t max;
+};
+
+struct load_counts {
+    uint64_t sent_readings;
+    uint64_t sent_batches;
+    uint64_t acked_batches;
+    uint64_t accepted;
+    uint64_t rejected;
+    uint64_t duplicate_batches;
+    uint64_t overloaded_batches;
+    uint64_t error_batches;
+    uint64_t injected_nan;
+    uint64_t injected_ooo;
+};
+
+struct load_pacer {
+    bool on;
+    double rate_per_ns;
+    double tokens; /* readings that may be sent now */
+    double burst;  /* token cap: max(batch, 10 ms of rate) */
+    int64_t last_ns;
+};
+
+struct tcp_slot {
+    uint64_t seq;
+    int64_t sent_ns; /* start of the write call that completed the frame */
+    uint32_t bytes;
+    uint32_t count;
+    bool resent; /* already counted in sent_* */
+};
+
+struct tcp_conn {
+    int fd;
+    enum conn_state state;
+    bool readable; /* edge seen, not yet read to a short read */
+    bool writable; /* no short write since the last EPOLLOUT */
+    struct load_stream *stream;
+    uint8_t *frames;        /* window slots of run.stride bytes */
+    struct tcp_slot *slots; /* window */
+    uint32_t *free_slots;   /* stack of free slot indexes */
+    uint32_t free_count;
+    uint32_t *queue; /* ring of slot indexes in send order, capacity window */
+    uint32_t queue_head;
+    uint32_t queue_count;
+    uint32_t unsent;        /* queue position of the first frame not fully written */
+    uint32_t unsent_offset; /* bytes of that frame already written */
+    int64_t resume_ns;      /* OVERLOADED backoff: write nothing before this */
+    int64_t backoff_ns;
+    int64_t drain_deadline_ns;
+    uint32_t ack_bytes; /* partial ack bytes held in ack_buffer */
+    uint8_t ack_buffer[LOAD_ACK_BUFFER_BYTES];
+};
+
+struct load_run {
+    uint8_t *memory; /* the one block everything below is carved from */
+    struct load_config cfg;
+    struct load_gen gen;
+    struct load_counts counts;
+    struct load_pacer pacer;
+    struct load_hist *hist;
+    struct load_stream *streams;
+    uint32_t streams_left;    /* streams with readings_left > 0 */
+    uint32_t stride;          /* bytes per frame slot */
+    uint32_t rr;              /* UDP round-robin position */
+    uint32_t udp_slots;       /* frames per round, from the frame size */
+    uint32_t udp_gso_frames;  /* frames per message: 1, or more with UDP GSO */
+    uint8_t *udp_frames;      /* udp_slots frame slots */
+    struct mmsghdr *udp_msgs; /* udp_slots (at most one message per frame) */
+    struct iovec *udp_iovs;   /* one per frame slot */
+    uint32_t *udp_counts;     /* readings per frame slot */
+    struct tcp_conn *conns;
+    bool checked; /* the first frame was verified with the codec */
+    bool failed;  /* exit 1 at the end */
+    bool aborted; /* protocol error: stop now */
+    int64_t started_ns;
+    int64_t finished_ns;
+    int64_t deadline_ns; /* --duration, or INT64_MAX */
+    int64_t progress_ns; /* next progress line */
+    uint64_t progress_readings;
+};
+
+/* Bump allocator over one block; with base == NULL it only measures. */
+struct load_arena {
+    uint8_t *base;
+    size_t used;
+};
+
+static volatile sig_atomic_t load_stop_signal;
+
+static int usage_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static void log_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+static int usage_error(const char *fmt, ...)
+{
+    va_list ap;
+    fputs("sluice-load: ", stderr);
+    va_start(ap, fmt);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fputs("\nTry 'sluice-load --help'.\n", stderr);
+    return -1;
+}
+
+static void log_error(const char *fmt, ...)
+{
+    va_list ap;
+    fputs("sluice-load: ", stderr);
+    va_start(ap, fmt);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fputc('\n', stderr);
+}
+
+static void on_stop_signal(int sig)
+{
+    (void)sig;
+    load_stop_signal = 1;
+}
+
+/* ---------------------------------------------------------------- PRNG, histogram */
+
+static uint64_t splitmix64(uint64_t *state)
+{
+    uint64_t z = (*state += 0x9E3779B97F4A7C15ull);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+}
+
+/* xorshift64*: fast, and good enough for synthetic values and reject draws. */
+static inline uint64_t xorshift64(uint64_t *state)
+{
+    uint64_t x = *state;
+    x ^= x >> 12;
+    x ^= x << 25;
+    x ^= x >> 27;
+    *state = x;
+    return x * 0x2545F4914F6CDD1Dull;
+}
+
+/* A uniform double in [0, 1). */
+static inline double unit_draw(uint64_t *state)
+{
+    return (double)(xorshift64(state) >> 11) * 0x1.0p-53;
+}
+
+/* Values below 2 x 128 have exact buckets; above, 128 buckets per power of two. */
+static uint32_t hist_index(uint64_t value)
+{
+    if (value < 2u * HIST_SUB_COUNT) {
+        return (uint32_t)value;
+    }
+    uint32_t shift = (uint32_t)(63 - __builtin_clzll(value)) - HIST_SUB_BITS;
+    return (shift << HIST_SUB_BITS) + (uint32_t)(value >> shift);
+}
+
+/* The middle of a bucket's range. */
+static uint64_t hist_value(uint32_t index)
+{
+    if (index < 2u * HIST_SUB_COUNT) {
+        return index;
+    }
+    uint32_t shift = (index >> HIST_SUB_BITS) - 1u;
+    uint64_t sub = (uint64_t)(index & (HIST_SUB_COUNT - 1u)) + HIST_SUB_COUNT;
+    return (sub << shift) + ((1ull << shift) >> 1);
+}
+
+static void hist_record(struct load_hist *hist, uint64_t value)
+{
+    uint32_t index = hist_index(value);
+    SL_ASSERT(index < HIST_BUCKETS);
+    hist->counts[index]++;
+    hist->total++;
+    if (value > hist->max) {
+        hist->max = value;
+    }
+}
+
+static uint64_t hist_percentile(const struct load_hist *hist, double q)
+{
+    SL_ASSERT(hist->total > 0);
+    uint64_t target = (uint64_t)ceil(q * (double)hist->total);
+    uint64_t seen = 0;
+    if (target == 0) {
+        target = 1;
+    }
+    for (uint32_t i = 0; i < HIST_BUCKETS; i++) {
+        seen += hist->counts[i];
+        if (seen >= target) {
+            uint64_t value = hist_value(i);
+            return value < hist->max ? value : hist->max;
+        }
+    }
+    return hist->max;
+}
+
+/* ---------------------------------------------------------------- pacing */
+
+static void pacer_init(struct load_pacer *pacer, double rate_per_s, uint32_t batch, int64_t now)
+{
+    pacer->on = rate_per_s > 0;
+    pacer->rate_per_ns = rate_per_s / 1e9;
+    pacer->burst = fmax((double)batch, rate_per_s * 0.01);
+    pacer->tokens = (double)batch;
+    pacer->last_ns = now;
+}
+
+/* 0 when `count` readings may go now, else nanoseconds to wait. */
+static int64_t pacer_wait_ns(struct load_pacer *pacer, uint64_t count, int64_t now)
+{
+    if (!pacer->on) {
+        return 0;
+    }
+    if (now > pacer->last_ns) {
+        pacer->tokens += (double)(now - pacer->last_ns) * pacer->rate_per_ns;
+        pacer->last_ns = now;
+    }
+    if (pacer->tokens > pacer->burst) {
+        pacer->tokens = pacer->burst;
+    }
+    if (pacer->tokens >= (double)count) {
+        return 0;
+    }
+    return (int64_t)(((double)count - pacer->tokens) / pacer->rate_per_ns) + 1;
+}
+
+static void pacer_charge(struct load_pacer *pacer, uint32_t count)
+{
+    if (pacer->on) {
+        pacer->tokens -= (double)count;
+    }
+}
+
+static void sleep_ns(int64_t ns)
+{
+    struct timespec ts = {.tv_sec = ns / LOAD_NS_PER_S, .tv_nsec = ns % LOAD_NS_PER_S};
+    while (clock_nanosleep(CLOCK_MONOTONIC, 0, &ts, &ts) == EINTR && !load_stop_signal) {
+    }
+}
+
+/* ---------------------------------------------------------------- batch generation */
+
+/*
+ * Per-reading stores. sl_store_u32's byte-wise form is not merged into one
+ * store by GCC 12 here (it costs ~2 ns per reading); htole32 + memcpy is a
+ * single mov on little-endian hosts and still correct on big-endian ones.
+ */
+static inline void put_u32(uint8_t *p, uint32_t value)
+{
+    uint32_t le = htole32(value);
+    memcpy(p, &le, sizeof le);
+}
+
+static inline void put_f32(uint8_t *p, float value)
+{
+    uint32_t bits;
+    memcpy(&bits, &value, sizeof bits);
+    put_u32(p, bits);
+}
+
+static inline float gen_value(const struct load_gen *gen, struct load_stream *s,
+                              uint32_t sensor_index, uint32_t k_mod)
+{
+    switch (gen->pattern) {
+    case LOAD_PATTERN_CONSTANT:
+        return 1.0f;
+    case LOAD_PATTERN_SINE:
+        return gen->sine[k_mod + (s->sensor_id_first + sensor_index) % LOAD_SINE_PHASES];
+    case LOAD_PATTERN_WALK:
+    default: {
+        /* A step uniform in [-0.1, 0.1). */
+        int64_t raw = (int64_t)(xorshift64(&s->rng_walk) >> 40) - (1 << 23);
+        s->walk_value[sensor_index] += (float)raw * (0.1f / 8388608.0f);
+        return s->walk_value[sensor_index];
+    }
+    }
+}
+
+/* Both draws are made for every reading, so the sequence does not depend on state. */
+static inline enum load_kind gen_kind(const struct load_gen *gen, struct load_stream *s,
+                                      uint32_t sensor_index)
+{
+    double ooo_draw = unit_draw(&s->rng_inject);
+    double nan_draw = unit_draw(&s->rng_inject);
+    if (ooo_draw < gen->ooo_rate && s->last_good_us[sensor_index] != INT64_MIN) {
+        return LOAD_KIND_OOO;
+    }
+    if (nan_draw < gen->nan_rate) {
+        return LOAD_KIND_NAN;
+    }
+    return LOAD_KIND_NORMAL;
+}
+
+/* Header, base time, CRC; offsets were written relative to t_first and move to t_min. */
+static void gen_seal(struct load_stream *s, uint8_t *frame, uint32_t count, int64_t t_first,
+                     int64_t t_min)
+{
+    if (t_min != t_first) {
+        uint32_t delta = (uint32_t)(uint64_t)(t_first - t_min);
+        uint8_t *p = frame + SL_BATCH_HEADER_BYTES + 4;
+        for (uint32_t i = 0; i < count; i++, p += SL_READING_BYTES) {
+            sl_store_u32(p, sl_load_u32(p) + delta);
+        }
+    }
+    memcpy(frame, s->header, SL_BATCH_HEADER_BYTES);
+    sl_store_u16(frame + 6, (uint16_t)count);
+    sl_store_u64(frame + 16, s->next_seq++);
+    sl_store_u64(frame + 24, (uint64_t)t_min);
+    uint32_t body_bytes = SL_BATCH_HEADER_BYTES + SL_READING_BYTES * count;
+    sl_store_u32(frame + body_bytes, sl_crc32c(frame, body_bytes));
+}
+
+/*
+ * Write the stream's next batch (at most count_max readings) into frame and
+ * return its count, or 0 when the stream is exhausted. A sensor's k-th reading
+ * is stamped start + k x interval; an injected out-of-order reading is
+ * stamped one interval before the sensor's last good reading, so a fresh
+ * gateway rejects exactly the injected ones.
+ */
+static uint32_t gen_batch(const struct load_gen *gen, struct load_stream *s, uint8_t *frame,
+                          uint32_t count_max, struct load_counts *counts)
+{
+    uint64_t want = s->readings_left < count_max ? s->readings_left : count_max;
+    if (want == 0 || s->reading_k >= gen->k_limit) {
+        s->readings_left = 0;
+        return 0;
+    }
+    uint32_t index = s->sensor_index;
+    uint64_t k = s->reading_k;
+    uint32_t k_mod = (uint32_t)(k % LOAD_SINE_PERIOD);
+    int64_t t_nominal = gen->start_us + (int64_t)k * gen->interval_us;
+    int64_t t_first = t_nominal, t_min = INT64_MAX, t_max = INT64_MIN;
+    uint64_t nan_count = 0, ooo_count = 0;
+    uint8_t *p = frame + SL_BATCH_HEADER_BYTES;
+    uint32_t n;
+    for (n = 0; n < want; n++) {
+        int64_t t = t_nominal;
+        enum load_kind kind = LOAD_KIND_NORMAL;
+        uint64_t rng_saved = s->rng_inject;
+        if (gen->inject) {
+            kind = gen_kind(gen, s, index);
+            t = kind == LOAD_KIND_OOO ? s->last_good_us[index] - gen->interval_us : t;
+        }
+        int64_t lo = t < t_min ? t : t_min;
+        int64_t hi = t > t_max ? t : t_max;
+        if ((uint64_t)(hi - lo) > UINT32_MAX) {
+            s->rng_inject = rng_saved; /* this reading opens the next batch */
+            break;
+        }
+        t_min = lo;
+        t_max = hi;
+        float value = gen_value(gen, s, index, k_mod);
+        if (kind == LOAD_KIND_NAN) {
+            value = NAN;
+            nan_count++;
+        } else if (kind == LOAD_KIND_OOO) {
+            ooo_count++;
+        } else if (s->last_good_us != NULL) {
+            s->last_good_us[index] = t;
+        }
+        put_u32(p, s->sensor_id_first + index);
+        put_u32(p + 4, (uint32_t)(uint64_t)(t - t_first));
+        put_f32(p + 8, value);
+        p += SL_READING_BYTES;
+        if (++index == s->sensor_count) {
+            index = 0;
+            k++;
+            t_nominal += gen->interval_us;
+            k_mod = k_mod + 1 == LOAD_SINE_PERIOD ? 0 : k_mod + 1;
+        }
+    }
+    SL_ASSERT(n >= 1);
+    gen_seal(s, frame, n, t_first, t_min);
+    s->sensor_index = index;
+    s->reading_k = k;
+    s->readings_left -= n;
+    counts->injected_nan += nan_count;
+    counts->injected_ooo += ooo_count;
+    return n;
+}
+
+/* Pair the fast encoder with the codec: the first frame must decode as written. */
+static void gen_verify(const uint8_t *frame, uint32_t count, const struct load_stream *s)
+{
+    struct sl_batch batch;
+    int rc = sl_batch_decode(frame, SL_BATCH_BYTES(count), &batch);
+    SL_ASSERT(rc == 0);
+    SL_ASSERT(batch.header.count == count);
+    SL_ASSERT(batch.header.stream_id == s->stream_id);
+    SL_ASSERT(batch.header.key_id == 0);
+}
+
+/* gen_batch plus the run's bookkeeping. Returns the count, 0 when the stream is done. */
+static uint32_t run_gen(struct load_run *run, struct load_stream *s, uint8_t *frame)
+{
+    uint32_t count = gen_batch(&run->gen, s, frame, run->cfg.batch, &run->counts);
+    if (count > 0) {
+#ifdef SL_DEBUG
+        run->checked = false;
+#endif
+        if (!run->checked) {
+            gen_verify(frame, count, s);
+            run->checked = true;
+        }
+    }
+    if (s->readings_left == 0) {
+        SL_ASSERT(run->streams_left > 0);
+        run->streams_left--;
+    }
+    return count;
+}
+
+/* A new batch_seq for a frame being resent; the CRC covers it, so recompute. */
+static void frame_restamp(uint8_t *frame, uint32_t bytes, uint64_t seq)
+{
+    SL_ASSERT(bytes >= SL_BATCH_BYTES(1));
+    sl_store_u64(frame + 16, seq);
+    sl_store_u32(frame + bytes - SL_CRC_BYTES, sl_crc32c(frame, bytes - SL_CRC_BYTES));
+}
+
+/* Stop all streams (deadline or signal); pending TCP batches still complete. */
+static void run_stop_streams(struct load_run *run)
+{
+    for (uint32_t i = 0; i < run->cfg.streams; i++) {
+        run->streams[i].readings_left = 0;
+    }
+    run->streams_left = 0;
+}
+
+static void run_tick(struct load_run *run, int64_t now)
+{
+    if (run->streams_left > 0 && (now >= run->deadline_ns || load_stop_signal)) {
+        run_stop_streams(run);
+    }
+    if (run->cfg.quiet || now < run->progress_ns) {
+        return;
+    }
+    double elapsed_s = (double)(now - run->started_ns) / 1e9;
+    double window_s = 1.0 + (double)(now - run->progress_ns) / 1e9;
+    fprintf(stderr, "sluice-load: %.1f s  %" PRIu64 " readings sent  %.0f readings/s\n", elapsed_s,
+            run->counts.sent_readings,
+            (double)(run->counts.sent_readings - run->progress_readings) / window_s);
+    run->progress_readings = run->counts.sent_readings;
+    run->progress_ns = now + LOAD_PROGRESS_NS;
+}
+
+/* The clock starts once the sockets are ready: elapsed, --duration and pacing count from here. */
+static void run_start(struct load_run *run)
+{
+    run->started_ns = sl_clock_monotonic_ns();
+    run->progress_ns = run->started_ns + LOAD_PROGRESS_NS;
+    run->deadline_ns = INT64_MAX;
+    if (run->cfg.duration_s > 0) {
+        run->deadline_ns = run->started_ns + (int64_t)(run->cfg.duration_s * 1e9);
+    }
+    pacer_init(&run->pacer, run->cfg.rate_per_s, run->cfg.batch, run->started_ns);
+}
+
+/* ---------------------------------------------------------------- UDP */
+
+static int udp_open(const struct load_config *cfg)
+{
+    int fd = socket(cfg->addr.ss_family, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) {
+        log_error("udp socket: %s", strerror(errno));
+        return -1;
+    }
+    int sndbuf_bytes = 4 << 20;
+    (void)setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &sndbuf_bytes, sizeof sndbuf_bytes);
+    if (connect(fd, (const struct sockaddr *)&cfg->addr, cfg->addr_bytes) != 0) {
+        log_error("udp connect to %s: %s", cfg->target, strerror(errno));
+        close(fd);
+        return -1;
+    }
+    return fd;
+}
+
+/*
+ * UDP GSO: with UDP_SEGMENT = the full frame size, one message carrying k
+ * whole frames leaves the kernel as k ordinary datagrams, one frame each, so
+ * the receiver sees exactly what plain sends produce while the sender pays
+ * the stack once per message. Off when unsupported or --no-gso.
+ */
+static void udp_gso_init(struct load_run *run, int fd)
+{
+    uint32_t frame_bytes = SL_BATCH_BYTES(run->cfg.batch);
+    uint32_t frames = SL_UDP_PAYLOAD_MAX / frame_bytes;
+    int gso_bytes = (int)frame_bytes;
+    run->udp_gso_frames = 1;
+    if (!run->cfg.gso || frames < 2) {
+        return;
+    }
+    if (setsockopt(fd, SOL_UDP, UDP_SEGMENT, &gso_bytes, sizeof gso_bytes) != 0) {
+        return;
+    }
+    run->udp_gso_frames = frames < LOAD_GSO_SEGMENTS_MAX ? frames : LOAD_GSO_SEGMENTS_MAX;
+}
+
+static void udp_gso_disable(struct load_run *run, int fd, int err)
+{
+    int off = 0;
+    (void)setsockopt(fd, SOL_UDP, UDP_SEGMENT, &off, sizeof off);
+    run->udp_gso_frames = 1;
+    if (!run->cfg.quiet) {
+        fprintf(stderr, "sluice-load: UDP GSO refused (%s): one datagram per message\n",
+                strerror(err));
+    }
+}
+
+/*
+ * Group frames [first, first + frames) into messages from index msg_first on:
+ * up to udp_gso_frames per message, and only whole frames before the last one
+ * of a message (the kernel cuts at the full frame size). Returns the message count.
+ */
+static uint32_t udp_layout(struct load_run *run, uint32_t first, uint32_t frames,
+                           uint32_t msg_first)
+{
+    uint32_t full_bytes = SL_BATCH_BYTES(run->cfg.batch);
+    uint32_t end = first + frames;
+    uint32_t m = msg_first;
+    for (uint32_t i = first; i < end; m++) {
+        uint32_t n = 0;
+        run->udp_msgs[m].msg_hdr.msg_iov = &run->udp_iovs[i];
+        do {
+            n++;
+            i++;
+        } while (i < end && n < run->udp_gso_frames && run->udp_iovs[i - 1].iov_len == full_bytes);
+        run->udp_msgs[m].msg_hdr.msg_iovlen = n;
+    }
+    return m - msg_first;
+}
+
+/* Generate up to udp_slots frames round-robin over the streams. */
+static uint32_t udp_fill(struct load_run *run, int64_t now, int64_t *wait_ns)
+{
+    uint32_t n = 0;
+    while (n < run->udp_slots && run->streams_left > 0) {
+        struct load_stream *s = &run->streams[run->rr];
+        run->rr = run->rr + 1 == run->cfg.streams ? 0 : run->rr + 1;
+        if (s->readings_left == 0) {
+            continue;
+        }
+        if (run->pacer.on) {
+            uint64_t want = s->readings_left < run->cfg.batch ? s->readings_left : run->cfg.batch;
+            *wait_ns = pacer_wait_ns(&run->pacer, want, n == 0 ? now : sl_clock_monotonic_ns());
+            if (*wait_ns > 0) {
+                break;
+            }
+        }
+        uint32_t count = run_gen(run, s, run->udp_iovs[n].iov_base);
+        if (count == 0) {
+            continue;
+        }
+        pacer_charge(&run->pacer, count);
+        run->udp_iovs[n].iov_len = SL_BATCH_BYTES(count);
+        run->udp_counts[n] = count;
+        n++;
+    }
+    return n;
+}
+
+static void udp_account(struct load_run *run, const struct mmsghdr *msg)
+{
+    uint32_t first = (uint32_t)(msg->msg_hdr.msg_iov - run->udp_iovs);
+    for (uint32_t i = first; i < first + msg->msg_hdr.msg_iovlen; i++) {
+        run->counts.sent_readings += run->udp_counts[i];
+        run->counts.sent_batches++;
+    }
+}
+
+/* Send `frames` generated frames. 0, or a negative errno (reported). */
+static int udp_send(struct load_run *run, int fd, uint32_t frames)
+{
+    uint32_t msgs = udp_layout(run, 0, frames, 0);
+    uint32_t done = 0;
+    uint32_t retries = 0;
+    while (done < msgs) {
+        int sent = sendmmsg(fd, run->udp_msgs + done, msgs - done, 0);
+        if (sent > 0) {
+            for (uint32_t m = done; m < done + (uint32_t)sent; m++) {
+                udp_account(run, &run->udp_msgs[m]);
+            }
+            done += (uint32_t)sent;
+            continue;
+        }
+        int err = errno;
+        if (err == EINTR) {
+            continue;
+        }
+        if ((err == ENOBUFS || err == EAGAIN) && retries++ < 10000) {
+            sleep_ns(50000); /* the local queue is full: let it drain */
+            continue;
+        }
+        if ((err == EINVAL || err == EIO || err == EMSGSIZE) && run->udp_gso_frames > 1) {
+            /* e.g. a path MTU below the frame size, or no checksum offload */
+            uint32_t first = (uint32_t)(run->udp_msgs[done].msg_hdr.msg_iov - run->udp_iovs);
+            udp_gso_disable(run, fd, err);
+            msgs = done + udp_layout(run, first, frames - first, done);
+            continue;
+        }
+        log_error("udp send to %s: %s", run->cfg.target,
+                  err == ECONNREFUSED ? "connection refused (nothing listening?)" : strerror(err));
+        return -err;
+    }
+    return 0;
+}
+
+static int udp_run(struct load_run *run)
+{
+    int fd = udp_open(&run->cfg);
+    if (fd < 0) {
+        return -1;
+    }
+    udp_gso_init(run, fd);
+    for (uint32_t i = 0; i < run->udp_slots; i++) {
+        run->udp_iovs[i].iov_base = run->udp_frames + (size_t)i * run->stride;
+    }
+    int rc = 0;
+    run_start(run);
+    while (run->streams_left > 0) {
+        int64_t now = sl_clock_monotonic_ns();
+        int64_t wait_ns = 0;
+        run_tick(run, now);
+        uint32_t n = udp_fill(run, now, &wait_ns);
+        if (n > 0) {
+            rc = udp_send(run, fd, n);
+            if (rc != 0) {
+                break;
+            }
+        } else if (wait_ns > 0) {
+            sleep_ns(wait_ns);
+        }
+    }
+    run->finished_ns = sl_clock_monotonic_ns();
+    close(fd);
+    return rc;
+}
+
+/* ---------------------------------------------------------------- TCP */
+
+static struct tcp_slot *conn_slot_at(struct tcp_conn *c, uint32_t window, uint32_t position)
+{
+    SL_ASSERT(position < c->queue_count);
+    return &c->slots[c->queue[(c->queue_head + position) % window]];
+}
+
+static uint8_t *conn_frame(struct load_run *run, struct tcp_conn *c, uint32_t slot_index)
+{
+    return c->frames + (size_t)slot_index * run->stride;
+}
+
+static void conn_push(struct tcp_conn *c, uint32_t window, uint32_t slot_index)
+{
+    SL_ASSERT(c->queue_count < window);
+    c->queue[(c->queue_head + c->queue_count) % window] = slot_index;
+    c->queue_count++;
+}
+
+static uint32_t conn_pop(struct tcp_conn *c, uint32_t window)
+{
+    SL_ASSERT(c->queue_count > 0);
+    SL_ASSERT(c->unsent > 0);
+    uint32_t slot_index = c->queue[c->queue_head];
+    c->queue_head = (c->queue_head + 1) % window;
+    c->queue_count--;
+    c->unsent--;
+    return slot_index;
+}
+
+static void conn_close(struct tcp_conn *c, enum conn_state state)
+{
+    if (c->fd >= 0) {
+        close(c->fd);
+        c->fd = -1;
+    }
+    c->state = state;
+}
+
+static int tcp_connect_one(const struct load_config *cfg)
+{
+    int fd = socket(cfg->addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0) {
+        log_error("tcp socket: %s", strerror(errno));
+        return -1;
+    }
+    int err = 0;
+    if (connect(fd, (const struct sockaddr *)&cfg->addr, cfg->addr_bytes) != 0) {
+        err = errno;
+        if (err == EINPROGRESS) {
+            struct pollfd pfd = {.fd = fd, .events = POLLOUT};
+            int ready = poll(&pfd, 1, LOAD_CONNECT_TIMEOUT_MS);
+            socklen_t err_bytes = sizeof err;
+            err = ETIMEDOUT;
+            if (ready == 1) {
+                (void)getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &err_bytes);
+            }
+        }
+    }
+    if (err != 0) {
+        log_error("tcp connect to %s: %s", cfg->target, strerror(err));
+        close(fd);
+        return -1;
+    }
+    int one = 1;
+    (void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    return fd;
+}
+
+static int tcp_connect_all(struct load_run *run, int epoll_fd)
+{
+    for (uint32_t i = 0; i < run->cfg.streams; i++) {
+        struct tcp_conn *c = &run->conns[i];
+        c->fd = tcp_connect_one(&run->cfg);
+        if (c->fd < 0) {
+            return -1;
+        }
+        struct epoll_event ev = {.events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET,
+                                 .data.ptr = c};
+        if (epoll_ctl(epoll_fd, EPOLL_CTL_ADD, c->fd, &ev) != 0) {
+            log_error("epoll_ctl: %s", strerror(errno));
+            return -1;
+        }
+        c->state = CONN_RUNNING;
+        c->writable = true;
+    }
+    return 0;
+}
+
+/* A fatal protocol violation: report, stop the whole run. */
+static void tcp_protocol_error(struct load_run *run, struct tcp_conn *c, const char *what,
+                               const struct sl_ack *ack, uint64_t expected_seq)
+{
+    log_error("protocol error on stream %" PRIu32 ": %s (ack stream %" PRIu32 " seq %" PRIu64
+              " status %u, expected seq %" PRIu64 ")",
+              c->stream->stream_id, what, ack->stream_id, ack->batch_seq, ack->status,
+              expected_seq);
+    run->failed = true;
+    run->aborted = true;
+    conn_close(c, CONN_FAILED);
+}
+
+/* Without ACK_REQUESTED nothing is tracked; error acks still count. */
+static void tcp_on_unrequested_ack(struct load_run *run, struct tcp_conn *c,
+                                   const struct sl_ack *ack)
+{
+    if (ack->status == SL_STATUS_OK) {
+        run->counts.accepted += ack->accepted;
+        run->counts.rejected += ack->rejected;
+    } else if (ack->status == SL_STATUS_DUPLICATE) {
+        run->counts.duplicate_batches++;
+    } else {
+        run->counts.error_batches++;
+        log_error("stream %" PRIu32 ": gateway answered status %u (%s) for batch_seq %" PRIu64,
+                  c->stream->stream_id, ack->status,
+                  ack->status < SL_STATUS_COUNT ? sl_status_name((enum sl_status)ack->status)
+                                                : "unknown",
+                  ack->batch_seq);
+        run->failed = true;
+    }
+}
+
+static void tcp_on_overloaded(struct load_run *run, struct tcp_conn *c, int64_t now)
+{
+    uint32_t window = run->cfg.window;
+    uint32_t slot_index = conn_pop(c, window);
+    struct tcp_slot *slot = &c->slots[slot_index];
+    slot->seq = c->stream->next_seq++;
+    slot->resent = true;
+    frame_restamp(conn_frame(run, c, slot_index), slot->bytes, slot->seq);
+    conn_push(c, window, slot_index);
+    run->counts.overloaded_batches++;
+    c->resume_ns = now + c->backoff_ns;
+    c->backoff_ns =
+        c->backoff_ns * 2 < LOAD_BACKOFF_MAX_NS ? c->backoff_ns * 2 : LOAD_BACKOFF_MAX_NS;
+}
+
+/* One ack for the oldest outstanding batch of this connection. */
+static void tcp_on_ack(struct load_run *run, struct tcp_conn *c, const uint8_t *bytes, int64_t now)
+{
+    struct sl_ack ack = {0};
+    int rc = sl_ack_decode(bytes, SL_ACK_BYTES, &ack);
+    if (rc != 0) {
+        tcp_protocol_error(run, c, sl_decode_error_name(-rc), &ack, 0);
+        return;
+    }
+    if (!run->cfg.ack) {
+        tcp_on_unrequested_ack(run, c, &ack);
+        return;
+    }
+    if (c->unsent == 0) {
+        tcp_protocol_error(run, c, "ack with no batch outstanding", &ack, 0);
+        return;
+    }
+    struct tcp_slot *slot = conn_slot_at(c, run->cfg.window, 0);
+    if (ack.stream_id != c->stream->stream_id || ack.batch_seq != slot->seq) {
+        tcp_protocol_error(run, c, "ack out of order", &ack, slot->seq);
+        return;
+    }
+    switch (ack.status) {
+    case SL_STATUS_OK:
+    case SL_STATUS_DUPLICATE:
+        if (ack.status == SL_STATUS_OK) {
+            run->counts.accepted += ack.accepted;
+            run->counts.rejected += ack.rejected;
+        } else {
+            run->counts.duplicate_batches++;
+        }
+        run->counts.acked_batches++;
+        hist_record(run->hist, (uint64_t)(now - slot->sent_ns));
+        c->free_slots[c->free_count++] = conn_pop(c, run->cfg.window);
+        c->backoff_ns = LOAD_BACKOFF_MIN_NS;
+        return;
+    case SL_STATUS_OVERLOADED:
+        tcp_on_overloaded(run, c, now);
+        return;
+    case SL_STATUS_BAD_CRC:
+    case SL_STATUS_MALFORMED:
+    case SL_STATUS_UNAUTHORIZED:
+        run->counts.error_batches++;
+        log_error("stream %" PRIu32 ": gateway answered %s for batch_seq %" PRIu64
+                  "; it closes the connection",
+                  c->stream->stream_id, sl_status_name((enum sl_status)ack.status), slot->seq);
+        run->failed = true;
+        conn_close(c, CONN_FAILED);
+        return;
+    default:
+        tcp_protocol_error(run, c, "unknown ack status", &ack, slot->seq);
+        return;
+    }
+}
+
+static void tcp_on_eof(struct load_run *run, struct tcp_conn *c)
+{
+    if (c->state == CONN_DRAINING) {
+        conn_close(c, CONN_DONE);
+        return;
+    }
+    log_error("stream %" PRIu32 ": connection closed by the gateway with %" PRIu32
+              " batches unacknowledged",
+              c->stream->stream_id, c->queue_count);
+    run->failed = true;
+    conn_close(c, CONN_FAILED);
+}
+
+static void tcp_read(struct load_run *run, struct tcp_conn *c)
+{
+    for (uint32_t reads = 0; reads < LOAD_READS_PER_TICK && c->readable; reads++) {
+        size_t room = sizeof c->ack_buffer - c->ack_bytes;
+        ssize_t got = read(c->fd, c->ack_buffer + c->ack_bytes, room);
+        if (got == 0) {
+            tcp_on_eof(run, c);
+            return;
+        }
+        if (got < 0) {
+            int err = errno;
+            if (err == EAGAIN || err == EINTR) {
+                c->readable = err == EINTR;
+                continue;
+            }
+            log_error("stream %" PRIu32 ": read: %s", c->stream->stream_id, strerror(err));
+            run->failed = true;
+            conn_close(c, CONN_FAILED);
+            return;
+        }
+        int64_t now = sl_clock_monotonic_ns();
+        c->readable = (size_t)got == room; /* a short read drained the socket */
+        c->ack_bytes += (uint32_t)got;
+        uint32_t used = 0;
+        while (c->ack_bytes - used >= SL_ACK_BYTES && c->state != CONN_FAILED) {
+            tcp_on_ack(run, c, c->ack_buffer + used, now);
+            used += SL_ACK_BYTES;
+        }
+        if (c->state == CONN_FAILED) {
+            return;
+        }
+        memmove(c->ack_buffer, c->ack_buffer + used, c->ack_bytes - used);
+        c->ack_bytes -= used;
+    }
+}
+
+/* Generate batches into free slots while the window, the budget and the pacer allow. */
+static void tcp_fill(struct load_run *run, struct tcp_conn *c, int64_t now, int64_t *wait_ns)
+{
+    struct load_stream *s = c->stream;
+    while (c->free_count > 0 && s->readings_left > 0 && now >= c->resume_ns) {
+        uint64_t want = s->readings_left < run->cfg.batch ? s->readings_left : run->cfg.batch;
+        int64_t pace_ns = pacer_wait_ns(&run->pacer, want, now);
+        if (pace_ns > 0) {
+            *wait_ns = pace_ns < *wait_ns ? pace_ns : *wait_ns;
+            return;
+        }
+        uint32_t slot_index = c->free_slots[c->free_count - 1];
+        uint8_t *frame = conn_frame(run, c, slot_index);
+        uint32_t count = run_gen(run, s, frame);
+        if (count == 0) {
+            return;
+        }
+        c->free_count--;
+        pacer_charge(&run->pacer, count);
+        c->slots[slot_index] = (struct tcp_slot){
+            .seq = sl_load_u64(frame + 16), .bytes = SL_BATCH_BYTES(count), .count = count};
+        conn_push(c, run->cfg.window, slot_index);
+        if (run->pacer.on) {
+            now = sl_clock_monotonic_ns();
+        }
+    }
+}
+
+/* Account frames that the last write completed. */
+static void tcp_advance(struct load_run *run, struct tcp_conn *c, size_t written, int64_t now)
+{
+    while (written > 0) {
+        struct tcp_slot *slot = conn_slot_at(c, run->cfg.window, c->unsent);
+        uint32_t remaining = slot->bytes - c->unsent_offset;
+        if (written < remaining) {
+            c->unsent_offset += (uint32_t)written;
+            return;
+        }
+        written -= remaining;
+        slot->sent_ns = now;
+        if (!slot->resent) {
+            run->counts.sent_batches++;
+            run->counts.sent_readings += slot->count;
+        }
+        c->unsent++;
+        c->unsent_offset = 0;
+        if (!run->cfg.ack) {
+            c->free_slots[c->free_count++] = conn_pop(c, run->cfg.window);
+        }
+    }
+}
+
+/* Write every pending frame with one sendmsg. Returns true when bytes went out. */
+static bool tcp_flush(struct load_run *run, struct tcp_conn *c, int64_t now)
+{
+    /* `now` is the turn's clock, for the backoff; the send stamp is read fresh below. */
+    struct iovec iov[LOAD_IOV_MAX];
+    uint32_t pending = c->queue_count - c->unsent;
+    uint32_t frames = pending < LOAD_IOV_MAX ? pending : LOAD_IOV_MAX;
+    if (frames == 0 || !c->writable || now < c->resume_ns) {
+        return false;
+    }
+    for (uint32_t i = 0; i < frames; i++) {
+        uint32_t slot_index = c->queue[(c->queue_head + c->unsent + i) % run->cfg.window];
+        uint32_t skip = i == 0 ? c->unsent_offset : 0;
+        iov[i].iov_base = conn_frame(run, c, slot_index) + skip;
+        iov[i].iov_len = c->slots[slot_index].bytes - skip;
+    }
+    struct msghdr msg = {.msg_iov = iov, .msg_iovlen = frames};
+    size_t total = 0;
+    for (uint32_t i = 0; i < frames; i++) {
+        total += iov[i].iov_len;
+    }
+    /* Stamped before the call: on loopback the acks may be queued before it returns. */
+    int64_t sent_ns = sl_clock_monotonic_ns();
+    ssize_t written = sendmsg(c->fd, &msg, MSG_NOSIGNAL | MSG_DONTWAIT);
+    if (written < 0) {
+        int err = errno;
+        if (err == EAGAIN || err == EINTR) {
+            c->writable = err == EINTR;
+            return false;
+        }
+        log_error("stream %" PRIu32 ": write: %s", c->stream->stream_id, strerror(err));
+        run->failed = true;
+        conn_close(c, CONN_FAILED);
+        return false;
+    }
+    c->writable = (size_t)written == total; /* short: the kernel will signal EPOLLOUT */
+    tcp_advance(run, c, (size_t)written, sent_ns);
+    return written > 0;
+}
+
+/* End of a connection's stream: close (acked) or half-close and wait for EOF. */
+static void tcp_check_done(struct load_run *run, struct tcp_conn *c, int64_t now)
+{
+    if (c->stream->readings_left > 0 || c->queue_count > 0) {
+        return;
+    }
+    if (run->cfg.ack) {
+        conn_close(c, CONN_DONE);
+        return;
+    }
+    (void)shutdown(c->fd, SHUT_WR);
+    c->state = CONN_DRAINING;
+    c->drain_deadline_ns = now + LOAD_DRAIN_TIMEOUT_NS;
+}
+
+static void tcp_check_timeouts(struct load_run *run, struct tcp_conn *c, int64_t now,
+                               int64_t *wait_ns)
+{
+    int64_t due_ns = INT64_MAX;
+    if (c->state == CONN_DRAINING) {
+        due_ns = c->drain_deadline_ns;
+        if (now >= due_ns) {
+            log_error("stream %" PRIu32 ": no EOF from the gateway after the last frame",
+                      c->stream->stream_id);
+            conn_close(c, CONN_DONE);
+            return;
+        }
+    } else if (run->cfg.ack && c->unsent > 0) {
+        due_ns = conn_slot_at(c, run->cfg.window, 0)->sent_ns + LOAD_ACK_TIMEOUT_NS;
+        if (now >= due_ns) {
+            log_error("stream %" PRIu32 ": no ack for %lld s", c->stream->stream_id,
+                      LOAD_ACK_TIMEOUT_NS / LOAD_NS_PER_S);
+            run->failed = true;
+            conn_close(c, CONN_FAILED);
+            return;
+        }
+    }
+    if (c->resume_ns > now && c->resume_ns < due_ns) {
+        due_ns = c->resume_ns;
+    }
+    if (due_ns != INT64_MAX && due_ns - now < *wait_ns) {
+        *wait_ns = due_ns - now;
+    }
+}
+
+/* One turn for one connection. Returns true when it can make progress right away. */
+static bool tcp_service(struct load_run *run, struct tcp_conn *c, int64_t now, int64_t *wait_ns)
+{
+    if (c->readable) {
+        tcp_read(run, c);
+    }
+    for (uint32_t turn = 0; turn < 4 && c->state == CONN_RUNNING; turn++) {
+        tcp_fill(run, c, now, wait_ns);
+        if (!tcp_flush(run, c, now)) {
+            break;
+        }
+    }
+    if (c->state == CONN_RUNNING) {
+        tcp_check_done(run, c, now);
+    }
+    if (c->state == CONN_RUNNING || c->state == CONN_DRAINING) {
+        tcp_check_timeouts(run, c, now, wait_ns);
+    }
+    if (c->state != CONN_RUNNING && c->state != CONN_DRAINING) {
+        return false;
+    }
+    bool can_write = c->writable && c->unsent < c->queue_count && now >= c->resume_ns;
+    return c->readable || can_write;
+}
+
+static int tcp_wait(struct load_run *run, int epoll_fd, bool busy, int64_t wait_ns)
+{
+    struct epoll_event events[LOAD_EVENTS_MAX];
+    int timeout_ms = 0;
+    if (!busy) {
+        int64_t capped_ns = wait_ns < LOAD_PROGRESS_NS ? wait_ns : LOAD_PROGRESS_NS;
+        timeout_ms = (int)((capped_ns + 999999) / 1000000);
+    }
+    int n = epoll_wait(epoll_fd, events, LOAD_EVENTS_MAX, timeout_ms);
+    if (n < 0) {
+        if (errno == EINTR) {
+            return 0;
+        }
+        log_error("epoll_wait: %s", strerror(errno));
+        run->failed = true;
+        return -1;
+    }
+    for (int i = 0; i < n; i++) {
+        struct tcp_conn *c = events[i].data.ptr;
+        if (events[i].events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) {
+            c->readable = true;
+        }
+        if (events[i].events & (EPOLLOUT | EPOLLERR)) {
+            c->writable = true;
+        }
+    }
+    return 0;
+}
+
+static int tcp_run(struct load_run *run)
+{
+    int epoll_fd = epoll_create1(EPOLL_CLOEXEC);
+    if (epoll_fd < 0) {
+        log_error("epoll_create1: %s", strerror(errno));
+        return -1;
+    }
+    int rc = tcp_connect_all(run, epoll_fd);
+    run_start(run);
+    uint32_t live = rc == 0 ? run->cfg.streams : 0;
+    while (live > 0 && !run->aborted) {
+        int64_t now = sl_clock_monotonic_ns();
+        int64_t wait_ns = INT64_MAX;
+        bool busy = false;
+        run_tick(run, now);
+        live = 0;
+        for (uint32_t i = 0; i < run->cfg.streams; i++) {
+            struct tcp_conn *c = &run->conns[i];
+            if (c->state == CONN_RUNNING || c->state == CONN_DRAINING) {
+                busy |= tcp_service(run, c, now, &wait_ns);
+                live += c->state == CONN_RUNNING || c->state == CONN_DRAINING;
+            }
+        }
+        if (live > 0 && tcp_wait(run, epoll_fd, busy, wait_ns) != 0) {
+            break;
+        }
+    }
+    run->finished_ns = sl_clock_monotonic_ns();
+    for (uint32_t i = 0; i < run->cfg.streams; i++) {
+        if (run->conns[i].fd >= 0) {
+            conn_close(&run->conns[i], run->conns[i].state);
+        }
+    }
+    close(epoll_fd);
+    return rc != 0 || run->failed ? -1 : 0;
+}
+
+/* ---------------------------------------------------------------- output */
+
+static void print_json_string(const char *text)
+{
+    putchar('"');
+    for (const char *p = text; *p != '\0'; p++) {
+        unsigned char ch = (unsigned char)*p;
+        if (ch == '"' || ch == '\\') {
+            printf("\\%c", ch);
+        } else if (ch < 0x20) {
+            printf("\\u%04x", ch);
+        } else {
+            putchar(ch);
+        }
+    }
+    putchar('"');
+}
+
+static void print_report(const struct load_run *run)
+{
+    const struct load_counts *n = &run->counts;
+    double elapsed_s = (double)(run->finished_ns - run->started_ns) / 1e9;
+    double rate = elapsed_s > 0 ? (double)n->sent_readings / elapsed_s : 0.0;
+    fputs("{\"target\":", stdout);
+    print_json_string(run->cfg.target);
+    printf(",\"transport\":\"%s\",\"streams\":%" PRIu32 ",\"sensors\":%" PRIu32
+           ",\"batch\":%" PRIu32,
+           run->cfg.transport == LOAD_UDP ? "udp" : "tcp", run->cfg.streams, run->cfg.sensors,
+           run->cfg.batch);
+    printf(",\"sent_readings\":%" PRIu64 ",\"sent_batches\":%" PRIu64 ",\"acked_batches\":%" PRIu64
+           ",\"accepted\":%" PRIu64 ",\"rejected\":%" PRIu64 ",\"duplicate_batches\":%" PRIu64
+           ",\"overloaded_batches\":%" PRIu64 ",\"error_batches\":%" PRIu64
+           ",\"injected_nan\":%" PRIu64 ",\"injected_ooo\":%" PRIu64,
+           n->sent_readings, n->sent_batches, n->acked_batches, n->accepted, n->rejected,
+           n->duplicate_batches, n->overloaded_batches, n->error_batches, n->injected_nan,
+           n->injected_ooo);
+    printf(",\"elapsed_s\":%.6f,\"rate_readings_per_s\":%.1f,\"latency_us\":", elapsed_s, rate);
+    const struct load_hist *h = run->hist;
+    if (run->cfg.transport == LOAD_TCP && run->cfg.ack && h->total > 0) {
+        printf("{\"p50\":%.1f,\"p99\":%.1f,\"p999\":%.1f,\"max\":%.1f}",
+               (double)hist_percentile(h, 0.50) / 1e3, (double)hist_percentile(h, 0.99) / 1e3,
+               (double)hist_percentile(h, 0.999) / 1e3, (double)h->max / 1e3);
+    } else {
+        fputs("null", stdout);
+    }
+    fputs("}\n", stdout);
+    fflush(stdout);
+}
+
+static void print_help(void)
+{
+    fputs("Usage: sluice-load --target udp://HOST:PORT|tcp://HOST:PORT [options]\n"
+          "Send synthetic readings to a Sluice gateway; print one JSON report on stdout.\n"
+          "\n"
+          "  --target URL          udp://HOST:PORT or tcp://HOST:PORT (required)\n"
+          "  --streams N           streams, each with its own stream_id and TCP connection [1]\n"
+          "  --stream-id-base N    stream_id of the first stream [1]\n"
+          "  --sensors N           sensors in total, split evenly across streams [1000]\n"
+          "  --sensor-id-base N    first sensor id [1]\n"
+          "  --batch N             readings per batch, max 5455 (UDP) / 65535 (TCP) [100]\n"
+          "  --rate R              readings/s across all streams, 0 = unpaced [0]\n"
+          "  --duration S          stop after S seconds (float)\n"
+          "  --readings N          stop after exactly N readings [1000000 if neither is given]\n"
+          "  --pattern P           constant | sine | walk [sine]\n"
+          "  --seed N              seed for walk values and injected rejects [1]\n"
+          "  --start-time-us T     event time of each sensor's first reading: microseconds\n"
+          "                        since the epoch, or relative to now: -24h, -90m, -3600s [now]\n"
+          "  --interval-us D       event-time step between a sensor's readings [1000000]\n"
+          "  --window N            TCP: batches in flight per connection [256]\n"
+          "  --no-ack              TCP: do not request acks\n"
+          "  --no-gso              UDP: one datagram per message (no UDP_SEGMENT batching;\n"
+          "                        receivers see the same datagrams either way)\n"
+          "  --nan-rate P          fraction of readings sent as NaN [0]\n"
+          "  --ooo-rate P          fraction sent one interval before the sensor's last good\n"
+          "                        reading, so that the gateway rejects them [0]\n"
+          "  --start-seq N         first batch_seq of each stream [1]\n"
+          "  --quiet               no progress on stderr\n"
+          "  --help, --version\n"
+          "\n"
+          "Exit status: 0 success, 1 runtime failure (the report is still printed), 2 bad usage.\n"
+          "Memory is taken at start (TCP: streams x window x frame bytes), at most 1 GiB.\n",
+          stdout);
+}
+
+/* ---------------------------------------------------------------- arguments */
+
+enum load_option {
+    OPT_TARGET = 256,
+    OPT_STREAMS,
+    OPT_STREAM_ID_BASE,
+    OPT_SENSORS,
+    OPT_SENSOR_ID_BASE,
+    OPT_BATCH,
+    OPT_RATE,
+    OPT_DURATION,
+    OPT_READINGS,
+    OPT_PATTERN,
+    OPT_SEED,
+    OPT_START_TIME,
+    OPT_INTERVAL,
+    OPT_WINDOW,
+    OPT_NO_ACK,
+    OPT_NO_GSO,
+    OPT_NAN_RATE,
+    OPT_OOO_RATE,
+    OPT_START_SEQ,
+    OPT_QUIET,
+    OPT_HELP,
+    OPT_VERSION,
+};
+
+static const struct option load_options[] = {
+    {"target", required_argument, NULL, OPT_TARGET},
+    {"streams", required_argument, NULL, OPT_STREAMS},
+    {"stream-id-base", required_argument, NULL, OPT_STREAM_ID_BASE},
+    {"sensors", required_argument, NULL, OPT_SENSORS},
+    {"sensor-id-base", required_argument, NULL, OPT_SENSOR_ID_BASE},
+    {"batch", required_argument, NULL, OPT_BATCH},
+    {"rate", required_argument, NULL, OPT_RATE},
+    {"duration", required_argument, NULL, OPT_DURATION},
+    {"readings", required_argument, NULL, OPT_READINGS},
+    {"pattern", required_argument, NULL, OPT_PATTERN},
+    {"seed", required_argument, NULL, OPT_SEED},
+    {"start-time-us", required_argument, NULL, OPT_START_TIME},
+    {"interval-us", required_argument, NULL, OPT_INTERVAL},
+    {"window", required_argument, NULL, OPT_WINDOW},
+    {"no-ack", no_argument, NULL, OPT_NO_ACK},
+    {"no-gso", no_argument, NULL, OPT_NO_GSO},
+    {"nan-rate", required_argument, NULL, OPT_NAN_RATE},
+    {"ooo-rate", required_argument, NULL, OPT_OOO_RATE},
+    {"start-seq", required_argument, NULL, OPT_START_SEQ},
+    {"quiet", no_argument, NULL, OPT_QUIET},
+    {"help", no_argument, NULL, OPT_HELP},
+    {"version", no_argument, NULL, OPT_VERSION},
+    {NULL, 0, NULL, 0},
+};
+
+static bool text_to_double(const char *text, double *out)
+{
+    char *end = NULL;
+    if (text == NULL || *text == '\0') {
+        return false;
+    }
+    errno = 0;
+    double value = strtod(text, &end);
+    if (errno != 0 || *end != '\0' || !isfinite(value)) {
+        return false;
+    }
+    *out = value;
+    return true;
+}
+
+/* A whole number, plain ("1000000") or in exponent form ("1e6"). */
+static bool text_to_u64(const char *text, uint64_t *out)
+{
+    char *end = NULL;
+    if (text == NULL || *text < '0' || *text > '9') {
+        return false;
+    }
+    errno = 0;
+    unsigned long long value = strtoull(text, &end, 10);
+    if (errno == 0 && *end == '\0') {
+        *out = value;
+        return true;
+    }
+    double real;
+    if (!text_to_double(text, &real) || real < 0 || real >= 18446744073709551616.0 ||
+        real != floor(real)) {
+        return false;
+    }
+    *out = (uint64_t)real;
+    return true;
+}
+
+static int opt_u64(const char *name, const char *text, uint64_t min, uint64_t max, uint64_t *out)
+{
+    uint64_t value;
+    if (!text_to_u64(text, &value)) {
+        return usage_error("--%s: '%s' is not a whole number", name, text);
+    }
+    if (value < min || value > max) {
+        return usage_error("--%s %s: must be between %" PRIu64 " and %" PRIu64, name, text, min,
+                           max);
+    }
+    *out = value;
+    return 0;
+}
+
+static int opt_u32(const char *name, const char *text, uint32_t min, uint32_t max, uint32_t *out)
+{
+    uint64_t value;
+    int rc = opt_u64(name, text, min, max, &value);
+    *out = (uint32_t)value;
+    return rc;
+}
+
+static int opt_double(const char *name, const char *text, double min, double max, double *out)
+{
+    double value;
+    if (!text_to_double(text, &value)) {
+        return usage_error("--%s: '%s' is not a number", name, text);
+    }
+    if (value < min || value > max) {
+        return usage_error("--%s %s: must be between %g and %g", name, text, min, max);
+    }
+    *out = value;
+    return 0;
+}
+
+/* udp://HOST:PORT or tcp://HOST:PORT; HOST may be [IPv6]. Resolved now. */
+static int parse_target(const char *text, struct load_config *cfg)
+{
+    char host[256];
+    const char *rest = text + 6;
+    if (strncmp(text, "udp://", 6) == 0) {
+        cfg->transport = LOAD_UDP;
+    } else if (strncmp(text, "tcp://", 6) == 0) {
+        cfg->transport = LOAD_TCP;
+    } else {
+        return usage_error("--target '%s': expected udp://HOST:PORT or tcp://HOST:PORT", text);
+    }
+    const char *colon = strrchr(rest, ':');
+    const char *host_start = rest, *host_end = colon;
+    if (rest[0] == '[') {
+        host_start = rest + 1;
+        host_end = strchr(rest, ']');
+        if (host_end == NULL || host_end[1] != ':') {
+            return usage_error("--target '%s': expected [IPv6]:PORT", text);
+        }
+        colon = host_end + 1;
+    }
+    if (colon == NULL || host_end <= host_start || (size_t)(host_end - host_start) >= sizeof host ||
+        memchr(host_start, ':', (size_t)(host_end - host_start)) != NULL) {
+        return usage_error("--target '%s': expected HOST:PORT after the scheme", text);
+    }
+    uint64_t port;
+    if (!text_to_u64(colon + 1, &port) || port == 0 || port > 65535) {
+        return usage_error("--target '%s': the port must be 1..65535", text);
+    }
+    memcpy(host, host_start, (size_t)(host_end - host_start));
+    host[host_end - host_start] = '\0';
+    struct addrinfo hints = {.ai_socktype = cfg->transport == LOAD_UDP ? SOCK_DGRAM : SOCK_STREAM,
+                             .ai_flags = AI_NUMERICSERV};
+    struct addrinfo *found = NULL;
+    int rc = getaddrinfo(host, colon + 1, &hints, &found);
+    if (rc != 0) {
+        return usage_error("--target '%s': cannot resolve '%s': %s", text, host, gai_strerror(rc));
+    }
+    memcpy(&cfg->addr, found->ai_addr, found->ai_addrlen);
+    cfg->addr_bytes = found->ai_addrlen;
+    freeaddrinfo(found);
+    cfg->target = text;
+    return 0;
+}
+
+static int parse_pattern(const char *text, struct load_config *cfg)
+{
+    if (strcmp(text, "constant") == 0) {
+        cfg->pattern = LOAD_PATTERN_CONSTANT;
+    } else if (strcmp(text, "sine") == 0) {
+        cfg->pattern = LOAD_PATTERN_SINE;
+    } else if (strcmp(text, "walk") == 0) {
+        cfg->pattern = LOAD_PATTERN_WALK;
+    } else {
+        return usage_error("--pattern '%s': expected constant, sine or walk", text);
+    }
+    return 0;
+}
+
+/*
+ * --start-time-us: "now", an absolute count of microseconds since the epoch,
+ * or an offset from now with a unit: [+-]N(us|ms|s|m|h|d), e.g. "-24h".
+ */
+static int resolve_start_time(const char *text, int64_t now_us, int64_t *out)
+{
+    static const struct {
+        const char *suffix;
+        double us;
+    } units[] = {{"us", 1}, {"ms", 1e3}, {"s", 1e6}, {"m", 60e6}, {"h", 3600e6}, {"d", 86400e6}};
+    uint64_t absolute;
+    if (text == NULL || strcmp(text, "now") == 0) {
+        *out = now_us;
+        return 0;
+    }
+    if (text_to_u64(text, &absolute) && absolute <= (uint64_t)LOAD_START_MAX_US) {
+        *out = (int64_t)absolute;
+        return 0;
+    }
+    size_t len = strlen(text);
+    for (size_t i = 0; i < SL_ARRAY_COUNT(units); i++) {
+        size_t suffix_len = strlen(units[i].suffix);
+        char number[64];
+        if (len <= suffix_len || len - suffix_len >= sizeof number ||
+            strcmp(text + len - suffix_len, units[i].suffix) != 0) {
+            continue;
+        }
+        memcpy(number, text, len - suffix_len);
+        number[len - suffix_len] = '\0';
+        double amount;
+        if (!text_to_double(number, &amount) || (number[0] != '-' && number[0] != '+')) {
+            continue;
+        }
+        double t = (double)now_us + amount * units[i].us;
+        if (t < 0 || t > (double)LOAD_START_MAX_US) {
+            break;
+        }
+        *out = (int64_t)t;
+        return 0;
+    }
+    return usage_error("--start-time-us '%s': expected microseconds since the epoch, \"now\", "
+                       "or a signed offset such as -24h, -90m, -3600s, +5m",
+                       text);
+}
+
+static int parse_option_numbers(int opt, const char *arg, struct load_config *cfg)
+{
+    switch (opt) {
+    case OPT_STREAMS:
+        return opt_u32("streams", arg, 1, LOAD_STREAMS_MAX, &cfg->streams);
+    case OPT_STREAM_ID_BASE:
+        return opt_u32("stream-id-base", arg, 0, UINT32_MAX, &cfg->stream_id_base);
+    case OPT_SENSORS:
+        return opt_u32("sensors", arg, 1, UINT32_MAX, &cfg->sensors);
+    case OPT_SENSOR_ID_BASE:
+        return opt_u32("sensor-id-base", arg, 0, UINT32_MAX, &cfg->sensor_id_base);
+    case OPT_BATCH:
+        return opt_u32("batch", arg, 1, UINT32_MAX, &cfg->batch);
+    case OPT_RATE:
+        return opt_double("rate", arg, 0, 1e12, &cfg->rate_per_s);
+    case OPT_DURATION:
+        return opt_double("duration", arg, 1e-6, 1e9, &cfg->duration_s);
+    case OPT_READINGS:
+        cfg->readings_set = true;
+        return opt_u64("readings", arg, 1, LOAD_READINGS_MAX, &cfg->readings);
+    case OPT_SEED:
+        return opt_u64("seed", arg, 0, UINT64_MAX, &cfg->seed);
+    case OPT_INTERVAL:
+        return opt_u64("interval-us", arg, 0, LOAD_INTERVAL_MAX_US, &cfg->interval_us);
+    case OPT_WINDOW:
+        return opt_u32("window", arg, 1, LOAD_WINDOW_MAX, &cfg->window);
+    case OPT_NAN_RATE:
+        return opt_double("nan-rate", arg, 0, 1, &cfg->nan_rate);
+    case OPT_OOO_RATE:
+        return opt_double("ooo-rate", arg, 0, 1, &cfg->ooo_rate);
+    case OPT_START_SEQ:
+        return opt_u64("start-seq", arg, 0, UINT64_MAX >> 1, &cfg->start_seq);
+    default:
+        return usage_error("internal: unhandled option %d", opt);
+    }
+}
+
+/* Returns 0 to go on, 1 when --help/--version was answered, -1 on bad usage. */
+static int parse_option(int opt, const char *arg, struct load_config *cfg)
+{
+    switch (opt) {
+    case OPT_TARGET:
+        return parse_target(arg, cfg);
+    case OPT_PATTERN:
+        return parse_pattern(arg, cfg);
+    case OPT_START_TIME:
+        cfg->start_time_text = arg;
+        return 0;
+    case OPT_NO_ACK:
+        cfg->ack = false;
+        return 0;
+    case OPT_NO_GSO:
+        cfg->gso = false;
+        return 0;
+    case OPT_QUIET:
+        cfg->quiet = true;
+        return 0;
+    case OPT_HELP:
+        print_help();
+        return 1;
+    case OPT_VERSION:
+        printf("sluice-load %s\n", SL_VERSION);
+        return 1;
+    default:
+        return parse_option_numbers(opt, arg, cfg);
+    }
+}
+
+/* Warn when the last readings would be stamped beyond the gateway's default skew. */
+static void check_future(const struct load_config *cfg, double last_time_us, int64_t now_us)
+{
+    if (!cfg->quiet && last_time_us > (double)(now_us + LOAD_FUTURE_SKEW_US)) {
+        fprintf(stderr,
+                "sluice-load: warning: readings will be stamped up to %.0f s ahead of now; a "
+                "gateway rejects readings more than %lld s in the future (see --start-time-us)\n",
+                (last_time_us - (double)now_us) / 1e6, LOAD_FUTURE_SKEW_US / 1000000);
+    }
+}
+
+static int validate_config(struct load_config *cfg)
+{
+    if (cfg->target == NULL) {
+        return usage_error("--target is required (udp://HOST:PORT or tcp://HOST:PORT)");
+    }
+    bool udp = cfg->transport == LOAD_UDP;
+    uint32_t batch_max = udp ? SL_UDP_COUNT_MAX : SL_BATCH_COUNT_MAX;
+    if (cfg->batch > batch_max) {
+        return usage_error("--batch %" PRIu32 " exceeds the %s maximum of %" PRIu32
+                           " readings per frame",
+                           cfg->batch, udp ? "UDP" : "TCP", batch_max);
+    }
+    if (cfg->sensors < cfg->streams) {
+        return usage_error("--sensors %" PRIu32 " is fewer than --streams %" PRIu32
+                           ": every stream needs a sensor",
+                           cfg->sensors, cfg->streams);
+    }
+    if ((uint64_t)cfg->sensor_id_base + cfg->sensors - 1 > UINT32_MAX ||
+        (uint64_t)cfg->stream_id_base + cfg->streams - 1 > UINT32_MAX) {
+        return usage_error("sensor or stream ids would exceed 2^32-1: lower the id base");
+    }
+    if (cfg->ooo_rate > 0 && cfg->interval_us == 0) {
+        return usage_error("--ooo-rate needs --interval-us > 0 (an equal time is not rejected)");
+    }
+    if (!cfg->readings_set) {
+        cfg->readings = cfg->duration_s > 0 ? UINT64_MAX : LOAD_READINGS_DEFAULT;
+    }
+    int64_t now_us = sl_clock_realtime_us();
+    if (resolve_start_time(cfg->start_time_text, now_us, &cfg->start_time_us) != 0) {
+        return -1;
+    }
+    if (cfg->readings != UINT64_MAX) {
+        double per_sensor = ceil(ceil((double)cfg->readings / cfg->streams) /
+                                 floor((double)cfg->sensors / cfg->streams));
+        double last_us = (double)cfg->start_time_us + (per_sensor - 1) * (double)cfg->interval_us;
+        if (last_us > (double)(INT64_MAX / 4)) {
+            return usage_error("event times would overflow: lower --readings or --interval-us");
+        }
+        check_future(cfg, last_us, now_us);
+    }
+    return 0;
+}
+
+static void config_defaults(struct load_config *cfg)
+{
+    memset(cfg, 0, sizeof *cfg);
+    cfg->streams = 1;
+    cfg->sensors = 1000;
+    cfg->batch = 100;
+    cfg->window = 256;
+    cfg->stream_id_base = 1;
+    cfg->sensor_id_base = 1;
+    cfg->pattern = LOAD_PATTERN_SINE;
+    cfg->seed = 1;
+    cfg->interval_us = 1000000;
+    cfg->start_seq = 1;
+    cfg->ack = true;
+    cfg->gso = true;
+}
+
+/* Returns 0 to run, 1 when --help/--version was answered, -1 on bad usage. */
+static int parse_args(int argc, char **argv, struct load_config *cfg)
+{
+    config_defaults(cfg);
+    int opt;
+    while ((opt = getopt_long(argc, argv, "", load_options, NULL)) != -1) {
+        if (opt == '?' || opt == ':') {
+            fputs("Try 'sluice-load --help'.\n", stderr);
+            return -1;
+        }
+        int rc = parse_option(opt, optarg, cfg);
+        if (rc != 0) {
+            return rc;
+        }
+    }
+    if (optind < argc) {
+        return usage_error("unexpected argument '%s'", argv[optind]);
+    }
+    return validate_config(cfg);
+}
+
+/* ---------------------------------------------------------------- set-up */
+
+static void *arena_take(struct load_arena *arena, size_t bytes)
+{
+    size_t start = (arena->used + LOAD_ALIGN - 1) & ~(size_t)(LOAD_ALIGN - 1);
+    arena->used = start + bytes;
+    return arena->base == NULL ? NULL : arena->base + start;
+}
+
+/* Carve every buffer of the run; with a measuring arena this is the memory plan. */
+static void run_carve(struct load_run *run, struct load_arena *arena)
+{
+    const struct load_config *cfg = &run->cfg;
+    run->hist = arena_take(arena, sizeof *run->hist);
+    run->streams = arena_take(arena, sizeof *run->streams * cfg->streams);
+    float *walk = NULL;
+    int64_t *last_good = NULL;
+    if (cfg->pattern == LOAD_PATTERN_WALK) {
+        walk = arena_take(arena, sizeof *walk * cfg->sensors);
+    }
+    if (cfg->ooo_rate > 0) {
+        last_good = arena_take(arena, sizeof *last_good * cfg->sensors);
+    }
+    for (uint32_t i = 0, first = 0; arena->base != NULL && i < cfg->streams; i++) {
+        uint32_t count = cfg->sensors / cfg->streams + (i < cfg->sensors % cfg->streams);
+        run->streams[i].walk_value = walk == NULL ? NULL : walk + first;
+        run->streams[i].last_good_us = last_good == NULL ? NULL : last_good + first;
+        run->streams[i].sensor_count = count;
+        run->streams[i].sensor_id_first = cfg->sensor_id_base + first;
+        first += count;
+    }
+    if (cfg->transport == LOAD_UDP) {
+        run->udp_frames = arena_take(arena, (size_t)run->stride * run->udp_slots);
+        run->udp_msgs = arena_take(arena, sizeof *run->udp_msgs * run->udp_slots);
+        run->udp_iovs = arena_take(arena, sizeof *run->udp_iovs * run->udp_slots);
+        run->udp_counts = arena_take(arena, sizeof *run->udp_counts * run->udp_slots);
+        return;
+    }
+    run->conns = arena_take(arena, sizeof *run->conns * cfg->streams);
+    for (uint32_t i = 0; i < cfg->streams; i++) {
+        uint8_t *frames = arena_take(arena, (size_t)run->stride * cfg->window);
+        struct tcp_slot *slots = arena_take(arena, sizeof *slots * cfg->window);
+        uint32_t *free_slots = arena_take(arena, sizeof *free_slots * cfg->window);
+        uint32_t *queue = arena_take(arena, sizeof *queue * cfg->window);
+        if (arena->base != NULL) {
+            run->conns[i].frames = frames;
+            run->conns[i].slots = slots;
+            run->conns[i].free_slots = free_slots;
+            run->conns[i].queue = queue;
+        }
+    }
+}
+
+static void stream_init(struct load_stream *s, const struct load_config *cfg, uint32_t index)
+{
+    uint64_t seed_state = cfg->seed ^ ((uint64_t)index * 0xD1B54A32D192ED03ull);
+    s->stream_id = cfg->stream_id_base + index;
+    s->readings_left = cfg->readings == UINT64_MAX
+                           ? UINT64_MAX
+                           : cfg->readings / cfg->streams + (index < cfg->readings % cfg->streams);
+    s->next_seq = cfg->start_seq;
+    s->rng_walk = splitmix64(&seed_state) | 1;
+    s->rng_inject = splitmix64(&seed_state) | 1;
+    for (uint32_t i = 0; s->walk_value != NULL && i < s->sensor_count; i++) {
+        s->walk_value[i] = 20.0f;
+    }
+    for (uint32_t i = 0; s->last_good_us != NULL && i < s->sensor_count; i++) {
+        s->last_good_us[i] = INT64_MIN;
+    }
+    uint8_t *h = s->header;
+    h[0] = SL_BATCH_MAGIC_0;
+    h[1] = SL_BATCH_MAGIC_1;
+    h[2] = SL_BATCH_MAGIC_2;
+    h[3] = SL_BATCH_MAGIC_3;
+    h[4] = SL_PROTOCOL_VERSION;
+    h[5] = cfg->transport == LOAD_TCP && cfg->ack ? SL_FLAG_ACK_REQUESTED : 0;
+    sl_store_u32(h + 8, s->stream_id);
+    sl_store_u32(h + 12, 0); /* key_id */
+}
+
+static void gen_init(struct load_gen *gen, const struct load_config *cfg)
+{
+    gen->pattern = cfg->pattern;
+    gen->start_us = cfg->start_time_us;
+    gen->interval_us = (int64_t)cfg->interval_us;
+    uint64_t step = cfg->interval_us > 0 ? cfg->interval_us : 1;
+    gen->k_limit = (uint64_t)(INT64_MAX / 4 - cfg->start_time_us) / step;
+    gen->nan_rate = cfg->nan_rate;
+    gen->ooo_rate = cfg->ooo_rate;
+    gen->inject = cfg->nan_rate > 0 || cfg->ooo_rate > 0;
+    for (uint32_t i = 0; i < SL_ARRAY_COUNT(gen->sine); i++) {
+        gen->sine[i] = (float)(20.0 + 5.0 * sin(2.0 * M_PI * (double)i / LOAD_SINE_PERIOD));
+    }
+}
+
+static void conns_init(struct load_run *run)
+{
+    for (uint32_t i = 0; run->conns != NULL && i < run->cfg.streams; i++) {
+        struct tcp_conn *c = &run->conns[i];
+        c->fd = -1;
+        c->state = CONN_DONE;
+        c->stream = &run->streams[i];
+        c->backoff_ns = LOAD_BACKOFF_MIN_NS;
+        c->free_count = run->cfg.window;
+        for (uint32_t slot = 0; slot < run->cfg.window; slot++) {
+            c->free_slots[slot] = run->cfg.window - 1 - slot;
+        }
+    }
+}
+
+/* Take the whole plan in one block, touch it, and initialise. 0, or -1 when refused. */
+static int run_setup(struct load_run *run)
+{
+    struct load_arena measure = {0};
+    run->stride = (SL_BATCH_BYTES(run->cfg.batch) + LOAD_ALIGN - 1) & ~(LOAD_ALIGN - 1);
+    run->udp_slots = LOAD_UDP_ROUND_BYTES / run->stride;
+    run->udp_slots = run->udp_slots < LOAD_UDP_SLOTS_MIN ? LOAD_UDP_SLOTS_MIN : run->udp_slots;
+    run->udp_slots = run->udp_slots > LOAD_UDP_SLOTS_MAX ? LOAD_UDP_SLOTS_MAX : run->udp_slots;
+    run_carve(run, &measure);
+    if (measure.used > LOAD_MEMORY_MAX) {
+        return usage_error("the memory plan needs %zu bytes, more than the %llu limit: lower "
+                           "--window, --batch or --streams",
+                           measure.used, LOAD_MEMORY_MAX);
+    }
+    uint8_t *block = aligned_alloc(LOAD_ALIGN, (measure.used + LOAD_ALIGN - 1) & ~(LOAD_ALIGN - 1));
+    if (block == NULL) {
+        return usage_error("cannot allocate %zu bytes", measure.used);
+    }
+    memset(block, 0, measure.used); /* fault the pages in now, not on the send path */
+    run->memory = block;
+    struct load_arena arena = {.base = block};
+    run_carve(run, &arena);
+    SL_ASSERT(arena.used == measure.used);
+    gen_init(&run->gen, &run->cfg);
+    for (uint32_t i = 0; i < run->cfg.streams; i++) {
+        stream_init(&run->streams[i], &run->cfg, i);
+        run->streams_left += run->streams[i].readings_left > 0;
+    }
+    conns_init(run);
+    if (!run->cfg.quiet) {
+        fprintf(stderr,
+                "sluice-load: %s, %" PRIu32 " streams, batch %" PRIu32 ", memory %zu bytes\n",
+                run->cfg.target, run->cfg.streams, run->cfg.batch, measure.used);
+    }
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    static struct load_run run;
+    int rc = parse_args(argc, argv, &run.cfg);
+    if (rc != 0) {
+        return rc > 0 ? 0 : 2;
+    }
+    if (run_setup(&run) != 0) {
+        return 2;
+    }
+    struct sigaction sa = {.sa_handler = on_stop_signal};
+    sigemptyset(&sa.sa_mask);
+    (void)sigaction(SIGINT, &sa, NULL);
+    (void)sigaction(SIGTERM, &sa, NULL);
+    (void)signal(SIGPIPE, SIG_IGN);
+    rc = run.cfg.transport == LOAD_UDP ? udp_run(&run) : tcp_run(&run);
+    print_report(&run);
+    free(run.memory);
+    return rc == 0 && !run.failed ? 0 : 1;
+}
