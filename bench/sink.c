@@ -53,6 +53,7 @@
 #include "sluice/protocol.h"
 #include "core/assert.h"
 #include "core/clock.h"
+#include "tools/tool.h"
 
 #ifndef SL_VERSION
 #define SL_VERSION "0.0.0"
@@ -123,38 +124,6 @@ struct sink_tcp {
     uint32_t ready_count;
     uint8_t *read_buffer;
 };
-
-static volatile sig_atomic_t sink_stop_signal;
-
-static void on_stop_signal(int sig)
-{
-    (void)sig;
-    sink_stop_signal = 1;
-}
-
-static int usage_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static void log_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-
-static int usage_error(const char *fmt, ...)
-{
-    va_list ap;
-    fputs("sluice-sink: ", stderr);
-    va_start(ap, fmt);
-    vfprintf(stderr, fmt, ap);
-    va_end(ap);
-    fputs("\nTry 'sluice-sink --help'.\n", stderr);
-    return -1;
-}
-
-static void log_error(const char *fmt, ...)
-{
-    va_list ap;
-    fputs("sluice-sink: ", stderr);
-    va_start(ap, fmt);
-    vfprintf(stderr, fmt, ap);
-    va_end(ap);
-    fputc('\n', stderr);
-}
 
 static void *take(size_t bytes)
 {
@@ -295,7 +264,7 @@ static int udp_run(const struct sink_config *cfg, int fd, struct sink_stats *sta
         return -1;
     }
     int rc = 0;
-    while (!sink_stop_signal && !stats_expect_met(cfg, stats)) {
+    while (!tool_stop_signal && !stats_expect_met(cfg, stats)) {
         int n = recvmmsg(fd, msgs, SINK_UDP_VLEN, MSG_DONTWAIT, NULL);
         int64_t now = sl_clock_monotonic_ns();
         if (n > 0) {
@@ -575,7 +544,7 @@ static int tcp_run(const struct sink_config *cfg, int listen_fd, struct sink_sta
     static struct sink_tcp tcp;
     struct epoll_event events[SINK_EVENTS_MAX];
     tcp_setup(&tcp, cfg, listen_fd);
-    while (!sink_stop_signal && !stats_expect_met(cfg, stats)) {
+    while (!tool_stop_signal && !stats_expect_met(cfg, stats)) {
         int timeout_ms = wait_ms(cfg, stats, sl_clock_monotonic_ns());
         if (timeout_ms < 0) {
             break;
@@ -783,12 +752,13 @@ static int parse_args(int argc, char **argv, struct sink_config *cfg)
 
 int main(int argc, char **argv)
 {
+    tool_name = "sluice-sink";
     struct sink_config cfg;
     int rc = parse_args(argc, argv, &cfg);
     if (rc != 0) {
         return rc > 0 ? 0 : 2;
     }
-    struct sigaction sa = {.sa_handler = on_stop_signal};
+    struct sigaction sa = {.sa_handler = tool_on_stop_signal};
     sigemptyset(&sa.sa_mask);
     (void)sigaction(SIGINT, &sa, NULL);
     (void)sigaction(SIGTERM, &sa, NULL);

@@ -67,6 +67,7 @@
 #include "sluice/protocol.h"
 #include "core/assert.h"
 #include "core/clock.h"
+#include "tools/tool.h"
 #include "core/crc32c.h"
 
 #ifndef SL_VERSION
@@ -259,38 +260,6 @@ struct load_arena {
     size_t used;
 };
 
-static volatile sig_atomic_t load_stop_signal;
-
-static int usage_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static void log_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-
-static int usage_error(const char *fmt, ...)
-{
-    va_list ap;
-    fputs("sluice-load: ", stderr);
-    va_start(ap, fmt);
-    vfprintf(stderr, fmt, ap);
-    va_end(ap);
-    fputs("\nTry 'sluice-load --help'.\n", stderr);
-    return -1;
-}
-
-static void log_error(const char *fmt, ...)
-{
-    va_list ap;
-    fputs("sluice-load: ", stderr);
-    va_start(ap, fmt);
-    vfprintf(stderr, fmt, ap);
-    va_end(ap);
-    fputc('\n', stderr);
-}
-
-static void on_stop_signal(int sig)
-{
-    (void)sig;
-    load_stop_signal = 1;
-}
-
 /* ---------------------------------------------------------------- PRNG, histogram */
 
 static uint64_t splitmix64(uint64_t *state)
@@ -408,29 +377,11 @@ static void pacer_charge(struct load_pacer *pacer, uint32_t count)
 static void sleep_ns(int64_t ns)
 {
     struct timespec ts = {.tv_sec = ns / LOAD_NS_PER_S, .tv_nsec = ns % LOAD_NS_PER_S};
-    while (clock_nanosleep(CLOCK_MONOTONIC, 0, &ts, &ts) == EINTR && !load_stop_signal) {
+    while (clock_nanosleep(CLOCK_MONOTONIC, 0, &ts, &ts) == EINTR && !tool_stop_signal) {
     }
 }
 
 /* ---------------------------------------------------------------- batch generation */
-
-/*
- * Per-reading stores. sl_store_u32's byte-wise form is not merged into one
- * store by GCC 12 here (it costs ~2 ns per reading); htole32 + memcpy is a
- * single mov on little-endian hosts and still correct on big-endian ones.
- */
-static inline void put_u32(uint8_t *p, uint32_t value)
-{
-    uint32_t le = htole32(value);
-    memcpy(p, &le, sizeof le);
-}
-
-static inline void put_f32(uint8_t *p, float value)
-{
-    uint32_t bits;
-    memcpy(&bits, &value, sizeof bits);
-    put_u32(p, bits);
-}
 
 static inline float gen_value(const struct load_gen *gen, struct load_stream *s,
                               uint32_t sensor_index, uint32_t k_mod)
@@ -532,9 +483,9 @@ static uint32_t gen_batch(const struct load_gen *gen, struct load_stream *s, uin
         } else if (s->last_good_us != NULL) {
             s->last_good_us[index] = t;
         }
-        put_u32(p, s->sensor_id_first + index);
-        put_u32(p + 4, (uint32_t)(uint64_t)(t - t_first));
-        put_f32(p + 8, value);
+        sl_store_u32(p, s->sensor_id_first + index);
+        sl_store_u32(p + 4, (uint32_t)(uint64_t)(t - t_first));
+        sl_store_f32(p + 8, value);
         p += SL_READING_BYTES;
         if (++index == s->sensor_count) {
             index = 0;
@@ -603,7 +554,7 @@ static void run_stop_streams(struct load_run *run)
 
 static void run_tick(struct load_run *run, int64_t now)
 {
-    if (run->streams_left > 0 && (now >= run->deadline_ns || load_stop_signal)) {
+    if (run->streams_left > 0 && (now >= run->deadline_ns || tool_stop_signal)) {
         run_stop_streams(run);
     }
     if (run->cfg.quiet || now < run->progress_ns) {
@@ -1903,6 +1854,7 @@ static int run_setup(struct load_run *run)
 
 int main(int argc, char **argv)
 {
+    tool_name = "sluice-load";
     static struct load_run run;
     int rc = parse_args(argc, argv, &run.cfg);
     if (rc != 0) {
@@ -1911,7 +1863,7 @@ int main(int argc, char **argv)
     if (run_setup(&run) != 0) {
         return 2;
     }
-    struct sigaction sa = {.sa_handler = on_stop_signal};
+    struct sigaction sa = {.sa_handler = tool_on_stop_signal};
     sigemptyset(&sa.sa_mask);
     (void)sigaction(SIGINT, &sa, NULL);
     (void)sigaction(SIGTERM, &sa, NULL);

@@ -19,6 +19,7 @@
  * but the writer's.
  */
 #include <errno.h>
+#include <stdbool.h>
 #include <math.h>
 #include <string.h>
 
@@ -103,6 +104,20 @@ static uint32_t decode_slots(struct sl_sensor_view *view, uint32_t used, int64_t
     return out;
 }
 
+/* Reader side of the sequence lock: begin (false while the writer is mid-change)... */
+static inline bool seq_read_begin(const struct sl_sensor *live, uint32_t *seq)
+{
+    *seq = atomic_load_explicit((_Atomic uint32_t *)&live->seq, memory_order_acquire);
+    return (*seq & 1) == 0;
+}
+
+/* ...and validate: true when nothing changed while the reader copied. */
+static inline bool seq_read_valid(const struct sl_sensor *live, uint32_t seq)
+{
+    atomic_thread_fence(memory_order_acquire);
+    return atomic_load_explicit((_Atomic uint32_t *)&live->seq, memory_order_relaxed) == seq;
+}
+
 int sl_store_snapshot(const struct sl_store *store, uint32_t sensor_id, struct sl_sensor_view *view)
 {
     uint32_t index;
@@ -112,8 +127,8 @@ int sl_store_snapshot(const struct sl_store *store, uint32_t sensor_id, struct s
     const struct sl_sensor *live = &store->sensors[index];
     uint32_t ring = store->config.ring_readings;
     for (uint32_t attempt = 0; attempt < SL_SNAPSHOT_RETRIES_MAX; attempt++) {
-        uint32_t seq0 = atomic_load_explicit((_Atomic uint32_t *)&live->seq, memory_order_acquire);
-        if (seq0 & 1) {
+        uint32_t seq;
+        if (!seq_read_begin(live, &seq)) {
             continue;
         }
         struct sl_sensor s;
@@ -124,9 +139,7 @@ int sl_store_snapshot(const struct sl_store *store, uint32_t sensor_id, struct s
         uint32_t tail = head >= used ? head - used : head + ring - used;
         copy_slots(store, (uint64_t)index * ring, tail, used, view);
         copy_coarse(store, index, s.last_t_us, view);
-        atomic_thread_fence(memory_order_acquire);
-        uint32_t seq1 = atomic_load_explicit((_Atomic uint32_t *)&live->seq, memory_order_relaxed);
-        if (seq0 != seq1) {
+        if (!seq_read_valid(live, seq)) {
             continue;
         }
         view->id = s.id;
@@ -150,8 +163,8 @@ int sl_store_summary(const struct sl_store *store, uint32_t sensor_id,
     const struct sl_sensor *live = &store->sensors[index];
     uint32_t ring = store->config.ring_readings;
     for (uint32_t attempt = 0; attempt < SL_SNAPSHOT_RETRIES_MAX; attempt++) {
-        uint32_t seq0 = atomic_load_explicit((_Atomic uint32_t *)&live->seq, memory_order_acquire);
-        if (seq0 & 1) {
+        uint32_t seq;
+        if (!seq_read_begin(live, &seq)) {
             continue;
         }
         struct sl_sensor s;
@@ -159,8 +172,7 @@ int sl_store_summary(const struct sl_store *store, uint32_t sensor_id,
         uint32_t newest = (s.head < ring ? s.head : 0);
         newest = newest == 0 ? ring - 1 : newest - 1;
         float last_value = store->values[(uint64_t)index * ring + newest];
-        atomic_thread_fence(memory_order_acquire);
-        if (atomic_load_explicit((_Atomic uint32_t *)&live->seq, memory_order_relaxed) != seq0) {
+        if (!seq_read_valid(live, seq)) {
             continue;
         }
         out->id = s.id;

@@ -21,31 +21,7 @@
 #include <string.h>
 
 #include "core/crc32c.h"
-
-static unsigned checks_run;
-static unsigned checks_failed;
-
-#define CHECK(cond)                                                                                \
-    do {                                                                                           \
-        checks_run++;                                                                              \
-        if (!(cond)) {                                                                             \
-            checks_failed++;                                                                       \
-            fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, #cond);               \
-        }                                                                                          \
-    } while (0)
-
-/* Like CHECK for two integers, printing both on failure. */
-#define CHECK_EQ(a, b)                                                                             \
-    do {                                                                                           \
-        long long check_a_ = (long long)(a);                                                       \
-        long long check_b_ = (long long)(b);                                                       \
-        checks_run++;                                                                              \
-        if (check_a_ != check_b_) {                                                                \
-            checks_failed++;                                                                       \
-            fprintf(stderr, "%s:%d: check failed: %s == %s (%lld != %lld)\n", __FILE__, __LINE__,  \
-                    #a, #b, check_a_, check_b_);                                                   \
-        }                                                                                          \
-    } while (0)
+#include "testlib.h"
 
 #define CHECK_STR(a, b) CHECK(strcmp((a), (b)) == 0)
 
@@ -533,7 +509,7 @@ int main(void)
     load_vector("batch_badcrc.bin", &batch_badcrc);
     load_vector("ack_ok.bin", &ack_ok);
     load_vector("ack_nan.bin", &ack_nan);
-    if (checks_failed != 0) {
+    if (tl_failures != 0) {
         fprintf(stderr, "test_codec: cannot read the spec vectors in %s\n", SL_SPEC_DIR);
         return 1;
     }
@@ -548,10 +524,5 @@ int main(void)
     test_boundaries();
     test_names();
 
-    if (checks_failed != 0) {
-        fprintf(stderr, "test_codec: %u of %u checks failed\n", checks_failed, checks_run);
-        return 1;
-    }
-    printf("test_codec: %u checks passed\n", checks_run);
-    return 0;
+    TEST_END("test_codec");
 }

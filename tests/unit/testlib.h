@@ -34,6 +34,19 @@ static unsigned long tl_checks, tl_failures;
         }                                                                                          \
     } while (0)
 
+/* Two integers (as signed 64-bit), both printed on failure. */
+#define CHECK_EQ(a, b)                                                                             \
+    do {                                                                                           \
+        long long tl_x = (long long)(a), tl_y = (long long)(b);                                    \
+        tl_checks++;                                                                               \
+        if (tl_x != tl_y) {                                                                        \
+            tl_failures++;                                                                         \
+            if (tl_failures <= 50)                                                                 \
+                fprintf(stderr, "%s:%d: CHECK failed: %s == %s (%lld != %lld)\n", __FILE__,         \
+                        __LINE__, #a, #b, tl_x, tl_y);                                             \
+        }                                                                                          \
+    } while (0)
+
 /* |a - b| <= tol * max(1, |b|) */
 #define CHECK_NEAR(a, b, tol)                                                                      \
     do {                                                                                           \
