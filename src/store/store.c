@@ -206,6 +206,29 @@ uint32_t sl_store_sensor_id(const struct sl_store *store, uint32_t index)
     return store->sensors[index].id;
 }
 
+int sl_store_restore_sensor(struct sl_store *store, uint32_t index, uint32_t sensor_id)
+{
+    uint32_t count = atomic_load_explicit(&store->sensors_count, memory_order_relaxed);
+    uint32_t existing;
+    if (index != count || index >= store->config.sensors_max ||
+        sl_store_find(store, sensor_id, &existing) == 0) {
+        return -EINVAL;
+    }
+    uint32_t slot = index_home(store, sensor_id);
+    for (uint32_t probes = 0; probes <= store->index_mask; probes++) {
+        if (store->index[slot] == 0) {
+            store->sensors[index].id = sensor_id;
+            atomic_store_explicit((_Atomic uint64_t *)&store->index[slot],
+                                  sensor_id | ((uint64_t)(index + 1) << 32), memory_order_release);
+            atomic_store_explicit(&store->sensors_count, count + 1, memory_order_release);
+            return 0;
+        }
+        slot = (slot + 1) & store->index_mask;
+    }
+    SL_ASSERT(0 && "sensor index full: load factor is <= 0.5 by construction");
+    return -EINVAL;
+}
+
 /* Writer: find a sensor, or create it; -1 when the table is full. */
 static inline int64_t find_or_insert(struct sl_store *store, uint32_t sensor_id)
 {

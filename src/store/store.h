@@ -138,6 +138,14 @@ void sl_store_apply(struct sl_store *store, const struct sl_batch *batch, int64_
 int sl_store_apply_reading(struct sl_store *store, uint32_t sensor_id, int64_t t_us, float value,
                            int64_t now_us);
 
+/*
+ * Recovery only (start-up, before any reader): make sensor `index` (its
+ * record already copied into store->sensors[index]) findable by id, and
+ * count it. Sensors must be restored in dense order 0, 1, 2, ... Returns 0,
+ * or -EINVAL when index is out of order or the id is already present.
+ */
+int sl_store_restore_sensor(struct sl_store *store, uint32_t index, uint32_t sensor_id);
+
 /* Sensors known (any thread). */
 static inline uint32_t sl_store_sensors_count(const struct sl_store *store)
 {

@@ -1,0 +1,117 @@
+/*
+ * Checkpoints: a copy of the store and the stream tables on disk, so that
+ * recovery replays only the log written since, whatever the log's size, and
+ * so that recycling old log segments loses nothing.
+ *
+ * A checkpoint is fuzzy and incremental, written by the ingest thread a
+ * chunk per loop tick (at most step_bytes a tick) straight from the store's
+ * memory, so it never stops ingestion for long and needs no buffer. Each
+ * chunk holds a contiguous range of sensors (their records, ring values,
+ * ring deltas and coarse buckets, all copied within one tick, so each
+ * sensor is consistent) and the lsn of the last record applied when it was
+ * copied. The stream tables go last, with their lsn. Recovery loads the
+ * newest complete checkpoint whose store geometry matches the running
+ * configuration, then replays the log from the checkpoint's start lsn,
+ * skipping, per sensor, readings of records at or below its chunk's lsn.
+ *
+ * Files: `ckpt-<16 hex digits>.ckpt`, written as `.tmp`, fsynced, renamed,
+ * directory fsynced; the newest two complete ones are kept. Format in
+ * docs/STORAGE.md: a 128-byte header, chunks (64-byte header + payload,
+ * each with CRC-32Cs), a streams chunk, a 64-byte trailer. A file without a
+ * valid trailer is incomplete and ignored.
+ *
+ * Memory: none of its own (it writes from the store). Threads: the writer
+ * on the ingest thread; loading at start-up on main.
+ */
+#ifndef SL_STORE_CHECKPOINT_H
+#define SL_STORE_CHECKPOINT_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "core/io.h"
+#include "store/store.h"
+#include "store/streams.h"
+
+#define SL_CHECKPOINT_STEP_BYTES_DEFAULT (16ull << 20) /* written per loop tick at most */
+#define SL_CHECKPOINTS_KEPT 2u
+
+struct sl_checkpoint_config {
+    char dir[4096];
+    uint64_t step_bytes;
+    const struct sl_io *io;
+};
+
+struct sl_checkpoint_counters {
+    _Atomic uint64_t started;
+    _Atomic uint64_t completed;
+    _Atomic uint64_t failed;
+    _Atomic uint64_t bytes_written;
+    _Atomic uint64_t last_start_lsn; /* of the newest complete checkpoint */
+    _Atomic uint64_t last_bytes;     /* its size */
+};
+
+/* The writer's state; caller-owned (embed it), initialised by sl_checkpoint_init. */
+struct sl_checkpointer {
+    struct sl_checkpoint_config config;
+    const struct sl_store *store;
+    const struct sl_streams *tcp_streams;
+    const struct sl_streams *udp_streams;
+    struct sl_checkpoint_counters counters;
+    /* in-progress state */
+    bool active;
+    int fd;
+    uint64_t seq;          /* this checkpoint's number */
+    uint64_t start_lsn;
+    uint64_t offset;       /* bytes written so far */
+    uint32_t next_sensor;  /* first sensor index of the next chunk */
+    uint32_t chunks;
+    uint32_t crc_running;  /* CRC-32C of everything before the trailer */
+    char tmp_path[4160];
+    char path[4160];
+};
+
+void sl_checkpoint_init(struct sl_checkpointer *ck, const struct sl_checkpoint_config *config,
+                        const struct sl_store *store, const struct sl_streams *tcp_streams,
+                        const struct sl_streams *udp_streams, uint64_t next_seq);
+
+/* Start a checkpoint covering every record from start_lsn on. 0 or -errno (nothing started). */
+int sl_checkpoint_begin(struct sl_checkpointer *ck, uint64_t start_lsn);
+
+/*
+ * Write the next chunk (at most config.step_bytes; at least one sensor).
+ * applied_lsn is the lsn of the last record applied to the store. Returns
+ * 0 while in progress, 1 when the checkpoint completed (durably: fsynced,
+ * renamed, directory fsynced, older ones beyond SL_CHECKPOINTS_KEPT
+ * removed), or -errno when it failed (the partial file is removed; the
+ * caller tries again later).
+ */
+int sl_checkpoint_step(struct sl_checkpointer *ck, uint64_t applied_lsn);
+
+/* What recovery needs from a loaded checkpoint. */
+struct sl_checkpoint_loaded {
+    uint64_t seq;
+    uint64_t start_lsn;    /* replay the log from here */
+    uint64_t end_lsn;      /* applied lsn when it completed */
+    uint32_t sensors;
+    uint64_t streams_lsn;  /* stream-table updates of records at or below this are in it */
+    uint64_t bytes;
+};
+
+/*
+ * Load the newest complete, valid checkpoint in dir whose geometry matches
+ * store->config into a freshly initialised store and stream tables
+ * (sensors re-inserted in their dense order). sensor_lsn[i] receives the
+ * chunk lsn of sensor i (sensors_max entries, caller-provided). Returns 0,
+ * -ENOENT when there is none usable (the store is left empty), or -errno
+ * on an I/O error. Invalid or mismatched files are skipped, with a line on
+ * stderr saying why. Start-up, main thread.
+ */
+int sl_checkpoint_load(const char *dir, const struct sl_io *io, struct sl_store *store,
+                       struct sl_streams *tcp_streams, struct sl_streams *udp_streams,
+                       uint64_t *sensor_lsn, struct sl_checkpoint_loaded *out);
+
+/* The number to give the next checkpoint written in dir (1 + the highest found). */
+uint64_t sl_checkpoint_next_seq(const char *dir);
+
+#endif

@@ -1,0 +1,262 @@
+/*
+ * The durable log: a write-ahead log of accepted batches.
+ *
+ * Layout (docs/STORAGE.md has the byte tables): the data directory holds
+ * segment files `log-<16 hex digits of segment_seq>.seg`, each preallocated
+ * to segment_bytes, starting with a 64-byte segment header, then records
+ * back to back at 8-byte alignment, then zeros. A record is a 64-byte header
+ * (magic "SLR1", length, lsn, segment_seq, the gateway clock at acceptance,
+ * the batch header fields, a CRC-32C of the readings and a CRC-32C of the
+ * header) followed by the batch's readings verbatim (12 bytes each) and
+ * padding to 8 bytes.
+ *
+ * Writing (ingest thread only): sl_log_append copies a batch into the
+ * in-memory buffer and gives it the next lsn; sl_log_commit writes the
+ * buffer to the segment (one pwrite per commit: group commit) and syncs it
+ * per the sync mode. Only records at or below the lsn a commit reports may
+ * be applied to the store and acknowledged; the rest failed and are
+ * answered OVERLOADED, never applied. A segment whose write or sync failed
+ * is never synced again (fsyncgate): it is retired and a fresh segment
+ * takes the next records. When the log cannot get a fresh segment it is
+ * "failed": appends return -EIO until sl_log_tick succeeds in opening one.
+ *
+ * Reading (start-up): sl_log_open scans every segment in order and hands
+ * each valid record to a visitor, cutting a torn tail at the last whole
+ * record, and skipping (and counting) damaged records in the middle while
+ * keeping every later record and segment. The scanner of one segment's
+ * bytes, sl_log_scan_segment, is pure and is what the fuzz target drives.
+ *
+ * Memory: the append buffer (buffer_bytes, from the arena). Disk: at most
+ * bytes_max of segments; when a new segment would exceed it, the oldest is
+ * recycled (renamed and rewritten in place) and the records it held that no
+ * checkpoint covers are counted as dropped.
+ */
+#ifndef SL_STORE_LOG_H
+#define SL_STORE_LOG_H
+
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "core/io.h"
+#include "core/plan.h"
+#include "sluice/protocol.h"
+
+#define SL_LOG_SEGMENT_HEADER_BYTES 64u
+#define SL_LOG_RECORD_HEADER_BYTES 64u
+#define SL_LOG_ALIGN 8u
+/* Largest record: a whole 65,535-reading batch. */
+#define SL_LOG_RECORD_BYTES_MAX                                                                    \
+    ((SL_LOG_RECORD_HEADER_BYTES + SL_READING_BYTES * SL_BATCH_COUNT_MAX + SL_LOG_ALIGN - 1) /     \
+     SL_LOG_ALIGN * SL_LOG_ALIGN)
+
+#define SL_LOG_SEGMENT_BYTES_DEFAULT (64ull << 20)
+#define SL_LOG_SEGMENT_BYTES_MIN (2ull << 20) /* > header + the largest record */
+#define SL_LOG_SEGMENT_BYTES_MAX (1ull << 30)
+#define SL_LOG_BYTES_MAX_DEFAULT (1ull << 30)
+#define SL_LOG_BYTES_MAX_MAX (1ull << 40)
+#define SL_LOG_BUFFER_BYTES_DEFAULT (32ull << 20) /* memory: the append buffer */
+#define SL_LOG_BUFFER_BYTES_MIN (2ull << 20)
+#define SL_LOG_BUFFER_BYTES_MAX (1ull << 30)
+#define SL_LOG_SYNC_INTERVAL_MS_DEFAULT 100u
+#define SL_LOG_SYNC_INTERVAL_MS_MAX 60000u
+#define SL_LOG_RETRY_NS (1000000000LL) /* a failed log retries a fresh segment once a second */
+
+_Static_assert(SL_LOG_SEGMENT_BYTES_MIN > SL_LOG_SEGMENT_HEADER_BYTES + SL_LOG_RECORD_BYTES_MAX,
+               "a segment holds the largest record");
+_Static_assert(SL_LOG_BUFFER_BYTES_MIN >= SL_LOG_RECORD_BYTES_MAX, "the buffer holds the largest record");
+
+enum sl_sync_mode {
+    SL_SYNC_ALWAYS = 0, /* fdatasync before any record is applied or acked */
+    SL_SYNC_BATCH = 1,  /* apply and ack after the write; fdatasync every sync_interval_ms */
+    SL_SYNC_NEVER = 2,  /* apply and ack after the write; syncing is left to the OS */
+};
+
+enum sl_log_transport { SL_LOG_UDP = 0, SL_LOG_TCP = 1 };
+
+struct sl_log_config {
+    char dir[4096];
+    uint64_t segment_bytes;
+    uint64_t bytes_max; /* >= 2 segments */
+    uint64_t buffer_bytes;
+    enum sl_sync_mode sync;
+    uint32_t sync_interval_ms;
+    const struct sl_io *io;
+};
+
+void sl_log_config_default(struct sl_log_config *config);
+
+/* 0, or -EINVAL with a reason in *why. */
+int sl_log_config_check(const struct sl_log_config *config, const char **why);
+
+/* ---- the format: pure, no I/O ---- */
+
+/* A record decoded from bytes; batch.readings points into those bytes. */
+struct sl_log_record {
+    uint64_t lsn;
+    uint64_t segment_seq;
+    int64_t now_us; /* the gateway clock when the batch was accepted (the `future` rule) */
+    uint8_t transport; /* enum sl_log_transport */
+    struct sl_batch batch; /* header: version 1, key_id 0, the frame's flags, count, stream, seq, base */
+    uint32_t record_bytes; /* on disk, padding included */
+};
+
+/* Why a record did not decode. Negated by the decoder. */
+enum sl_log_decode_error {
+    SL_LOG_END = 1,             /* an all-zero header: the end of the segment's data */
+    SL_LOG_TRUNCATED = 2,       /* fewer bytes than the header or the record needs */
+    SL_LOG_BAD_MAGIC = 3,
+    SL_LOG_BAD_HEADER_CRC = 4,
+    SL_LOG_BAD_LENGTH = 5,      /* record_bytes != 64 + 12 x count, or count 0 */
+    SL_LOG_STALE = 6,           /* segment_seq of an earlier use of a recycled file */
+    SL_LOG_BAD_PAYLOAD_CRC = 7,
+};
+
+/* Bytes a record of `count` readings takes on disk (header, readings, padding). */
+uint32_t sl_log_record_bytes(uint32_t count);
+
+/* Encode a record into out (sl_log_record_bytes(count) bytes, padding zeroed). */
+void sl_log_record_encode(uint8_t *out, const struct sl_batch *batch, uint8_t transport,
+                          int64_t now_us, uint64_t lsn, uint64_t segment_seq);
+
+/* Decode the record at buf[0, len) that must belong to segment_seq. 0 or a negated enum. */
+int sl_log_record_decode(const uint8_t *buf, size_t len, uint64_t segment_seq,
+                         struct sl_log_record *out);
+
+struct sl_log_segment_header {
+    uint64_t segment_seq;
+    uint64_t first_lsn; /* the lsn its first record has (or will have) */
+    uint64_t segment_bytes;
+    int64_t created_us;
+};
+
+void sl_log_segment_header_encode(uint8_t out[SL_LOG_SEGMENT_HEADER_BYTES],
+                                  const struct sl_log_segment_header *header);
+
+/* 0, or -EINVAL (bad magic, version or CRC, or len < 64). */
+int sl_log_segment_header_decode(const uint8_t *buf, size_t len, struct sl_log_segment_header *out);
+
+/* ---- scanning ---- */
+
+/* Called for every valid record, in order. Return 0 to go on, nonzero to stop the scan. */
+typedef int (*sl_log_visit_fn)(void *ctx, const struct sl_log_record *record);
+
+struct sl_log_scan {
+    uint64_t records;         /* valid records visited */
+    uint64_t readings;        /* readings in them */
+    uint64_t last_lsn;        /* of the last valid record (0: none) */
+    uint64_t end_offset;      /* just past the last valid record: where appending resumes */
+    uint64_t corrupt_records; /* damaged regions skipped with valid records after them */
+    uint64_t corrupt_bytes;   /* bytes in those regions */
+    uint64_t tail_bytes;      /* damaged bytes after the last valid record (a torn tail) */
+    int tail_error;           /* the decode error that ended the data (SL_LOG_END when clean) */
+};
+
+/*
+ * Scan one segment's bytes: the header, then records from offset 64.
+ * Records must have strictly increasing lsns greater than min_lsn. On a
+ * damaged record the scanner resynchronises at the next 8-byte offset that
+ * holds a valid record of this segment (its header CRC checked first, so
+ * the search is cheap), bounded to 16 x len bytes of CRC work in all so any
+ * input ends quickly. Returns 0, or -EINVAL when the segment header is bad
+ * (nothing visited). Never reads outside buf[0, len).
+ */
+int sl_log_scan_segment(const uint8_t *buf, size_t len, uint64_t min_lsn, sl_log_visit_fn visit,
+                        void *ctx, struct sl_log_scan *scan);
+
+/* ---- the log ---- */
+
+/* What start-up found; also the metrics' starting values. */
+struct sl_log_recovery {
+    uint32_t segments;         /* segment files found */
+    uint32_t segments_bad;     /* with an unreadable header: left in place, skipped, counted */
+    uint64_t records;          /* valid records visited */
+    uint64_t readings;
+    uint64_t corrupt_records;  /* skipped in the middle */
+    uint64_t torn_tail_bytes;  /* cut from the last segment */
+    uint64_t last_lsn;
+    uint64_t bytes;            /* of log data scanned */
+    double seconds;            /* wall time of the scan and replay */
+};
+
+struct sl_log_counters {
+    _Atomic uint64_t records_written;
+    _Atomic uint64_t bytes_written;
+    _Atomic uint64_t commits;
+    _Atomic uint64_t syncs;                   /* fdatasync calls that succeeded */
+    _Atomic uint64_t write_errors;            /* failed or short pwrite */
+    _Atomic uint64_t sync_errors;             /* failed fdatasync */
+    _Atomic uint64_t records_failed;          /* dropped from a failed commit: answered OVERLOADED */
+    _Atomic uint64_t acked_at_risk;           /* acked records (batch/never) whose later sync failed */
+    _Atomic uint64_t segments_created;
+    _Atomic uint64_t segments_retired;        /* abandoned after an error */
+    _Atomic uint64_t segments_recycled;
+    _Atomic uint64_t recycled_records;        /* records dropped by recycling that no checkpoint held */
+    _Atomic uint64_t corrupt_records;         /* found at start-up */
+    _Atomic uint64_t torn_tail_bytes;         /* found at start-up */
+    _Atomic uint64_t bytes_on_disk;           /* segment files */
+    _Atomic uint64_t durable_lsn;             /* highest lsn known synced */
+    _Atomic int failed;                       /* 1 while appends are refused */
+};
+
+struct sl_log; /* defined in log.c: the writer's state */
+
+/* Memory the log takes from the arena: the append buffer. */
+void sl_log_plan(const struct sl_log_config *config, struct sl_plan *plan);
+
+/*
+ * Open the log directory (created if missing): scan every segment in
+ * segment_seq order, calling visit for each valid record (records whose lsn
+ * is at or below an earlier one are skipped), fill *recovery, then prepare
+ * to append after the last valid record (a fresh segment when the last one
+ * was damaged or full). Returns the log, or NULL with a reason in err.
+ * Start-up, main thread; the returned object lives in the arena.
+ */
+struct sl_log *sl_log_open(const struct sl_log_config *config, struct sl_arena *arena,
+                           sl_log_visit_fn visit, void *ctx, struct sl_log_recovery *recovery,
+                           char *err, uint32_t err_bytes);
+
+/*
+ * Append a batch as the next record. Returns 0 with its lsn in *lsn_out
+ * and the record's readings (inside the buffer, valid until the next
+ * commit) in *record_out; -ENOBUFS when the buffer or the current segment
+ * has no room (commit, then append again: after a commit it always fits);
+ * -EIO while the log is failed (answer OVERLOADED).
+ */
+int sl_log_append(struct sl_log *log, const struct sl_batch *batch, uint8_t transport,
+                  int64_t now_us, uint64_t *lsn_out, const struct sl_log_record **record_out);
+
+/*
+ * Write the buffered records and sync per the mode. Returns 0 when every
+ * buffered record may be applied and acked, or a negative errno when the
+ * write or the sync failed: then only records with lsn <= *applicable_lsn
+ * may be applied (for sync=always, none of this commit's). Either way
+ * *applicable_lsn is set, and the buffer is emptied of this commit's
+ * records. now_ns is CLOCK_MONOTONIC.
+ */
+int sl_log_commit(struct sl_log *log, int64_t now_ns, uint64_t *applicable_lsn);
+
+/* Periodic work (each loop tick): batch-mode syncs when idle, leaving the failed state. */
+void sl_log_tick(struct sl_log *log, int64_t now_ns);
+
+/* Records with lsn < lsn are held by a checkpoint: recycling them loses nothing. */
+void sl_log_set_checkpoint_lsn(struct sl_log *log, uint64_t lsn);
+
+/* The next lsn to be assigned (1 on an empty log). */
+uint64_t sl_log_next_lsn(const struct sl_log *log);
+
+/* Log bytes appended since the last call that reset it (drives checkpoint scheduling). */
+uint64_t sl_log_bytes_since(struct sl_log *log, bool reset);
+
+const struct sl_log_counters *sl_log_counters(const struct sl_log *log);
+
+/* 0 when healthy; otherwise copies a one-line reason ("log: fdatasync failed: ...") into buf. */
+int sl_log_health(const struct sl_log *log, char *buf, uint32_t buf_bytes);
+
+/* Flush, sync (all modes) and close. Main thread, after the ingest thread stopped. */
+void sl_log_close(struct sl_log *log);
+
+const char *sl_sync_mode_name(enum sl_sync_mode mode);
+
+#endif
