@@ -37,8 +37,9 @@
  * Limits: streams <= 4096, window <= 65536, batch <= 5455 (UDP) / 65535
  * (TCP); a batch is cut short when its readings would span more than
  * 2^32-1 us. No reconnect: a dropped connection is an error. An OVERLOADED
- * batch is resent under a fresh batch_seq (the old one may already be below
- * the stream's last applied seq, which would make it a DUPLICATE).
+ * batch is resent with its own batch_seq, after a backoff; the gateway
+ * refuses the stream's later batches until it is (they come back OVERLOADED
+ * in order and are resent behind it), so no batch is lost or applied twice.
  */
 #include <endian.h>
 #include <errno.h>
@@ -535,14 +536,6 @@ static uint32_t run_gen(struct load_run *run, struct load_stream *s, uint8_t *fr
     return count;
 }
 
-/* A new batch_seq for a frame being resent; the CRC covers it, so recompute. */
-static void frame_restamp(uint8_t *frame, uint32_t bytes, uint64_t seq)
-{
-    SL_ASSERT(bytes >= SL_BATCH_BYTES(1));
-    sl_store_u64(frame + 16, seq);
-    sl_store_u32(frame + bytes - SL_CRC_BYTES, sl_crc32c(frame, bytes - SL_CRC_BYTES));
-}
-
 /* Stop all streams (deadline or signal); pending TCP batches still complete. */
 static void run_stop_streams(struct load_run *run)
 {
@@ -887,11 +880,16 @@ static void tcp_on_unrequested_ack(struct load_run *run, struct tcp_conn *c,
 static void tcp_on_overloaded(struct load_run *run, struct tcp_conn *c, int64_t now)
 {
     uint32_t window = run->cfg.window;
+    /*
+     * Resend it with the same batch_seq, behind what is in flight: the
+     * gateway answers every later batch of the stream OVERLOADED until this
+     * one is resent (so the later ones come back here in order, behind it),
+     * which keeps exactly-once intact. A fresh seq would make the original
+     * a DUPLICATE-in-waiting and the batch could be lost.
+     */
     uint32_t slot_index = conn_pop(c, window);
     struct tcp_slot *slot = &c->slots[slot_index];
-    slot->seq = c->stream->next_seq++;
     slot->resent = true;
-    frame_restamp(conn_frame(run, c, slot_index), slot->bytes, slot->seq);
     conn_push(c, window, slot_index);
     run->counts.overloaded_batches++;
     c->resume_ns = now + c->backoff_ns;

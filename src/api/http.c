@@ -967,6 +967,79 @@ static void metrics_http(struct body *b, const struct sl_http *http)
     body_str(b, "\"} 1\n");
 }
 
+static void metrics_log(struct body *b, const struct sl_http *http)
+{
+    const struct sl_log *log = http->context.log;
+    if (log == NULL) {
+        return;
+    }
+    const struct sl_log_counters *c = sl_log_counters(log);
+    char reason[256];
+    const struct prom_scalar m[] = {
+        {"sluice_log_healthy", "gauge", "1 while the log accepts writes; 0 while it refuses them.",
+         sl_log_health(log, reason, sizeof reason) == 0},
+        {"sluice_log_records_written_total", "counter", "Log records written.",
+         sl_counter_get(&c->records_written)},
+        {"sluice_log_bytes_written_total", "counter", "Log bytes written.", sl_counter_get(&c->bytes_written)},
+        {"sluice_log_commits_total", "counter", "Group commits (one write each).", sl_counter_get(&c->commits)},
+        {"sluice_log_syncs_total", "counter", "Successful fdatasync calls on the log.", sl_counter_get(&c->syncs)},
+        {"sluice_log_write_errors_total", "counter", "Failed or short log writes.",
+         sl_counter_get(&c->write_errors)},
+        {"sluice_log_sync_errors_total", "counter", "Failed log fdatasync calls.", sl_counter_get(&c->sync_errors)},
+        {"sluice_log_records_failed_total", "counter",
+         "Records of failed commits: never applied, answered OVERLOADED.", sl_counter_get(&c->records_failed)},
+        {"sluice_log_acked_at_risk_total", "counter",
+         "Acked records (sync batch or never) whose later sync failed and could not be rewritten.",
+         sl_counter_get(&c->acked_at_risk)},
+        {"sluice_log_segments_created_total", "counter", "Log segments created.",
+         sl_counter_get(&c->segments_created)},
+        {"sluice_log_segments_retired_total", "counter", "Log segments abandoned after an I/O error.",
+         sl_counter_get(&c->segments_retired)},
+        {"sluice_log_segments_recycled_total", "counter", "Oldest log segments recycled at --log-bytes-max.",
+         sl_counter_get(&c->segments_recycled)},
+        {"sluice_log_recycled_records_total", "counter",
+         "Records dropped by recycling that no checkpoint held.", sl_counter_get(&c->recycled_records)},
+        {"sluice_log_corrupt_records_total", "counter",
+         "Damaged log records skipped at start-up (later records kept).", sl_counter_get(&c->corrupt_records)},
+        {"sluice_log_torn_tail_bytes_total", "counter", "Bytes of a torn log tail cut at start-up.",
+         sl_counter_get(&c->torn_tail_bytes)},
+        {"sluice_log_bytes", "gauge", "Bytes of log segment files on disk.", sl_counter_get(&c->bytes_on_disk)},
+        {"sluice_log_durable_lsn", "gauge", "The highest log sequence number known synced.",
+         sl_counter_get(&c->durable_lsn)},
+    };
+    prom_scalars(b, m, SL_ARRAY_COUNT(m));
+}
+
+static void metrics_recovery(struct body *b, const struct sl_http *http)
+{
+    const struct sl_checkpointer *ck = http->context.checkpointer;
+    if (ck != NULL) {
+        const struct sl_checkpoint_counters *c = &ck->counters;
+        const struct prom_scalar m[] = {
+            {"sluice_checkpoints_started_total", "counter", "Checkpoints begun.", sl_counter_get(&c->started)},
+            {"sluice_checkpoints_completed_total", "counter", "Checkpoints completed.",
+             sl_counter_get(&c->completed)},
+            {"sluice_checkpoints_failed_total", "counter", "Checkpoints abandoned after an error.",
+             sl_counter_get(&c->failed)},
+            {"sluice_checkpoint_bytes_written_total", "counter", "Checkpoint bytes written.",
+             sl_counter_get(&c->bytes_written)},
+        };
+        prom_scalars(b, m, SL_ARRAY_COUNT(m));
+    }
+    const struct sl_recover_result *r = http->context.recovery;
+    if (r != NULL) {
+        const struct prom_scalar m[] = {
+            {"sluice_recovery_records_replayed", "gauge", "Log records replayed at start-up.",
+             r->records_replayed},
+            {"sluice_recovery_readings_applied", "gauge", "Readings applied by the replay at start-up.",
+             r->readings_applied},
+        };
+        prom_scalars(b, m, SL_ARRAY_COUNT(m));
+        prom_family(b, "sluice_recovery_seconds", "gauge", "Wall seconds start-up recovery took.");
+        body_fmt(b, "sluice_recovery_seconds %.6f\n", r->seconds);
+    }
+}
+
 static enum MHD_Result handle_metrics(struct request *req)
 {
     struct body b;
@@ -980,6 +1053,8 @@ static enum MHD_Result handle_metrics(struct request *req)
     metrics_connections(&b, http);
     metrics_memory(&b, http);
     metrics_http(&b, http);
+    metrics_log(&b, http);
+    metrics_recovery(&b, http);
     return reply_body(req, &b, "text/plain; version=0.0.4; charset=utf-8", NULL, NULL);
 }
 
@@ -1030,9 +1105,17 @@ static enum route route_of(const char *url, struct request *req)
     return ROUTE_NOT_FOUND;
 }
 
+/* 200 "ok"; 503 with the reason while the log refuses writes (a full or failing disk). */
 static enum MHD_Result reply_health(struct request *req)
 {
     static const char ok[] = "ok";
+    char reason[256];
+    const struct sl_log *log = req->http->context.log;
+    if (log != NULL && sl_log_health(log, reason, sizeof reason) != 0) {
+        struct MHD_Response *response =
+            MHD_create_response_from_buffer(strlen(reason), reason, MHD_RESPMEM_MUST_COPY);
+        return queue(req, MHD_HTTP_SERVICE_UNAVAILABLE, response, "text/plain", NULL, NULL);
+    }
     struct MHD_Response *response =
         MHD_create_response_from_buffer(sizeof ok - 1, (void *)ok, MHD_RESPMEM_PERSISTENT);
     return queue(req, MHD_HTTP_OK, response, "text/plain", NULL, NULL);

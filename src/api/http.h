@@ -13,6 +13,9 @@
 
 #include "core/plan.h"
 #include "net/counters.h"
+#include "store/checkpoint.h"
+#include "store/log.h"
+#include "store/recover.h"
 #include "store/store.h"
 #include "store/streams.h"
 
@@ -39,6 +42,9 @@ struct sl_http_context {
     const struct sl_streams *tcp_streams;
     const struct sl_streams *udp_streams;
     const struct sl_plan *plan;
+    const struct sl_log *log;                   /* health and counters; NULL in tests without one */
+    const struct sl_checkpointer *checkpointer; /* counters; may be NULL */
+    const struct sl_recover_result *recovery;   /* what start-up found; may be NULL */
     /* The API thread's snapshot arrays: sl_store_view_bytes(&store->config), from the arena. */
     void *view_memory;
     /* The sorted id list for /api/v1/sensors: 2 x sensors_max u32, from the arena. */

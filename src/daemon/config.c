@@ -20,7 +20,8 @@
 
 #include "core/assert.h"
 
-enum opt_kind { OPT_ADDR, OPT_PATH, OPT_U32, OPT_DURATION, OPT_WINDOWS, OPT_FLAG };
+enum opt_kind { OPT_ADDR, OPT_PATH, OPT_U32, OPT_DURATION, OPT_WINDOWS, OPT_FLAG, OPT_BYTES, OPT_SYNC,
+                OPT_TEXT };
 
 struct opt {
     const char *name;
@@ -56,6 +57,19 @@ static const struct opt opts[] = {
     {"max-http-connections", OPT_U32, 1, SL_HTTP_CONNECTIONS_MAX,
      "open HTTP connections (default 64, max 4096; 64 KiB each)"},
     {"http-timeout", OPT_DURATION, 1000000, 3600000000ull, "close an idle HTTP connection (default 10s)"},
+    {"sync", OPT_SYNC, 0, 0,
+     "always: fdatasync before any OK ack (default); batch: every --sync-interval; never: the OS's"},
+    {"sync-interval", OPT_DURATION, 1000, (uint64_t)SL_LOG_SYNC_INTERVAL_MS_MAX * 1000,
+     "with --sync batch: how often to fdatasync the log (default 100ms)"},
+    {"log-bytes-max", OPT_BYTES, 2 * SL_LOG_SEGMENT_BYTES_MIN, SL_LOG_BYTES_MAX_MAX,
+     "disk for log segments; the oldest is recycled past it (default 1G)"},
+    {"log-segment-bytes", OPT_BYTES, SL_LOG_SEGMENT_BYTES_MIN, SL_LOG_SEGMENT_BYTES_MAX,
+     "size of one preallocated log segment (default 64M)"},
+    {"log-buffer-bytes", OPT_BYTES, SL_LOG_BUFFER_BYTES_MIN, SL_LOG_BUFFER_BYTES_MAX,
+     "memory for records not yet written or synced (default 32M)"},
+    {"checkpoint-every", OPT_BYTES, 0, SL_LOG_BYTES_MAX_MAX,
+     "write a checkpoint after this much log, 0 = never (default log-bytes-max / 4)"},
+    {"io-faults", OPT_TEXT, 0, 0, "testing only: inject I/O faults, e.g. fdatasync:EIO:5-8 (core/io.h)"},
     {"print-memory-plan", OPT_FLAG, 0, 0, "print the memory plan and exit"},
     {"quiet", OPT_FLAG, 0, 0, "print nothing but errors"},
     {"version", OPT_FLAG, 0, 0, "print the version and exit"},
@@ -77,6 +91,7 @@ void sl_config_default(struct sl_config *config)
     config->udp_rcvbuf_bytes = SL_UDP_RCVBUF_DEFAULT;
     config->http_connections_max = SL_HTTP_CONNECTIONS_DEFAULT;
     config->http_timeout_s = SL_HTTP_TIMEOUT_S_DEFAULT;
+    sl_log_config_default(&config->log);
 }
 
 void sl_config_usage(void)
@@ -90,7 +105,8 @@ void sl_config_usage(void)
         snprintf(left, sizeof left, "--%s%s", opts[i].name, arg);
         printf("  %-28s %s\n", left, opts[i].help);
     }
-    printf("\nDurations take a unit: 500ms, 10s, 1m, 1h, 1d. See README.md and docs/.\n");
+    printf("\nDurations take a unit: 500ms, 10s, 1m, 1h, 1d. Sizes may take K, M or G (powers of\n"
+           "1024). See README.md and docs/.\n");
 }
 
 static int fail(char *err, uint32_t err_bytes, const char *fmt, ...)
@@ -163,6 +179,33 @@ static char *trim(char *s)
     return s;
 }
 
+/* A size: bare bytes, or with K, M or G (powers of 1024). -1 when invalid. */
+static int parse_bytes(const char *text, uint64_t min, uint64_t max, uint64_t *out)
+{
+    char *end = NULL;
+    if (!isdigit((unsigned char)text[0])) {
+        return -1;
+    }
+    errno = 0;
+    unsigned long long n = strtoull(text, &end, 10);
+    uint64_t unit = 1;
+    if (*end == 'K' || *end == 'k') {
+        unit = 1ull << 10;
+    } else if (*end == 'M' || *end == 'm') {
+        unit = 1ull << 20;
+    } else if (*end == 'G' || *end == 'g') {
+        unit = 1ull << 30;
+    }
+    if (unit != 1) {
+        end++;
+    }
+    if (errno != 0 || *end != '\0' || n > UINT64_MAX / unit || n * unit < min || n * unit > max) {
+        return -1;
+    }
+    *out = n * unit;
+    return 0;
+}
+
 static int parse_windows(const char *text, struct sl_store_config *store)
 {
     char buf[512];
@@ -216,6 +259,8 @@ static int set_duration(struct sl_config *c, const char *name, int64_t us)
         c->tcp_idle_timeout_s = (uint32_t)(us / 1000000);
     } else if (strcmp(name, "http-timeout") == 0) {
         c->http_timeout_s = (uint32_t)(us / 1000000);
+    } else if (strcmp(name, "sync-interval") == 0) {
+        c->log.sync_interval_ms = (uint32_t)(us / 1000);
     } else {
         return -1;
     }
@@ -274,6 +319,38 @@ static int apply_opt(struct sl_config *c, const struct opt *o, const char *value
         if (rc != 0) {
             return fail(err, err_bytes, "--windows: '%s' is not a list like 10s,1m,1h (at most 8)", value);
         }
+        break;
+    case OPT_BYTES: {
+        uint64_t bytes;
+        if (parse_bytes(value, o->min, o->max, &bytes) != 0) {
+            return fail(err, err_bytes, "--%s: '%s' is not a size from %" PRIu64 " to %" PRIu64 " bytes",
+                        o->name, value, o->min, o->max);
+        }
+        if (strcmp(o->name, "log-bytes-max") == 0) {
+            c->log.bytes_max = bytes;
+        } else if (strcmp(o->name, "log-segment-bytes") == 0) {
+            c->log.segment_bytes = bytes;
+        } else if (strcmp(o->name, "log-buffer-bytes") == 0) {
+            c->log.buffer_bytes = bytes;
+        } else {
+            c->checkpoint_every_bytes = bytes;
+            c->checkpoint_every_set = true;
+        }
+        break;
+    }
+    case OPT_SYNC:
+        if (strcmp(value, "always") == 0) {
+            c->log.sync = SL_SYNC_ALWAYS;
+        } else if (strcmp(value, "batch") == 0) {
+            c->log.sync = SL_SYNC_BATCH;
+        } else if (strcmp(value, "never") == 0) {
+            c->log.sync = SL_SYNC_NEVER;
+        } else {
+            return fail(err, err_bytes, "--sync: '%s' is not always, batch or never", value);
+        }
+        break;
+    case OPT_TEXT:
+        rc = set_string(c->io_faults, sizeof c->io_faults, value);
         break;
     case OPT_FLAG:
         if (strcmp(o->name, "help") == 0) {
@@ -394,6 +471,15 @@ int sl_config_parse(struct sl_config *c, int argc, char **argv, char *err, uint3
     const char *why = NULL;
     if (sl_store_config_check(&c->store, &why) != 0) {
         return fail(err, err_bytes, "%s", why);
+    }
+    if (set_string(c->log.dir, sizeof c->log.dir, c->data_dir) != 0) {
+        return fail(err, err_bytes, "--data-dir: path too long");
+    }
+    if (sl_log_config_check(&c->log, &why) != 0) {
+        return fail(err, err_bytes, "log: %s", why);
+    }
+    if (!c->checkpoint_every_set) {
+        c->checkpoint_every_bytes = c->log.bytes_max / 4;
     }
     return 0;
 }

@@ -12,6 +12,7 @@
 
 #include "api/http.h"
 #include "net/ingest.h"
+#include "store/log.h"
 #include "store/store.h"
 
 #define SL_ADDR_BYTES 256
@@ -31,6 +32,10 @@ struct sl_config {
     uint32_t udp_rcvbuf_bytes;
     uint32_t http_connections_max;
     uint32_t http_timeout_s;
+    struct sl_log_config log;         /* dir is data_dir */
+    uint64_t checkpoint_every_bytes;  /* 0 = no checkpoints; default log bytes max / 4 */
+    bool checkpoint_every_set;
+    char io_faults[512];              /* testing: inject I/O faults (see core/io.h) */
     bool print_memory_plan;
     bool quiet;
 };

@@ -16,6 +16,7 @@
 #include "net/ingest.h"
 
 #include <errno.h>
+#include <stdbool.h>
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -28,6 +29,7 @@
 #include "core/alloc_count.h"
 #include "core/assert.h"
 #include "core/clock.h"
+#include "store/log.h"
 #include "net/tcp.h"
 
 #define SL_TICK_MS 100
@@ -51,6 +53,15 @@ void sl_ingest_plan(const struct sl_ingest_config *config, struct sl_plan *plan)
     sl_tcp_plan(config, plan);
     sl_streams_plan(config->streams_max, plan, "streams_tcp");
     sl_streams_plan(config->streams_max, plan, "streams_udp");
+    sl_plan_add(plan, "commit_intents", (uint64_t)SL_INTENTS_MAX * sizeof(struct sl_intent),
+                "the current commit group's frames, in arrival order");
+}
+
+void sl_ingest_take_streams(struct sl_ingest *ing, const struct sl_ingest_config *config,
+                            struct sl_arena *arena)
+{
+    sl_streams_init(&ing->tcp_streams, config->streams_max, arena);
+    sl_streams_init(&ing->udp_streams, config->streams_max, arena);
 }
 
 static int fail_errno(char *err, uint32_t err_bytes, const char *what, const char *host,
@@ -139,16 +150,19 @@ static int udp_open(struct sl_ingest *ing, char *err, uint32_t err_bytes)
 }
 
 int sl_ingest_open(struct sl_ingest *ing, const struct sl_ingest_config *config,
-                   struct sl_store *store, struct sl_arena *arena, char *err, uint32_t err_bytes)
+                   struct sl_store *store, struct sl_log *log, struct sl_checkpointer *checkpointer,
+                   struct sl_arena *arena, char *err, uint32_t err_bytes)
 {
-    memset(ing, 0, sizeof *ing);
+    /* The stream tables were taken and filled by recovery: keep them. */
     ing->config = *config;
     ing->store = store;
+    ing->log = log;
+    ing->checkpointer = checkpointer;
+    ing->applied_lsn = sl_log_next_lsn(log) - 1;
     ing->udp_fd = ing->tcp_fd = ing->wake_fd = -1;
     udp_take(ing, arena);
     sl_tcp_take(ing, arena);
-    sl_streams_init(&ing->tcp_streams, config->streams_max, arena);
-    sl_streams_init(&ing->udp_streams, config->streams_max, arena);
+    ing->intents = sl_arena_take(arena, (uint64_t)SL_INTENTS_MAX * sizeof(struct sl_intent));
     ing->epoll_fd = epoll_create1(EPOLL_CLOEXEC);
     ing->wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
     if (ing->epoll_fd < 0 || ing->wake_fd < 0 ||
@@ -182,6 +196,7 @@ static void udp_frame(struct sl_ingest *ing, const uint8_t *buf, uint32_t len, i
         sl_counter_add(&ing->counters.batches[SL_TRANSPORT_UDP][sl_decode_status(rc)], 1);
         return;
     }
+    sl_ingest_make_room(ing, batch.header.count);
     int out_of_sequence = 0;
     uint64_t lost = sl_streams_observe(&ing->udp_streams, batch.header.stream_id,
                                        batch.header.batch_seq, &out_of_sequence);
@@ -191,9 +206,12 @@ static void udp_frame(struct sl_ingest *ing, const uint8_t *buf, uint32_t len, i
     if (out_of_sequence) {
         sl_counter_add(&ing->counters.udp_out_of_sequence_batches, 1);
     }
-    struct sl_apply_result result;
-    sl_store_apply(ing->store, &batch, now_us, &result);
-    sl_counter_add(&ing->counters.batches[SL_TRANSPORT_UDP][SL_STATUS_OK], 1);
+    struct sl_intent intent = {.conn = SL_INTENT_UDP, .stream_id = batch.header.stream_id,
+                               .batch_seq = batch.header.batch_seq};
+    if (sl_ingest_log_batch(ing, &batch, SL_LOG_UDP, now_us, &intent) != 0) {
+        /* The log refuses appends: the datagram is shed, visibly. */
+        sl_counter_add(&ing->counters.batches[SL_TRANSPORT_UDP][SL_STATUS_OVERLOADED], 1);
+    }
 }
 
 static void udp_note_drops(struct sl_ingest *ing, struct msghdr *msg)
@@ -243,6 +261,134 @@ static void udp_serve(struct sl_ingest *ing)
     }
 }
 
+static struct sl_intent *intent_next(struct sl_ingest *ing)
+{
+    if (ing->intents_count == SL_INTENTS_MAX) {
+        sl_ingest_commit(ing);
+    }
+    SL_ASSERT(ing->intents_count < SL_INTENTS_MAX);
+    return &ing->intents[ing->intents_count++];
+}
+
+void sl_ingest_add_intent(struct sl_ingest *ing, const struct sl_intent *intent)
+{
+    SL_ASSERT(intent->kind != SL_INTENT_RECORD);
+    *intent_next(ing) = *intent;
+}
+
+void sl_ingest_make_room(struct sl_ingest *ing, uint32_t count)
+{
+    if (ing->intents_count == SL_INTENTS_MAX || sl_log_room(ing->log, count) == -ENOBUFS) {
+        sl_ingest_commit(ing); /* after a commit the record always fits */
+    }
+}
+
+int sl_ingest_log_batch(struct sl_ingest *ing, const struct sl_batch *batch, uint8_t transport,
+                        int64_t now_us, struct sl_intent *intent)
+{
+    SL_ASSERT(ing->intents_count < SL_INTENTS_MAX);
+    uint64_t lsn = 0;
+    const struct sl_log_record *record = NULL;
+    int rc = sl_log_append(ing->log, batch, transport, now_us, &lsn, &record);
+    SL_ASSERT(rc != -ENOBUFS); /* sl_ingest_make_room came first */
+    if (rc != 0) {
+        return rc;
+    }
+    intent->kind = SL_INTENT_RECORD;
+    intent->lsn = lsn;
+    intent->record = record;
+    *intent_next(ing) = *intent;
+    return 0;
+}
+
+/* Apply one durable record; UDP counts here, TCP acks through sl_tcp_deliver. */
+static void commit_record(struct sl_ingest *ing, const struct sl_intent *in)
+{
+    struct sl_apply_result result;
+    sl_store_apply(ing->store, &in->record->batch, in->record->now_us, &result);
+    SL_ASSERT(in->lsn > ing->applied_lsn);
+    ing->applied_lsn = in->lsn;
+    if (in->conn == SL_INTENT_UDP) {
+        sl_counter_add(&ing->counters.batches[SL_TRANSPORT_UDP][SL_STATUS_OK], 1);
+    } else {
+        sl_tcp_deliver(ing, in, SL_STATUS_OK, &result);
+    }
+}
+
+/* A record the log could not make durable: never applied, answered OVERLOADED. */
+static void commit_failed(struct sl_ingest *ing, const struct sl_intent *in)
+{
+    static const struct sl_apply_result none;
+    if (in->conn == SL_INTENT_UDP) {
+        sl_counter_add(&ing->counters.batches[SL_TRANSPORT_UDP][SL_STATUS_OVERLOADED], 1);
+    } else {
+        sl_tcp_deliver(ing, in, SL_STATUS_OVERLOADED, &none);
+    }
+}
+
+void sl_ingest_stream_failed(struct sl_stream_slot *slot, uint64_t prev_seq, uint8_t prev_has_seq,
+                             uint64_t batch_seq)
+{
+    slot->last_seq = prev_seq;
+    slot->has_seq = prev_has_seq;
+    if (slot->hole_seq == 0 || batch_seq < slot->hole_seq) {
+        slot->hole_seq = batch_seq;
+    }
+}
+
+void sl_ingest_commit(struct sl_ingest *ing)
+{
+    if (ing->intents_count == 0) {
+        return;
+    }
+    uint64_t applicable = 0;
+    sl_log_commit(ing->log, sl_clock_monotonic_ns(), &applicable);
+    static const struct sl_apply_result none;
+    for (uint32_t i = 0; i < ing->intents_count; i++) {
+        const struct sl_intent *in = &ing->intents[i];
+        if (in->kind == SL_INTENT_RECORD) {
+            if (in->lsn <= applicable) {
+                commit_record(ing, in);
+            } else {
+                commit_failed(ing, in);
+            }
+        } else {
+            sl_tcp_deliver(ing, in, (enum sl_status)in->status, &none);
+        }
+    }
+    /* Roll back, newest first, the streams whose batches failed, so a resend is not DUPLICATE. */
+    for (uint32_t i = ing->intents_count; i-- > 0;) {
+        const struct sl_intent *in = &ing->intents[i];
+        if (in->kind == SL_INTENT_RECORD && in->lsn > applicable && in->slot != NULL) {
+            sl_ingest_stream_failed(in->slot, in->prev_seq, in->prev_has_seq, in->batch_seq);
+        }
+    }
+    ing->intents_count = 0;
+    sl_tcp_flush_touched(ing);
+}
+
+/* Between ticks: progress a checkpoint, or start one when enough log has accumulated. */
+static void checkpoint_tick(struct sl_ingest *ing)
+{
+    struct sl_checkpointer *ck = ing->checkpointer;
+    if (ck == NULL || ing->config.checkpoint_every_bytes == 0) {
+        return;
+    }
+    if (!ck->active) {
+        if (sl_log_bytes_since(ing->log, false) < ing->config.checkpoint_every_bytes) {
+            return;
+        }
+        sl_log_bytes_since(ing->log, true);
+        if (sl_checkpoint_begin(ck, ing->applied_lsn) != 0) {
+            return; /* counted by the checkpointer; retried after as much log again */
+        }
+    }
+    uint64_t start = ck->start_lsn;
+    if (sl_checkpoint_step(ck, ing->applied_lsn) == 1) {
+        sl_log_set_checkpoint_lsn(ing->log, start + 1);
+    }
+}
+
 static void dispatch(struct sl_ingest *ing, const struct epoll_event *ev)
 {
     uint64_t tag = ev->data.u64;
@@ -266,11 +412,15 @@ void *sl_ingest_run(void *arg)
     sl_alloc_track(SL_ALLOC_INGEST);
     atomic_store(&ing->counters.started_at_us, sl_clock_realtime_us());
     while (!atomic_load_explicit(&ing->stop, memory_order_acquire)) {
-        int n = epoll_wait(ing->epoll_fd, events, SL_EVENTS_PER_TICK, SL_TICK_MS);
+        bool busy = ing->checkpointer != NULL && ing->checkpointer->active;
+        int n = epoll_wait(ing->epoll_fd, events, SL_EVENTS_PER_TICK, busy ? 1 : SL_TICK_MS);
         for (int i = 0; i < n; i++) {
             dispatch(ing, &events[i]);
         }
+        sl_ingest_commit(ing); /* group commit: one write (and sync) a tick */
         int64_t now_ns = sl_clock_monotonic_ns();
+        sl_log_tick(ing->log, now_ns);
+        checkpoint_tick(ing);
         if (now_ns >= ing->next_sweep_ns) {
             sl_tcp_sweep(ing, now_ns);
             ing->next_sweep_ns = now_ns + 1000000000LL;
@@ -285,7 +435,7 @@ void *sl_ingest_run(void *arg)
     if (ing->udp_fd >= 0) {
         udp_serve(ing);
     }
-    sl_tcp_drain_all(ing);
+    sl_tcp_drain_all(ing); /* commits what it reads, flushes acks, closes */
     return NULL;
 }
 

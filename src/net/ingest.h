@@ -21,6 +21,8 @@
 
 #include "core/plan.h"
 #include "net/counters.h"
+#include "store/checkpoint.h"
+#include "store/log.h"
 #include "store/store.h"
 #include "store/streams.h"
 
@@ -36,6 +38,34 @@
 #define SL_UDP_RCVBUF_DEFAULT (32u << 20)
 #define SL_UDP_RCVBUF_MAX (1u << 30)
 
+/* Intents per commit group: more forces an early commit. 56 B each. */
+#define SL_INTENTS_MAX 16384u
+
+/*
+ * What to do with one frame once its commit group is written: apply a
+ * logged record and ack it, send a status that needs no log (DUPLICATE,
+ * OVERLOADED), or answer a bad frame and close. Intents are kept in arrival
+ * order, so acks go out in the order frames were received on every
+ * connection (PROTOCOL.md), whatever mix of outcomes a group holds.
+ */
+enum sl_intent_kind { SL_INTENT_RECORD = 0, SL_INTENT_STATUS = 1, SL_INTENT_REJECT = 2 };
+
+struct sl_intent {
+    uint64_t lsn;                         /* RECORD */
+    const struct sl_log_record *record;   /* RECORD: the logged batch, valid until processed */
+    struct sl_stream_slot *slot;          /* TCP RECORD: the stream, rolled back if the commit fails */
+    uint64_t prev_seq;                    /* TCP RECORD: the slot's state before this batch */
+    uint64_t batch_seq;
+    uint32_t stream_id;
+    uint32_t conn;     /* TCP: connection index; SL_INTENT_UDP for UDP */
+    uint32_t conn_gen; /* the connection's generation when the frame arrived */
+    uint8_t kind;      /* enum sl_intent_kind */
+    uint8_t status;    /* STATUS, REJECT: the ack status */
+    uint8_t ack;       /* the frame asked for an ack (REJECT: always answered) */
+    uint8_t prev_has_seq;
+};
+#define SL_INTENT_UDP UINT32_MAX
+
 struct sl_ingest_config {
     char udp_host[256]; /* empty: UDP off */
     uint16_t udp_port;
@@ -46,6 +76,7 @@ struct sl_ingest_config {
     uint32_t tcp_idle_timeout_s;
     uint32_t udp_batch;
     uint32_t udp_rcvbuf_bytes;
+    uint64_t checkpoint_every_bytes; /* begin a checkpoint after this much log; 0 = never */
 };
 
 struct sl_conn;
@@ -72,6 +103,12 @@ struct sl_ingest {
     uint32_t *conn_free; /* stack of free connection indices */
     uint32_t conn_free_count;
     int64_t next_sweep_ns;
+    /* Durability */
+    struct sl_log *log;
+    struct sl_checkpointer *checkpointer; /* NULL: no checkpoints */
+    struct sl_intent *intents;            /* SL_INTENTS_MAX, the current commit group */
+    uint32_t intents_count;
+    uint64_t applied_lsn; /* the last record applied to the store */
     _Atomic int stop;
 };
 
@@ -79,12 +116,54 @@ struct sl_ingest {
 void sl_ingest_plan(const struct sl_ingest_config *config, struct sl_plan *plan);
 
 /*
- * Take the planned parts, create and bind the sockets. Returns 0, or -1
- * with a reason in err ("tcp 127.0.0.1:7400: Address already in use").
- * Main thread, at start-up.
+ * Take the planned parts (but the stream tables: sl_ingest_take_streams
+ * comes first, so recovery can fill them), create and bind the sockets.
+ * `log` is the recovered write-ahead log, `checkpointer` may be NULL.
+ * Returns 0, or -1 with a reason in err ("tcp 127.0.0.1:7400: Address
+ * already in use"). Main thread, at start-up.
  */
 int sl_ingest_open(struct sl_ingest *ingest, const struct sl_ingest_config *config,
-                   struct sl_store *store, struct sl_arena *arena, char *err, uint32_t err_bytes);
+                   struct sl_store *store, struct sl_log *log, struct sl_checkpointer *checkpointer,
+                   struct sl_arena *arena, char *err, uint32_t err_bytes);
+
+/* Take the two stream tables from the arena (before recovery fills them). */
+void sl_ingest_take_streams(struct sl_ingest *ingest, const struct sl_ingest_config *config,
+                            struct sl_arena *arena);
+
+/*
+ * Make room for one more frame of `count` readings in the current commit
+ * group: commit the group first when the log buffer, the segment or the
+ * intents are full. Call it before changing any state for the frame (the
+ * stream table), because a commit that fails rolls state back. Ingest thread.
+ */
+void sl_ingest_make_room(struct sl_ingest *ingest, uint32_t count);
+
+/*
+ * Log a validated batch and add its RECORD intent (the caller fills the
+ * TCP fields of *intent first). sl_ingest_make_room must have been called
+ * for it: this never commits. Returns 0, or -EIO when the log refuses
+ * appends (failed): the caller answers OVERLOADED. Ingest thread.
+ */
+int sl_ingest_log_batch(struct sl_ingest *ingest, const struct sl_batch *batch, uint8_t transport,
+                        int64_t now_us, struct sl_intent *intent);
+
+/*
+ * A TCP batch admitted on `slot` was not applied (its commit failed, or the
+ * log refused it): restore the stream's last seq and mark the hole, so that
+ * its resend is accepted and later seqs wait for it.
+ */
+void sl_ingest_stream_failed(struct sl_stream_slot *slot, uint64_t prev_seq, uint8_t prev_has_seq,
+                             uint64_t batch_seq);
+
+/* Add a STATUS or REJECT intent (committing first when the group is full). */
+void sl_ingest_add_intent(struct sl_ingest *ingest, const struct sl_intent *intent);
+
+/*
+ * Commit the group: write and sync the log per its mode, apply the records
+ * the log reports durable enough, queue every ack in order, roll back the
+ * stream tables for records that failed. Ingest thread.
+ */
+void sl_ingest_commit(struct sl_ingest *ingest);
 
 /* The thread body: runs the loop until sl_ingest_stop, then drains and closes connections. */
 void *sl_ingest_run(void *ingest);

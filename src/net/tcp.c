@@ -43,7 +43,13 @@
 #define SL_TCP_LINGER_NS (2LL * 1000000000)
 #define SL_TCP_DRAIN_NS (1LL * 1000000000)
 
-enum conn_state { CONN_FREE = 0, CONN_OPEN, CONN_PAUSED, CONN_DRAINING };
+/*
+ * OPEN: reading. PAUSED: its acks are not being read, so neither is it.
+ * FAILING: a bad frame arrived; the acks of the frames before it and then
+ * its error ack go out at the next commit, then it drains. DRAINING: the
+ * write side is shut; input is discarded until the peer leaves.
+ */
+enum conn_state { CONN_FREE = 0, CONN_OPEN, CONN_PAUSED, CONN_FAILING, CONN_DRAINING };
 
 struct sl_conn {
     int fd;
@@ -51,6 +57,9 @@ struct sl_conn {
     uint32_t rx_len;
     uint32_t tx_head, tx_len; /* pending ack bytes are tx[tx_head, tx_len) */
     uint32_t events;          /* registered epoll events */
+    uint32_t generation;      /* bumped on close: intents of an earlier peer are dropped */
+    uint32_t acks_reserved;   /* acks of this commit group still to be queued */
+    bool touched;             /* acks queued since the last flush pass */
     int64_t last_activity_ns;
     uint8_t *rx; /* SL_TCP_RX_BYTES */
     uint8_t *tx; /* SL_TCP_TX_BYTES */
@@ -104,6 +113,9 @@ static void conn_close(struct sl_ingest *ing, uint32_t index)
     c->fd = -1;
     c->state = CONN_FREE;
     c->rx_len = c->tx_head = c->tx_len = 0;
+    c->acks_reserved = 0;
+    c->touched = false;
+    c->generation++;
     SL_ASSERT(ing->conn_free_count < ing->config.tcp_connections_max);
     ing->conn_free[ing->conn_free_count++] = index;
     uint32_t open = atomic_load_explicit(&ing->counters.tcp_connections, memory_order_relaxed);
@@ -156,17 +168,25 @@ static int conn_flush(struct sl_conn *c)
     return 0;
 }
 
-static bool conn_tx_room(struct sl_conn *c)
+/* Move the unsent part of the ack queue to its start. */
+static void conn_tx_compact(struct sl_conn *c)
 {
-    if (c->tx_len + SL_ACK_BYTES <= SL_TCP_TX_BYTES) {
-        return true;
-    }
-    if (c->tx_head > 0) { /* compact the partly written queue */
+    if (c->tx_head > 0) {
         memmove(c->tx, c->tx + c->tx_head, c->tx_len - c->tx_head);
         c->tx_len -= c->tx_head;
         c->tx_head = 0;
     }
-    return c->tx_len + SL_ACK_BYTES <= SL_TCP_TX_BYTES;
+}
+
+/* Room for one more ack beyond those queued and those reserved for the current group. */
+static bool conn_tx_room(struct sl_conn *c)
+{
+    uint64_t need = (uint64_t)(c->acks_reserved + 1) * SL_ACK_BYTES;
+    if (c->tx_len + need <= SL_TCP_TX_BYTES) {
+        return true;
+    }
+    conn_tx_compact(c);
+    return c->tx_len + need <= SL_TCP_TX_BYTES;
 }
 
 static void conn_queue_ack(struct sl_conn *c, enum sl_status status, uint32_t stream_id,
@@ -179,7 +199,11 @@ static void conn_queue_ack(struct sl_conn *c, enum sl_status status, uint32_t st
     c->tx_len += SL_ACK_BYTES;
 }
 
-/* A bad frame: answer with its status, shut the write side, drain until the peer leaves. */
+/*
+ * A bad frame: count it, stop reading, and leave an intent so that the acks
+ * of the frames before it go out first, then its error ack (always, even
+ * without ACK_REQUESTED: the peer must learn why it is closed).
+ */
 static void conn_reject(struct sl_ingest *ing, uint32_t index, const uint8_t *frame, int rc)
 {
     struct sl_conn *c = &ing->conns[index];
@@ -187,41 +211,131 @@ static void conn_reject(struct sl_ingest *ing, uint32_t index, const uint8_t *fr
     sl_counter_add(&ing->counters.decode_errors[SL_TRANSPORT_TCP][-rc], 1);
     sl_counter_add(&ing->counters.batches[SL_TRANSPORT_TCP][status], 1);
     sl_counter_add(&ing->counters.tcp_connections_closed_on_error, 1);
-    if (conn_tx_room(c)) {
-        conn_queue_ack(c, status, sl_load_u32(frame + 8), sl_load_u64(frame + 16), 0, 0);
-    }
+    struct sl_intent in = {.kind = SL_INTENT_REJECT, .status = (uint8_t)status, .ack = 1,
+                           .conn = index, .conn_gen = c->generation,
+                           .stream_id = sl_load_u32(frame + 8), .batch_seq = sl_load_u64(frame + 16)};
+    c->state = CONN_FAILING;
+    c->rx_len = 0;
+    c->acks_reserved++; /* may exceed the queue: an error ack is dropped, not blocked, if full */
+    conn_set_events(ing, index, 0);
+    sl_ingest_add_intent(ing, &in);
+}
+
+/* Shut the write side after the error ack, and drain until the peer leaves. */
+static void conn_start_draining(struct sl_ingest *ing, uint32_t index)
+{
+    struct sl_conn *c = &ing->conns[index];
     if (conn_flush(c) != 0) {
         conn_close(ing, index);
         return;
     }
     shutdown(c->fd, SHUT_WR);
     c->state = CONN_DRAINING;
-    c->rx_len = 0;
     c->last_activity_ns = sl_clock_monotonic_ns();
     conn_set_events(ing, index, EPOLLIN | EPOLLRDHUP);
 }
 
-/* Handle one whole, validated frame. */
-static void conn_batch(struct sl_ingest *ing, struct sl_conn *c, const struct sl_batch *batch,
+/* Handle one whole, validated frame: dedup, then log it (or answer at once). */
+static void conn_batch(struct sl_ingest *ing, uint32_t index, const struct sl_batch *batch,
                        int64_t now_us)
 {
+    struct sl_conn *c = &ing->conns[index];
     const struct sl_batch_header *h = &batch->header;
+    struct sl_intent in = {.conn = index, .conn_gen = c->generation, .stream_id = h->stream_id,
+                           .batch_seq = h->batch_seq, .ack = (h->flags & SL_FLAG_ACK_REQUESTED) != 0};
     struct sl_stream_slot *slot = NULL;
-    enum sl_status status = SL_STATUS_OK;
-    struct sl_apply_result result = {0};
+    sl_ingest_make_room(ing, h->count); /* a commit now, not between admitting and logging */
     int admit = sl_streams_admit(&ing->tcp_streams, h->stream_id, h->batch_seq, &slot);
-    if (admit == 1) {
-        status = SL_STATUS_DUPLICATE;
-    } else if (admit < 0) {
-        status = SL_STATUS_OVERLOADED;
-        sl_counter_add(&ing->counters.streams_table_full, 1);
-    } else {
-        sl_store_apply(ing->store, batch, now_us, &result);
+    if (admit == 0 && slot->hole_seq != 0 && h->batch_seq > slot->hole_seq) {
+        in.status = SL_STATUS_OVERLOADED; /* behind an unapplied batch: it must be resent first */
+    } else if (admit == 0) {
+        /* Admitted now, so a resend within this group is DUPLICATE; rolled back if it fails. */
+        in.slot = slot;
+        in.prev_seq = slot->last_seq;
+        in.prev_has_seq = (uint8_t)slot->has_seq;
+        if (slot->hole_seq == h->batch_seq) {
+            slot->hole_seq = 0;
+        }
         sl_streams_applied(slot, h->batch_seq);
+        if (in.ack) {
+            c->acks_reserved++;
+        }
+        if (sl_ingest_log_batch(ing, batch, SL_LOG_TCP, now_us, &in) == 0) {
+            return;
+        }
+        if (in.ack) {
+            c->acks_reserved--;
+        }
+        sl_ingest_stream_failed(slot, in.prev_seq, in.prev_has_seq, h->batch_seq);
+        in.slot = NULL;
+        in.status = SL_STATUS_OVERLOADED;
+    } else if (admit == 1) {
+        in.status = SL_STATUS_DUPLICATE;
+    } else {
+        in.status = SL_STATUS_OVERLOADED;
+        sl_counter_add(&ing->counters.streams_table_full, 1);
     }
-    sl_counter_add(&ing->counters.batches[SL_TRANSPORT_TCP][status], 1);
-    if (h->flags & SL_FLAG_ACK_REQUESTED) {
-        conn_queue_ack(c, status, h->stream_id, h->batch_seq, result.accepted, result.rejected);
+    in.kind = SL_INTENT_STATUS;
+    if (in.ack) {
+        c->acks_reserved++;
+    }
+    sl_ingest_add_intent(ing, &in);
+}
+
+/* Open: read, and write when acks wait. Paused: wake when writable, to drain and resume. */
+static uint32_t conn_want(const struct sl_conn *c)
+{
+    if (c->state == CONN_PAUSED) {
+        return EPOLLOUT;
+    }
+    return EPOLLIN | EPOLLRDHUP | (c->tx_len > c->tx_head ? EPOLLOUT : 0);
+}
+
+void sl_tcp_deliver(struct sl_ingest *ing, const struct sl_intent *in, enum sl_status status,
+                    const struct sl_apply_result *result)
+{
+    sl_counter_add(&ing->counters.batches[SL_TRANSPORT_TCP][status], in->kind == SL_INTENT_REJECT ? 0 : 1);
+    struct sl_conn *c = &ing->conns[in->conn];
+    if (c->state == CONN_FREE || c->generation != in->conn_gen) {
+        return; /* the peer left: its acks have no one to go to */
+    }
+    if (in->ack) {
+        SL_ASSERT(c->acks_reserved > 0);
+        c->acks_reserved--;
+        if (c->tx_len + SL_ACK_BYTES > SL_TCP_TX_BYTES) {
+            conn_tx_compact(c);
+        }
+        if (c->tx_len + SL_ACK_BYTES <= SL_TCP_TX_BYTES) { /* always, but for an error ack */
+            conn_queue_ack(c, status, in->stream_id, in->batch_seq, result->accepted, result->rejected);
+        }
+        c->touched = true;
+    }
+    if (in->kind == SL_INTENT_REJECT) {
+        conn_start_draining(ing, in->conn);
+    }
+}
+
+void sl_tcp_flush_touched(struct sl_ingest *ing)
+{
+    for (uint32_t i = 0; i < ing->config.tcp_connections_max; i++) {
+        struct sl_conn *c = &ing->conns[i];
+        if (!c->touched) {
+            continue;
+        }
+        c->touched = false;
+        if (c->state != CONN_OPEN && c->state != CONN_PAUSED) {
+            continue;
+        }
+        uint32_t pending_before = c->tx_len - c->tx_head;
+        if (conn_flush(c) != 0) {
+            sl_counter_add(&ing->counters.tcp_connections_closed_on_error, 1);
+            conn_close(ing, i);
+            continue;
+        }
+        if (c->tx_len - c->tx_head < pending_before) {
+            c->last_activity_ns = sl_clock_monotonic_ns();
+        }
+        conn_set_events(ing, i, conn_want(c));
     }
 }
 
@@ -257,7 +371,7 @@ static int conn_process(struct sl_ingest *ing, uint32_t index)
             conn_reject(ing, index, frame, drc);
             return -1;
         }
-        conn_batch(ing, c, &batch, now_us);
+        conn_batch(ing, index, &batch, now_us);
         pos += frame_bytes;
     }
     if (pos > 0) {
@@ -305,10 +419,8 @@ static void conn_serve(struct sl_ingest *ing, uint32_t index, uint32_t events)
     if (c->tx_len - c->tx_head < pending_before) {
         c->last_activity_ns = sl_clock_monotonic_ns();
     }
-    bool tx_pending = c->tx_len > c->tx_head;
     c->state = rc == 1 ? CONN_PAUSED : CONN_OPEN;
-    uint32_t want = (c->state == CONN_OPEN ? EPOLLIN | EPOLLRDHUP : 0) | (tx_pending ? EPOLLOUT : 0);
-    conn_set_events(ing, index, want);
+    conn_set_events(ing, index, conn_want(c));
 }
 
 static void conn_drain_input(struct sl_ingest *ing, uint32_t index)
@@ -331,6 +443,9 @@ void sl_tcp_event(struct sl_ingest *ing, uint32_t index, uint32_t events)
     if (c->state == CONN_DRAINING) {
         conn_drain_input(ing, index);
         return;
+    }
+    if (c->state == CONN_FAILING) {
+        return; /* its error ack goes out at the commit that ends this tick */
     }
     conn_serve(ing, index, events);
 }
@@ -363,6 +478,7 @@ void sl_tcp_drain_all(struct sl_ingest *ing)
             conn_serve(ing, i, EPOLLIN);
         }
     }
+    sl_ingest_commit(ing); /* log, apply and answer what was just read */
     for (uint32_t i = 0; i < ing->config.tcp_connections_max; i++) {
         struct sl_conn *c = &ing->conns[i];
         while (c->state != CONN_FREE && c->tx_len > c->tx_head &&

@@ -19,6 +19,17 @@ void sl_tcp_accept(struct sl_ingest *ingest);
 /* Serve connection `index` for the epoll `events` it reported. */
 void sl_tcp_event(struct sl_ingest *ingest, uint32_t index, uint32_t events);
 
+/*
+ * At commit: queue intent `in`'s ack with `status` and the apply result on
+ * its connection (dropped when the connection is gone or reused), and for a
+ * REJECT, shut the connection after its error ack.
+ */
+void sl_tcp_deliver(struct sl_ingest *ingest, const struct sl_intent *in, enum sl_status status,
+                    const struct sl_apply_result *result);
+
+/* After a commit: write the acks queued on every touched connection. */
+void sl_tcp_flush_touched(struct sl_ingest *ingest);
+
 /* Close connections idle past the timeout, and drained ones past their linger time. */
 void sl_tcp_sweep(struct sl_ingest *ingest, int64_t now_ns);
 

@@ -20,8 +20,10 @@
  * each with CRC-32Cs), a streams chunk, a 64-byte trailer. A file without a
  * valid trailer is incomplete and ignored.
  *
- * Memory: none of its own (it writes from the store). Threads: the writer
- * on the ingest thread; loading at start-up on main.
+ * Memory: a 16 KiB staging buffer inside struct sl_checkpointer (stream
+ * entries, directory listings); sensor data is written straight from the
+ * store. Threads: the writer on the ingest thread; loading at start-up on
+ * main.
  */
 #ifndef SL_STORE_CHECKPOINT_H
 #define SL_STORE_CHECKPOINT_H
@@ -33,8 +35,10 @@
 #include "store/store.h"
 #include "store/streams.h"
 
-#define SL_CHECKPOINT_STEP_BYTES_DEFAULT (16ull << 20) /* written per loop tick at most */
+#define SL_CHECKPOINT_STEP_BYTES_DEFAULT (4ull << 20) /* written per loop tick at most: ~5 ms */
 #define SL_CHECKPOINTS_KEPT 2u
+/* The writer's only memory: stream entries are staged here, 1,024 at a time. */
+#define SL_CHECKPOINT_BUFFER_BYTES 16384u
 
 struct sl_checkpoint_config {
     char dir[4096];
@@ -61,21 +65,31 @@ struct sl_checkpointer {
     /* in-progress state */
     bool active;
     int fd;
-    uint64_t seq;          /* this checkpoint's number */
+    uint64_t seq;          /* this checkpoint's number; when idle, the next one's */
     uint64_t start_lsn;
     uint64_t offset;       /* bytes written so far */
     uint32_t next_sensor;  /* first sensor index of the next chunk */
     uint32_t chunks;
     uint32_t crc_running;  /* CRC-32C of everything before the trailer */
+    uint64_t chunk_lsn;    /* lsn of the newest chunk written (chunk lsns never go down) */
     char tmp_path[4160];
     char path[4160];
+    /* Staging for the stream tables' entries and for directory listings (no heap). */
+    _Alignas(8) uint8_t buffer[SL_CHECKPOINT_BUFFER_BYTES];
 };
 
 void sl_checkpoint_init(struct sl_checkpointer *ck, const struct sl_checkpoint_config *config,
                         const struct sl_store *store, const struct sl_streams *tcp_streams,
                         const struct sl_streams *udp_streams, uint64_t next_seq);
 
-/* Start a checkpoint covering every record from start_lsn on. 0 or -errno (nothing started). */
+/*
+ * Start a checkpoint. start_lsn is the lsn of the last record applied to the
+ * store (0: none): every record at or below it is wholly in the checkpoint,
+ * and recovery replays the records above it (once this completes, the log
+ * may recycle records at or below it: sl_log_set_checkpoint_lsn(log,
+ * start_lsn + 1)). 0 or -errno (nothing started);
+ * -EBUSY while one is in progress. Ingest thread; never allocates.
+ */
 int sl_checkpoint_begin(struct sl_checkpointer *ck, uint64_t start_lsn);
 
 /*
@@ -91,7 +105,7 @@ int sl_checkpoint_step(struct sl_checkpointer *ck, uint64_t applied_lsn);
 /* What recovery needs from a loaded checkpoint. */
 struct sl_checkpoint_loaded {
     uint64_t seq;
-    uint64_t start_lsn;    /* replay the log from here */
+    uint64_t start_lsn;    /* replay the log's records above this */
     uint64_t end_lsn;      /* applied lsn when it completed */
     uint32_t sensors;
     uint64_t streams_lsn;  /* stream-table updates of records at or below this are in it */

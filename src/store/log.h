@@ -219,13 +219,22 @@ struct sl_log *sl_log_open(const struct sl_log_config *config, struct sl_arena *
 
 /*
  * Append a batch as the next record. Returns 0 with its lsn in *lsn_out
- * and the record's readings (inside the buffer, valid until the next
- * commit) in *record_out; -ENOBUFS when the buffer or the current segment
- * has no room (commit, then append again: after a commit it always fits);
+ * and the record (inside the buffer; valid through the commit that writes
+ * it, until the next append after that commit) in *record_out; -ENOBUFS
+ * when the buffer or the current segment has no room (commit, then append
+ * again: after a commit it always fits);
  * -EIO while the log is failed (answer OVERLOADED).
  */
 int sl_log_append(struct sl_log *log, const struct sl_batch *batch, uint8_t transport,
                   int64_t now_us, uint64_t *lsn_out, const struct sl_log_record **record_out);
+
+/*
+ * Would sl_log_append of `count` readings go through now? 0 yes (it may
+ * rotate to a new segment first), -ENOBUFS when the caller must commit
+ * first, -EIO while the log is failed. Lets the caller commit before it
+ * changes any state of its own for the batch.
+ */
+int sl_log_room(const struct sl_log *log, uint32_t count);
 
 /*
  * Write the buffered records and sync per the mode. Returns 0 when every

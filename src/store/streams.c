@@ -61,6 +61,7 @@ struct sl_stream_slot *sl_streams_get(struct sl_streams *streams, uint32_t strea
             s->has_seq = 0;
             s->stream_id = stream_id;
             s->last_seq = 0;
+            s->hole_seq = 0;
             atomic_store_explicit(&streams->count, count + 1, memory_order_relaxed);
             return s;
         }

@@ -27,6 +27,13 @@ struct sl_stream_slot {
     uint16_t used;    /* 1 when the slot holds a stream */
     uint16_t has_seq; /* 1 once a batch_seq was applied (or seen, on UDP) */
     uint64_t last_seq;
+    /*
+     * TCP: the lowest batch_seq answered OVERLOADED and not applied since
+     * (0: none). Later seqs of the stream are refused OVERLOADED until it is
+     * resent, so that a pipelined batch behind it cannot make its resend a
+     * DUPLICATE (which would lose it). Kept in memory only.
+     */
+    uint64_t hole_seq;
 };
 
 struct sl_streams {

@@ -182,6 +182,14 @@ class Daemon:
             self.proc.wait()
         shutil.rmtree(self.tmp, ignore_errors=True)
 
+    def kill_keep_data(self):
+        """SIGKILL if still running; keep the data directory (it may be another's)."""
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        if self in _daemons:
+            _daemons.remove(self)
+
 
 def recv_exact(sock, n, timeout_s=5.0):
     sock.settimeout(timeout_s)

@@ -1,0 +1,1060 @@
+/*
+ * Checkpoints: the incremental fuzzy writer and the loader (see
+ * checkpoint.h for the contract and docs/CHECKPOINT_FORMAT.md for the bytes).
+ *
+ * Writer. sl_checkpoint_begin creates ckpt-<seq>.ckpt.tmp and writes the
+ * 128-byte header. Each sl_checkpoint_step then writes one chunk: as many
+ * whole sensors as fit in step_bytes (at least one), from next_sensor up to
+ * the store's current sensor count, so sensors created while a checkpoint
+ * is under way are taken by a later chunk. A chunk's payload is four
+ * pwrites straight from the store's arrays (records, ring values, ring
+ * deltas, coarse buckets: each range is contiguous), with its CRC-32C
+ * computed over the same memory in the same tick; nothing changes that
+ * memory in between, because the caller is the store's only writer. The
+ * chunk's header (lsn = the last record applied) goes in front of its
+ * payload once the CRC is known. When a step finds next_sensor at the
+ * current count, it writes the stream tables (staged through a 16 KiB
+ * buffer), the trailer with the CRC of everything before it, fdatasyncs,
+ * renames to .ckpt, fsyncs the directory and removes complete checkpoints
+ * older than the newest SL_CHECKPOINTS_KEPT. The running CRC over the file
+ * is kept without a second pass over the payload: the payload's CRC is
+ * folded in with the standard GF(2) CRC combination (zlib's
+ * crc32_combine, over the Castagnoli polynomial).
+ *
+ * Any failure (including a failed fdatasync, which is never retried on that
+ * descriptor: after a failed sync the page cache may have dropped the dirty
+ * pages) closes and removes the .tmp file; the caller begins again later,
+ * and the failed checkpoint's seq is reused.
+ *
+ * Loader. Complete files newest first; each is checked field by field
+ * before anything it says is used: header CRC and geometry (the running
+ * store's, else skipped with the reason), chunks contiguous from sensor 0,
+ * both CRCs of every chunk, lsns never decreasing, every sensor record's
+ * ring walked to prove the invariants the store relies on (so a file with
+ * valid CRCs but hostile contents cannot break an assertion later), stream
+ * entries well formed, the trailer's counts, running CRC and size. Payloads
+ * are pread straight into the store's arrays. A file found invalid part way
+ * leaves the store as it found it: the touched ranges and the whole index
+ * are zeroed again (the store was fresh), and the next older file is tried.
+ *
+ * Memory: the writer uses only the store and the buffer inside struct
+ * sl_checkpointer (no heap: it runs on the ingest thread). The loader
+ * mallocs the list of files and the stream chunk (start-up only).
+ * Threads: begin/step on the ingest thread; load and next_seq at start-up.
+ * Limits: a chunk is at most max(step_bytes, one sensor); every loop is
+ * bounded by the sensor count, the table sizes or a constant.
+ */
+#include "store/checkpoint.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <math.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/assert.h"
+#include "core/clock.h"
+#include "core/crc32c.h"
+#include "sluice/protocol.h"
+
+#define CK_VERSION 1u
+#define CK_HEADER_BYTES 128u
+#define CK_CHUNK_HEADER_BYTES 64u
+#define CK_TRAILER_BYTES 64u
+#define CK_STREAM_ENTRY_BYTES 16u
+#define CK_NAME_PREFIX "ckpt-"
+#define CK_NAME_DIGITS 16u
+#define CK_DIR_CALLS_MAX (1u << 20) /* getdents64 calls per listing: a sanity bound */
+#define CK_FILES_MAX (1u << 16)     /* checkpoint files the loader considers */
+#define CRC32C_POLY 0x82F63B78u     /* reflected Castagnoli polynomial */
+
+/* The payload is the store's memory as it is: little-endian, no padding. */
+_Static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__, "checkpoints are little-endian");
+_Static_assert(offsetof(struct sl_sensor, readings_total) == 8, "sensor record layout");
+_Static_assert(offsetof(struct sl_sensor, head) == 32, "sensor record layout");
+_Static_assert(offsetof(struct sl_sensor, ewma) == 48, "sensor record layout");
+_Static_assert(offsetof(struct sl_coarse_bucket, sum) == 16, "coarse bucket layout");
+_Static_assert(sizeof(struct sl_stream_slot) == 24, "stream slot: entries are written field by field");
+_Static_assert(SL_CHECKPOINT_BUFFER_BYTES % CK_STREAM_ENTRY_BYTES == 0, "whole entries");
+_Static_assert(SL_CHECKPOINT_BUFFER_BYTES >= 4096, "room for directory entries");
+
+/* ---- CRC combination: crc(A || B) from crc(A), crc(B) and |B| ---- */
+
+/* a x b modulo the polynomial, in the reflected bit order (x^0 is the top bit). */
+static uint32_t gf2_multiply(uint32_t a, uint32_t b)
+{
+    uint32_t product = 0;
+    for (uint32_t bit = 0; bit < 32; bit++) {
+        if (a & (0x80000000u >> bit)) {
+            product ^= b;
+        }
+        b = (b & 1) ? (b >> 1) ^ CRC32C_POLY : b >> 1;
+    }
+    return product;
+}
+
+static uint32_t crc32c_combine(uint32_t crc_a, uint32_t crc_b, uint64_t bytes_b)
+{
+    uint32_t shift = 0x80000000u;  /* x^0 */
+    uint32_t square = 0x00800000u; /* x^8: one byte */
+    for (uint32_t bit = 0; bit < 64 && (bytes_b >> bit) != 0; bit++) {
+        if ((bytes_b >> bit) & 1) {
+            shift = gf2_multiply(square, shift);
+        }
+        square = gf2_multiply(square, square);
+    }
+    return gf2_multiply(shift, crc_a) ^ crc_b;
+}
+
+/* ---- shared helpers ---- */
+
+/* Bytes one sensor takes in a chunk payload. */
+static uint64_t sensor_bytes(const struct sl_store *store)
+{
+    return sizeof(struct sl_sensor) + (uint64_t)store->config.ring_readings * 8 +
+           (uint64_t)store->coarse_buckets_total * sizeof(struct sl_coarse_bucket);
+}
+
+/* The four contiguous ranges of sensors [first, first + count), in payload order. */
+struct span {
+    uint8_t *p;
+    uint64_t bytes;
+};
+
+static void sensor_spans(const struct sl_store *store, uint32_t first, uint32_t count,
+                         struct span spans[4])
+{
+    uint64_t ring = store->config.ring_readings;
+    uint64_t coarse = store->coarse_buckets_total;
+    /* The writer never writes through these; the loader (with a mutable store) does. */
+    spans[0] = (struct span){(uint8_t *)&store->sensors[first], count * sizeof(struct sl_sensor)};
+    spans[1] = (struct span){(uint8_t *)&store->values[first * ring], count * ring * 4};
+    spans[2] = (struct span){(uint8_t *)&store->deltas[first * ring], count * ring * 4};
+    spans[3] = (struct span){(uint8_t *)&store->coarse[first * coarse],
+                             count * coarse * sizeof(struct sl_coarse_bucket)};
+}
+
+/* The common 64-byte chunk header (sensor chunks "SLCK", the stream chunk "SLST"). */
+static void chunk_header_encode(uint8_t out[CK_CHUNK_HEADER_BYTES], const char *magic, uint32_t a,
+                                uint32_t b, uint64_t lsn, uint64_t payload_bytes,
+                                uint32_t payload_crc)
+{
+    memset(out, 0, CK_CHUNK_HEADER_BYTES);
+    memcpy(out, magic, 4);
+    sl_store_u32(out + 4, a);
+    sl_store_u32(out + 8, b);
+    sl_store_u64(out + 16, lsn);
+    sl_store_u64(out + 24, payload_bytes);
+    sl_store_u32(out + 56, payload_crc);
+    sl_store_u32(out + 60, sl_crc32c(out, 60));
+}
+
+/* 1 for "ckpt-<16 hex>.ckpt", 2 for "ckpt-<16 hex>.ckpt.tmp", else 0; the seq in *seq. */
+static int parse_name(const char *name, uint64_t *seq)
+{
+    size_t prefix = sizeof CK_NAME_PREFIX - 1;
+    if (strncmp(name, CK_NAME_PREFIX, prefix) != 0) {
+        return 0;
+    }
+    uint64_t value = 0;
+    for (uint32_t i = 0; i < CK_NAME_DIGITS; i++) {
+        char c = name[prefix + i];
+        uint32_t digit = c >= '0' && c <= '9'   ? (uint32_t)(c - '0')
+                         : c >= 'a' && c <= 'f' ? (uint32_t)(c - 'a' + 10)
+                                                : 16;
+        if (digit == 16) {
+            return 0;
+        }
+        value = value << 4 | digit;
+    }
+    const char *rest = name + prefix + CK_NAME_DIGITS;
+    *seq = value;
+    return strcmp(rest, ".ckpt") == 0 ? 1 : strcmp(rest, ".ckpt.tmp") == 0 ? 2 : 0;
+}
+
+typedef void (*dir_visit_fn)(void *ctx, const char *name);
+
+/*
+ * Call visit for every entry of dir, listing it with getdents64 into the
+ * caller's buffer (no heap, unlike opendir). 0 or -errno.
+ */
+static int dir_each(const struct sl_io *io, const char *dir, uint8_t *buf, uint32_t buf_bytes,
+                    dir_visit_fn visit, void *ctx)
+{
+    int fd = io->open(io, dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC, 0);
+    if (fd < 0) {
+        return fd;
+    }
+    int rc = 0;
+    for (uint32_t calls = 0; calls < CK_DIR_CALLS_MAX; calls++) {
+        ssize_t got = getdents64(fd, buf, buf_bytes);
+        if (got < 0) {
+            rc = -errno;
+            break;
+        }
+        if (got == 0) {
+            break;
+        }
+        for (ssize_t pos = 0; pos < got;) {
+            const struct dirent64 *entry = (const struct dirent64 *)(buf + pos);
+            SL_ASSERT(entry->d_reclen > 0);
+            visit(ctx, entry->d_name);
+            pos += entry->d_reclen;
+        }
+    }
+    (void)io->close(io, fd);
+    return rc;
+}
+
+static void checkpoint_path(char *out, size_t out_bytes, const char *dir, uint64_t seq, bool tmp)
+{
+    int n = snprintf(out, out_bytes, "%s/" CK_NAME_PREFIX "%016" PRIx64 ".ckpt%s", dir, seq,
+                     tmp ? ".tmp" : "");
+    SL_ASSERT(n > 0 && (size_t)n < out_bytes);
+}
+
+static inline void counter_add(_Atomic uint64_t *counter, uint64_t n)
+{
+    uint64_t v = atomic_load_explicit(counter, memory_order_relaxed);
+    atomic_store_explicit(counter, v + n, memory_order_relaxed);
+}
+
+/* ---- the writer ---- */
+
+void sl_checkpoint_init(struct sl_checkpointer *ck, const struct sl_checkpoint_config *config,
+                        const struct sl_store *store, const struct sl_streams *tcp_streams,
+                        const struct sl_streams *udp_streams, uint64_t next_seq)
+{
+    SL_ASSERT(config->io != NULL);
+    SL_ASSERT(next_seq >= 1);
+    memset(ck, 0, sizeof *ck);
+    ck->config = *config;
+    if (ck->config.step_bytes == 0) {
+        ck->config.step_bytes = SL_CHECKPOINT_STEP_BYTES_DEFAULT;
+    }
+    ck->store = store;
+    ck->tcp_streams = tcp_streams;
+    ck->udp_streams = udp_streams;
+    ck->fd = -1;
+    ck->seq = next_seq;
+}
+
+/* Give up the checkpoint in progress: close and remove the .tmp file. */
+static void abandon(struct sl_checkpointer *ck)
+{
+    const struct sl_io *io = ck->config.io;
+    if (ck->fd >= 0) {
+        (void)io->close(io, ck->fd);
+        ck->fd = -1;
+    }
+    (void)io->unlink(io, ck->tmp_path);
+    ck->active = false;
+    counter_add(&ck->counters.failed, 1);
+}
+
+static int write_at(struct sl_checkpointer *ck, const void *buf, uint64_t bytes, uint64_t offset)
+{
+    int rc = sl_io_pwrite_all(ck->config.io, ck->fd, buf, bytes, offset);
+    if (rc == 0) {
+        counter_add(&ck->counters.bytes_written, bytes);
+    }
+    return rc;
+}
+
+static void file_header_encode(const struct sl_checkpointer *ck, uint8_t out[CK_HEADER_BYTES])
+{
+    const struct sl_store *store = ck->store;
+    memset(out, 0, CK_HEADER_BYTES);
+    memcpy(out, "SLUICECK", 8);
+    sl_store_u32(out + 8, CK_VERSION);
+    sl_store_u64(out + 16, ck->seq);
+    sl_store_u64(out + 24, ck->start_lsn);
+    sl_store_u32(out + 32, store->config.sensors_max);
+    sl_store_u32(out + 36, store->config.ring_readings);
+    sl_store_u32(out + 40, store->coarse_buckets_total);
+    sl_store_u64(out + 48, (uint64_t)store->coarse_resolution_us);
+    sl_store_u64(out + 56, (uint64_t)store->config.ewma_half_life_us);
+    sl_store_u64(out + 64, (uint64_t)sl_clock_realtime_us());
+    sl_store_u32(out + 124, sl_crc32c(out, 124));
+}
+
+int sl_checkpoint_begin(struct sl_checkpointer *ck, uint64_t start_lsn)
+{
+    const struct sl_io *io = ck->config.io;
+    if (ck->active) {
+        return -EBUSY;
+    }
+    counter_add(&ck->counters.started, 1);
+    checkpoint_path(ck->tmp_path, sizeof ck->tmp_path, ck->config.dir, ck->seq, true);
+    checkpoint_path(ck->path, sizeof ck->path, ck->config.dir, ck->seq, false);
+    int fd = io->open(io, ck->tmp_path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (fd < 0) {
+        counter_add(&ck->counters.failed, 1);
+        return fd;
+    }
+    ck->fd = fd;
+    ck->active = true;
+    ck->start_lsn = start_lsn;
+    ck->chunk_lsn = start_lsn;
+    ck->next_sensor = 0;
+    ck->chunks = 0;
+    uint8_t header[CK_HEADER_BYTES];
+    file_header_encode(ck, header);
+    int rc = write_at(ck, header, sizeof header, 0);
+    if (rc != 0) {
+        abandon(ck);
+        return rc;
+    }
+    ck->crc_running = sl_crc32c(header, sizeof header);
+    ck->offset = sizeof header;
+    return 0;
+}
+
+/* One chunk of whole sensors from next_sensor, at most step_bytes (at least one sensor). */
+static int write_sensor_chunk(struct sl_checkpointer *ck, uint32_t sensors_count, uint64_t lsn)
+{
+    uint64_t per_sensor = sensor_bytes(ck->store);
+    uint64_t step = ck->config.step_bytes;
+    uint64_t fit =
+        step > CK_CHUNK_HEADER_BYTES + per_sensor ? (step - CK_CHUNK_HEADER_BYTES) / per_sensor : 1;
+    uint32_t left = sensors_count - ck->next_sensor;
+    uint32_t count = fit < left ? (uint32_t)fit : left;
+    SL_ASSERT(count >= 1);
+    struct span spans[4];
+    sensor_spans(ck->store, ck->next_sensor, count, spans);
+    uint32_t crc = 0;
+    uint64_t offset = ck->offset + CK_CHUNK_HEADER_BYTES;
+    for (uint32_t i = 0; i < 4; i++) {
+        if (spans[i].bytes == 0) {
+            continue;
+        }
+        crc = sl_crc32c_extend(crc, spans[i].p, spans[i].bytes);
+        int rc = write_at(ck, spans[i].p, spans[i].bytes, offset);
+        if (rc != 0) {
+            return rc;
+        }
+        offset += spans[i].bytes;
+    }
+    uint64_t payload_bytes = offset - ck->offset - CK_CHUNK_HEADER_BYTES;
+    SL_ASSERT(payload_bytes == count * per_sensor);
+    uint8_t header[CK_CHUNK_HEADER_BYTES];
+    chunk_header_encode(header, "SLCK", ck->next_sensor, count, lsn, payload_bytes, crc);
+    int rc = write_at(ck, header, sizeof header, ck->offset);
+    if (rc != 0) {
+        return rc;
+    }
+    ck->crc_running = sl_crc32c_extend(ck->crc_running, header, sizeof header);
+    ck->crc_running = crc32c_combine(ck->crc_running, crc, payload_bytes);
+    ck->offset = offset;
+    ck->next_sensor += count;
+    ck->chunks++;
+    return 0;
+}
+
+/* Staged stream entries: the buffer fills, then goes out in one pwrite. */
+struct stage {
+    uint32_t fill;
+    uint64_t offset;
+    uint32_t crc;
+};
+
+static int stage_flush(struct sl_checkpointer *ck, struct stage *st)
+{
+    if (st->fill == 0) {
+        return 0;
+    }
+    st->crc = sl_crc32c_extend(st->crc, ck->buffer, st->fill);
+    int rc = write_at(ck, ck->buffer, st->fill, st->offset);
+    st->offset += st->fill;
+    st->fill = 0;
+    return rc;
+}
+
+/* Stage every used slot of one table; *used_out counts them. */
+static int stage_table(struct sl_checkpointer *ck, const struct sl_streams *table, struct stage *st,
+                       uint32_t *used_out)
+{
+    uint32_t used = 0;
+    for (uint64_t i = 0; i <= table->mask; i++) {
+        const struct sl_stream_slot *slot = &table->slots[i];
+        if (!slot->used) {
+            continue;
+        }
+        if (st->fill + CK_STREAM_ENTRY_BYTES > SL_CHECKPOINT_BUFFER_BYTES) {
+            int rc = stage_flush(ck, st);
+            if (rc != 0) {
+                return rc;
+            }
+        }
+        uint8_t *e = ck->buffer + st->fill;
+        sl_store_u32(e, slot->stream_id);
+        sl_store_u16(e + 4, slot->has_seq ? 1 : 0);
+        sl_store_u16(e + 6, 0);
+        sl_store_u64(e + 8, slot->last_seq);
+        st->fill += CK_STREAM_ENTRY_BYTES;
+        used++;
+    }
+    SL_ASSERT(used <= table->capacity);
+    *used_out = used;
+    return 0;
+}
+
+static int write_streams_chunk(struct sl_checkpointer *ck, uint64_t lsn)
+{
+    struct stage st = {.fill = 0, .offset = ck->offset + CK_CHUNK_HEADER_BYTES, .crc = 0};
+    uint32_t tcp_used = 0, udp_used = 0;
+    int rc = stage_table(ck, ck->tcp_streams, &st, &tcp_used);
+    if (rc == 0) {
+        rc = stage_table(ck, ck->udp_streams, &st, &udp_used);
+    }
+    if (rc == 0) {
+        rc = stage_flush(ck, &st);
+    }
+    if (rc != 0) {
+        return rc;
+    }
+    uint64_t payload_bytes = ((uint64_t)tcp_used + udp_used) * CK_STREAM_ENTRY_BYTES;
+    SL_ASSERT(st.offset == ck->offset + CK_CHUNK_HEADER_BYTES + payload_bytes);
+    uint8_t header[CK_CHUNK_HEADER_BYTES];
+    chunk_header_encode(header, "SLST", tcp_used, udp_used, lsn, payload_bytes, st.crc);
+    rc = write_at(ck, header, sizeof header, ck->offset);
+    if (rc != 0) {
+        return rc;
+    }
+    ck->crc_running = sl_crc32c_extend(ck->crc_running, header, sizeof header);
+    ck->crc_running = crc32c_combine(ck->crc_running, st.crc, payload_bytes);
+    ck->offset = st.offset;
+    return 0;
+}
+
+static int write_trailer(struct sl_checkpointer *ck, uint64_t end_lsn)
+{
+    uint8_t t[CK_TRAILER_BYTES];
+    memset(t, 0, sizeof t);
+    memcpy(t, "SLEN", 4);
+    sl_store_u32(t + 4, ck->chunks);
+    sl_store_u32(t + 8, ck->next_sensor);
+    sl_store_u64(t + 16, end_lsn);
+    sl_store_u64(t + 24, ck->offset + CK_TRAILER_BYTES);
+    sl_store_u32(t + 56, ck->crc_running);
+    sl_store_u32(t + 60, sl_crc32c(t, 60));
+    int rc = write_at(ck, t, sizeof t, ck->offset);
+    if (rc == 0) {
+        ck->offset += CK_TRAILER_BYTES;
+    }
+    return rc;
+}
+
+/* Removal of superseded checkpoints: the newest SL_CHECKPOINTS_KEPT complete ones stay. */
+struct prune {
+    const char *dir;
+    const struct sl_io *io;
+    uint64_t current;                     /* the checkpoint just completed */
+    uint64_t newest[SL_CHECKPOINTS_KEPT]; /* descending; 0 = none */
+    char path[4160];
+};
+
+static void prune_note(void *ctx, const char *name)
+{
+    struct prune *pr = ctx;
+    uint64_t seq;
+    if (parse_name(name, &seq) != 1) {
+        return;
+    }
+    for (uint32_t i = 0; i < SL_CHECKPOINTS_KEPT; i++) {
+        if (seq > pr->newest[i]) {
+            memmove(&pr->newest[i + 1], &pr->newest[i],
+                    (SL_CHECKPOINTS_KEPT - 1 - i) * sizeof pr->newest[0]);
+            pr->newest[i] = seq;
+            return;
+        }
+    }
+}
+
+static void prune_remove(void *ctx, const char *name)
+{
+    struct prune *pr = ctx;
+    uint64_t seq;
+    int kind = parse_name(name, &seq);
+    uint64_t oldest_kept = pr->newest[SL_CHECKPOINTS_KEPT - 1];
+    bool stale = (kind == 1 && seq < oldest_kept) || (kind == 2 && seq < pr->current);
+    if (!stale) {
+        return;
+    }
+    int n = snprintf(pr->path, sizeof pr->path, "%s/%s", pr->dir, name);
+    if (n > 0 && (size_t)n < sizeof pr->path) {
+        (void)pr->io->unlink(pr->io, pr->path); /* best effort: retried after the next one */
+    }
+}
+
+static void prune_old(struct sl_checkpointer *ck)
+{
+    struct prune pr;
+    memset(&pr, 0, sizeof pr);
+    pr.dir = ck->config.dir;
+    pr.io = ck->config.io;
+    pr.current = ck->seq;
+    if (dir_each(pr.io, pr.dir, ck->buffer, sizeof ck->buffer, prune_note, &pr) != 0) {
+        return;
+    }
+    if (pr.newest[SL_CHECKPOINTS_KEPT - 1] == 0) {
+        return; /* fewer than SL_CHECKPOINTS_KEPT complete: keep them all */
+    }
+    (void)dir_each(pr.io, pr.dir, ck->buffer, sizeof ck->buffer, prune_remove, &pr);
+}
+
+/* Streams, trailer, sync, rename, directory sync. 0 or -errno (the caller abandons). */
+static int finish(struct sl_checkpointer *ck, uint64_t lsn)
+{
+    const struct sl_io *io = ck->config.io;
+    int rc = write_streams_chunk(ck, lsn);
+    if (rc == 0) {
+        rc = write_trailer(ck, lsn);
+    }
+    if (rc == 0) {
+        rc = io->fdatasync(io, ck->fd); /* once: a failed sync is never retried on this fd */
+    }
+    if (rc != 0) {
+        return rc;
+    }
+    rc = io->close(io, ck->fd);
+    ck->fd = -1;
+    if (rc != 0) {
+        return rc;
+    }
+    rc = io->rename(io, ck->tmp_path, ck->path);
+    if (rc != 0) {
+        return rc;
+    }
+    rc = sl_io_fsync_dir(io, ck->config.dir);
+    if (rc != 0) {
+        /* Not known durable: do not leave it to be trusted; the next one replaces it. */
+        (void)io->unlink(io, ck->path);
+        return rc;
+    }
+    return 0;
+}
+
+int sl_checkpoint_step(struct sl_checkpointer *ck, uint64_t applied_lsn)
+{
+    SL_ASSERT(ck->active);
+    SL_ASSERT(applied_lsn >= ck->chunk_lsn); /* records are applied in lsn order */
+    ck->chunk_lsn = applied_lsn;
+    uint32_t count = sl_store_sensors_count(ck->store);
+    SL_ASSERT(ck->next_sensor <= count); /* sensors are never removed */
+    if (ck->next_sensor < count) {
+        int rc = write_sensor_chunk(ck, count, applied_lsn);
+        if (rc != 0) {
+            abandon(ck);
+        }
+        return rc;
+    }
+    int rc = finish(ck, applied_lsn);
+    if (rc != 0) {
+        abandon(ck);
+        return rc;
+    }
+    ck->active = false;
+    counter_add(&ck->counters.completed, 1);
+    atomic_store_explicit(&ck->counters.last_start_lsn, ck->start_lsn, memory_order_relaxed);
+    atomic_store_explicit(&ck->counters.last_bytes, ck->offset, memory_order_relaxed);
+    prune_old(ck);
+    ck->seq++;
+    return 1;
+}
+
+/* ---- listing (start-up) ---- */
+
+struct seq_list {
+    uint64_t *seqs;
+    uint32_t count;
+    uint32_t capacity;
+    uint64_t highest; /* of any checkpoint file, complete or not */
+    bool any;
+    bool out_of_memory;
+};
+
+static void list_note(void *ctx, const char *name)
+{
+    struct seq_list *list = ctx;
+    uint64_t seq;
+    int kind = parse_name(name, &seq);
+    if (kind == 0) {
+        return;
+    }
+    if (!list->any || seq > list->highest) {
+        list->highest = seq;
+    }
+    list->any = true;
+    if (kind != 1 || list->seqs == NULL || list->count == list->capacity) {
+        return; /* beyond CK_FILES_MAX the oldest-listed are not considered */
+    }
+    list->seqs[list->count++] = seq;
+}
+
+static int seq_descending(const void *a, const void *b)
+{
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return x < y ? 1 : x > y ? -1 : 0;
+}
+
+/* Complete checkpoints in dir, newest first (list->seqs malloc'd: the caller frees). */
+static int list_checkpoints(const struct sl_io *io, const char *dir, struct seq_list *list,
+                            bool want_seqs)
+{
+    memset(list, 0, sizeof *list);
+    if (want_seqs) {
+        list->capacity = CK_FILES_MAX;
+        list->seqs = malloc((size_t)list->capacity * sizeof list->seqs[0]);
+        if (list->seqs == NULL) {
+            return -ENOMEM;
+        }
+    }
+    _Alignas(8) uint8_t buf[8192];
+    int rc = dir_each(io, dir, buf, sizeof buf, list_note, list);
+    if (rc == 0 && list->count > 1) {
+        qsort(list->seqs, list->count, sizeof list->seqs[0], seq_descending);
+    }
+    return rc;
+}
+
+uint64_t sl_checkpoint_next_seq(const char *dir)
+{
+    struct seq_list list;
+    int rc = list_checkpoints(&sl_io_posix, dir, &list, false);
+    if (rc != 0 || !list.any) {
+        return 1;
+    }
+    return list.highest == UINT64_MAX ? UINT64_MAX : list.highest + 1;
+}
+
+/* ---- the loader ---- */
+
+struct loader {
+    const struct sl_io *io;
+    int fd;
+    char path[4160];
+    struct sl_store *store;
+    struct sl_streams *tcp;
+    struct sl_streams *udp;
+    uint64_t *sensor_lsn;
+    uint64_t seq;
+    uint64_t start_lsn;
+    uint64_t offset;  /* of the next thing to read */
+    uint32_t crc;     /* running CRC of everything read so far */
+    uint32_t touched; /* sensors [0, touched) may hold loaded bytes */
+    uint32_t chunks;
+    uint64_t last_lsn; /* of the latest chunk */
+    uint64_t streams_lsn;
+    uint64_t streams_dropped; /* entries that did not fit the running tables */
+    char why[256];            /* why the file was skipped */
+};
+
+/* Result of one step of the loader: 0 fine, LOAD_INVALID (reason in ld->why), or -errno. */
+#define LOAD_INVALID 1
+
+static int invalid(struct loader *ld, const char *why)
+{
+    snprintf(ld->why, sizeof ld->why, "%s", why);
+    return LOAD_INVALID;
+}
+
+/* Read exactly `bytes` at offset; a short file is invalid, other errors are I/O errors. */
+static int read_at(struct loader *ld, void *buf, uint64_t bytes, uint64_t offset)
+{
+    int rc = sl_io_pread_all(ld->io, ld->fd, buf, bytes, offset);
+    if (rc == -ENODATA) {
+        return invalid(ld, "truncated");
+    }
+    return rc;
+}
+
+/* Put the fresh store back: records, rings, coarse of [0, touched), the whole index, streams. */
+static void loader_reset(struct loader *ld)
+{
+    struct sl_store *store = ld->store;
+    uint64_t n = ld->touched;
+    uint64_t ring = store->config.ring_readings;
+    memset(store->sensors, 0, n * sizeof(struct sl_sensor));
+    memset(store->values, 0, n * ring * sizeof(float));
+    memset(store->deltas, 0, n * ring * sizeof(uint32_t));
+    memset(store->coarse, 0, n * store->coarse_buckets_total * sizeof(struct sl_coarse_bucket));
+    memset(store->index, 0, ((uint64_t)store->index_mask + 1) * sizeof store->index[0]);
+    atomic_store_explicit(&store->sensors_count, 0, memory_order_release);
+    memset(ld->sensor_lsn, 0, n * sizeof ld->sensor_lsn[0]);
+    struct sl_streams *tables[2] = {ld->tcp, ld->udp};
+    for (uint32_t t = 0; t < 2; t++) {
+        memset(tables[t]->slots, 0,
+               ((uint64_t)tables[t]->mask + 1) * sizeof(struct sl_stream_slot));
+        atomic_store_explicit(&tables[t]->count, 0, memory_order_relaxed);
+        atomic_store_explicit(&tables[t]->full_total, 0, memory_order_relaxed);
+    }
+    ld->touched = 0;
+}
+
+static int geometry_field(struct loader *ld, const char *name, int64_t file, int64_t running)
+{
+    if (file == running) {
+        return 0;
+    }
+    snprintf(ld->why, sizeof ld->why,
+             "geometry mismatch: %s is %" PRId64 " in the file, %" PRId64
+             " in the running configuration",
+             name, file, running);
+    return LOAD_INVALID;
+}
+
+static int load_header(struct loader *ld)
+{
+    uint8_t h[CK_HEADER_BYTES];
+    int rc = read_at(ld, h, sizeof h, 0);
+    if (rc != 0) {
+        return rc;
+    }
+    if (memcmp(h, "SLUICECK", 8) != 0) {
+        return invalid(ld, "bad magic");
+    }
+    if (sl_load_u32(h + 124) != sl_crc32c(h, 124)) {
+        return invalid(ld, "bad header CRC");
+    }
+    if (sl_load_u32(h + 8) != CK_VERSION) {
+        return invalid(ld, "unknown version");
+    }
+    if (sl_load_u64(h + 16) != ld->seq) {
+        return invalid(ld, "seq differs from the file name");
+    }
+    const struct sl_store *s = ld->store;
+    rc = geometry_field(ld, "sensors_max", sl_load_u32(h + 32), s->config.sensors_max);
+    rc =
+        rc ? rc : geometry_field(ld, "ring_readings", sl_load_u32(h + 36), s->config.ring_readings);
+    rc = rc ? rc
+            : geometry_field(ld, "coarse_buckets_total", sl_load_u32(h + 40),
+                             s->coarse_buckets_total);
+    rc = rc ? rc
+            : geometry_field(ld, "coarse_resolution_us", (int64_t)sl_load_u64(h + 48),
+                             s->coarse_resolution_us);
+    rc = rc ? rc
+            : geometry_field(ld, "ewma_half_life_us", (int64_t)sl_load_u64(h + 56),
+                             s->config.ewma_half_life_us);
+    if (rc != 0) {
+        return rc;
+    }
+    ld->start_lsn = sl_load_u64(h + 24);
+    ld->last_lsn = ld->start_lsn;
+    ld->crc = sl_crc32c(h, sizeof h);
+    ld->offset = sizeof h;
+    return 0;
+}
+
+/*
+ * The invariants the store's writer and readers rely on, for a record read
+ * from disk: an even sequence, head and slot counts inside the ring, the
+ * oldest used slot a reading, every escape (NaN) followed by a reading,
+ * finite values, `count` readings, and times that decode from oldest_t_us
+ * forward, never going back, to exactly last_t_us.
+ */
+static bool sensor_valid(const struct sl_store *store, uint32_t index)
+{
+    const struct sl_sensor *s = &store->sensors[index];
+    uint32_t ring = store->config.ring_readings;
+    uint32_t seq = atomic_load_explicit(&((struct sl_sensor *)s)->seq, memory_order_relaxed);
+    if ((seq & 1) != 0 || s->head >= ring || s->used_slots > ring || s->count > s->used_slots ||
+        s->count == 0 || s->readings_total < s->count || !isfinite(s->ewma)) {
+        return false;
+    }
+    const float *values = &store->values[(uint64_t)index * ring];
+    const uint32_t *deltas = &store->deltas[(uint64_t)index * ring];
+    uint32_t slot =
+        s->head >= s->used_slots ? s->head - s->used_slots : s->head + ring - s->used_slots;
+    uint32_t readings = 0;
+    int64_t t = s->oldest_t_us;
+    for (uint32_t i = 0; i < s->used_slots; i++, slot = slot + 1 == ring ? 0 : slot + 1) {
+        uint64_t gap = deltas[slot];
+        if (isnan(values[slot])) {
+            if (i == 0 || i + 1 == s->used_slots) {
+                return false; /* the oldest slot is a reading; an escape precedes one */
+            }
+            i++;
+            slot = slot + 1 == ring ? 0 : slot + 1;
+            gap = gap << 32 | deltas[slot];
+        }
+        if (!isfinite(values[slot])) {
+            return false;
+        }
+        if (readings > 0) {
+            int64_t next = (int64_t)((uint64_t)t + gap);
+            if (next < t) {
+                return false; /* wrapped past INT64_MAX */
+            }
+            t = next;
+        }
+        readings++;
+    }
+    return readings == s->count && t == s->last_t_us;
+}
+
+static int chunk_header_check(struct loader *ld, const uint8_t h[CK_CHUNK_HEADER_BYTES])
+{
+    if (sl_load_u32(h + 60) != sl_crc32c(h, 60)) {
+        return invalid(ld, "bad chunk header CRC");
+    }
+    uint64_t lsn = sl_load_u64(h + 16);
+    if (lsn < ld->last_lsn) {
+        return invalid(ld, "chunk lsn goes back");
+    }
+    return 0;
+}
+
+static int load_sensor_chunk(struct loader *ld, const uint8_t h[CK_CHUNK_HEADER_BYTES])
+{
+    struct sl_store *store = ld->store;
+    uint32_t first = sl_load_u32(h + 4), count = sl_load_u32(h + 8);
+    uint64_t lsn = sl_load_u64(h + 16), payload_bytes = sl_load_u64(h + 24);
+    if (first != ld->touched || count == 0 || count > store->config.sensors_max - first) {
+        return invalid(ld, "chunks not contiguous from sensor 0");
+    }
+    if (payload_bytes != count * sensor_bytes(store)) {
+        return invalid(ld, "chunk payload length");
+    }
+    struct span spans[4];
+    sensor_spans(store, first, count, spans);
+    ld->touched = first + count; /* from here the range may hold file bytes */
+    uint64_t offset = ld->offset + CK_CHUNK_HEADER_BYTES;
+    uint32_t crc = 0;
+    for (uint32_t i = 0; i < 4; i++) {
+        if (spans[i].bytes == 0) {
+            continue;
+        }
+        int rc = read_at(ld, spans[i].p, spans[i].bytes, offset);
+        if (rc != 0) {
+            return rc;
+        }
+        crc = sl_crc32c_extend(crc, spans[i].p, spans[i].bytes);
+        offset += spans[i].bytes;
+    }
+    if (crc != sl_load_u32(h + 56)) {
+        return invalid(ld, "bad chunk payload CRC");
+    }
+    for (uint32_t i = first; i < first + count; i++) {
+        if (!sensor_valid(store, i)) {
+            return invalid(ld, "inconsistent sensor record");
+        }
+        if (sl_store_restore_sensor(store, i, store->sensors[i].id) != 0) {
+            return invalid(ld, "duplicate sensor id");
+        }
+        ld->sensor_lsn[i] = lsn;
+    }
+    ld->crc = sl_crc32c_extend(ld->crc, h, CK_CHUNK_HEADER_BYTES);
+    ld->crc = crc32c_combine(ld->crc, crc, payload_bytes);
+    ld->offset = offset;
+    ld->last_lsn = lsn;
+    ld->chunks++;
+    return 0;
+}
+
+/* Restore one table's entries from e[0, count x 16). */
+static int restore_table(struct loader *ld, struct sl_streams *table, const uint8_t *e,
+                         uint32_t count)
+{
+    for (uint32_t i = 0; i < count; i++, e += CK_STREAM_ENTRY_BYTES) {
+        uint32_t id = sl_load_u32(e);
+        uint16_t has_seq = sl_load_u16(e + 4);
+        if (has_seq > 1 || sl_load_u16(e + 6) != 0) {
+            return invalid(ld, "bad stream entry");
+        }
+        if (sl_streams_get(table, id, 0) != NULL) {
+            return invalid(ld, "duplicate stream id");
+        }
+        struct sl_stream_slot *slot = sl_streams_get(table, id, 1);
+        if (slot == NULL) {
+            ld->streams_dropped++; /* the running table is smaller: dedup of this stream restarts */
+            continue;
+        }
+        slot->has_seq = has_seq;
+        slot->last_seq = sl_load_u64(e + 8);
+    }
+    return 0;
+}
+
+static int load_streams_chunk(struct loader *ld, const uint8_t h[CK_CHUNK_HEADER_BYTES])
+{
+    uint32_t tcp_count = sl_load_u32(h + 4), udp_count = sl_load_u32(h + 8);
+    uint64_t payload_bytes = sl_load_u64(h + 24);
+    if (tcp_count > SL_STREAMS_MAX || udp_count > SL_STREAMS_MAX ||
+        payload_bytes != ((uint64_t)tcp_count + udp_count) * CK_STREAM_ENTRY_BYTES) {
+        return invalid(ld, "stream chunk counts");
+    }
+    uint8_t *payload = malloc(payload_bytes > 0 ? payload_bytes : 1);
+    if (payload == NULL) {
+        return -ENOMEM;
+    }
+    int rc = read_at(ld, payload, payload_bytes, ld->offset + CK_CHUNK_HEADER_BYTES);
+    uint32_t crc = rc == 0 ? sl_crc32c(payload, payload_bytes) : 0;
+    if (rc == 0 && crc != sl_load_u32(h + 56)) {
+        rc = invalid(ld, "bad stream chunk CRC");
+    }
+    if (rc == 0) {
+        rc = restore_table(ld, ld->tcp, payload, tcp_count);
+    }
+    if (rc == 0) {
+        rc = restore_table(ld, ld->udp, payload + (uint64_t)tcp_count * CK_STREAM_ENTRY_BYTES,
+                           udp_count);
+    }
+    free(payload);
+    if (rc != 0) {
+        return rc;
+    }
+    ld->crc = sl_crc32c_extend(ld->crc, h, CK_CHUNK_HEADER_BYTES);
+    ld->crc = crc32c_combine(ld->crc, crc, payload_bytes);
+    ld->offset += CK_CHUNK_HEADER_BYTES + payload_bytes;
+    ld->streams_lsn = sl_load_u64(h + 16);
+    ld->last_lsn = ld->streams_lsn;
+    return 0;
+}
+
+static int load_trailer(struct loader *ld, struct sl_checkpoint_loaded *out)
+{
+    uint8_t t[CK_TRAILER_BYTES];
+    int rc = read_at(ld, t, sizeof t, ld->offset);
+    if (rc != 0) {
+        return rc;
+    }
+    if (memcmp(t, "SLEN", 4) != 0 || sl_load_u32(t + 60) != sl_crc32c(t, 60)) {
+        return invalid(ld, "bad trailer");
+    }
+    if (sl_load_u32(t + 56) != ld->crc) {
+        return invalid(ld, "bad running CRC");
+    }
+    uint64_t end_lsn = sl_load_u64(t + 16), total = sl_load_u64(t + 24);
+    if (sl_load_u32(t + 4) != ld->chunks || sl_load_u32(t + 8) != ld->touched ||
+        end_lsn < ld->last_lsn || total != ld->offset + CK_TRAILER_BYTES) {
+        return invalid(ld, "trailer counts");
+    }
+    uint8_t extra;
+    int64_t got = ld->io->pread(ld->io, ld->fd, &extra, 1, total);
+    if (got < 0) {
+        return (int)got;
+    }
+    if (got != 0) {
+        return invalid(ld, "bytes after the trailer");
+    }
+    out->seq = ld->seq;
+    out->start_lsn = ld->start_lsn;
+    out->end_lsn = end_lsn;
+    out->sensors = ld->touched;
+    out->streams_lsn = ld->streams_lsn;
+    out->bytes = total;
+    return 0;
+}
+
+/* Chunks until the stream chunk, then the trailer. */
+static int load_body(struct loader *ld, struct sl_checkpoint_loaded *out)
+{
+    uint32_t chunks_max = ld->store->config.sensors_max + 1; /* each holds >= 1 sensor */
+    for (uint32_t i = 0; i <= chunks_max; i++) {
+        uint8_t h[CK_CHUNK_HEADER_BYTES];
+        int rc = read_at(ld, h, sizeof h, ld->offset);
+        if (rc == 0) {
+            rc = chunk_header_check(ld, h);
+        }
+        if (rc != 0) {
+            return rc;
+        }
+        if (memcmp(h, "SLCK", 4) == 0) {
+            rc = load_sensor_chunk(ld, h);
+        } else if (memcmp(h, "SLST", 4) == 0) {
+            rc = load_streams_chunk(ld, h);
+            return rc != 0 ? rc : load_trailer(ld, out);
+        } else {
+            rc = invalid(ld, "bad chunk magic");
+        }
+        if (rc != 0) {
+            return rc;
+        }
+    }
+    return invalid(ld, "too many chunks");
+}
+
+/* One file: 0 loaded, LOAD_INVALID (store reset, reason printed), or -errno (store reset). */
+static int load_file(struct loader *ld, const char *dir, struct sl_checkpoint_loaded *out)
+{
+    checkpoint_path(ld->path, sizeof ld->path, dir, ld->seq, false);
+    ld->offset = 0;
+    ld->chunks = 0;
+    ld->touched = 0;
+    ld->streams_lsn = 0;
+    ld->streams_dropped = 0;
+    ld->fd = ld->io->open(ld->io, ld->path, O_RDONLY | O_CLOEXEC, 0);
+    if (ld->fd == -ENOENT) {
+        snprintf(ld->why, sizeof ld->why, "vanished");
+        fprintf(stderr, "sluice: checkpoint %s: skipped: %s\n", ld->path, ld->why);
+        return LOAD_INVALID;
+    }
+    if (ld->fd < 0) {
+        return ld->fd;
+    }
+    int rc = load_header(ld);
+    if (rc == 0) {
+        rc = load_body(ld, out);
+    }
+    (void)ld->io->close(ld->io, ld->fd);
+    ld->fd = -1;
+    if (rc != 0) {
+        loader_reset(ld);
+    }
+    if (rc == LOAD_INVALID) {
+        fprintf(stderr, "sluice: checkpoint %s: skipped: %s\n", ld->path, ld->why);
+    } else if (rc == 0 && ld->streams_dropped > 0) {
+        fprintf(stderr,
+                "sluice: checkpoint %s: %" PRIu64 " streams did not fit the stream tables\n",
+                ld->path, ld->streams_dropped);
+    }
+    return rc;
+}
+
+int sl_checkpoint_load(const char *dir, const struct sl_io *io, struct sl_store *store,
+                       struct sl_streams *tcp_streams, struct sl_streams *udp_streams,
+                       uint64_t *sensor_lsn, struct sl_checkpoint_loaded *out)
+{
+    SL_ASSERT(sl_store_sensors_count(store) == 0);    /* a freshly initialised store... */
+    SL_ASSERT(atomic_load(&tcp_streams->count) == 0); /* ...and stream tables */
+    SL_ASSERT(atomic_load(&udp_streams->count) == 0);
+    memset(out, 0, sizeof *out);
+    struct seq_list list;
+    int rc = list_checkpoints(io, dir, &list, true);
+    if (rc != 0) {
+        free(list.seqs);
+        return rc;
+    }
+    struct loader *ld = calloc(1, sizeof *ld);
+    if (ld == NULL) {
+        free(list.seqs);
+        return -ENOMEM;
+    }
+    ld->io = io;
+    ld->fd = -1;
+    ld->store = store;
+    ld->tcp = tcp_streams;
+    ld->udp = udp_streams;
+    ld->sensor_lsn = sensor_lsn;
+    rc = -ENOENT;
+    for (uint32_t i = 0; i < list.count; i++) {
+        ld->seq = list.seqs[i];
+        int file_rc = load_file(ld, dir, out);
+        if (file_rc == LOAD_INVALID) {
+            continue;
+        }
+        rc = file_rc; /* loaded, or an I/O error that stops the search */
+        break;
+    }
+    free(ld);
+    free(list.seqs);
+    if (rc != 0) {
+        memset(out, 0, sizeof *out);
+    }
+    return rc;
+}

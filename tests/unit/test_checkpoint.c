@@ -1,0 +1,1121 @@
+/*
+ * test_checkpoint: checkpoints and start-up recovery give back exactly the
+ * state that was written.
+ *
+ * - A fuzzy checkpoint written in many small chunks while batches keep
+ *   arriving (new sensors among them, the table filling up) loads into a
+ *   fresh store where every sensor equals, byte for byte, the live sensor
+ *   as it was at its chunk's lsn (checked against a reference store built
+ *   from the same batches, applying to each sensor only the readings up to
+ *   its chunk's lsn), and the stream tables equal the live ones when the
+ *   stream chunk was written. begin/step never allocate.
+ * - Full recovery (checkpoint + log replay through sl_recover) into a fresh
+ *   store equals the live store byte for byte (records, rings, coarse
+ *   buckets, the index) and every snapshot view, and the stream tables:
+ *   with the newest checkpoint, with the newest corrupted (falls back to the
+ *   older one), with both corrupted and with none (full replay).
+ * - A checkpoint of another geometry is skipped; a truncated file, a bad
+ *   CRC, a leftover .tmp, and records with valid CRCs but broken invariants
+ *   are skipped; only the newest SL_CHECKPOINTS_KEPT files are kept.
+ * - I/O faults in the writer (pwrite EIO mid-checkpoint, fdatasync EIO at
+ *   the end, a failing open, short writes): the partial file is removed,
+ *   the error returned, a later checkpoint succeeds and loads.
+ * - The trailer's running CRC equals a plain CRC-32C of the file.
+ *
+ * SL_CHECKPOINT_SEED_DIR=dir: also write fuzz seeds (the fuzz target's
+ * geometry) into dir.
+ */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <math.h>
+#include <stdint.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "core/alloc_count.h"
+#include "core/assert.h"
+#include "core/clock.h"
+#include "core/crc32c.h"
+#include "core/io.h"
+#include "core/plan.h"
+#include "store/checkpoint.h"
+#include "store/log.h"
+#include "store/recover.h"
+#include "store/store.h"
+#include "store/streams.h"
+#include "testlib.h"
+
+#define CLOCK0_US 1800000000000000LL
+#define READINGS_MAX 64u
+#define STREAMS_CAPACITY 16u
+
+/* ---- environment: a store and two stream tables in one arena (plus the log's part) ---- */
+
+struct env {
+    struct sl_arena arena;
+    struct sl_store store;
+    struct sl_streams tcp, udp;
+};
+
+static void env_open(struct env *e, const struct sl_store_config *config,
+                     const struct sl_log_config *log_config)
+{
+    struct sl_plan plan;
+    sl_plan_init(&plan);
+    sl_store_plan(config, &plan);
+    sl_streams_plan(STREAMS_CAPACITY, &plan, "streams_tcp");
+    sl_streams_plan(STREAMS_CAPACITY, &plan, "streams_udp");
+    if (log_config != NULL) {
+        sl_log_plan(log_config, &plan);
+    }
+    memset(e, 0, sizeof *e);
+    CHECK(sl_arena_map(&e->arena, plan.total_bytes) == 0);
+    sl_store_init(&e->store, config, &e->arena);
+    sl_streams_init(&e->tcp, STREAMS_CAPACITY, &e->arena);
+    sl_streams_init(&e->udp, STREAMS_CAPACITY, &e->arena);
+}
+
+static void env_close(struct env *e)
+{
+    sl_arena_unmap(&e->arena);
+}
+
+static void small_config(struct sl_store_config *c, uint32_t sensors, uint32_t ring)
+{
+    sl_store_config_default(c);
+    c->sensors_max = sensors;
+    c->ring_readings = ring;
+}
+
+/* ---- files ---- */
+
+static void make_dir(char *out, size_t bytes)
+{
+    snprintf(out, bytes, "/tmp/sl-ckpt-test-XXXXXX");
+    CHECK(mkdtemp(out) != NULL);
+}
+
+static void remove_dir(const char *dir)
+{
+    DIR *d = opendir(dir);
+    if (d == NULL) {
+        return;
+    }
+    char path[4400];
+    for (struct dirent *e = readdir(d); e != NULL; e = readdir(d)) {
+        if (e->d_name[0] != '.') {
+            snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
+            unlink(path);
+        }
+    }
+    closedir(d);
+    rmdir(dir);
+}
+
+static uint32_t count_files(const char *dir, const char *suffix)
+{
+    DIR *d = opendir(dir);
+    uint32_t n = 0;
+    size_t sl = strlen(suffix);
+    for (struct dirent *e = d ? readdir(d) : NULL; e != NULL; e = readdir(d)) {
+        size_t l = strlen(e->d_name);
+        if (l >= sl && strcmp(e->d_name + l - sl, suffix) == 0) {
+            n++;
+        }
+    }
+    if (d != NULL) {
+        closedir(d);
+    }
+    return n;
+}
+
+static void ckpt_path(char *out, size_t bytes, const char *dir, uint64_t seq, const char *ext)
+{
+    snprintf(out, bytes, "%s/ckpt-%016llx%s", dir, (unsigned long long)seq, ext);
+}
+
+static uint8_t *read_file(const char *path, size_t *len)
+{
+    FILE *f = fopen(path, "rb");
+    CHECK(f != NULL);
+    if (f == NULL) {
+        *len = 0;
+        return NULL;
+    }
+    fseek(f, 0, SEEK_END);
+    *len = (size_t)ftell(f);
+    fseek(f, 0, SEEK_SET);
+    uint8_t *buf = malloc(*len ? *len : 1);
+    CHECK(fread(buf, 1, *len, f) == *len);
+    fclose(f);
+    return buf;
+}
+
+static void write_file(const char *path, const uint8_t *buf, size_t len)
+{
+    FILE *f = fopen(path, "wb");
+    CHECK(f != NULL);
+    if (f != NULL) {
+        CHECK(fwrite(buf, 1, len, f) == len);
+        fclose(f);
+    }
+}
+
+static void flip_bit(const char *path, size_t offset)
+{
+    size_t len;
+    uint8_t *buf = read_file(path, &len);
+    CHECK(offset < len);
+    if (buf != NULL && offset < len) {
+        buf[offset] ^= 0x10;
+        write_file(path, buf, len);
+    }
+    free(buf);
+}
+
+/*
+ * Recompute every CRC of a checkpoint image after an edit (same walk as the
+ * fuzz target's): header, each chunk's payload and header, the trailer.
+ */
+static void fix_crcs(uint8_t *buf, size_t len)
+{
+    if (len < 128) {
+        return;
+    }
+    sl_store_u32(buf + 124, sl_crc32c(buf, 124));
+    size_t off = 128;
+    for (uint32_t i = 0; i < 100000 && off + 64 <= len; i++) {
+        uint8_t *h = buf + off;
+        if (memcmp(h, "SLEN", 4) == 0) {
+            sl_store_u32(h + 56, sl_crc32c(buf, off));
+            sl_store_u32(h + 60, sl_crc32c(h, 60));
+            return;
+        }
+        uint64_t payload = sl_load_u64(h + 24);
+        if (payload > len - off - 64) {
+            return;
+        }
+        sl_store_u32(h + 56, sl_crc32c(h + 64, payload));
+        sl_store_u32(h + 60, sl_crc32c(h, 60));
+        off += 64 + payload;
+    }
+}
+
+/* ---- a deterministic workload ---- */
+
+struct gen {
+    uint64_t rng;
+    uint32_t ids;     /* sensor ids drawn from [0, ids) */
+    int64_t clock_us; /* event time; the gateway clock runs 1 s ahead */
+    uint64_t tcp_seq[4];
+    uint64_t udp_seq[4];
+};
+
+struct rec {
+    struct sl_batch_header header;
+    uint8_t transport;
+    int64_t now_us;
+    uint8_t readings[READINGS_MAX * SL_READING_BYTES];
+};
+
+static void gen_init(struct gen *g, uint64_t seed, uint32_t ids)
+{
+    memset(g, 0, sizeof *g);
+    g->rng = seed;
+    g->ids = ids;
+    g->clock_us = CLOCK0_US;
+}
+
+static void gen_streams(struct gen *g, struct rec *r, uint64_t x)
+{
+    uint32_t k = (uint32_t)(x >> 20) % 4;
+    r->transport = (x >> 16) & 1 ? SL_LOG_TCP : SL_LOG_UDP;
+    if (r->transport == SL_LOG_TCP) {
+        g->tcp_seq[k] += 1 + ((x >> 24) % 8 == 0 ? 5 : 0);
+        r->header.stream_id = 1 + k;
+        r->header.batch_seq = g->tcp_seq[k];
+    } else {
+        uint32_t step = (uint32_t)(x >> 24) % 10;
+        g->udp_seq[k] = step == 0 && g->udp_seq[k] > 3 ? g->udp_seq[k] - 3 : g->udp_seq[k] + step;
+        r->header.stream_id = 100 + k;
+        r->header.batch_seq = g->udp_seq[k];
+    }
+}
+
+/* A batch with every kind of reading: normal, late, future, overflowing, non-finite, wide gaps. */
+static void gen_batch(struct gen *g, struct rec *r)
+{
+    memset(r, 0, sizeof *r);
+    uint64_t x = tl_rand(&g->rng);
+    uint32_t count = 1 + (uint32_t)(x % READINGS_MAX);
+    g->clock_us += 1000 + (int64_t)(tl_rand(&g->rng) % 50000);
+    uint32_t kind = (uint32_t)(x >> 8) % 100;
+    if (kind == 0) {
+        g->clock_us += (int64_t)1 << 33; /* a gap wider than 32 bits: escape slots */
+    }
+    int64_t base = g->clock_us;
+    base = kind == 1 ? base - 30000000 : kind == 2 ? base + 400000000 : base;
+    base = kind == 3 ? INT64_MAX - 1000 : base;
+    r->now_us = g->clock_us + 1000000;
+    r->header.version = 1;
+    r->header.count = (uint16_t)count;
+    r->header.base_time_us = base;
+    gen_streams(g, r, x);
+    for (uint32_t i = 0; i < count; i++) {
+        uint64_t y = tl_rand(&g->rng);
+        uint8_t *p = r->readings + i * SL_READING_BYTES;
+        float v = (float)(y % 100000) / 7.0f;
+        v = (y >> 20) % 300 == 0 ? NAN : (y >> 20) % 300 == 1 ? INFINITY : v;
+        sl_store_u32(p, (uint32_t)((y >> 32) % g->ids));
+        sl_store_u32(p + 4, i * 10 + (uint32_t)(y >> 40) % 10);
+        sl_store_f32(p + 8, v);
+    }
+}
+
+static void rec_batch(const struct rec *r, struct sl_batch *b)
+{
+    b->header = r->header;
+    b->readings = r->readings;
+}
+
+/* What the ingest thread does once a record is durable: apply it, update its stream. */
+static void apply_live(struct env *e, const struct rec *r)
+{
+    struct sl_batch b;
+    rec_batch(r, &b);
+    struct sl_apply_result res;
+    sl_store_apply(&e->store, &b, r->now_us, &res);
+    if (r->transport == SL_LOG_TCP) {
+        struct sl_stream_slot *slot = NULL;
+        int rc = sl_streams_admit(&e->tcp, r->header.stream_id, r->header.batch_seq, &slot);
+        CHECK(rc == 0);
+        if (rc == 0) {
+            sl_streams_applied(slot, r->header.batch_seq);
+        }
+    } else {
+        int oos;
+        (void)sl_streams_observe(&e->udp, r->header.stream_id, r->header.batch_seq, &oos);
+    }
+}
+
+/* ---- comparisons ---- */
+
+static void check_streams_equal(const struct sl_streams *a, const struct sl_streams *b)
+{
+    CHECK_EQ(atomic_load(&a->count), atomic_load(&b->count));
+    for (uint32_t i = 0; i <= a->mask; i++) {
+        const struct sl_stream_slot *s = &a->slots[i];
+        if (!s->used) {
+            continue;
+        }
+        struct sl_stream_slot *t = sl_streams_get((struct sl_streams *)b, s->stream_id, 0);
+        CHECK(t != NULL);
+        if (t != NULL) {
+            CHECK_EQ(t->has_seq, s->has_seq);
+            CHECK_EQ_U64(t->last_seq, s->last_seq);
+        }
+    }
+}
+
+static void check_views_equal(const struct sl_store *a, const struct sl_store *b)
+{
+    uint64_t bytes = sl_store_view_bytes(&a->config);
+    void *ma = malloc(bytes), *mb = malloc(bytes);
+    struct sl_sensor_view va, vb;
+    sl_store_view_init(&va, &a->config, ma);
+    sl_store_view_init(&vb, &b->config, mb);
+    uint32_t n = sl_store_sensors_count(a);
+    uint32_t bad = 0;
+    for (uint32_t i = 0; i < n; i++) {
+        uint32_t id = sl_store_sensor_id(a, i);
+        CHECK(sl_store_snapshot(a, id, &va) == 0);
+        CHECK(sl_store_snapshot(b, id, &vb) == 0);
+        bool same = va.id == vb.id && va.readings_total == vb.readings_total &&
+                    memcmp(&va.ewma, &vb.ewma, sizeof va.ewma) == 0 && va.count == vb.count &&
+                    memcmp(va.t_us, vb.t_us, va.count * sizeof va.t_us[0]) == 0 &&
+                    memcmp(va.value, vb.value, va.count * sizeof va.value[0]) == 0 &&
+                    va.coarse_count == vb.coarse_count &&
+                    va.coarse_first_bucket == vb.coarse_first_bucket &&
+                    memcmp(va.coarse, vb.coarse, va.coarse_count * sizeof va.coarse[0]) == 0;
+        bad += same ? 0 : 1;
+    }
+    CHECK_EQ(bad, 0);
+    free(ma);
+    free(mb);
+}
+
+/* Byte-identical: records, ring ranges, coarse ranges, the index; then every view. */
+static void check_stores_equal(const struct sl_store *a, const struct sl_store *b)
+{
+    uint32_t n = sl_store_sensors_count(a);
+    CHECK_EQ(n, sl_store_sensors_count(b));
+    if (n != sl_store_sensors_count(b)) {
+        return;
+    }
+    uint64_t ring = a->config.ring_readings, coarse = a->coarse_buckets_total;
+    CHECK(memcmp(a->sensors, b->sensors, n * sizeof(struct sl_sensor)) == 0);
+    CHECK(memcmp(a->values, b->values, n * ring * sizeof(float)) == 0);
+    CHECK(memcmp(a->deltas, b->deltas, n * ring * sizeof(uint32_t)) == 0);
+    CHECK(memcmp(a->coarse, b->coarse, n * coarse * sizeof(struct sl_coarse_bucket)) == 0);
+    CHECK(memcmp(a->index, b->index, ((uint64_t)a->index_mask + 1) * 8) == 0);
+    check_views_equal(a, b);
+}
+
+/* Every loaded sensor is findable by its id at its index. */
+static void check_findable(const struct sl_store *s)
+{
+    uint32_t n = sl_store_sensors_count(s), bad = 0;
+    for (uint32_t i = 0; i < n; i++) {
+        uint32_t index;
+        bad += sl_store_find(s, s->sensors[i].id, &index) == 0 && index == i ? 0 : 1;
+    }
+    CHECK_EQ(bad, 0);
+}
+
+/* ---- checkpoint driving ---- */
+
+static void ck_config(struct sl_checkpoint_config *c, const char *dir, uint64_t step_bytes,
+                      const struct sl_io *io)
+{
+    memset(c, 0, sizeof *c);
+    snprintf(c->dir, sizeof c->dir, "%s", dir);
+    c->step_bytes = step_bytes;
+    c->io = io;
+}
+
+/* begin/step on a "tracked ingest thread": they must not allocate. */
+static uint64_t ingest_allocs;
+
+static int tracked_begin(struct sl_checkpointer *ck, uint64_t lsn)
+{
+    uint64_t before = sl_alloc_count(SL_ALLOC_INGEST);
+    sl_alloc_track(SL_ALLOC_INGEST);
+    int rc = sl_checkpoint_begin(ck, lsn);
+    sl_alloc_track(SL_ALLOC_UNTRACKED);
+    ingest_allocs += sl_alloc_count(SL_ALLOC_INGEST) - before;
+    return rc;
+}
+
+static int tracked_step(struct sl_checkpointer *ck, uint64_t lsn)
+{
+    uint64_t before = sl_alloc_count(SL_ALLOC_INGEST);
+    sl_alloc_track(SL_ALLOC_INGEST);
+    int rc = sl_checkpoint_step(ck, lsn);
+    sl_alloc_track(SL_ALLOC_UNTRACKED);
+    ingest_allocs += sl_alloc_count(SL_ALLOC_INGEST) - before;
+    return rc;
+}
+
+/* A whole checkpoint of a quiet store; returns the last step's result. */
+static int checkpoint_all(struct sl_checkpointer *ck, uint64_t lsn)
+{
+    int rc = tracked_begin(ck, lsn);
+    if (rc != 0) {
+        return rc;
+    }
+    for (uint32_t i = 0; i < 1000000; i++) {
+        rc = tracked_step(ck, lsn);
+        if (rc != 0) {
+            return rc;
+        }
+    }
+    return -ETIMEDOUT;
+}
+
+static uint64_t one_sensor_bytes(const struct sl_store *s)
+{
+    return 64 + (uint64_t)s->config.ring_readings * 8 + (uint64_t)s->coarse_buckets_total * 32;
+}
+
+/* ---- (a) a fuzzy checkpoint under load ---- */
+
+#define A_BEFORE 300u
+#define A_MAX 6000u
+
+/* The reference: a record's readings for sensors whose chunk was copied at or after it. */
+static void apply_filtered(struct env *ref, const struct env *loaded, const uint64_t *sensor_lsn,
+                           const struct rec *r, uint64_t lsn)
+{
+    struct sl_batch b;
+    rec_batch(r, &b);
+    for (uint32_t i = 0; i < r->header.count; i++) {
+        struct sl_reading rd;
+        sl_batch_reading(&b, i, &rd);
+        uint32_t index;
+        if (sl_store_find(&loaded->store, rd.sensor_id, &index) != 0 || lsn > sensor_lsn[index]) {
+            continue;
+        }
+        if (r->header.base_time_us > INT64_MAX - (int64_t)rd.offset_us) {
+            continue;
+        }
+        (void)sl_store_apply_reading(&ref->store, rd.sensor_id,
+                                     r->header.base_time_us + rd.offset_us, rd.value, r->now_us);
+    }
+}
+
+/* A private copy of a stream table (the live one moves on). */
+static void streams_copy(struct sl_streams *out, const struct sl_streams *in)
+{
+    *out = *in;
+    size_t bytes = ((size_t)in->mask + 1) * sizeof(struct sl_stream_slot);
+    out->slots = malloc(bytes);
+    memcpy(out->slots, in->slots, bytes);
+}
+
+/* Step a checkpoint while batches keep coming; returns the lsn at completion. */
+static uint64_t drive_under_load(struct sl_checkpointer *ck, struct env *live, struct gen *g,
+                                 struct rec *recs, uint64_t *lsn)
+{
+    int rc = 0;
+    while (*lsn < A_MAX - 200) {
+        rc = tracked_step(ck, *lsn);
+        if (rc != 0) {
+            break;
+        }
+        uint32_t more = 1 + (uint32_t)(*lsn % 3);
+        for (uint32_t k = 0; k < more; k++, (*lsn)++) {
+            gen_batch(g, &recs[*lsn]);
+            apply_live(live, &recs[*lsn]);
+        }
+    }
+    CHECK_EQ(rc, 1);
+    return *lsn;
+}
+
+/* What the live side knew when the checkpoint completed. */
+struct a_expect {
+    const struct rec *recs;
+    uint64_t records;  /* applied in all, after it completed too */
+    uint64_t lsn_done; /* applied when it completed */
+    uint32_t sensors;  /* sensors then */
+    uint64_t bytes;
+    struct sl_streams tcp, udp; /* copies of the tables then */
+};
+
+/* Load, then compare with a reference built from each sensor's records up to its chunk lsn. */
+static void check_fuzzy_load(const char *dir, const struct sl_store_config *c,
+                             const struct a_expect *x)
+{
+    struct env loaded, ref;
+    env_open(&loaded, c, NULL);
+    uint64_t *sensor_lsn = calloc(c->sensors_max, sizeof *sensor_lsn);
+    struct sl_checkpoint_loaded info;
+    CHECK(sl_checkpoint_load(dir, &sl_io_posix, &loaded.store, &loaded.tcp, &loaded.udp, sensor_lsn,
+                             &info) == 0);
+    CHECK_EQ_U64(info.seq, 1);
+    CHECK_EQ_U64(info.start_lsn, A_BEFORE);
+    CHECK_EQ_U64(info.end_lsn, x->lsn_done);
+    CHECK_EQ_U64(info.streams_lsn, x->lsn_done);
+    CHECK_EQ(info.sensors, x->sensors);
+    CHECK_EQ_U64(info.bytes, x->bytes);
+    check_findable(&loaded.store);
+    uint32_t lsn_order_bad = 0;
+    for (uint32_t i = 0; i < x->sensors; i++) {
+        bool in_range = sensor_lsn[i] >= A_BEFORE && sensor_lsn[i] <= x->lsn_done;
+        lsn_order_bad += in_range && (i == 0 || sensor_lsn[i] >= sensor_lsn[i - 1]) ? 0 : 1;
+    }
+    CHECK_EQ(lsn_order_bad, 0);
+    CHECK(sensor_lsn[x->sensors - 1] > sensor_lsn[0]); /* really fuzzy */
+    env_open(&ref, c, NULL);
+    for (uint64_t i = 0; i < x->records; i++) {
+        apply_filtered(&ref, &loaded, sensor_lsn, &x->recs[i], i + 1);
+    }
+    check_stores_equal(&ref.store, &loaded.store);
+    check_streams_equal(&x->tcp, &loaded.tcp);
+    check_streams_equal(&x->udp, &loaded.udp);
+    free(sensor_lsn);
+    env_close(&ref);
+    env_close(&loaded);
+}
+
+static void test_fuzzy_checkpoint(void)
+{
+    char dir[64];
+    make_dir(dir, sizeof dir);
+    struct sl_store_config c;
+    small_config(&c, 200, 16);
+    struct env live;
+    env_open(&live, &c, NULL);
+    struct rec *recs = calloc(A_MAX, sizeof *recs);
+    struct gen g;
+    gen_init(&g, 42, 60);
+    uint64_t lsn = 0; /* record i has lsn i + 1 */
+    for (; lsn < A_BEFORE; lsn++) {
+        gen_batch(&g, &recs[lsn]);
+        apply_live(&live, &recs[lsn]);
+    }
+    g.ids = 300; /* new sensors from now on, until the table is full */
+    uint32_t sensors_at_begin = sl_store_sensors_count(&live.store);
+    struct sl_checkpointer *ck = malloc(sizeof *ck);
+    struct sl_checkpoint_config cc;
+    ck_config(&cc, dir, 3 * one_sensor_bytes(&live.store) + 64, &sl_io_posix);
+    sl_checkpoint_init(ck, &cc, &live.store, &live.tcp, &live.udp, sl_checkpoint_next_seq(dir));
+    CHECK_EQ_U64(ck->seq, 1);
+    CHECK(tracked_begin(ck, lsn) == 0);
+    CHECK(sl_checkpoint_begin(ck, lsn) == -EBUSY);
+    struct a_expect x = {.recs = recs};
+    x.lsn_done = drive_under_load(ck, &live, &g, recs, &lsn);
+    x.sensors = sl_store_sensors_count(&live.store);
+    x.bytes = atomic_load(&ck->counters.last_bytes);
+    streams_copy(&x.tcp, &live.tcp);
+    streams_copy(&x.udp, &live.udp);
+    CHECK(ck->chunks >= x.sensors / 3);
+    CHECK(x.sensors > sensors_at_begin);
+    CHECK_EQ(atomic_load(&ck->counters.completed), 1);
+    for (uint32_t k = 0; k < 100; k++, lsn++) { /* after completion: not in it */
+        gen_batch(&g, &recs[lsn]);
+        apply_live(&live, &recs[lsn]);
+    }
+    x.records = lsn;
+    check_fuzzy_load(dir, &c, &x);
+    if (sl_alloc_counting_active()) {
+        CHECK_EQ_U64(ingest_allocs, 0);
+    }
+    free(x.tcp.slots);
+    free(x.udp.slots);
+    free(ck);
+    free(recs);
+    env_close(&live);
+    remove_dir(dir);
+}
+
+/* ---- (b) recovery: checkpoint + log replay ---- */
+
+#define B_BATCHES 9000u
+
+struct b_state {
+    struct sl_log_config lc;
+    struct sl_store_config c;
+    struct env live;
+    uint16_t counts[B_BATCHES + 1]; /* readings per lsn */
+    uint64_t records;
+};
+
+static int count_visit(void *ctx, const struct sl_log_record *record)
+{
+    (void)record;
+    (*(uint64_t *)ctx)++;
+    return 0;
+}
+
+static uint64_t log_append(struct sl_log *log, const struct rec *r)
+{
+    struct sl_batch b;
+    rec_batch(r, &b);
+    uint64_t lsn = 0, applicable = 0;
+    const struct sl_log_record *record = NULL;
+    int rc = sl_log_append(log, &b, r->transport, r->now_us, &lsn, &record);
+    CHECK_EQ(rc, 0);
+    CHECK_EQ(sl_log_commit(log, sl_clock_monotonic_ns(), &applicable), 0);
+    CHECK(applicable >= lsn);
+    return lsn;
+}
+
+/* The live side: log every batch, apply it, and take two checkpoints along the way. */
+static void b_write(struct b_state *st, const char *dir)
+{
+    char err[256] = "";
+    struct sl_log_recovery lr;
+    uint64_t visited = 0;
+    struct sl_log *log =
+        sl_log_open(&st->lc, &st->live.arena, count_visit, &visited, &lr, err, sizeof err);
+    CHECK(log != NULL);
+    if (log == NULL) {
+        fprintf(stderr, "sl_log_open: %s\n", err);
+        return;
+    }
+    CHECK_EQ_U64(visited, 0);
+    struct sl_checkpointer *ck = malloc(sizeof *ck);
+    struct sl_checkpoint_config cc;
+    ck_config(&cc, dir, 8 * one_sensor_bytes(&st->live.store), &sl_io_posix);
+    sl_checkpoint_init(ck, &cc, &st->live.store, &st->live.tcp, &st->live.udp, 1);
+    struct gen g;
+    gen_init(&g, 7, 400);
+    uint64_t applied = 0;
+    for (uint32_t b = 0; b < B_BATCHES; b++) {
+        struct rec r;
+        g.ids = 150 + b / 30; /* sensors keep arriving: during, between and after checkpoints */
+        gen_batch(&g, &r);
+        uint64_t lsn = log_append(log, &r);
+        CHECK_EQ_U64(lsn, applied + 1);
+        apply_live(&st->live, &r);
+        applied = lsn;
+        st->counts[lsn] = r.header.count;
+        if (b == 3000 || b == 6000) {
+            CHECK_EQ(tracked_begin(ck, applied), 0);
+        }
+        if (ck->active && b % 2 == 0) {
+            CHECK(tracked_step(ck, applied) >= 0);
+        }
+    }
+    st->records = applied;
+    CHECK(!ck->active);
+    CHECK_EQ(atomic_load(&ck->counters.completed), 2);
+    free(ck);
+    sl_log_close(log);
+}
+
+/* Recover into a fresh store and compare with the live one. */
+static void b_recover(struct b_state *st, bool expect_used, uint64_t expect_seq)
+{
+    struct env rec;
+    env_open(&rec, &st->c, &st->lc);
+    struct sl_recover_result res;
+    char err[256] = "";
+    struct sl_log *log =
+        sl_recover(&st->lc, &rec.arena, &rec.store, &rec.tcp, &rec.udp, &res, err, sizeof err);
+    CHECK(log != NULL);
+    if (log == NULL) {
+        fprintf(stderr, "sl_recover: %s\n", err);
+        env_close(&rec);
+        return;
+    }
+    CHECK_EQ(res.checkpoint_used, expect_used);
+    CHECK_EQ_U64(res.checkpoint.seq, expect_seq);
+    CHECK_EQ_U64(res.records_replayed + res.records_skipped, st->records);
+    CHECK_EQ_U64(res.records_skipped, res.checkpoint.start_lsn);
+    CHECK_EQ_U64(res.log.last_lsn, st->records);
+    uint64_t replayed_readings = 0;
+    for (uint64_t lsn = res.checkpoint.start_lsn + 1; lsn <= st->records; lsn++) {
+        replayed_readings += st->counts[lsn];
+    }
+    CHECK_EQ_U64(res.readings_applied + res.readings_rejected + res.readings_skipped_by_checkpoint,
+                 replayed_readings);
+    CHECK(expect_used ? res.readings_skipped_by_checkpoint > 0
+                      : res.readings_skipped_by_checkpoint == 0);
+    CHECK(res.readings_rejected > 0); /* the workload's bad readings are rejected again */
+    CHECK_EQ_U64(atomic_load(&rec.store.counters.readings_accepted), 0);
+    CHECK_EQ_U64(sl_log_next_lsn(log), st->records + 1);
+    check_stores_equal(&st->live.store, &rec.store);
+    check_streams_equal(&st->live.tcp, &rec.tcp);
+    check_streams_equal(&st->live.udp, &rec.udp);
+    sl_log_close(log);
+    env_close(&rec);
+}
+
+static void test_recovery(void)
+{
+    char dir[64];
+    make_dir(dir, sizeof dir);
+    struct b_state *st = calloc(1, sizeof *st);
+    sl_log_config_default(&st->lc);
+    snprintf(st->lc.dir, sizeof st->lc.dir, "%s", dir);
+    st->lc.segment_bytes = SL_LOG_SEGMENT_BYTES_MIN;
+    st->lc.buffer_bytes = SL_LOG_BUFFER_BYTES_MIN;
+    st->lc.sync = SL_SYNC_NEVER;
+    st->lc.io = &sl_io_posix;
+    small_config(&st->c, 300, 32);
+    env_open(&st->live, &st->c, &st->lc);
+    b_write(st, dir);
+    CHECK_EQ(count_files(dir, ".ckpt"), 2);
+    CHECK(count_files(dir, ".seg") >= 2);
+
+    b_recover(st, true, 2); /* the newest */
+    char path[4200];
+    ckpt_path(path, sizeof path, dir, 2, ".ckpt");
+    flip_bit(path, 128 + 64 + 64 * 8 + 100); /* inside the first chunk's ring values */
+    b_recover(st, true, 1);                  /* falls back to the older one */
+    ckpt_path(path, sizeof path, dir, 1, ".ckpt");
+    flip_bit(path, 24);      /* the header's start_lsn */
+    b_recover(st, false, 0); /* both bad: the whole log */
+    ckpt_path(path, sizeof path, dir, 1, ".ckpt");
+    unlink(path);
+    ckpt_path(path, sizeof path, dir, 2, ".ckpt");
+    unlink(path);
+    b_recover(st, false, 0); /* none at all */
+    env_close(&st->live);
+    free(st);
+    remove_dir(dir);
+}
+
+/* ---- a small populated store, for the remaining tests ---- */
+
+static void populate(struct env *e, uint64_t seed, uint32_t batches, uint32_t ids)
+{
+    struct gen g;
+    gen_init(&g, seed, ids);
+    for (uint32_t b = 0; b < batches; b++) {
+        struct rec r;
+        gen_batch(&g, &r);
+        apply_live(e, &r);
+    }
+}
+
+/* Write one whole checkpoint of e into dir; returns its seq (0 on failure). */
+static uint64_t write_checkpoint(struct env *e, const char *dir, uint64_t step_bytes, uint64_t lsn)
+{
+    struct sl_checkpointer *ck = malloc(sizeof *ck);
+    struct sl_checkpoint_config cc;
+    ck_config(&cc, dir, step_bytes, &sl_io_posix);
+    sl_checkpoint_init(ck, &cc, &e->store, &e->tcp, &e->udp, sl_checkpoint_next_seq(dir));
+    uint64_t seq = ck->seq;
+    int rc = checkpoint_all(ck, lsn);
+    CHECK_EQ(rc, 1);
+    free(ck);
+    return rc == 1 ? seq : 0;
+}
+
+/* Load dir into a fresh store of config c: the rc, and the seq loaded in *seq. */
+static int load_into_fresh(const char *dir, const struct sl_store_config *c, uint64_t *seq,
+                           struct env *keep)
+{
+    struct env e;
+    env_open(&e, c, NULL);
+    uint64_t *sensor_lsn = calloc(c->sensors_max, sizeof *sensor_lsn);
+    struct sl_checkpoint_loaded info;
+    int rc = sl_checkpoint_load(dir, &sl_io_posix, &e.store, &e.tcp, &e.udp, sensor_lsn, &info);
+    *seq = info.seq;
+    if (rc != 0) {
+        /* Left empty: no sensor, an all-zero index, empty stream tables. */
+        CHECK_EQ(sl_store_sensors_count(&e.store), 0);
+        uint64_t nonzero = 0;
+        for (uint32_t i = 0; i <= e.store.index_mask; i++) {
+            nonzero += e.store.index[i] != 0;
+        }
+        CHECK_EQ_U64(nonzero, 0);
+        CHECK_EQ(atomic_load(&e.tcp.count) + atomic_load(&e.udp.count), 0);
+    } else {
+        check_findable(&e.store);
+    }
+    free(sensor_lsn);
+    if (keep != NULL) {
+        *keep = e;
+    } else {
+        env_close(&e);
+    }
+    return rc;
+}
+
+/* ---- (c) geometry ---- */
+
+static void test_geometry_mismatch(void)
+{
+    char dir[64];
+    make_dir(dir, sizeof dir);
+    struct sl_store_config c16, c32, c64, half;
+    small_config(&c16, 50, 16);
+    small_config(&c32, 50, 32);
+    small_config(&c64, 64, 16);
+    small_config(&half, 50, 16);
+    half.ewma_half_life_us = 30LL * 1000000;
+    struct env a, b;
+    env_open(&a, &c16, NULL);
+    env_open(&b, &c32, NULL);
+    populate(&a, 1, 200, 40);
+    populate(&b, 2, 200, 40);
+    CHECK_EQ_U64(write_checkpoint(&a, dir, 1 << 20, 200), 1);
+    CHECK_EQ_U64(write_checkpoint(&b, dir, 1 << 20, 200), 2);
+    uint64_t seq = 0;
+    struct env got;
+    /* The newest (ring 32) is skipped for the ring-16 store; the older one loads. */
+    CHECK_EQ(load_into_fresh(dir, &c16, &seq, &got), 0);
+    CHECK_EQ_U64(seq, 1);
+    check_stores_equal(&a.store, &got.store);
+    check_streams_equal(&a.tcp, &got.tcp);
+    env_close(&got);
+    CHECK_EQ(load_into_fresh(dir, &c32, &seq, &got), 0);
+    CHECK_EQ_U64(seq, 2);
+    check_stores_equal(&b.store, &got.store);
+    env_close(&got);
+    CHECK_EQ(load_into_fresh(dir, &c64, &seq, NULL), -ENOENT);  /* sensors_max differs */
+    CHECK_EQ(load_into_fresh(dir, &half, &seq, NULL), -ENOENT); /* EWMA half-life differs */
+    env_close(&a);
+    env_close(&b);
+    remove_dir(dir);
+}
+
+/* ---- damaged and hostile files ---- */
+
+/* Write image (edited) as checkpoint `seq` in dir, its CRCs recomputed when `fix`. */
+static void write_image(const char *dir, uint64_t seq, const uint8_t *image, size_t len, bool fix,
+                        void (*edit)(uint8_t *, size_t))
+{
+    uint8_t *copy = malloc(len + 16);
+    memcpy(copy, image, len);
+    sl_store_u64(copy + 16, seq);
+    sl_store_u32(copy + 124, sl_crc32c(copy, 124)); /* the header stays valid */
+    if (edit != NULL) {
+        edit(copy, len);
+    }
+    if (fix) {
+        fix_crcs(copy, len);
+    }
+    char path[4200];
+    ckpt_path(path, sizeof path, dir, seq, ".ckpt");
+    write_file(path, copy, len);
+    free(copy);
+}
+
+/* Edits of a checkpoint of the 50 x 16 store; the first chunk starts at 128. */
+#define REC0 (128 + 64)
+static void edit_head(uint8_t *b, size_t len)
+{
+    (void)len;
+    sl_store_u32(b + REC0 + 32, 16); /* head == ring */
+}
+static void edit_dup_id(uint8_t *b, size_t len)
+{
+    (void)len;
+    memcpy(b + REC0 + 64, b + REC0, 4); /* sensor 1 takes sensor 0's id */
+}
+static void edit_count(uint8_t *b, size_t len)
+{
+    (void)len;
+    sl_store_u32(b + REC0 + 40, sl_load_u32(b + REC0 + 40) + 1); /* count off by one */
+}
+static void edit_last_t(uint8_t *b, size_t len)
+{
+    (void)len;
+    sl_store_u64(b + REC0 + 16, sl_load_u64(b + REC0 + 16) + 1); /* times do not add up */
+}
+static void edit_odd_seq(uint8_t *b, size_t len)
+{
+    (void)len;
+    sl_store_u32(b + REC0 + 4, sl_load_u32(b + REC0 + 4) | 1); /* a writer mid-change */
+}
+static void edit_chunk_first(uint8_t *b, size_t len)
+{
+    (void)len;
+    sl_store_u32(b + 128 + 4, 1); /* does not start at sensor 0 */
+}
+static void edit_stream_entry(uint8_t *b, size_t len)
+{
+    /* The stream chunk's first entry: has_seq = 2. Its header is 64 + entries before the trailer.
+     */
+    uint32_t entries = 0;
+    for (size_t off = 128; off + 64 <= len - 64;) {
+        if (memcmp(b + off, "SLST", 4) == 0) {
+            entries = sl_load_u32(b + off + 4) + sl_load_u32(b + off + 8);
+            CHECK(entries > 0);
+            sl_store_u16(b + off + 64 + 4, 2);
+            return;
+        }
+        off += 64 + sl_load_u64(b + off + 24);
+    }
+    CHECK(entries > 0);
+}
+static void edit_trailer_count(uint8_t *b, size_t len)
+{
+    sl_store_u32(b + len - 64 + 8, sl_load_u32(b + len - 64 + 8) + 1);
+}
+
+/* Damaged copies of a good checkpoint: each must be skipped. */
+static const struct damage {
+    bool fix; /* recompute the CRCs after the edit: only the edit is wrong */
+    void (*edit)(uint8_t *, size_t);
+    size_t cut_bytes; /* from the end */
+} damages[] = {
+    {false, NULL, 10},
+    {false, NULL, 64},
+    {false, edit_head, 0},
+    {true, edit_head, 0},
+    {true, edit_dup_id, 0},
+    {true, edit_count, 0},
+    {true, edit_last_t, 0},
+    {true, edit_odd_seq, 0},
+    {true, edit_chunk_first, 0},
+    {true, edit_stream_entry, 0},
+    {true, edit_trailer_count, 0},
+};
+
+static void test_damaged_files(void)
+{
+    char dir[64];
+    make_dir(dir, sizeof dir);
+    struct sl_store_config c;
+    small_config(&c, 50, 16);
+    struct env a;
+    env_open(&a, &c, NULL);
+    populate(&a, 3, 300, 45);
+    uint64_t per = one_sensor_bytes(&a.store);
+    CHECK_EQ_U64(write_checkpoint(&a, dir, 64 + 4 * per, 300), 1);
+    char path[4200];
+    ckpt_path(path, sizeof path, dir, 1, ".ckpt");
+    size_t len;
+    uint8_t *image = read_file(path, &len);
+    /* The trailer's running CRC is a plain CRC-32C of everything before it. */
+    CHECK_EQ(sl_load_u32(image + len - 8), sl_crc32c(image, len - 64));
+    CHECK_EQ_U64(sl_load_u64(image + len - 40), len);
+
+    uint64_t seq = 0;
+    for (uint32_t i = 0; i < SL_ARRAY_COUNT(damages); i++) {
+        /* seq 2 is the bad newest each time; the loader must fall back to seq 1. */
+        write_image(dir, 2, image, len - damages[i].cut_bytes, damages[i].fix, damages[i].edit);
+        CHECK_EQ(load_into_fresh(dir, &c, &seq, NULL), 0);
+        CHECK_EQ_U64(seq, 1);
+    }
+    /* Bytes after the trailer. */
+    uint8_t *longer = calloc(1, len + 8);
+    memcpy(longer, image, len);
+    write_image(dir, 2, longer, len + 8, false, NULL);
+    CHECK_EQ(load_into_fresh(dir, &c, &seq, NULL), 0);
+    CHECK_EQ_U64(seq, 1);
+    /* The same image under seq 2 with its CRCs recomputed is valid: fix_crcs is right. */
+    write_image(dir, 2, image, len, true, NULL);
+    struct env got;
+    CHECK_EQ(load_into_fresh(dir, &c, &seq, &got), 0);
+    CHECK_EQ_U64(seq, 2);
+    check_stores_equal(&a.store, &got.store);
+    env_close(&got);
+    /* A leftover .tmp is not a checkpoint, but its number is never reused. */
+    ckpt_path(path, sizeof path, dir, 9, ".ckpt.tmp");
+    write_file(path, image, len);
+    CHECK_EQ(load_into_fresh(dir, &c, &seq, NULL), 0);
+    CHECK_EQ_U64(seq, 2);
+    CHECK_EQ_U64(sl_checkpoint_next_seq(dir), 10);
+    /* The next complete checkpoint removes it and keeps the newest two. */
+    CHECK_EQ_U64(write_checkpoint(&a, dir, 1 << 20, 300), 10);
+    CHECK_EQ(count_files(dir, ".tmp"), 0);
+    CHECK_EQ(count_files(dir, ".ckpt"), 2);
+    free(longer);
+    free(image);
+    env_close(&a);
+    remove_dir(dir);
+}
+
+/* ---- (d) I/O faults in the writer ---- */
+
+/* One checkpoint of e through a fault spec; the rc of the run. */
+static int checkpoint_with_faults(struct env *e, const char *dir, const char *spec,
+                                  struct sl_checkpoint_counters *counters)
+{
+    struct sl_io_faults *faults = calloc(1, sizeof *faults);
+    const char *why = NULL;
+    CHECK(sl_io_faults_init(faults, &sl_io_posix, spec, &why) == 0);
+    struct sl_checkpointer *ck = malloc(sizeof *ck);
+    struct sl_checkpoint_config cc;
+    ck_config(&cc, dir, 64 + 3 * one_sensor_bytes(&e->store), &faults->io);
+    sl_checkpoint_init(ck, &cc, &e->store, &e->tcp, &e->udp, sl_checkpoint_next_seq(dir));
+    int rc = checkpoint_all(ck, 100);
+    CHECK(!ck->active);
+    CHECK(ck->fd < 0);
+    if (rc < 0) {
+        CHECK_EQ(atomic_load(&ck->counters.failed), 1);
+        CHECK_EQ(atomic_load(&ck->counters.completed), 0);
+    }
+    if (counters != NULL) {
+        *counters = ck->counters;
+    }
+    free(ck);
+    free(faults);
+    return rc;
+}
+
+static void test_faults(void)
+{
+    char dir[64];
+    make_dir(dir, sizeof dir);
+    struct sl_store_config c;
+    small_config(&c, 50, 16);
+    struct env a;
+    env_open(&a, &c, NULL);
+    populate(&a, 4, 300, 45);
+    uint64_t seq = 0;
+
+    /* pwrite EIO in the middle (the 3rd write: inside the first chunk). */
+    CHECK_EQ(checkpoint_with_faults(&a, dir, "pwrite:EIO:3", NULL), -EIO);
+    CHECK_EQ(count_files(dir, ".tmp") + count_files(dir, ".ckpt"), 0);
+    CHECK_EQ(load_into_fresh(dir, &c, &seq, NULL), -ENOENT);
+    /* ENOSPC on a later chunk. */
+    CHECK_EQ(checkpoint_with_faults(&a, dir, "pwrite:ENOSPC:12", NULL), -ENOSPC);
+    CHECK_EQ(count_files(dir, ".tmp") + count_files(dir, ".ckpt"), 0);
+    /* A later checkpoint succeeds (seq 1: failed ones leave no number behind). */
+    CHECK_EQ(checkpoint_with_faults(&a, dir, "pwrite:EIO:100000", NULL), 1);
+    CHECK_EQ(count_files(dir, ".ckpt"), 1);
+    /* fdatasync EIO at the end: removed, never retried, the error returned. */
+    CHECK_EQ(checkpoint_with_faults(&a, dir, "fdatasync:EIO:1", NULL), -EIO);
+    CHECK_EQ(count_files(dir, ".tmp"), 0);
+    CHECK_EQ(count_files(dir, ".ckpt"), 1);
+    /* rename and directory fsync failures: nothing left to be trusted. */
+    CHECK_EQ(checkpoint_with_faults(&a, dir, "rename:EIO:1", NULL), -EIO);
+    CHECK_EQ(checkpoint_with_faults(&a, dir, "fsync:EIO:1", NULL), -EIO);
+    CHECK_EQ(count_files(dir, ".tmp"), 0);
+    CHECK_EQ(count_files(dir, ".ckpt"), 1);
+    /* open fails: nothing started. */
+    struct sl_checkpoint_counters counters;
+    CHECK_EQ(checkpoint_with_faults(&a, dir, "open:ENOSPC:1", &counters), -ENOSPC);
+    CHECK_EQ(atomic_load(&counters.started), 1);
+    /* Short writes (a retry may be short again): pwrite_all finishes them. */
+    CHECK_EQ(
+        checkpoint_with_faults(&a, dir, "pwrite_short:EIO:1-3,pwrite_short:EIO:9-11", &counters),
+        1);
+    CHECK_EQ(atomic_load(&counters.completed), 1);
+    CHECK(atomic_load(&counters.bytes_written) == atomic_load(&counters.last_bytes));
+    struct env got;
+    CHECK_EQ(load_into_fresh(dir, &c, &seq, &got), 0);
+    CHECK_EQ_U64(seq, 2);
+    check_stores_equal(&a.store, &got.store);
+    check_streams_equal(&a.tcp, &got.tcp);
+    check_streams_equal(&a.udp, &got.udp);
+    env_close(&got);
+    /* Older ones go: after two more only the newest two remain. */
+    CHECK_EQ(checkpoint_with_faults(&a, dir, "pwrite:EIO:100000", NULL), 1);
+    CHECK_EQ(checkpoint_with_faults(&a, dir, "pwrite:EIO:100000", NULL), 1);
+    CHECK_EQ(count_files(dir, ".ckpt"), 2);
+    CHECK_EQ_U64(sl_checkpoint_next_seq(dir), 5);
+    CHECK_EQ(load_into_fresh(dir, &c, &seq, NULL), 0);
+    CHECK_EQ_U64(seq, 4);
+    env_close(&a);
+    remove_dir(dir);
+}
+
+/* An empty store checkpoints and loads as empty (0 chunks), and an empty dir has none. */
+static void test_empty(void)
+{
+    char dir[64];
+    make_dir(dir, sizeof dir);
+    struct sl_store_config c;
+    small_config(&c, 8, 4);
+    struct env a;
+    env_open(&a, &c, NULL);
+    uint64_t seq = 0;
+    CHECK_EQ(load_into_fresh(dir, &c, &seq, NULL), -ENOENT);
+    CHECK_EQ(load_into_fresh("/nonexistent/sluice", &c, &seq, NULL), -ENOENT);
+    CHECK_EQ_U64(sl_checkpoint_next_seq(dir), 1);
+    CHECK_EQ_U64(write_checkpoint(&a, dir, 1, 0), 1);
+    CHECK_EQ(load_into_fresh(dir, &c, &seq, NULL), 0);
+    CHECK_EQ_U64(seq, 1);
+    /* step_bytes smaller than one sensor: one sensor a chunk. */
+    CHECK(sl_store_apply_reading(&a.store, 5, CLOCK0_US, 1.0f, CLOCK0_US) == 0);
+    CHECK(sl_store_apply_reading(&a.store, 6, CLOCK0_US, 2.0f, CLOCK0_US) == 0);
+    CHECK_EQ_U64(write_checkpoint(&a, dir, 1, 0), 2);
+    struct env got;
+    CHECK_EQ(load_into_fresh(dir, &c, &seq, &got), 0);
+    check_stores_equal(&a.store, &got.store);
+    env_close(&got);
+    env_close(&a);
+    remove_dir(dir);
+}
+
+/* ---- fuzz seeds: the fuzz target's geometry (keep in step with fuzz_checkpoint.c) ---- */
+
+static void write_seeds(const char *dir)
+{
+    struct sl_store_config c;
+    small_config(&c, 64, 16);
+    c.coarse_buckets = 4;
+    struct env e;
+    env_open(&e, &c, NULL);
+    CHECK_EQ(write_checkpoint(&e, dir, 1, 0) != 0, 1); /* empty store */
+    populate(&e, 5, 3, 6);                             /* a handful of sensors, both tables */
+    CHECK_EQ(write_checkpoint(&e, dir, 64 + 2 * one_sensor_bytes(&e.store), 3) != 0, 1);
+    env_close(&e);
+    printf("fuzz seeds written to %s\n", dir);
+}
+
+int main(void)
+{
+    test_empty();
+    test_fuzzy_checkpoint();
+    test_recovery();
+    test_geometry_mismatch();
+    test_damaged_files();
+    test_faults();
+    const char *seeds = getenv("SL_CHECKPOINT_SEED_DIR");
+    if (seeds != NULL && seeds[0] != '\0') {
+        write_seeds(seeds);
+    }
+    TEST_END("test_checkpoint");
+}
