@@ -59,11 +59,12 @@ class Gateway:
         self.proc.wait(timeout=60)
 
 
-def load(build, port, seconds, stream_base=1, batch=100):
+def load(build, port, seconds, stream_base=1, batch=100, readings=None, start="-24h"):
     cmd = [os.path.join(build, "sluice-load"), "--target", "tcp://127.0.0.1:%d" % port, "--streams", "4",
-           "--sensors", "10000", "--batch", str(batch), "--duration", str(seconds), "--start-time-us", "-24h",
+           "--sensors", "10000", "--batch", str(batch), "--start-time-us", str(start),
            "--stream-id-base", str(stream_base), "--quiet"]
-    return json.loads(subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 120).stdout)
+    cmd += ["--readings", str(readings)] if readings else ["--duration", str(seconds)]
+    return json.loads(subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 300).stdout)
 
 
 def sync_modes(args):
@@ -92,10 +93,13 @@ def recovery(args):
     target = int(args.recovery_gib * (1 << 30))
     g = Gateway(args.build, tmp, "--sync", "never", "--log-bytes-max", "%dM" % (2 * target // (1 << 20) + 256),
                 "--checkpoint-every", "0")
-    written, base = 0, 1
+    # Runs of 20M readings (2,000 a sensor at 1 s), each continuing in event
+    # time where the previous stopped, so every reading is accepted.
+    written, base, start = 0, 1, int((time.time() - 30 * 86400) * 1e6)
     while written < target:
-        load(args.build, g.port, 3, stream_base=base)
+        load(args.build, g.port, 60, stream_base=base, readings=20000000, start=start)
         base += 10
+        start += 2000 * 1000000
         written = g.metrics()["sluice_log_bytes_written_total"]
     g.stop()
     print("\nlog written: %.2f GiB" % (written / (1 << 30)))
@@ -103,8 +107,9 @@ def recovery(args):
           % args.runs)
     print("|---|---|---|---|---|")
     secs, readings = [], 0
+    keep = "%dM" % (2 * target // (1 << 20) + 256)
     for _ in range(args.runs):
-        g = Gateway(args.build, tmp, "--checkpoint-every", "0")
+        g = Gateway(args.build, tmp, "--checkpoint-every", "0", "--log-bytes-max", keep)
         m = g.metrics()
         secs.append(m["sluice_recovery_seconds"])
         readings = m["sluice_recovery_readings_applied"]
@@ -113,15 +118,15 @@ def recovery(args):
     print("| full replay, no checkpoint | %.2f GiB | %.2f | %.2f | %d |" % (written / (1 << 30), med,
                                                                           med / (written / (1 << 30)), readings))
     # Now let a checkpoint cover the log, then restart again.
-    g = Gateway(args.build, tmp, "--checkpoint-every", "1K")
-    load(args.build, g.port, 1, stream_base=base + 10)
+    g = Gateway(args.build, tmp, "--checkpoint-every", "1K", "--log-bytes-max", "%dM" % (2 * target // (1 << 20) + 256))
+    load(args.build, g.port, 60, stream_base=base + 10, readings=100000, start=start)
     deadline = time.time() + 120
     while time.time() < deadline and g.metrics().get("sluice_checkpoints_completed_total", 0) < 1:
         time.sleep(0.5)
     g.stop()
     secs = []
     for _ in range(args.runs):
-        g = Gateway(args.build, tmp, "--checkpoint-every", "0")
+        g = Gateway(args.build, tmp, "--checkpoint-every", "0", "--log-bytes-max", keep)
         m = g.metrics()
         secs.append(m["sluice_recovery_seconds"])
         readings = m["sluice_recovery_readings_applied"]

@@ -9,6 +9,7 @@ PACKAGES=(
   python3                                   # integration tests (stdlib only)
   prometheus                                # promtool, to check /metrics
   curl                                      # the README's tour
+  gnuplot-nox python3-numpy                 # bench/soak plots; bench/compare's numpy gateway
 )
 missing=()
 for p in "${PACKAGES[@]}"; do
