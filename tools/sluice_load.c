@@ -13,7 +13,8 @@
  * flags, never on timing. A batch is written straight into its frame slot:
  * the 32-byte header is a per-stream template patched with count, batch_seq
  * and base_time_us; each reading is three stores (id, offset, value from a
- * precomputed sine table or the walk state); then one CRC-32C over the frame.
+ * precomputed sine table, the walk state or the drift model); then one
+ * CRC-32C over the frame.
  * Whole-frame templates were rejected: a batch's sensor/offset layout depends
  * on (batch_index x batch) mod sensors, so up to `sensors` templates would be
  * needed, and the stores they would save cost less than the CRC.
@@ -29,10 +30,10 @@
  * Memory: taken once at start from one block sized by the flags (its size
  * is printed on stderr): UDP 64..1024 frame slots (about 4 MiB); TCP
  * streams x window frame slots (kept until acked, for OVERLOADED resends)
- * plus per-slot metadata; 4 B per sensor for --pattern walk and 8 B per
- * sensor for --ooo-rate; a 58 KiB latency histogram (log-linear, 1/128
- * relative precision, any u64 ns). Nothing is allocated per batch. The plan
- * is capped at 1 GiB.
+ * plus per-slot metadata; 4 B per sensor for --pattern walk, 16 B per
+ * sensor for --pattern drift and 8 B per sensor for --ooo-rate; a 58 KiB
+ * latency histogram (log-linear, 1/128 relative precision, any u64 ns).
+ * Nothing is allocated per batch. The plan is capped at 1 GiB.
  *
  * Limits: streams <= 4096, window <= 65536, batch <= 5455 (UDP) / 65535
  * (TCP); a batch is cut short when its readings would span more than
@@ -87,6 +88,22 @@
 #define LOAD_ALIGN 64u
 #define LOAD_SINE_PERIOD 600u /* readings per sine cycle */
 #define LOAD_SINE_PHASES 60u  /* per-sensor phase: sensor_id mod 60 steps */
+/*
+ * --pattern drift, a plausible sensor (a temperature, say): a per-sensor base
+ * in [15, 25), a slow sine of amplitude [1, 3) and random phase with a period
+ * of 6 h of event time, a mean-reverting random walk (steps uniform in
+ * +-0.02, pulled back by 1/4096 of itself a reading: about 0.5 standard
+ * deviation, correlated over about an hour at 1 Hz) and noise of standard
+ * deviation 0.05 (the sum of four uniforms, nearly Gaussian, bounded).
+ */
+#define LOAD_DRIFT_PERIOD_US 21600000000ull /* 6 h */
+#define LOAD_DRIFT_BASE_MIN 15.0
+#define LOAD_DRIFT_BASE_SPAN 10.0
+#define LOAD_DRIFT_AMPLITUDE_MIN 1.0
+#define LOAD_DRIFT_AMPLITUDE_SPAN 2.0
+#define LOAD_DRIFT_WALK_STEP 0.02f
+#define LOAD_DRIFT_WALK_KEEP (1.0f - 1.0f / 4096.0f)
+#define LOAD_DRIFT_NOISE_SD 0.05f
 #define LOAD_ACK_BUFFER_BYTES (SL_ACK_BYTES * 256u)
 #define LOAD_READS_PER_TICK 16u /* ack reads per connection per loop turn */
 #define LOAD_READINGS_DEFAULT 1000000u
@@ -111,7 +128,12 @@ _Static_assert(LOAD_ACK_BUFFER_BYTES % SL_ACK_BYTES == 0, "ack buffer holds whol
 _Static_assert(SL_UDP_COUNT_MAX < SL_BATCH_COUNT_MAX, "UDP frames are the smaller ones");
 
 enum load_transport { LOAD_UDP, LOAD_TCP };
-enum load_pattern { LOAD_PATTERN_CONSTANT, LOAD_PATTERN_SINE, LOAD_PATTERN_WALK };
+enum load_pattern {
+    LOAD_PATTERN_CONSTANT,
+    LOAD_PATTERN_SINE,
+    LOAD_PATTERN_WALK,
+    LOAD_PATTERN_DRIFT
+};
 enum load_kind { LOAD_KIND_NORMAL, LOAD_KIND_NAN, LOAD_KIND_OOO };
 enum conn_state { CONN_RUNNING, CONN_DRAINING, CONN_DONE, CONN_FAILED };
 
@@ -155,6 +177,14 @@ struct load_gen {
     float sine[LOAD_SINE_PERIOD + LOAD_SINE_PHASES];
 };
 
+/* --pattern drift: one sensor's parameters and walk state, 16 B. */
+struct load_drift {
+    float base;
+    float amp_cos; /* amplitude x cos(phase) */
+    float amp_sin; /* amplitude x sin(phase) */
+    float walk;
+};
+
 struct load_stream {
     uint32_t stream_id;
     uint32_t sensor_id_first;
@@ -165,7 +195,11 @@ struct load_stream {
     uint64_t next_seq;
     uint64_t rng_walk;
     uint64_t rng_inject;
-    float *walk_value;     /* sensor_count, or NULL unless --pattern walk */
+    float *walk_value;        /* sensor_count, or NULL unless --pattern walk */
+    struct load_drift *drift; /* sensor_count, or NULL unless --pattern drift */
+    uint64_t drift_k;         /* the reading index drift_sin and drift_cos are for */
+    float drift_sin;          /* sin and cos of the drift's angle at reading drift_k */
+    float drift_cos;
     int64_t *last_good_us; /* sensor_count, or NULL unless --ooo-rate > 0 */
     uint8_t header[SL_BATCH_HEADER_BYTES];
 };
@@ -288,6 +322,12 @@ static inline double unit_draw(uint64_t *state)
     return (double)(xorshift64(state) >> 11) * 0x1.0p-53;
 }
 
+/* A uniform double in [0, 1) from splitmix64, for set-up draws. */
+static double unit_draw_from(uint64_t *state)
+{
+    return (double)(splitmix64(state) >> 11) * 0x1.0p-53;
+}
+
 /* Values below 2 x 128 have exact buckets; above, 128 buckets per power of two. */
 static uint32_t hist_index(uint64_t value)
 {
@@ -384,14 +424,44 @@ static void sleep_ns(int64_t ns)
 
 /* ---------------------------------------------------------------- batch generation */
 
+/* The drift's sine at a sensor's k-th reading: once per round of the stream's sensors. */
+static void drift_angle(const struct load_gen *gen, struct load_stream *s, uint64_t k)
+{
+    uint64_t phase_us = (k * (uint64_t)gen->interval_us) % LOAD_DRIFT_PERIOD_US;
+    double angle = 2.0 * M_PI * (double)phase_us / (double)LOAD_DRIFT_PERIOD_US;
+    s->drift_k = k;
+    s->drift_sin = (float)sin(angle);
+    s->drift_cos = (float)cos(angle);
+}
+
+/* Base + slow sine (sin(a + phase) expanded) + mean-reverting walk + noise. */
+static inline float drift_value(const struct load_gen *gen, struct load_stream *s,
+                                uint32_t sensor_index, uint64_t k)
+{
+    if (s->drift_k != k) {
+        drift_angle(gen, s, k);
+    }
+    struct load_drift *d = &s->drift[sensor_index];
+    int64_t step = (int64_t)(xorshift64(&s->rng_walk) >> 40) - (1 << 23); /* [-2^23, 2^23) */
+    d->walk = d->walk * LOAD_DRIFT_WALK_KEEP + (float)step * (LOAD_DRIFT_WALK_STEP / 8388608.0f);
+    /* Four 16-bit uniforms: the sum has mean 131070 and standard deviation 65536 / sqrt(3). */
+    uint64_t draw = xorshift64(&s->rng_walk);
+    uint32_t sum = (uint32_t)(draw & 0xFFFFu) + (uint32_t)((draw >> 16) & 0xFFFFu) +
+                   (uint32_t)((draw >> 32) & 0xFFFFu) + (uint32_t)(draw >> 48);
+    float noise = ((float)sum - 131070.0f) * (LOAD_DRIFT_NOISE_SD * 1.7320508f / 65536.0f);
+    return d->base + d->amp_cos * s->drift_sin + d->amp_sin * s->drift_cos + d->walk + noise;
+}
+
 static inline float gen_value(const struct load_gen *gen, struct load_stream *s,
-                              uint32_t sensor_index, uint32_t k_mod)
+                              uint32_t sensor_index, uint64_t k, uint32_t k_mod)
 {
     switch (gen->pattern) {
     case LOAD_PATTERN_CONSTANT:
         return 1.0f;
     case LOAD_PATTERN_SINE:
         return gen->sine[k_mod + (s->sensor_id_first + sensor_index) % LOAD_SINE_PHASES];
+    case LOAD_PATTERN_DRIFT:
+        return drift_value(gen, s, sensor_index, k);
     case LOAD_PATTERN_WALK:
     default: {
         /* A step uniform in [-0.1, 0.1). */
@@ -475,7 +545,7 @@ static uint32_t gen_batch(const struct load_gen *gen, struct load_stream *s, uin
         }
         t_min = lo;
         t_max = hi;
-        float value = gen_value(gen, s, index, k_mod);
+        float value = gen_value(gen, s, index, k, k_mod);
         if (kind == LOAD_KIND_NAN) {
             value = NAN;
             nan_count++;
@@ -1292,8 +1362,10 @@ static void print_help(void)
           "  --rate R              readings/s across all streams, 0 = unpaced [0]\n"
           "  --duration S          stop after S seconds (float)\n"
           "  --readings N          stop after exactly N readings [1000000 if neither is given]\n"
-          "  --pattern P           constant | sine | walk [sine]\n"
-          "  --seed N              seed for walk values and injected rejects [1]\n"
+          "  --pattern P           constant | sine | walk | drift [sine]; drift: per-sensor\n"
+          "                        base 15..25, a 6 h sine of event time, a slow random\n"
+          "                        walk and noise (realistic values for soak runs)\n"
+          "  --seed N              seed for walk and drift values and injected rejects [1]\n"
           "  --start-time-us T     event time of each sensor's first reading: microseconds\n"
           "                        since the epoch, or relative to now: -24h, -90m, -3600s [now]\n"
           "  --interval-us D       event-time step between a sensor's readings [1000000]\n"
@@ -1303,7 +1375,9 @@ static void print_help(void)
           "                        receivers see the same datagrams either way)\n"
           "  --nan-rate P          fraction of readings sent as NaN [0]\n"
           "  --ooo-rate P          fraction sent one interval before the sensor's last good\n"
-          "                        reading, so that the gateway rejects them [0]\n"
+          "                        reading [0]; over TCP to a fresh gateway the report's\n"
+          "                        injected_nan and injected_ooo equal its nonfinite and\n"
+          "                        out_of_order rejects exactly\n"
           "  --start-seq N         first batch_seq of each stream [1]\n"
           "  --quiet               no progress on stderr\n"
           "  --help, --version\n"
@@ -1492,8 +1566,10 @@ static int parse_pattern(const char *text, struct load_config *cfg)
         cfg->pattern = LOAD_PATTERN_SINE;
     } else if (strcmp(text, "walk") == 0) {
         cfg->pattern = LOAD_PATTERN_WALK;
+    } else if (strcmp(text, "drift") == 0) {
+        cfg->pattern = LOAD_PATTERN_DRIFT;
     } else {
-        return usage_error("--pattern '%s': expected constant, sine or walk", text);
+        return usage_error("--pattern '%s': expected constant, sine, walk or drift", text);
     }
     return 0;
 }
@@ -1719,9 +1795,13 @@ static void run_carve(struct load_run *run, struct load_arena *arena)
     run->hist = arena_take(arena, sizeof *run->hist);
     run->streams = arena_take(arena, sizeof *run->streams * cfg->streams);
     float *walk = NULL;
+    struct load_drift *drift = NULL;
     int64_t *last_good = NULL;
     if (cfg->pattern == LOAD_PATTERN_WALK) {
         walk = arena_take(arena, sizeof *walk * cfg->sensors);
+    }
+    if (cfg->pattern == LOAD_PATTERN_DRIFT) {
+        drift = arena_take(arena, sizeof *drift * cfg->sensors);
     }
     if (cfg->ooo_rate > 0) {
         last_good = arena_take(arena, sizeof *last_good * cfg->sensors);
@@ -1729,6 +1809,7 @@ static void run_carve(struct load_run *run, struct load_arena *arena)
     for (uint32_t i = 0, first = 0; arena->base != NULL && i < cfg->streams; i++) {
         uint32_t count = cfg->sensors / cfg->streams + (i < cfg->sensors % cfg->streams);
         run->streams[i].walk_value = walk == NULL ? NULL : walk + first;
+        run->streams[i].drift = drift == NULL ? NULL : drift + first;
         run->streams[i].last_good_us = last_good == NULL ? NULL : last_good + first;
         run->streams[i].sensor_count = count;
         run->streams[i].sensor_id_first = cfg->sensor_id_base + first;
@@ -1756,6 +1837,20 @@ static void run_carve(struct load_run *run, struct load_arena *arena)
     }
 }
 
+/* A sensor's drift parameters depend only on the seed and its id, not on the stream split. */
+static void drift_init(struct load_drift *d, uint64_t seed, uint32_t sensor_id)
+{
+    uint64_t state = seed ^ ((uint64_t)sensor_id * 0x9E3779B97F4A7C15ull);
+    double base = LOAD_DRIFT_BASE_MIN + LOAD_DRIFT_BASE_SPAN * unit_draw_from(&state);
+    double amplitude =
+        LOAD_DRIFT_AMPLITUDE_MIN + LOAD_DRIFT_AMPLITUDE_SPAN * unit_draw_from(&state);
+    double phase = 2.0 * M_PI * unit_draw_from(&state);
+    d->base = (float)base;
+    d->amp_cos = (float)(amplitude * cos(phase));
+    d->amp_sin = (float)(amplitude * sin(phase));
+    d->walk = 0.0f;
+}
+
 static void stream_init(struct load_stream *s, const struct load_config *cfg, uint32_t index)
 {
     uint64_t seed_state = cfg->seed ^ ((uint64_t)index * 0xD1B54A32D192ED03ull);
@@ -1768,6 +1863,10 @@ static void stream_init(struct load_stream *s, const struct load_config *cfg, ui
     s->rng_inject = splitmix64(&seed_state) | 1;
     for (uint32_t i = 0; s->walk_value != NULL && i < s->sensor_count; i++) {
         s->walk_value[i] = 20.0f;
+    }
+    s->drift_k = UINT64_MAX;
+    for (uint32_t i = 0; s->drift != NULL && i < s->sensor_count; i++) {
+        drift_init(&s->drift[i], cfg->seed, s->sensor_id_first + i);
     }
     for (uint32_t i = 0; s->last_good_us != NULL && i < s->sensor_count; i++) {
         s->last_good_us[i] = INT64_MIN;

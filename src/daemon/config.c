@@ -481,6 +481,8 @@ int sl_config_parse(struct sl_config *c, int argc, char **argv, char *err, uint3
     if (!c->checkpoint_every_set) {
         c->checkpoint_every_bytes = c->log.bytes_max / 4;
     }
+    /* With checkpoints, a full log waits for one rather than drop unprotected records. */
+    c->log.wait_for_checkpoint = c->checkpoint_every_bytes != 0;
     return 0;
 }
 

@@ -375,7 +375,8 @@ static void checkpoint_tick(struct sl_ingest *ing)
         return;
     }
     if (!ck->active) {
-        if (sl_log_bytes_since(ing->log, false) < ing->config.checkpoint_every_bytes) {
+        if (sl_log_bytes_since(ing->log, false) < ing->config.checkpoint_every_bytes &&
+            !sl_log_waiting_for_checkpoint(ing->log)) {
             return;
         }
         sl_log_bytes_since(ing->log, true);

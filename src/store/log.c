@@ -728,6 +728,10 @@ static int segment_make_room(struct sl_log *log, bool *recycle)
             return 0;
         }
         const struct sl_log_segment *old = segment_at(log, 0);
+        if (log->config.wait_for_checkpoint && old->records > 0 &&
+            old->last_lsn >= log->checkpoint_lsn) {
+            return -EAGAIN; /* full of records no checkpoint holds: wait for one */
+        }
         if (old->bytes == seg_bytes && log->disk_bytes <= log->config.bytes_max) {
             *recycle = true; /* same size: renaming it in place keeps the total where it is */
             return 0;
@@ -1173,6 +1177,15 @@ void sl_log_tick(struct sl_log *log, int64_t now_ns)
 void sl_log_set_checkpoint_lsn(struct sl_log *log, uint64_t lsn)
 {
     log->checkpoint_lsn = lsn;
+    if (log->failed) {
+        log->retry_ns = 0; /* waiting for this, perhaps: try a segment at the next tick */
+    }
+}
+
+bool sl_log_waiting_for_checkpoint(const struct sl_log *log)
+{
+    uint64_t h = atomic_load_explicit(&((struct sl_log *)log)->health, memory_order_acquire);
+    return log->failed && (int)(h & HEALTH_ERRNO_MASK) == EAGAIN;
 }
 
 uint64_t sl_log_next_lsn(const struct sl_log *log)
@@ -1207,7 +1220,11 @@ int sl_log_health(const struct sl_log *log, char *buf, uint32_t buf_bytes)
     if (buf_bytes == 0) {
         return -EIO;
     }
-    if (cause == CAUSE_NONE) {
+    if (create_errno == EAGAIN) {
+        snprintf(buf, buf_bytes,
+                 "log: full (--log-bytes-max) of records no checkpoint holds yet; refusing "
+                 "writes until the checkpoint in progress completes");
+    } else if (cause == CAUSE_NONE) {
         snprintf(buf, buf_bytes, "log: cannot create a segment: %s; retrying every second",
                  error_text(create_errno));
     } else {

@@ -83,6 +83,14 @@ struct sl_log_config {
     enum sl_sync_mode sync;
     uint32_t sync_interval_ms;
     const struct sl_io *io;
+    /*
+     * true: never recycle a segment holding records no checkpoint covers;
+     * when the log is full of them, refuse appends (the failed state, with
+     * its own reason) until a checkpoint covers the oldest segment. Nothing
+     * acknowledged is then dropped from recovery: overload is shed as
+     * OVERLOADED instead. false (no checkpoints): recycle and count.
+     */
+    bool wait_for_checkpoint;
 };
 
 void sl_log_config_default(struct sl_log_config *config);
@@ -251,6 +259,9 @@ void sl_log_tick(struct sl_log *log, int64_t now_ns);
 
 /* Records with lsn < lsn are held by a checkpoint: recycling them loses nothing. */
 void sl_log_set_checkpoint_lsn(struct sl_log *log, uint64_t lsn);
+
+/* True while appends are refused because the log is full of records no checkpoint holds. */
+bool sl_log_waiting_for_checkpoint(const struct sl_log *log);
 
 /* The next lsn to be assigned (1 on an empty log). */
 uint64_t sl_log_next_lsn(const struct sl_log *log);
