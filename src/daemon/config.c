@@ -47,7 +47,7 @@ static const struct opt opts[] = {
     {"coarse-buckets", OPT_U32, 0, SL_COARSE_BUCKETS_MAX,
      "coarse-tier buckets spanning the longest window (default 60, 0 = off; 32 B each a sensor)"},
     {"max-streams", OPT_U32, 1, SL_STREAMS_MAX,
-     "streams tracked per transport for dedup and gaps (default 4096, max 1048576; 32 B each)"},
+     "streams tracked per transport for dedup and gaps (default 4096, max 1048576; 48 B each)"},
     {"max-tcp-connections", OPT_U32, 1, SL_TCP_CONNECTIONS_MAX,
      "open TCP connections; more are refused (default 128, max 65536; ~800 KiB each)"},
     {"tcp-idle-timeout", OPT_DURATION, 1000000, (uint64_t)SL_TCP_IDLE_TIMEOUT_S_MAX * 1000000,

@@ -102,6 +102,8 @@ struct sl_ingest {
     struct sl_conn *conns;
     uint32_t *conn_free; /* stack of free connection indices */
     uint32_t conn_free_count;
+    uint32_t *conn_touched; /* connections with acks queued in this commit, each once */
+    uint32_t conn_touched_count;
     int64_t next_sweep_ns;
     /* Durability */
     struct sl_log *log;

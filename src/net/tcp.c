@@ -59,7 +59,7 @@ struct sl_conn {
     uint32_t events;          /* registered epoll events */
     uint32_t generation;      /* bumped on close: intents of an earlier peer are dropped */
     uint32_t acks_reserved;   /* acks of this commit group still to be queued */
-    bool touched;             /* acks queued since the last flush pass */
+    bool touched;             /* in ing->conn_touched: acks queued since the last flush pass */
     int64_t last_activity_ns;
     uint8_t *rx; /* SL_TCP_RX_BYTES */
     uint8_t *tx; /* SL_TCP_TX_BYTES */
@@ -68,8 +68,8 @@ struct sl_conn {
 void sl_tcp_plan(const struct sl_ingest_config *config, struct sl_plan *plan)
 {
     uint64_t n = config->tcp_connections_max;
-    sl_plan_add(plan, "tcp_connections", n * (sizeof(struct sl_conn) + sizeof(uint32_t)),
-                "TCP connection table");
+    sl_plan_add(plan, "tcp_connections", n * (sizeof(struct sl_conn) + 2 * sizeof(uint32_t)),
+                "TCP connection table, its free stack and its touched list");
     sl_plan_add(plan, "tcp_buffers",
                 n * (sl_align_up(SL_TCP_RX_BYTES, SL_PLAN_ALIGN) + SL_TCP_TX_BYTES),
                 "TCP receive (one whole max frame) and ack buffers, per connection");
@@ -80,6 +80,7 @@ void sl_tcp_take(struct sl_ingest *ing, struct sl_arena *arena)
     uint32_t n = ing->config.tcp_connections_max;
     ing->conns = sl_arena_take(arena, (uint64_t)n * sizeof(struct sl_conn));
     ing->conn_free = sl_arena_take(arena, (uint64_t)n * sizeof(uint32_t));
+    ing->conn_touched = sl_arena_take(arena, (uint64_t)n * sizeof(uint32_t));
     uint8_t *buffers = sl_arena_take(
         arena, (uint64_t)n * (sl_align_up(SL_TCP_RX_BYTES, SL_PLAN_ALIGN) + SL_TCP_TX_BYTES));
     for (uint32_t i = 0; i < n; i++) {
@@ -113,8 +114,7 @@ static void conn_close(struct sl_ingest *ing, uint32_t index)
     c->fd = -1;
     c->state = CONN_FREE;
     c->rx_len = c->tx_head = c->tx_len = 0;
-    c->acks_reserved = 0;
-    c->touched = false;
+    c->acks_reserved = 0; /* `touched` stays: the index may still be listed, the flush skips it */
     c->generation++;
     SL_ASSERT(ing->conn_free_count < ing->config.tcp_connections_max);
     ing->conn_free[ing->conn_free_count++] = index;
@@ -308,7 +308,11 @@ void sl_tcp_deliver(struct sl_ingest *ing, const struct sl_intent *in, enum sl_s
         if (c->tx_len + SL_ACK_BYTES <= SL_TCP_TX_BYTES) { /* always, but for an error ack */
             conn_queue_ack(c, status, in->stream_id, in->batch_seq, result->accepted, result->rejected);
         }
-        c->touched = true;
+        if (!c->touched) {
+            c->touched = true;
+            SL_ASSERT(ing->conn_touched_count < ing->config.tcp_connections_max);
+            ing->conn_touched[ing->conn_touched_count++] = in->conn;
+        }
     }
     if (in->kind == SL_INTENT_REJECT) {
         conn_start_draining(ing, in->conn);
@@ -317,11 +321,12 @@ void sl_tcp_deliver(struct sl_ingest *ing, const struct sl_intent *in, enum sl_s
 
 void sl_tcp_flush_touched(struct sl_ingest *ing)
 {
-    for (uint32_t i = 0; i < ing->config.tcp_connections_max; i++) {
+    uint32_t count = ing->conn_touched_count;
+    ing->conn_touched_count = 0;
+    for (uint32_t k = 0; k < count; k++) {
+        uint32_t i = ing->conn_touched[k];
         struct sl_conn *c = &ing->conns[i];
-        if (!c->touched) {
-            continue;
-        }
+        SL_ASSERT(c->touched);
         c->touched = false;
         if (c->state != CONN_OPEN && c->state != CONN_PAUSED) {
             continue;

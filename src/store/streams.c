@@ -25,7 +25,7 @@ static uint32_t streams_slots(uint32_t capacity)
 void sl_streams_plan(uint32_t capacity, struct sl_plan *plan, const char *name)
 {
     sl_plan_add(plan, name, (uint64_t)streams_slots(capacity) * sizeof(struct sl_stream_slot),
-                "per-stream last batch_seq, 16 B a slot, >= 2 slots a stream");
+                "per-stream last batch_seq and hole, 24 B a slot, >= 2 slots a stream");
 }
 
 void sl_streams_init(struct sl_streams *streams, uint32_t capacity, struct sl_arena *arena)

@@ -8,7 +8,7 @@
  * grown; a new stream while the table is full is refused (-ENOSPC) and
  * counted, and the caller answers OVERLOADED (TCP) or stops tracking (UDP).
  *
- * Memory: 16 B a slot, >= 32 B a stream. Writer thread only; `count` and
+ * Memory: 24 B a slot, >= 48 B a stream. Writer thread only; `count` and
  * `full_total` may be read by any thread (relaxed atomics).
  */
 #ifndef SL_STORE_STREAMS_H
