@@ -112,9 +112,18 @@ def kill_children():
 atexit.register(kill_children)
 
 
+PARTIAL = {}  # set by main: a callable that writes what was measured so far
+
+
 def on_signal(signum, _frame):
+    log("stopped by signal %d: killing the children, writing what was measured so far" % signum)
     kill_children()
-    sys.exit(128 + signum)
+    if PARTIAL.get("write"):
+        try:
+            PARTIAL["write"](partial=True)
+        except Exception as e:
+            log("could not write partial results: %s" % e)
+    os._exit(128 + signum)
 
 
 def log(msg):
@@ -884,12 +893,27 @@ def main():
     for tool in ("sluiced", "sluice-load", "sluice-sink"):
         if not os.access(os.path.join(args.build, tool), os.X_OK):
             ap.error("no %s in %s (build first, or --build DIR)" % (tool, args.build))
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(sig, on_signal)
 
     meta = machine_meta(args)
     timeline = Timeline(args.interval_us)
     results = []
+
+    def write_out(partial):
+        """The report on stdout and the JSON; partial: after a signal, the contenders finished so far."""
+        text = report(args, results, meta)
+        if partial:
+            text = ("**PARTIAL: interrupted during %s; only the contenders above finished.**\n\n"
+                    % PARTIAL.get("current")) + text
+        print(text, flush=True)
+        os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
+        with open(args.json, "w") as f:
+            json.dump({"meta": meta, "config": {k: v for k, v in vars(args).items()}, "partial": partial,
+                       "ladder": ladder, "results": results, "report_markdown": text}, f, indent=1)
+        log("JSON: %s" % args.json)
+
+    PARTIAL["write"] = write_out
     stream_base = 1
     for name in names:
         variants = [(name + ":" + s if len(args.sluiced_sync) > 1 else name, s) for s in args.sluiced_sync] \
@@ -901,6 +925,7 @@ def main():
                 c = Sluiced(label, args, sync)
             else:
                 c = PyGateway(label, args)
+            PARTIAL["current"] = c.name
             res = run_contender(args, c, ladder, timeline, stream_base)
             stream_base += 1000
             res["summary"] = summarize(args, res)
@@ -909,13 +934,7 @@ def main():
                 cut = res["steps"][-1]["rate_target"]
                 ladder = [r for r in ladder if r < cut]
                 log("the ladder is cut below %.3g M/s for everyone: the sender could not reach it" % (cut / 1e6))
-    text = report(args, results, meta)
-    print(text)
-    os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
-    with open(args.json, "w") as f:
-        json.dump({"meta": meta, "config": {k: v for k, v in vars(args).items()},
-                   "ladder": ladder, "results": results, "report_markdown": text}, f, indent=1)
-    log("JSON: %s" % args.json)
+    write_out(partial=False)
     return 0
 
 
