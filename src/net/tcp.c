@@ -141,6 +141,7 @@ void sl_tcp_accept(struct sl_ingest *ing)
         setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
         c->fd = fd;
         c->state = CONN_OPEN;
+        c->acks_reserved = 0;
         c->events = EPOLLIN | EPOLLRDHUP;
         c->last_activity_ns = sl_clock_monotonic_ns();
         struct epoll_event ev = {.events = c->events, .data.u64 = SL_TAG_CONN + index};
@@ -241,10 +242,14 @@ static void conn_batch(struct sl_ingest *ing, uint32_t index, const struct sl_ba
 {
     struct sl_conn *c = &ing->conns[index];
     const struct sl_batch_header *h = &batch->header;
+    uint32_t generation = c->generation;
+    sl_ingest_make_room(ing, h->count); /* a commit now, not between admitting and logging */
+    if (c->generation != generation) {
+        return; /* that commit's flush found the peer gone and closed it: nothing to answer */
+    }
     struct sl_intent in = {.conn = index, .conn_gen = c->generation, .stream_id = h->stream_id,
                            .batch_seq = h->batch_seq, .ack = (h->flags & SL_FLAG_ACK_REQUESTED) != 0};
     struct sl_stream_slot *slot = NULL;
-    sl_ingest_make_room(ing, h->count); /* a commit now, not between admitting and logging */
     int admit = sl_streams_admit(&ing->tcp_streams, h->stream_id, h->batch_seq, &slot);
     if (admit == 0 && slot->hole_seq != 0 && h->batch_seq > slot->hole_seq) {
         in.status = SL_STATUS_OVERLOADED; /* behind an unapplied batch: it must be resent first */
@@ -354,6 +359,7 @@ static int conn_process(struct sl_ingest *ing, uint32_t index)
     uint32_t pos = 0;
     int rc = 0;
     int64_t now_us = sl_clock_realtime_us();
+    uint32_t generation = c->generation;
     while (c->rx_len - pos >= SL_BATCH_HEADER_BYTES) {
         const uint8_t *frame = c->rx + pos;
         struct sl_batch_header h;
@@ -377,6 +383,9 @@ static int conn_process(struct sl_ingest *ing, uint32_t index)
             return -1;
         }
         conn_batch(ing, index, &batch, now_us);
+        if (c->generation != generation) {
+            return -1; /* closed under us by a commit's flush (the peer reset): stop here */
+        }
         pos += frame_bytes;
     }
     if (pos > 0) {
