@@ -7,7 +7,7 @@ Contenders (bench/compare/README.md says more):
                report, one dict per reading appended to an unbounded list
   numpy    (b) bench/compare/gateway_numpy.py: the report's prescribed fix in
                Python, preallocated numpy rings, one vectorized decode a batch
-  sluiced  (c) build/sluiced, UDP only, durable log on (--sync, default never)
+  sluiced  (c) build/sluiced, UDP only, durable log on (--sync-modes: never by default)
   sink     (d) build/sluice-sink --udp: a bare recvmmsg loop that stores
                nothing: what the sender and loopback deliver at all
 
@@ -49,6 +49,11 @@ Memory, as the incident report reasons about it:
   readings/s = (16 GiB - idle RSS) / (bytes per reading x 10,000) / 3600.
   (b), (c): RSS after the 2nd rung vs after the last: "never" when it grew
   by less than 1 MiB (page-granular noise) over the rest of the ladder.
+
+A shared machine: before each rung the harness waits until the machine is
+quiet (--quiet-cores); a rung that fails while other work or hypervisor
+steal took more than that, or whose receiver was killed from outside, is
+run again (--retries); the discarded attempts stay in the JSON.
 
 (a) is restarted (like the OOM killer would, only earlier) before a rung
 that would take its RSS past --naive-rss-cap, and killed if it passes the
@@ -98,6 +103,7 @@ LABEL = {"sink": "(d) bare recvmmsg sink", "naive": "(a) naive Python (dict per 
          "numpy": "(b) Python + numpy rings (the report's fix)", "sluiced": "(c) sluiced"}
 
 CHILDREN = []  # every Popen, killed on exit
+TEMP_DIRS = []  # sluiced's data directories, removed on exit
 
 
 def kill_children():
@@ -108,6 +114,8 @@ def kill_children():
                 p.wait(timeout=10)
             except Exception:
                 pass
+    for d in TEMP_DIRS:
+        shutil.rmtree(d, ignore_errors=True)
 
 
 atexit.register(kill_children)
@@ -337,11 +345,12 @@ class Sluiced(Contender):
 
     def flags(self, sensors, ring):
         return ["--tcp", "off", "--sync", self.sync, "--max-sensors", str(sensors), "--ring-readings", str(ring),
-                "--max-tcp-connections", "1", "--udp-rcvbuf", str(self.args.rcvbuf)] + self.args.sluiced_arg
+                "--max-tcp-connections", "1", "--udp-rcvbuf", str(self.args.rcvbuf)] + self.args.gw_flag
 
     def _spawn(self, sensors, ring):
         port, http_port = free_port(), free_port()
         data_dir = tempfile.mkdtemp(prefix="sluice-compare-", dir=self.args.tmp)
+        TEMP_DIRS.append(data_dir)
         cmd = [os.path.join(self.args.build, "sluiced"), "--udp", "127.0.0.1:%d" % port, "--http",
                "127.0.0.1:%d" % http_port, "--data-dir", data_dir] + self.flags(sensors, ring)
         p = spawn(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
@@ -621,7 +630,27 @@ def run_contender(args, c, ladder, timeline, stream_base):
                 c.start()
                 segment_start_idle = c.idle_rss
                 res["restarts"].append({"before_rate": rate, "why": why, "idle_rss": c.idle_rss})
-        step = run_rung(args, c, rate, timeline, stream_base + 100 * i + attempt)
+        try:
+            step = run_rung(args, c, rate, timeline, stream_base + 100 * i + attempt)
+        except (RuntimeError, ValueError, OSError, IndexError, KeyError, subprocess.SubprocessError) as e:
+            step = {"rate_target": rate, "readings": n, "error": "%s: %s" % (type(e).__name__, e), "failed": True,
+                    "lossy": True, "dead": True, "sender_short": False, "steal_s": 0.0, "sender_elapsed_s": 0.0,
+                    "backlog_fraction": 0.0, "lag_s": 0.0, "sent": 0, "sender_rate": 0.0, "command": ""}
+        rc = c.proc.returncode if c.proc is not None and c.proc.poll() is not None else None
+        if (step.get("error") or (step.get("dead") and not step.get("note"))) and attempt < args.retries:
+            # Killed from outside (a shared machine: someone's `pkill`), or the rung could not run: not
+            # this contender's verdict. Start it again and rerun the rung.
+            why = step.get("error") or "the receiver died (exit %s) without the harness killing it" % rc
+            log("%s: %.2f M/s: %s: restarting it, attempt %d" % (c.name, rate / 1e6, why, attempt + 2))
+            step.update(attempt=attempt + 1, discarded=why, disturbance_cores=0.0, delivered=None)
+            res.setdefault("discarded_steps", []).append(step)
+            attempt += 1
+            c.stop()
+            if not c.fresh_per_step:
+                c.start()
+                segment_start_idle = c.idle_rss
+                res["restarts"].append({"before_rate": rate, "why": why, "idle_rss": c.idle_rss})
+            continue
         step["attempt"] = attempt + 1
         step["waited_for_quiet_s"] = quiet_wait
         disturbance = (step.get("other_cpu_cores") or 0) + step["steal_s"] / max(step["sender_elapsed_s"], 1e-3)
@@ -765,15 +794,16 @@ def report(args, results, meta):
     out = []
     w = out.append
     w("# bench/compare: the same UDP traffic into four receivers\n")
-    w("%s; %s; %d vCPU; %.1f GiB; Python %s, numpy %s; %s; git %s.\n" % (
+    w("%s; %s; %d vCPU; %.1f GiB; Python %s, numpy %s; %s; git %s%s; binaries in %s built %s.\n" % (
         meta["date"], meta["cpu"], meta["cpus"], meta["mem_bytes"] / GIB, meta["python"], meta["numpy"],
-        meta["kernel"], meta["git"]))
+        meta["kernel"], meta["git"], " (with uncommitted changes)" if meta["tree_dirty"] else "", args.build,
+        meta["binaries_built"]))
     w("Traffic: sluice-load over UDP to 127.0.0.1, %d sensors (ids %d..%d), %d readings a datagram "
       "(%d bytes), paced; each rung sends max(%s, rate x %g s) readings. Receive buffer %d bytes for every "
       "contender. sluiced: --sync %s, %d sensors x %d readings; numpy: the same retention.\n" % (
           args.sensors, args.sensor_id_base, args.sensor_id_base + args.sensors - 1, args.batch,
           36 + 12 * args.batch, format(args.readings, ","), args.min_step_seconds, args.rcvbuf,
-          ",".join(args.sluiced_sync), args.sensors, args.ring))
+          ",".join(args.sync_modes), args.sensors, args.ring))
     w("| contender | highest loss-free rate | first failing rung: delivered, backlog | CPU s per M readings (at the loss-free rate) "
       "| peak RSS | bytes of RSS per retained reading | MB for 1,000,000 readings | hours to fill 16 GiB at "
       "10,000 readings/s |")
@@ -897,7 +927,11 @@ def machine_meta(args):
         mem = int(f.readline().split()[1]) * 1024
     return {"date": datetime.datetime.now().strftime("%Y-%m-%d %H:%M"), "cpu": cpu, "cpus": os.cpu_count(),
             "mem_bytes": mem, "kernel": "Linux " + platform.release(), "python": python_v, "numpy": numpy_v,
-            "git": git, "argv": " ".join([sys.argv[0]] + sys.argv[1:])}
+            "git": git, "argv": " ".join([sys.argv[0]] + sys.argv[1:]),
+            "binaries_built": datetime.datetime.fromtimestamp(
+                os.path.getmtime(os.path.join(args.build, "sluiced"))).strftime("%Y-%m-%d %H:%M"),
+            "tree_dirty": bool(subprocess.run(["git", "-C", REPO, "status", "--porcelain", "--untracked-files=no"],
+                                              capture_output=True, text=True, timeout=10).stdout.strip())}
 
 
 def main():
@@ -923,10 +957,10 @@ def main():
     ap.add_argument("--interval-us", type=int, default=1000, help="event-time step of a sensor [%(default)s]")
     ap.add_argument("--rcvbuf", type=int, default=32 << 20, help="UDP receive buffer, every contender "
                     "[%(default)s]")
-    ap.add_argument("--sluiced-sync", default="never",
+    ap.add_argument("--sync-modes", default="never",
                     help="sluiced --sync mode(s), comma list: each is a row [%(default)s]")
-    ap.add_argument("--sluiced-arg", action="append", default=[],
-                    help="extra flag for sluiced (repeatable, e.g. --sluiced-arg=--coarse-buckets=0)")
+    ap.add_argument("--gw-flag", action="append", default=[],
+                    help="extra flag for sluiced (repeatable, e.g. --gw-flag=--coarse-buckets=0)")
     ap.add_argument("--keep-up", type=float, default=0.05,
                     help="a rung also fails when more than this fraction of its readings were still "
                     "unprocessed when the sender finished [%(default)s]")
@@ -961,8 +995,8 @@ def main():
         ap.error("--ladder must ascend")
     args.naive_rss_cap *= GIB
     args.mem_reserve *= GIB
-    args.sluiced_sync = args.sluiced_sync.split(",")
-    args.sluiced_arg = [a for x in args.sluiced_arg for a in x.split("=", 1)]
+    args.sync_modes = args.sync_modes.split(",")
+    args.gw_flag = [a for x in args.gw_flag for a in x.split("=", 1)]
     names = args.contenders.split(",")
     for n in names:
         if n not in ALL:
@@ -993,7 +1027,7 @@ def main():
     PARTIAL["write"] = write_out
     stream_base = 1
     for name in names:
-        variants = [(name + ":" + s if len(args.sluiced_sync) > 1 else name, s) for s in args.sluiced_sync] \
+        variants = [(name + ":" + s if len(args.sync_modes) > 1 else name, s) for s in args.sync_modes] \
             if name == "sluiced" else [(name, None)]
         for label, sync in variants:
             if name == "sink":
