@@ -67,9 +67,14 @@ struct sl_sensor {
     uint32_t head;         /* next slot to write, 0 .. ring_readings - 1 */
     uint32_t used_slots;   /* slots holding readings or gap escapes */
     uint32_t count;        /* readings retained (used_slots minus escapes) */
-    uint32_t ewma_dt_us;   /* cached step of the last EWMA update */
+    uint32_t coarse_slot;  /* writer's cache: coarse ring slot of last_t_us's bucket */
     double ewma;
-    double ewma_keep; /* 2^(-ewma_dt_us / half_life), cached for a steady rate */
+    /*
+     * Writer's cache: where last_t_us's coarse bucket ends (exclusive), so a
+     * reading before it lands in the same bucket without a division.
+     * INT64_MIN means unknown (a record loaded from a checkpoint).
+     */
+    int64_t coarse_end_us;
 };
 _Static_assert(sizeof(struct sl_sensor) == 64, "a sensor record is one cache line");
 
@@ -94,6 +99,8 @@ struct sl_store_counters {
     _Atomic uint64_t readings_rejected[SL_REJECT_COUNT];
 };
 
+enum { SL_EWMA_DECAY_CACHE = 256 };
+
 struct sl_store {
     struct sl_store_config config;
     uint32_t index_mask;        /* index slots - 1 (a power of two, >= 2 x sensors_max) */
@@ -107,6 +114,15 @@ struct sl_store {
     int64_t coarse_resolution_us;
     _Atomic uint32_t sensors_count; /* published with release after a record is ready */
     struct sl_store_counters counters;
+    /*
+     * The writer's EWMA decays, 2^(-dt / half_life), by step dt: direct
+     * mapped on dt. Sensors reporting at a steady rate share a few steps, so
+     * exp2 runs only when a step is new. 4 KiB; writer only.
+     */
+    struct {
+        uint64_t dt_us;
+        double keep;
+    } ewma_decay[SL_EWMA_DECAY_CACHE];
 };
 
 /* Add the store's parts to the plan (index, records, ring values, ring deltas, coarse). */
