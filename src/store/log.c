@@ -428,7 +428,7 @@ void sl_log_config_default(struct sl_log_config *config)
     config->segment_bytes = SL_LOG_SEGMENT_BYTES_DEFAULT;
     config->bytes_max = SL_LOG_BYTES_MAX_DEFAULT;
     config->buffer_bytes = SL_LOG_BUFFER_BYTES_DEFAULT;
-    config->sync = SL_SYNC_BATCH;
+    config->sync = SL_SYNC_ALWAYS; /* nothing acknowledged is lost, even to a power cut */
     config->sync_interval_ms = SL_LOG_SYNC_INTERVAL_MS_DEFAULT;
     config->io = &sl_io_posix;
 }

@@ -902,7 +902,7 @@ static void test_config(void)
     struct sl_log_config c;
     const char *why = NULL;
     sl_log_config_default(&c);
-    CHECK(c.sync == SL_SYNC_BATCH && c.segment_bytes == SL_LOG_SEGMENT_BYTES_DEFAULT &&
+    CHECK(c.sync == SL_SYNC_ALWAYS && c.segment_bytes == SL_LOG_SEGMENT_BYTES_DEFAULT &&
           c.io == &sl_io_posix);
     CHECK(sl_log_config_check(&c, &why) == -EINVAL && why != NULL); /* no directory */
     snprintf(c.dir, sizeof c.dir, "/tmp/x");
