@@ -4,7 +4,9 @@
 #   2. Clang build (-Werror);
 #   3. Clang with AddressSanitizer + UndefinedBehaviorSanitizer, every unit
 #      and integration test again, plus each libFuzzer target from its seeds
-#      for SL_FUZZ_SECONDS (default 20) seconds.
+#      for SL_FUZZ_SECONDS (default 20) seconds;
+#   4. Clang with ThreadSanitizer: the tests that run the ingest and apply
+#      threads (and the HTTP thread) hardest, concurrently.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/deps.sh
@@ -26,5 +28,12 @@ cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_C_COMPILER=cl
 cmake --build build-asan -j"$jobs"
 ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
   ctest --test-dir build-asan --output-on-failure -j1
+
+echo "== clang + TSan: build and the threaded tests"
+cmake -S . -B build-tsan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_C_COMPILER=clang -DSL_TSAN=ON >/dev/null
+cmake --build build-tsan -j"$jobs" --target sluiced sluice-load
+TSAN_OPTIONS=halt_on_error=1:exitcode=66 \
+  ctest --test-dir build-tsan --output-on-failure -j1 \
+        -R 'integration_test_(crash|native_tcp|native_udp|udp_load|io_faults|log_full|http_api)$'
 
 echo "== all suites passed in $(( $(date +%s) - started )) s"

@@ -875,8 +875,16 @@ static void metrics_net(struct body *b, const struct sl_net_counters *n)
         {"sluice_tcp_batches_refused_stream_table_full_total", "counter",
          "TCP batches answered OVERLOADED because the stream table had no room.",
          sl_counter_get(&n->streams_table_full)},
+        {"sluice_apply_groups_total", "counter",
+         "Commit groups handed to the store's apply (one a loop tick at most).",
+         sl_counter_get(&n->apply_groups)},
     };
     prom_scalars(b, m, SL_ARRAY_COUNT(m));
+    prom_family(b, "sluice_apply_wait_seconds_total", "counter",
+                "Time the ingest thread waited for the apply thread to finish the group before "
+                "(high: the store's apply bounds the rate; low: receive and log do).");
+    body_fmt(b, "sluice_apply_wait_seconds_total %.6f\n",
+             (double)sl_counter_get(&n->apply_wait_ns) / 1e9);
 }
 
 static uint32_t relaxed_u32(const _Atomic uint32_t *v)

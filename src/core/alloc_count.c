@@ -46,10 +46,11 @@ uint64_t sl_alloc_free_count(enum sl_alloc_class cls)
     return atomic_load_explicit(&free_counts[cls], memory_order_relaxed);
 }
 
-#if defined(__SANITIZE_ADDRESS__)
+/* Under a sanitizer that owns malloc (ASan, TSan), count through its hooks instead. */
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
 #define SL_ALLOC_VIA_ASAN 1
 #elif defined(__has_feature)
-#if __has_feature(address_sanitizer)
+#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer)
 #define SL_ALLOC_VIA_ASAN 1
 #endif
 #endif

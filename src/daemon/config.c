@@ -21,7 +21,7 @@
 #include "core/assert.h"
 
 enum opt_kind { OPT_ADDR, OPT_PATH, OPT_U32, OPT_DURATION, OPT_WINDOWS, OPT_FLAG, OPT_BYTES, OPT_SYNC,
-                OPT_TEXT };
+                OPT_TEXT, OPT_ONOFF };
 
 struct opt {
     const char *name;
@@ -69,6 +69,8 @@ static const struct opt opts[] = {
      "memory for records not yet written or synced (default 32M)"},
     {"checkpoint-every", OPT_BYTES, 0, SL_LOG_BYTES_MAX_MAX,
      "write a checkpoint after this much log, 0 = never (default log-bytes-max / 4)"},
+    {"apply-thread", OPT_ONOFF, 0, 0,
+     "on (default): apply to the store on a second thread, beside receive and log; off: one"},
     {"io-faults", OPT_TEXT, 0, 0, "testing only: inject I/O faults, e.g. fdatasync:EIO:5-8 (core/io.h)"},
     {"print-memory-plan", OPT_FLAG, 0, 0, "print the memory plan and exit"},
     {"quiet", OPT_FLAG, 0, 0, "print nothing but errors"},
@@ -91,6 +93,7 @@ void sl_config_default(struct sl_config *config)
     config->udp_rcvbuf_bytes = SL_UDP_RCVBUF_DEFAULT;
     config->http_connections_max = SL_HTTP_CONNECTIONS_DEFAULT;
     config->http_timeout_s = SL_HTTP_TIMEOUT_S_DEFAULT;
+    config->apply_thread = true;
     sl_log_config_default(&config->log);
 }
 
@@ -351,6 +354,15 @@ static int apply_opt(struct sl_config *c, const struct opt *o, const char *value
         break;
     case OPT_TEXT:
         rc = set_string(c->io_faults, sizeof c->io_faults, value);
+        break;
+    case OPT_ONOFF:
+        if (strcmp(value, "on") == 0) {
+            c->apply_thread = true;
+        } else if (strcmp(value, "off") == 0) {
+            c->apply_thread = false;
+        } else {
+            return fail(err, err_bytes, "--%s: '%s' is not on or off", o->name, value);
+        }
         break;
     case OPT_FLAG:
         if (strcmp(o->name, "help") == 0) {

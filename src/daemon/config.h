@@ -35,6 +35,7 @@ struct sl_config {
     struct sl_log_config log;         /* dir is data_dir */
     uint64_t checkpoint_every_bytes;  /* 0 = no checkpoints; default log bytes max / 4 */
     bool checkpoint_every_set;
+    bool apply_thread;                /* apply the store on a second thread (default on) */
     char io_faults[512];              /* testing: inject I/O faults (see core/io.h) */
     bool print_memory_plan;
     bool quiet;

@@ -76,6 +76,8 @@ static int derive_configs(struct daemon *dm, char *err, uint32_t err_bytes)
     in->udp_batch = c->udp_batch;
     in->udp_rcvbuf_bytes = c->udp_rcvbuf_bytes;
     in->checkpoint_every_bytes = c->checkpoint_every_bytes;
+    in->apply_thread = c->apply_thread;
+    in->apply_area_bytes = c->log.buffer_bytes;
     if (strcmp(c->udp, "off") != 0 &&
         sl_config_split_addr(c->udp, in->udp_host, sizeof in->udp_host, &in->udp_port, err, err_bytes) != 0) {
         return -1;

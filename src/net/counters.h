@@ -32,6 +32,8 @@ struct sl_net_counters {
     _Atomic uint64_t tcp_connections_closed_on_error; /* BAD_CRC, MALFORMED, peer reset */
     _Atomic uint32_t tcp_connections;           /* open now */
     _Atomic uint64_t streams_table_full;        /* batches refused OVERLOADED: no room for a new stream */
+    _Atomic uint64_t apply_groups;              /* commit groups handed to the apply side */
+    _Atomic uint64_t apply_wait_ns;             /* ingest thread time spent waiting for the apply worker */
     _Atomic int64_t started_at_us;              /* wall clock when ingestion began */
 };
 

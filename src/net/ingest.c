@@ -53,8 +53,15 @@ void sl_ingest_plan(const struct sl_ingest_config *config, struct sl_plan *plan)
     sl_tcp_plan(config, plan);
     sl_streams_plan(config->streams_max, plan, "streams_tcp");
     sl_streams_plan(config->streams_max, plan, "streams_udp");
-    sl_plan_add(plan, "commit_intents", (uint64_t)SL_INTENTS_MAX * sizeof(struct sl_intent),
-                "the current commit group's frames, in arrival order");
+    uint64_t groups = SL_APPLY_GROUPS_IN_FLIGHT;
+    sl_plan_add(plan, "commit_intents", (groups + 1) * SL_INTENTS_MAX * sizeof(struct sl_intent),
+                "commit groups' frames in arrival order: the one gathering, those in flight");
+    sl_plan_add(plan, "apply_jobs", groups * SL_INTENTS_MAX * sizeof(struct sl_apply_job),
+                "the records of the groups in flight and their outcomes");
+    if (config->apply_thread) {
+        sl_plan_add(plan, "apply_area", groups * config->apply_area_bytes,
+                    "the readings of the groups in flight, for the apply thread (a log buffer each)");
+    }
 }
 
 void sl_ingest_take_streams(struct sl_ingest *ing, const struct sl_ingest_config *config,
@@ -163,6 +170,14 @@ int sl_ingest_open(struct sl_ingest *ing, const struct sl_ingest_config *config,
     udp_take(ing, arena);
     sl_tcp_take(ing, arena);
     ing->intents = sl_arena_take(arena, (uint64_t)SL_INTENTS_MAX * sizeof(struct sl_intent));
+    for (uint32_t g = 0; g < SL_APPLY_GROUPS_IN_FLIGHT; g++) {
+        struct sl_apply_group *group = &ing->groups[g];
+        group->intents = sl_arena_take(arena, (uint64_t)SL_INTENTS_MAX * sizeof(struct sl_intent));
+        group->jobs = sl_arena_take(arena, (uint64_t)SL_INTENTS_MAX * sizeof(struct sl_apply_job));
+        group->area = config->apply_thread ? sl_arena_take(arena, config->apply_area_bytes) : NULL;
+    }
+    pthread_mutex_init(&ing->worker_mu, NULL);
+    pthread_cond_init(&ing->worker_cv, NULL);
     ing->epoll_fd = epoll_create1(EPOLL_CLOEXEC);
     ing->wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
     if (ing->epoll_fd < 0 || ing->wake_fd < 0 ||
@@ -301,28 +316,240 @@ int sl_ingest_log_batch(struct sl_ingest *ing, const struct sl_batch *batch, uin
     return 0;
 }
 
-/* Apply one durable record; UDP counts here, TCP acks through sl_tcp_deliver. */
-static void commit_record(struct sl_ingest *ing, const struct sl_intent *in)
+/*
+ * The apply side. A committed group is posted whole (group_post), applied
+ * whole, in lsn order, and delivered whole (group_collect): every intent
+ * answered in arrival order. With a worker thread, the apply of one group
+ * runs while the ingest thread receives, validates, logs and commits the
+ * next ones; up to SL_APPLY_GROUPS_IN_FLIGHT groups are posted and not yet
+ * delivered, and the ingest thread waits only when all of them are taken.
+ * The worker is the store's only writer; it applies a copy of the readings
+ * (the group's area) because the log reuses its buffer for later groups.
+ * With apply_thread off, a group is applied as it is posted, here.
+ */
+static struct sl_apply_group *group_at(struct sl_ingest *ing, uint64_t n)
 {
-    struct sl_apply_result result;
-    sl_store_apply(ing->store, &in->record->batch, in->record->now_us, &result);
-    SL_ASSERT(in->lsn > ing->applied_lsn);
-    ing->applied_lsn = in->lsn;
-    if (in->conn == SL_INTENT_UDP) {
-        sl_counter_add(&ing->counters.batches[SL_TRANSPORT_UDP][SL_STATUS_OK], 1);
-    } else {
-        sl_tcp_deliver(ing, in, SL_STATUS_OK, &result);
+    return &ing->groups[n % SL_APPLY_GROUPS_IN_FLIGHT];
+}
+
+static void jobs_run(struct sl_ingest *ing, struct sl_apply_group *group)
+{
+    for (uint32_t j = 0; j < group->jobs_count; j++) {
+        struct sl_apply_job *job = &group->jobs[j];
+        sl_store_apply(ing->store, &job->batch, job->now_us, &job->result);
     }
 }
 
+/*
+ * Checkpoints with a worker. The ingest thread begins one (file and header)
+ * and hands the sensor chunks to the worker (CHECKPOINT_SENSORS), which
+ * writes one chunk after each group it applies, or while idle, each copied
+ * at the lsn it has applied, between groups: nothing else writes the store.
+ * When every sensor is written it hands back (CHECKPOINT_FINISH) and the
+ * ingest thread, which owns the stream tables, finishes the file. Neither
+ * thread waits for the other, so a checkpoint no longer stalls the apply
+ * or the receive.
+ */
+enum { CHECKPOINT_NONE = 0, CHECKPOINT_SENSORS = 1, CHECKPOINT_FINISH = 2 };
+
+static void worker_wake_loop(struct sl_ingest *ing)
+{
+    uint64_t one = 1;
+    ssize_t r = write(ing->wake_fd, &one, sizeof one);
+    (void)r;
+}
+
+static void *worker_run(void *arg)
+{
+    struct sl_ingest *ing = arg;
+    sl_alloc_track(SL_ALLOC_INGEST);
+    pthread_mutex_lock(&ing->worker_mu);
+    for (;;) {
+        while (ing->groups_applied == ing->groups_posted && !ing->worker_stop &&
+               ing->checkpoint_phase != CHECKPOINT_SENSORS) {
+            pthread_cond_wait(&ing->worker_cv, &ing->worker_mu);
+        }
+        bool group = ing->groups_applied < ing->groups_posted;
+        bool chunk = ing->checkpoint_phase == CHECKPOINT_SENSORS && !ing->worker_stop;
+        if (!group && !chunk) {
+            break; /* stopping, with nothing left to apply (a checkpoint under way is left) */
+        }
+        if (group) {
+            struct sl_apply_group *g = group_at(ing, ing->groups_applied);
+            pthread_mutex_unlock(&ing->worker_mu);
+            jobs_run(ing, g);
+            if (g->jobs_count > 0) {
+                ing->worker_applied_lsn = g->jobs[g->jobs_count - 1].lsn;
+            }
+            pthread_mutex_lock(&ing->worker_mu);
+            ing->groups_applied++;
+            pthread_cond_broadcast(&ing->worker_cv);
+            worker_wake_loop(ing); /* the loop delivers the acks */
+        }
+        if (chunk) {
+            pthread_mutex_unlock(&ing->worker_mu);
+            int rc = sl_checkpoint_step_sensors(ing->checkpointer, ing->worker_applied_lsn);
+            pthread_mutex_lock(&ing->worker_mu);
+            if (rc != 0) {
+                ing->checkpoint_phase = rc == 1 ? CHECKPOINT_FINISH : CHECKPOINT_NONE;
+                worker_wake_loop(ing);
+            }
+        }
+    }
+    pthread_mutex_unlock(&ing->worker_mu);
+    return NULL;
+}
+
+static void worker_start(struct sl_ingest *ing)
+{
+    if (!ing->config.apply_thread) {
+        return;
+    }
+    ing->worker_applied_lsn = ing->applied_lsn;
+    int rc = pthread_create(&ing->worker, NULL, worker_run, ing);
+    if (rc != 0) {
+        fprintf(stderr, "sluiced: apply thread: %s; applying on the ingest thread\n", strerror(rc));
+        return;
+    }
+    pthread_setname_np(ing->worker, "sluice-apply");
+    ing->worker_started = true;
+}
+
+static void worker_stop(struct sl_ingest *ing)
+{
+    if (!ing->worker_started) {
+        return;
+    }
+    pthread_mutex_lock(&ing->worker_mu);
+    ing->worker_stop = true;
+    pthread_cond_broadcast(&ing->worker_cv);
+    pthread_mutex_unlock(&ing->worker_mu);
+    pthread_join(ing->worker, NULL);
+    ing->worker_started = false;
+}
+
+/* Groups applied so far (the worker's count; every posted one without a worker). */
+static uint64_t groups_applied(struct sl_ingest *ing, bool wait_for_all, bool wait_for_one)
+{
+    if (!ing->worker_started) {
+        return ing->groups_posted;
+    }
+    pthread_mutex_lock(&ing->worker_mu);
+    uint64_t want = wait_for_all   ? ing->groups_posted
+                    : wait_for_one ? ing->groups_delivered + 1
+                                   : 0;
+    if (ing->groups_applied < want) {
+        int64_t t0 = sl_clock_monotonic_ns();
+        while (ing->groups_applied < want) {
+            pthread_cond_wait(&ing->worker_cv, &ing->worker_mu);
+        }
+        sl_counter_add(&ing->counters.apply_wait_ns, (uint64_t)(sl_clock_monotonic_ns() - t0));
+    }
+    uint64_t applied = ing->groups_applied;
+    pthread_mutex_unlock(&ing->worker_mu);
+    return applied;
+}
+
 /* A record the log could not make durable: never applied, answered OVERLOADED. */
-static void commit_failed(struct sl_ingest *ing, const struct sl_intent *in)
+static void deliver_failed(struct sl_ingest *ing, const struct sl_intent *in)
 {
     static const struct sl_apply_result none;
     if (in->conn == SL_INTENT_UDP) {
         sl_counter_add(&ing->counters.batches[SL_TRANSPORT_UDP][SL_STATUS_OVERLOADED], 1);
     } else {
         sl_tcp_deliver(ing, in, SL_STATUS_OVERLOADED, &none);
+    }
+}
+
+/* Count UDP, queue TCP acks: every intent of an applied group, in order. */
+static void group_deliver(struct sl_ingest *ing, const struct sl_apply_group *group)
+{
+    static const struct sl_apply_result none;
+    uint32_t j = 0;
+    for (uint32_t i = 0; i < group->intents_count; i++) {
+        const struct sl_intent *in = &group->intents[i];
+        if (in->kind != SL_INTENT_RECORD) {
+            sl_tcp_deliver(ing, in, (enum sl_status)in->status, &none);
+        } else if (in->lsn > group->applicable) {
+            deliver_failed(ing, in);
+        } else {
+            SL_ASSERT(j < group->jobs_count && in->lsn > ing->applied_lsn);
+            ing->applied_lsn = in->lsn;
+            const struct sl_apply_result *result = &group->jobs[j++].result;
+            if (in->conn == SL_INTENT_UDP) {
+                sl_counter_add(&ing->counters.batches[SL_TRANSPORT_UDP][SL_STATUS_OK], 1);
+            } else {
+                sl_tcp_deliver(ing, in, SL_STATUS_OK, result);
+            }
+        }
+    }
+    SL_ASSERT(j == group->jobs_count);
+}
+
+/*
+ * Deliver the groups the apply side has finished, oldest first, then flush
+ * the acks. wait_for_all: first wait until every posted group is applied;
+ * wait_for_one: until at least the oldest is (so one slot is free).
+ */
+static void group_collect(struct sl_ingest *ing, bool wait_for_all, bool wait_for_one)
+{
+    if (ing->groups_delivered == ing->groups_posted) {
+        return;
+    }
+    uint64_t applied = groups_applied(ing, wait_for_all, wait_for_one);
+    if (applied == ing->groups_delivered) {
+        return;
+    }
+    while (ing->groups_delivered < applied) {
+        group_deliver(ing, group_at(ing, ing->groups_delivered));
+        ing->groups_delivered++;
+    }
+    sl_tcp_flush_touched(ing);
+}
+
+/* Hand the just-committed group to the apply side; records above `applicable` are not applied. */
+static void group_post(struct sl_ingest *ing, uint64_t applicable)
+{
+    if (ing->groups_posted - ing->groups_delivered == SL_APPLY_GROUPS_IN_FLIGHT) {
+        group_collect(ing, false, true); /* every slot taken: wait for the oldest */
+    }
+    struct sl_apply_group *group = group_at(ing, ing->groups_posted);
+    struct sl_intent *gathered = ing->intents;
+    ing->intents = group->intents;
+    group->intents = gathered;
+    group->intents_count = ing->intents_count;
+    ing->intents_count = 0;
+    group->applicable = applicable;
+    uint32_t jobs = 0;
+    uint64_t area = 0;
+    for (uint32_t i = 0; i < group->intents_count; i++) {
+        const struct sl_intent *in = &group->intents[i];
+        if (in->kind != SL_INTENT_RECORD || in->lsn > applicable) {
+            continue;
+        }
+        /* The record is readable until the log's next append: take what the apply needs. */
+        struct sl_apply_job *job = &group->jobs[jobs++];
+        job->batch = in->record->batch;
+        job->lsn = in->lsn;
+        job->now_us = in->record->now_us;
+        if (ing->worker_started) {
+            uint64_t bytes = (uint64_t)job->batch.header.count * SL_READING_BYTES;
+            SL_ASSERT(area + bytes <= ing->config.apply_area_bytes); /* the group fit the log buffer */
+            memcpy(group->area + area, job->batch.readings, bytes);
+            job->batch.readings = group->area + area;
+            area += bytes;
+        }
+    }
+    group->jobs_count = jobs;
+    sl_counter_add(&ing->counters.apply_groups, 1);
+    if (ing->worker_started) {
+        pthread_mutex_lock(&ing->worker_mu);
+        ing->groups_posted++;
+        pthread_cond_broadcast(&ing->worker_cv);
+        pthread_mutex_unlock(&ing->worker_mu);
+    } else {
+        jobs_run(ing, group);
+        ing->groups_posted++;
     }
 }
 
@@ -343,19 +570,6 @@ void sl_ingest_commit(struct sl_ingest *ing)
     }
     uint64_t applicable = 0;
     sl_log_commit(ing->log, sl_clock_monotonic_ns(), &applicable);
-    static const struct sl_apply_result none;
-    for (uint32_t i = 0; i < ing->intents_count; i++) {
-        const struct sl_intent *in = &ing->intents[i];
-        if (in->kind == SL_INTENT_RECORD) {
-            if (in->lsn <= applicable) {
-                commit_record(ing, in);
-            } else {
-                commit_failed(ing, in);
-            }
-        } else {
-            sl_tcp_deliver(ing, in, (enum sl_status)in->status, &none);
-        }
-    }
     /* Roll back, newest first, the streams whose batches failed, so a resend is not DUPLICATE. */
     for (uint32_t i = ing->intents_count; i-- > 0;) {
         const struct sl_intent *in = &ing->intents[i];
@@ -363,20 +577,70 @@ void sl_ingest_commit(struct sl_ingest *ing)
             sl_ingest_stream_failed(in->slot, in->prev_seq, in->prev_has_seq, in->batch_seq);
         }
     }
-    ing->intents_count = 0;
-    sl_tcp_flush_touched(ing);
+    group_post(ing, applicable);
+    group_collect(ing, false, false); /* without a worker: delivered at once */
 }
 
-/* Between ticks: progress a checkpoint, or start one when enough log has accumulated. */
+void sl_ingest_settle(struct sl_ingest *ing)
+{
+    sl_ingest_commit(ing);
+    group_collect(ing, true, false);
+}
+
+static int checkpoint_phase(struct sl_ingest *ing)
+{
+    pthread_mutex_lock(&ing->worker_mu);
+    int phase = ing->checkpoint_phase;
+    pthread_mutex_unlock(&ing->worker_mu);
+    return phase;
+}
+
+static void checkpoint_phase_set(struct sl_ingest *ing, int phase)
+{
+    pthread_mutex_lock(&ing->worker_mu);
+    ing->checkpoint_phase = phase;
+    pthread_cond_broadcast(&ing->worker_cv);
+    pthread_mutex_unlock(&ing->worker_mu);
+}
+
+/* Is a checkpoint due: enough log since the last, or the log is waiting for one? */
+static bool checkpoint_due(struct sl_ingest *ing)
+{
+    return sl_log_bytes_since(ing->log, false) >= ing->config.checkpoint_every_bytes ||
+           sl_log_waiting_for_checkpoint(ing->log);
+}
+
+/*
+ * Between ticks: progress a checkpoint, or start one when enough log has
+ * accumulated. Without a worker, a chunk a tick here; with one, see
+ * CHECKPOINT_SENSORS above.
+ */
 static void checkpoint_tick(struct sl_ingest *ing)
 {
     struct sl_checkpointer *ck = ing->checkpointer;
     if (ck == NULL || ing->config.checkpoint_every_bytes == 0) {
         return;
     }
+    if (ing->worker_started) {
+        int phase = checkpoint_phase(ing);
+        if (phase == CHECKPOINT_FINISH) {
+            /* After this tick's commit: every committed record's stream effect is in the tables. */
+            uint64_t start = ck->start_lsn;
+            if (sl_checkpoint_finish(ck, sl_log_next_lsn(ing->log) - 1) == 1) {
+                sl_log_set_checkpoint_lsn(ing->log, start + 1);
+            }
+            checkpoint_phase_set(ing, CHECKPOINT_NONE);
+        } else if (phase == CHECKPOINT_NONE && checkpoint_due(ing)) {
+            sl_log_bytes_since(ing->log, true);
+            /* Records at or below the last delivered group are in the store, and stay. */
+            if (sl_checkpoint_begin(ck, ing->applied_lsn) == 0) {
+                checkpoint_phase_set(ing, CHECKPOINT_SENSORS);
+            }
+        }
+        return;
+    }
     if (!ck->active) {
-        if (sl_log_bytes_since(ing->log, false) < ing->config.checkpoint_every_bytes &&
-            !sl_log_waiting_for_checkpoint(ing->log)) {
+        if (!checkpoint_due(ing)) {
             return;
         }
         sl_log_bytes_since(ing->log, true);
@@ -410,15 +674,18 @@ void *sl_ingest_run(void *arg)
 {
     struct sl_ingest *ing = arg;
     struct epoll_event events[SL_EVENTS_PER_TICK];
+    pthread_setname_np(pthread_self(), "sluice-ingest");
+    worker_start(ing); /* before tracking: starting a thread may allocate */
     sl_alloc_track(SL_ALLOC_INGEST);
     atomic_store(&ing->counters.started_at_us, sl_clock_realtime_us());
     while (!atomic_load_explicit(&ing->stop, memory_order_acquire)) {
-        bool busy = ing->checkpointer != NULL && ing->checkpointer->active;
+        bool busy = !ing->worker_started && ing->checkpointer != NULL && ing->checkpointer->active;
         int n = epoll_wait(ing->epoll_fd, events, SL_EVENTS_PER_TICK, busy ? 1 : SL_TICK_MS);
         for (int i = 0; i < n; i++) {
             dispatch(ing, &events[i]);
         }
-        sl_ingest_commit(ing); /* group commit: one write (and sync) a tick */
+        group_collect(ing, false, false); /* groups the worker finished: their acks go out */
+        sl_ingest_commit(ing);            /* group commit: one write (and sync) a tick */
         int64_t now_ns = sl_clock_monotonic_ns();
         sl_log_tick(ing->log, now_ns);
         checkpoint_tick(ing);
@@ -436,7 +703,9 @@ void *sl_ingest_run(void *arg)
     if (ing->udp_fd >= 0) {
         udp_serve(ing);
     }
-    sl_tcp_drain_all(ing); /* commits what it reads, flushes acks, closes */
+    sl_tcp_drain_all(ing); /* settles what it reads (and UDP's), flushes acks, closes */
+    sl_ingest_settle(ing);
+    worker_stop(ing);
     return NULL;
 }
 
@@ -463,4 +732,6 @@ void sl_ingest_close(struct sl_ingest *ing)
         close(ing->epoll_fd);
     }
     ing->udp_fd = ing->tcp_fd = ing->wake_fd = ing->epoll_fd = -1;
+    pthread_cond_destroy(&ing->worker_cv);
+    pthread_mutex_destroy(&ing->worker_mu);
 }

@@ -1,6 +1,7 @@
 /*
  * The ingest thread: UDP and TCP listeners of the native protocol, one
- * epoll loop, the sole writer of the store.
+ * epoll loop, and the write-ahead log; the store's single writer is its
+ * apply worker (or the ingest thread itself with apply_thread off).
  *
  * Everything it uses is taken from the arena at start-up: the recvmmsg
  * buffers, the fixed TCP connection table with one maximum frame of receive
@@ -14,6 +15,7 @@
 #ifndef SL_NET_INGEST_H
 #define SL_NET_INGEST_H
 
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -66,6 +68,37 @@ struct sl_intent {
 };
 #define SL_INTENT_UDP UINT32_MAX
 
+/*
+ * One durable record as the apply side sees it: the batch (its readings
+ * copied to the group's area when a worker applies it, so the log may reuse
+ * its buffer meanwhile), the clock it was accepted at, and the outcome the
+ * acks report.
+ */
+struct sl_apply_job {
+    struct sl_batch batch;
+    uint64_t lsn;
+    int64_t now_us;
+    struct sl_apply_result result;
+};
+
+/*
+ * A committed group on the apply side: its intents (arrival order), the
+ * last lsn the log made durable enough to apply, and a job for each record
+ * at or below it, with the readings the worker applies (a copy: the log
+ * reuses its buffer for the groups after).
+ */
+struct sl_apply_group {
+    struct sl_intent *intents; /* SL_INTENTS_MAX */
+    uint32_t intents_count;
+    uint64_t applicable;
+    struct sl_apply_job *jobs; /* SL_INTENTS_MAX */
+    uint32_t jobs_count;
+    uint8_t *area;             /* apply_area_bytes (worker only) */
+};
+
+/* Groups the apply side holds: one being applied while the next waits, so the ingest thread rarely does. */
+#define SL_APPLY_GROUPS_IN_FLIGHT 2u
+
 struct sl_ingest_config {
     char udp_host[256]; /* empty: UDP off */
     uint16_t udp_port;
@@ -77,6 +110,8 @@ struct sl_ingest_config {
     uint32_t udp_batch;
     uint32_t udp_rcvbuf_bytes;
     uint64_t checkpoint_every_bytes; /* begin a checkpoint after this much log; 0 = never */
+    bool apply_thread;               /* apply on a worker thread, overlapping the next group */
+    uint64_t apply_area_bytes;       /* the log buffer's size: one group's readings fit */
 };
 
 struct sl_conn;
@@ -110,7 +145,25 @@ struct sl_ingest {
     struct sl_checkpointer *checkpointer; /* NULL: no checkpoints */
     struct sl_intent *intents;            /* SL_INTENTS_MAX, the current commit group */
     uint32_t intents_count;
-    uint64_t applied_lsn; /* the last record applied to the store */
+    uint64_t applied_lsn; /* the last record applied to the store (delivered groups) */
+    /*
+     * Committed groups on their way through the apply side: posted in
+     * order, applied in order (by the worker, or at once with apply_thread
+     * off), then delivered in order (acks queued). At most
+     * SL_APPLY_GROUPS_IN_FLIGHT; group n lives in groups[n % that].
+     */
+    struct sl_apply_group groups[SL_APPLY_GROUPS_IN_FLIGHT];
+    uint64_t groups_posted;    /* ingest thread */
+    uint64_t groups_delivered; /* ingest thread */
+    uint64_t groups_applied;   /* under worker_mu */
+    /* The apply worker (apply_thread): the store's only writer while it runs. */
+    pthread_t worker;
+    bool worker_started;
+    bool worker_stop;          /* under worker_mu */
+    int checkpoint_phase;      /* CHECKPOINT_* in ingest.c, under worker_mu */
+    uint64_t worker_applied_lsn; /* worker: the last record it applied */
+    pthread_mutex_t worker_mu;
+    pthread_cond_t worker_cv;
     _Atomic int stop;
 };
 
@@ -161,11 +214,21 @@ void sl_ingest_stream_failed(struct sl_stream_slot *slot, uint64_t prev_seq, uin
 void sl_ingest_add_intent(struct sl_ingest *ingest, const struct sl_intent *intent);
 
 /*
- * Commit the group: write and sync the log per its mode, apply the records
- * the log reports durable enough, queue every ack in order, roll back the
- * stream tables for records that failed. Ingest thread.
+ * Commit the group: write and sync the log per its mode, roll back the
+ * stream tables for records that failed, deliver the group before it (wait
+ * for its apply), then hand this one to the apply side: the records the log
+ * reports durable enough are applied (on the worker, or here when
+ * apply_thread is off) and every ack is queued in order when it is
+ * delivered. Ingest thread.
  */
 void sl_ingest_commit(struct sl_ingest *ingest);
+
+/*
+ * Commit, then wait until every committed group is applied and answered
+ * (acks queued): nothing is in flight after. Before reading the store as a
+ * whole (checkpoints) and when stopping. Ingest thread.
+ */
+void sl_ingest_settle(struct sl_ingest *ingest);
 
 /* The thread body: runs the loop until sl_ingest_stop, then drains and closes connections. */
 void *sl_ingest_run(void *ingest);

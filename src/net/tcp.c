@@ -492,7 +492,7 @@ void sl_tcp_drain_all(struct sl_ingest *ing)
             conn_serve(ing, i, EPOLLIN);
         }
     }
-    sl_ingest_commit(ing); /* log, apply and answer what was just read */
+    sl_ingest_settle(ing); /* log, apply and answer what was just read */
     for (uint32_t i = 0; i < ing->config.tcp_connections_max; i++) {
         struct sl_conn *c = &ing->conns[i];
         while (c->state != CONN_FREE && c->tx_len > c->tx_head &&

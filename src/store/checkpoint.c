@@ -40,7 +40,9 @@
  * Memory: the writer uses only the store and the buffer inside struct
  * sl_checkpointer (no heap: it runs on the ingest thread). The loader
  * mallocs the list of files and the stream chunk (start-up only).
- * Threads: begin/step on the ingest thread; load and next_seq at start-up.
+ * Threads: begin/step on the ingest thread, or (with an apply thread)
+ * begin and finish on the ingest thread and the sensor steps on the apply
+ * thread, handed over under its lock; load and next_seq at start-up.
  * Limits: a chunk is at most max(step_bytes, one sensor); every loop is
  * bounded by the sensor count, the table sizes or a constant.
  */
@@ -539,21 +541,29 @@ static int finish(struct sl_checkpointer *ck, uint64_t lsn)
     return 0;
 }
 
-int sl_checkpoint_step(struct sl_checkpointer *ck, uint64_t applied_lsn)
+int sl_checkpoint_step_sensors(struct sl_checkpointer *ck, uint64_t applied_lsn)
 {
     SL_ASSERT(ck->active);
     SL_ASSERT(applied_lsn >= ck->chunk_lsn); /* records are applied in lsn order */
     ck->chunk_lsn = applied_lsn;
     uint32_t count = sl_store_sensors_count(ck->store);
     SL_ASSERT(ck->next_sensor <= count); /* sensors are never removed */
-    if (ck->next_sensor < count) {
-        int rc = write_sensor_chunk(ck, count, applied_lsn);
-        if (rc != 0) {
-            abandon(ck);
-        }
-        return rc;
+    if (ck->next_sensor == count) {
+        return 1;
     }
-    int rc = finish(ck, applied_lsn);
+    int rc = write_sensor_chunk(ck, count, applied_lsn);
+    if (rc != 0) {
+        abandon(ck);
+    }
+    return rc;
+}
+
+int sl_checkpoint_finish(struct sl_checkpointer *ck, uint64_t lsn)
+{
+    SL_ASSERT(ck->active);
+    SL_ASSERT(lsn >= ck->chunk_lsn);
+    ck->chunk_lsn = lsn;
+    int rc = finish(ck, lsn);
     if (rc != 0) {
         abandon(ck);
         return rc;
@@ -565,6 +575,12 @@ int sl_checkpoint_step(struct sl_checkpointer *ck, uint64_t applied_lsn)
     prune_old(ck);
     ck->seq++;
     return 1;
+}
+
+int sl_checkpoint_step(struct sl_checkpointer *ck, uint64_t applied_lsn)
+{
+    int rc = sl_checkpoint_step_sensors(ck, applied_lsn);
+    return rc == 1 ? sl_checkpoint_finish(ck, applied_lsn) : rc;
 }
 
 /* ---- listing (start-up) ---- */

@@ -102,11 +102,23 @@ int sl_checkpoint_begin(struct sl_checkpointer *ck, uint64_t start_lsn);
  */
 int sl_checkpoint_step(struct sl_checkpointer *ck, uint64_t applied_lsn);
 
+/*
+ * sl_checkpoint_step in two halves, for a store written by another thread
+ * than the one that owns the stream tables. step_sensors: the next chunk of
+ * sensors, copied at applied_lsn by the store's writer between records;
+ * 0 while sensors remain, 1 when every sensor the store has now is written,
+ * -errno (abandoned). finish: the stream tables, trailer, sync, rename, by
+ * their owner; lsn is the last record whose effect on the stream tables is
+ * in them now (>= every chunk's lsn). 1, or -errno (abandoned).
+ */
+int sl_checkpoint_step_sensors(struct sl_checkpointer *ck, uint64_t applied_lsn);
+int sl_checkpoint_finish(struct sl_checkpointer *ck, uint64_t lsn);
+
 /* What recovery needs from a loaded checkpoint. */
 struct sl_checkpoint_loaded {
     uint64_t seq;
     uint64_t start_lsn;    /* replay the log's records above this */
-    uint64_t end_lsn;      /* applied lsn when it completed */
+    uint64_t end_lsn;      /* the stream chunk's lsn: no chunk lsn is above it */
     uint32_t sensors;
     uint64_t streams_lsn;  /* stream-table updates of records at or below this are in it */
     uint64_t bytes;

@@ -89,6 +89,9 @@ class Daemon:
                "--data-dir", self.data_dir, "--max-sensors", str(sensors), "--ring-readings", str(ring),
                "--max-tcp-connections", "16"]
         cmd += list(args)
+        # Extra flags for every daemon of a test run (CTest runs some tests again with
+        # SLUICE_DAEMON_FLAGS="--apply-thread off", the single-threaded apply).
+        cmd += os.environ.get("SLUICE_DAEMON_FLAGS", "").split()
         env = dict(os.environ)
         env.update(extra_env or {})
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)

@@ -4,6 +4,9 @@ everything not acked, and check that every batch is stored exactly once, in
 order, with its values. Checkpoints are made small and frequent so that the
 kills also land in the middle of them, and restarts recover from them.
 
+Restarts alternate between the two ways of applying (--apply-thread on and
+off), so both are killed mid-flight and each recovers what the other wrote.
+
 SLUICE_CRASH_CYCLES sets the number of kill cycles (default 20).
 """
 import os
@@ -31,7 +34,8 @@ for cycle in range(cycles):
     killer.join()
     d.proc.wait()
     d.kill_keep_data()
-    d = Daemon(*args, sensors=64, ring=65536, data_dir=data_dir)
+    mode = "off" if cycle % 2 == 0 else "on"
+    d = Daemon(*args, "--apply-thread", mode, sensors=64, ring=65536, data_dir=data_dir)
 print("crash: %d kill cycles, %d batches acked per stream, %d duplicates on resend, %d overloaded" %
       (cycles, min(sender.acked.values()), sender.duplicates, sender.overloaded))
 c.check(sender.run(d.tcp_port, seconds=30, new_batches=False, until_all_acked=True), "final resend")
