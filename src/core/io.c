@@ -133,6 +133,12 @@ static int posix_unlink(const struct sl_io *io, const char *path)
     return 0;
 }
 
+static void posix_writeback(const struct sl_io *io, int fd, uint64_t offset, uint64_t bytes)
+{
+    (void)io;
+    (void)sync_file_range(fd, (off_t)offset, (off_t)bytes, SYNC_FILE_RANGE_WRITE);
+}
+
 const struct sl_io sl_io_posix = {
     .open = posix_open,
     .close = posix_close,
@@ -144,6 +150,7 @@ const struct sl_io sl_io_posix = {
     .ftruncate = posix_ftruncate,
     .rename = posix_rename,
     .unlink = posix_unlink,
+    .writeback = posix_writeback,
     .state = NULL,
 };
 
@@ -318,6 +325,14 @@ static int faulty_ftruncate(const struct sl_io *io, int fd, uint64_t bytes)
     return f->inner->ftruncate(f->inner, fd, bytes);
 }
 
+static void faulty_writeback(const struct sl_io *io, int fd, uint64_t offset, uint64_t bytes)
+{
+    struct sl_io_faults *f = faults_of(io);
+    if (f->inner->writeback != NULL) {
+        f->inner->writeback(f->inner, fd, offset, bytes);
+    }
+}
+
 static int faulty_rename(const struct sl_io *io, const char *from, const char *to)
 {
     struct sl_io_faults *f = faults_of(io);
@@ -463,6 +478,7 @@ static void faults_table(struct sl_io_faults *faults)
         .ftruncate = faulty_ftruncate,
         .rename = faulty_rename,
         .unlink = faulty_unlink,
+        .writeback = faulty_writeback,
         .state = faults,
     };
 }

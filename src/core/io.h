@@ -31,6 +31,13 @@ struct sl_io {
     int (*ftruncate)(const struct sl_io *io, int fd, uint64_t bytes);
     int (*rename)(const struct sl_io *io, const char *from, const char *to);
     int (*unlink)(const struct sl_io *io, const char *path);
+    /*
+     * Start writing [offset, offset + bytes) back to the device without
+     * waiting (sync_file_range SYNC_FILE_RANGE_WRITE). A hint: it makes
+     * nothing durable (only fdatasync does), so its errors are ignored and a
+     * table may leave it NULL.
+     */
+    void (*writeback)(const struct sl_io *io, int fd, uint64_t offset, uint64_t bytes);
     void *state; /* the fault injector's, or NULL */
 };
 

@@ -284,9 +284,18 @@ static void spy_init(struct spy *s, const struct sl_io *inner)
 {
     memset(s, 0, sizeof *s);
     s->inner = inner;
-    s->io = (struct sl_io){spy_open,  spy_close,     spy_pwrite,    spy_pread,  spy_fdatasync,
-                           spy_fsync, spy_fallocate, spy_ftruncate, spy_rename, spy_unlink,
-                           s};
+    s->io = (struct sl_io){.open = spy_open,
+                           .close = spy_close,
+                           .pwrite = spy_pwrite,
+                           .pread = spy_pread,
+                           .fdatasync = spy_fdatasync,
+                           .fsync = spy_fsync,
+                           .fallocate = spy_fallocate,
+                           .ftruncate = spy_ftruncate,
+                           .rename = spy_rename,
+                           .unlink = spy_unlink,
+                           .writeback = NULL, /* a hint the log does not use */
+                           .state = s};
 }
 
 /* ---- a log under test and a model of what was acked ---- */
