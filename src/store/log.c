@@ -530,6 +530,7 @@ struct sl_log {
     uint64_t bytes_since;
     int64_t now_ns;          /* the latest monotonic time seen */
     int64_t last_sync_ns;    /* of the current segment's last sync (batch mode's clock) */
+    uint64_t writeback_offset; /* batch, never: the current segment's writeback was started up to here */
     int64_t retry_ns;        /* failed: when the next attempt is due */
     enum health_cause cause; /* failed: the error that retired the last segment, if any */
     int cause_rc;
@@ -766,6 +767,7 @@ static int segment_new(struct sl_log *log, uint64_t first_lsn)
     counter_add(&log->counters.segments_created, 1);
     log->fd = fd;
     log->buffer_offset = SL_LOG_SEGMENT_HEADER_BYTES;
+    log->writeback_offset = SL_LOG_SEGMENT_HEADER_BYTES;
     log->unsynced_records = 0;
     log->last_sync_ns = log->now_ns;
     return 0;
@@ -1098,6 +1100,26 @@ static void commit_failed(struct sl_log *log, const struct buffer_mark *before, 
     segment_failed(log, cause, err);
 }
 
+/*
+ * Batch and never modes: start writing back what the commits wrote, a
+ * SL_LOG_WRITEBACK_BYTES at a time (sync_file_range, a hint that makes
+ * nothing durable), so batch's periodic fdatasync finds little left to
+ * write, instead of stalling the ingest thread for everything of the last
+ * interval, and the page cache never holds much dirty log for the kernel to
+ * throttle the writer on.
+ */
+static void start_writeback(struct sl_log *log)
+{
+    if (log->config.sync == SL_SYNC_ALWAYS || log->io->writeback == NULL) {
+        return;
+    }
+    uint64_t end = log->buffer_offset + log->used_bytes;
+    if (end >= log->writeback_offset + SL_LOG_WRITEBACK_BYTES) {
+        log->io->writeback(log->io, log->fd, log->writeback_offset, end - log->writeback_offset);
+        log->writeback_offset = end;
+    }
+}
+
 /* Write [written, used); account it as written (kept until synced). */
 static int commit_write(struct sl_log *log, uint32_t count)
 {
@@ -1113,6 +1135,7 @@ static int commit_write(struct sl_log *log, uint32_t count)
     log->written_bytes = log->used_bytes;
     log->written_last_lsn = log->next_lsn - 1;
     counter_add(&log->counters.records_written, count);
+    start_writeback(log);
     return 0;
 }
 
@@ -1610,6 +1633,7 @@ static void log_resume(struct sl_log *log, const struct resume *resume)
             SL_ASSERT(segment_newest(log)->name_seq == resume->name_seq);
             log->fd = fd;
             log->buffer_offset = resume->end_offset;
+            log->writeback_offset = resume->end_offset;
             return;
         }
     }

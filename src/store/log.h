@@ -57,6 +57,7 @@
 #define SL_LOG_BYTES_MAX_DEFAULT (1ull << 30)
 #define SL_LOG_BYTES_MAX_MAX (1ull << 40)
 #define SL_LOG_BUFFER_BYTES_DEFAULT (32ull << 20) /* memory: the append buffer */
+#define SL_LOG_WRITEBACK_BYTES (1ull << 20) /* batch, never: writeback is started every this much */
 #define SL_LOG_BUFFER_BYTES_MIN (2ull << 20)
 #define SL_LOG_BUFFER_BYTES_MAX (1ull << 30)
 #define SL_LOG_SYNC_INTERVAL_MS_DEFAULT 100u

@@ -194,6 +194,12 @@ struct spy {
     bool poisoned[SPY_FDS];
     uint32_t violations;
     uint32_t syncs_after_failure;
+    /* Writeback hints: each must start where the last one on that file ended, within what was written. */
+    uint64_t written_end[SPY_FDS];
+    uint64_t writeback_end[SPY_FDS];
+    uint64_t writeback_bytes;
+    uint32_t writebacks;
+    uint32_t writeback_errors;
 };
 
 static struct spy *spy_of(const struct sl_io *io)
@@ -207,6 +213,8 @@ static int spy_open(const struct sl_io *io, const char *path, int flags, int mod
     int fd = s->inner->open(s->inner, path, flags, mode);
     if (fd >= 0 && fd < SPY_FDS) {
         s->poisoned[fd] = false;
+        s->written_end[fd] = 0;
+        s->writeback_end[fd] = SL_LOG_SEGMENT_HEADER_BYTES;
     }
     return fd;
 }
@@ -228,6 +236,8 @@ static int64_t spy_pwrite(const struct sl_io *io, int fd, const void *buf, uint6
     int64_t n = s->inner->pwrite(s->inner, fd, buf, bytes, offset);
     if (n < 0) {
         s->poisoned[fd] = true;
+    } else if (offset + (uint64_t)n > s->written_end[fd]) {
+        s->written_end[fd] = offset + (uint64_t)n;
     }
     return n;
 }
@@ -280,6 +290,20 @@ static int spy_unlink(const struct sl_io *io, const char *path)
     return s->inner->unlink(s->inner, path);
 }
 
+static void spy_writeback(const struct sl_io *io, int fd, uint64_t offset, uint64_t bytes)
+{
+    struct spy *s = spy_of(io);
+    s->violations += s->poisoned[fd];
+    bool ok = bytes > 0 && offset == s->writeback_end[fd] && offset + bytes <= s->written_end[fd];
+    s->writeback_errors += ok ? 0 : 1;
+    s->writeback_end[fd] = offset + bytes;
+    s->writeback_bytes += bytes;
+    s->writebacks++;
+    if (s->inner->writeback != NULL) {
+        s->inner->writeback(s->inner, fd, offset, bytes);
+    }
+}
+
 static void spy_init(struct spy *s, const struct sl_io *inner)
 {
     memset(s, 0, sizeof *s);
@@ -294,7 +318,7 @@ static void spy_init(struct spy *s, const struct sl_io *inner)
                            .ftruncate = spy_ftruncate,
                            .rename = spy_rename,
                            .unlink = spy_unlink,
-                           .writeback = NULL, /* a hint the log does not use */
+                           .writeback = spy_writeback,
                            .state = s};
 }
 
@@ -1025,6 +1049,35 @@ static void test_rotation(void)
         CHECK_EQ(h->seen.count, h->next_id - 1);
         CHECK(h->recovery.corrupt_records == 0 && h->recovery.torn_tail_bytes == 0);
         h_verify(h, -1);
+    }
+    h_close(h);
+}
+
+/*
+ * Batch and never modes start the writeback of what they wrote, a MiB at a
+ * time, contiguously from each segment's header, never past what was
+ * written; always mode (which syncs every commit) never does.
+ */
+static void test_writeback(enum sl_sync_mode mode, const char *name)
+{
+    struct harness *h = &H;
+    h_config(h, name, mode);
+    h->config.segment_bytes = 3 * SEG_BYTES; /* several writebacks a segment */
+    if (!h_open(h)) {
+        return;
+    }
+    h_fill(h, 25000, 100);
+    uint64_t written = C(h, bytes_written);
+    CHECK(C(h, segments_created) >= 3);
+    CHECK_EQ(h->spy.writeback_errors, 0);
+    CHECK_EQ(h->spy.violations, 0);
+    if (mode == SL_SYNC_ALWAYS) {
+        CHECK_EQ(h->spy.writebacks, 0);
+    } else {
+        /* Everything but at most a MiB a segment (each segment's unflushed tail) was handed over. */
+        CHECK(h->spy.writebacks >= 3);
+        CHECK(h->spy.writeback_bytes <= written);
+        CHECK(h->spy.writeback_bytes + C(h, segments_created) * SL_LOG_WRITEBACK_BYTES >= written);
     }
     h_close(h);
 }
@@ -1802,6 +1855,9 @@ int main(void)
     test_roundtrip(SL_SYNC_BATCH, "batch");
     test_roundtrip(SL_SYNC_NEVER, "never");
     test_rotation();
+    test_writeback(SL_SYNC_BATCH, "writeback_batch");
+    test_writeback(SL_SYNC_NEVER, "writeback_never");
+    test_writeback(SL_SYNC_ALWAYS, "writeback_always");
     test_enobufs();
     test_recycling();
     test_shrink();
