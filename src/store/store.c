@@ -188,21 +188,30 @@ static inline uint64_t index_load(const struct sl_store *store, uint32_t slot)
     return atomic_load_explicit((_Atomic uint64_t *)&store->index[slot], memory_order_acquire);
 }
 
-int sl_store_find(const struct sl_store *store, uint32_t sensor_id, uint32_t *index_out)
+/* Probe from `slot` (the id's home, or where a caller left off): the sensor's index, or -1. */
+static inline int32_t index_probe(const struct sl_store *store, uint32_t slot, uint32_t sensor_id)
 {
-    uint32_t slot = index_home(store, sensor_id);
     for (uint32_t probes = 0; probes <= store->index_mask; probes++) {
         uint64_t entry = index_load(store, slot);
         if (entry == 0) {
-            return -ENOENT;
+            return -1;
         }
         if ((uint32_t)entry == sensor_id) {
-            *index_out = (uint32_t)(entry >> 32) - 1;
-            return 0;
+            return (int32_t)(entry >> 32) - 1;
         }
         slot = (slot + 1) & store->index_mask;
     }
-    return -ENOENT;
+    return -1;
+}
+
+int sl_store_find(const struct sl_store *store, uint32_t sensor_id, uint32_t *index_out)
+{
+    int32_t index = index_probe(store, index_home(store, sensor_id), sensor_id);
+    if (index < 0) {
+        return -ENOENT;
+    }
+    *index_out = (uint32_t)index;
+    return 0;
 }
 
 uint32_t sl_store_sensor_id(const struct sl_store *store, uint32_t index)
@@ -470,27 +479,12 @@ static inline void counter_add(_Atomic uint64_t *counter, uint64_t n)
  *
  * Measured and left out (bench_ingest, 10,000 sensors): prefetching the
  * ring and coarse lines from the records (a pass of its own, at every
- * distance and hint tried) was 5-15% slower, not faster: sensor rings sit
- * at a 4 KiB stride, so those lines compete for the same cache sets.
+ * distance and hint tried) was 5-15% slower, not faster; likely because
+ * sensor rings sit at a 4 KiB stride and those lines compete for the same
+ * cache sets, though padding the stride did not make it pay either.
  */
 #define APPLY_CHUNK 8
 enum { APPLY_DEPTH = 4, APPLY_AT = 3 };
-
-/* Find-only probe (the writer's own index: plain loads). -1 when absent. */
-static inline int32_t apply_probe(const struct sl_store *store, uint32_t slot, uint32_t sensor_id)
-{
-    for (uint32_t probes = 0; probes <= store->index_mask; probes++) {
-        uint64_t entry = store->index[slot];
-        if (entry == 0) {
-            return -1;
-        }
-        if ((uint32_t)entry == sensor_id) {
-            return (int32_t)(entry >> 32) - 1;
-        }
-        slot = (slot + 1) & store->index_mask;
-    }
-    return -1;
-}
 
 /*
  * One reading, under the per-reading rules in their order (nonfinite,
@@ -545,7 +539,7 @@ static inline void apply_pass_probe(const struct sl_store *store, const uint8_t 
                                     const uint32_t *slot, int32_t *index)
 {
     for (uint32_t j = 0; j < n; j++) {
-        index[j] = apply_probe(store, slot[j], sl_load_u32(p + j * SL_READING_BYTES));
+        index[j] = index_probe(store, slot[j], sl_load_u32(p + j * SL_READING_BYTES));
         if (index[j] >= 0) {
             sl_prefetch(&store->sensors[index[j]]);
         }
