@@ -356,7 +356,7 @@ static int write_sensor_chunk(struct sl_checkpointer *ck, uint32_t sensors_count
      * Start the chunk on its way to the device now, so the final fdatasync
      * finds little left to write: without this it wrote the whole file at
      * once and stalled the thread that finishes the checkpoint (the ingest
-     * thread) for 100 ms or more on this machine's disk.
+     * thread) for tens of milliseconds (docs/STORAGE.md has the figures).
      */
     const struct sl_io *io = ck->config.io;
     if (io->writeback != NULL) {
