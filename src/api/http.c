@@ -876,7 +876,8 @@ static void metrics_net(struct body *b, const struct sl_net_counters *n)
          "TCP batches answered OVERLOADED because the stream table had no room.",
          sl_counter_get(&n->streams_table_full)},
         {"sluice_apply_groups_total", "counter",
-         "Commit groups handed to the store's apply (one a loop tick at most).",
+         "Commit groups handed to the store's apply (to its thread, or applied at once with "
+         "--apply-thread off).",
          sl_counter_get(&n->apply_groups)},
     };
     prom_scalars(b, m, SL_ARRAY_COUNT(m));

@@ -32,6 +32,12 @@ c.eq(rc, 0, "--print-memory-plan exits 0")
 for part in ("ring_values", "ring_deltas", "sensor_records", "sensor_index", "tcp_buffers", "total"):
     c.check(part in out, "memory plan names %s" % part)
 c.check("4096000 bytes" in out, "ring_values is 1000 x 1024 x 4 bytes")
+# The apply thread's areas are planned only when it is on (the default): two log buffers.
+c.check("apply_area" in out and "67108864 bytes" in out, "apply_area is 2 x the 32 MiB log buffer")
+rc, out, _ = run("--print-memory-plan", "--max-sensors", "1000", "--ring-readings", "1024",
+                 "--apply-thread", "off")
+c.check(rc == 0 and "apply_area" not in out and "apply_jobs" in out,
+        "--apply-thread off plans no apply area")
 
 tmp = tempfile.mkdtemp(prefix="sluice-cli-")
 bad = [
@@ -47,6 +53,8 @@ bad = [
     (["--http", "no.such.host.invalid:1"], "http"),
     (["--config", os.path.join(tmp, "missing.conf")], "missing.conf"),
     (["stray"], "unexpected argument"),
+    (["--apply-thread", "maybe"], "not on or off"),
+    (["--sync", "sometimes"], "always, batch or never"),
 ]
 for args, words in bad:
     rc, out, err = run("--data-dir", os.path.join(tmp, "d"), *args)
