@@ -875,6 +875,10 @@ static void metrics_net(struct body *b, const struct sl_net_counters *n)
         {"sluice_tcp_batches_refused_stream_table_full_total", "counter",
          "TCP batches answered OVERLOADED because the stream table had no room.",
          sl_counter_get(&n->streams_table_full)},
+        {"sluice_ingest_stalls_total", "counter",
+         "Ingest loop ticks whose work took over 250 ms (a slow sync, say); TCP idle time is "
+         "not counted across them.",
+         sl_counter_get(&n->ingest_stalls)},
         {"sluice_apply_groups_total", "counter",
          "Commit groups handed to the store's apply (to its thread, or applied at once with "
          "--apply-thread off).",

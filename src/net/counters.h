@@ -34,6 +34,7 @@ struct sl_net_counters {
     _Atomic uint64_t streams_table_full;        /* batches refused OVERLOADED: no room for a new stream */
     _Atomic uint64_t apply_groups;              /* commit groups handed to the apply side */
     _Atomic uint64_t apply_wait_ns;             /* ingest thread time spent waiting for the apply worker */
+    _Atomic uint64_t ingest_stalls;             /* loop ticks whose work took over SL_STALL_NS */
     _Atomic int64_t started_at_us;              /* wall clock when ingestion began */
 };
 

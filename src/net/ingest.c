@@ -33,6 +33,7 @@
 #include "net/tcp.h"
 
 #define SL_TICK_MS 100
+#define SL_STALL_NS 250000000LL /* a tick's work longer than this is a stall (counted, excused) */
 #define SL_UDP_BUFFER_BYTES 65536u
 #define SL_UDP_CALLS_PER_TICK 16u
 #define SL_EVENTS_PER_TICK 256
@@ -681,14 +682,24 @@ void *sl_ingest_run(void *arg)
     while (!atomic_load_explicit(&ing->stop, memory_order_acquire)) {
         bool busy = !ing->worker_started && ing->checkpointer != NULL && ing->checkpointer->active;
         int n = epoll_wait(ing->epoll_fd, events, SL_EVENTS_PER_TICK, busy ? 1 : SL_TICK_MS);
+        int64_t tick_ns = sl_clock_monotonic_ns();
         for (int i = 0; i < n; i++) {
             dispatch(ing, &events[i]);
         }
         group_collect(ing, false, false); /* groups the worker finished: their acks go out */
         sl_ingest_commit(ing);            /* group commit: one write (and sync) a tick */
-        int64_t now_ns = sl_clock_monotonic_ns();
-        sl_log_tick(ing->log, now_ns);
+        sl_log_tick(ing->log, sl_clock_monotonic_ns());
         checkpoint_tick(ing);
+        int64_t now_ns = sl_clock_monotonic_ns();
+        if (now_ns - tick_ns > SL_STALL_NS) {
+            /*
+             * The loop itself stalled (a slow fdatasync on a busy disk, say):
+             * peers waited on us, so that time does not count towards their
+             * idle timeout.
+             */
+            sl_counter_add(&ing->counters.ingest_stalls, 1);
+            sl_tcp_excuse(ing, now_ns - tick_ns, now_ns);
+        }
         if (now_ns >= ing->next_sweep_ns) {
             sl_tcp_sweep(ing, now_ns);
             ing->next_sweep_ns = now_ns + 1000000000LL;

@@ -464,6 +464,17 @@ void sl_tcp_event(struct sl_ingest *ing, uint32_t index, uint32_t events)
     conn_serve(ing, index, events);
 }
 
+void sl_tcp_excuse(struct sl_ingest *ing, int64_t ns, int64_t now_ns)
+{
+    for (uint32_t i = 0; i < ing->config.tcp_connections_max; i++) {
+        struct sl_conn *c = &ing->conns[i];
+        if (c->state != CONN_FREE) {
+            int64_t later = c->last_activity_ns + ns;
+            c->last_activity_ns = later < now_ns ? later : now_ns;
+        }
+    }
+}
+
 void sl_tcp_sweep(struct sl_ingest *ing, int64_t now_ns)
 {
     int64_t idle_ns = (int64_t)ing->config.tcp_idle_timeout_s * 1000000000;

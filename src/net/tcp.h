@@ -30,6 +30,9 @@ void sl_tcp_deliver(struct sl_ingest *ingest, const struct sl_intent *in, enum s
 /* After a commit: write the acks queued on every touched connection. */
 void sl_tcp_flush_touched(struct sl_ingest *ingest);
 
+/* Move every open connection's last activity `ns` later (at most to now): the loop stalled that long. */
+void sl_tcp_excuse(struct sl_ingest *ingest, int64_t ns, int64_t now_ns);
+
 /* Close connections idle past the timeout, and drained ones past their linger time. */
 void sl_tcp_sweep(struct sl_ingest *ingest, int64_t now_ns);
 
