@@ -62,7 +62,13 @@ stop.set()
 t.join()
 hog.close()
 
-# The connection limit: 4 open (worker + 3), the 5th is refused.
+# The connection limit: 4 open (worker + 3), the 5th is refused. First wait until the
+# gateway has seen the hog go: until then it still holds a slot (its close is read at
+# the gateway's pace, which under a sanitizer can be behind this client).
+deadline = time.time() + 10
+while d.metrics().get('sluice_connections{transport="tcp"}') != 1.0 and time.time() < deadline:
+    time.sleep(0.05)
+c.eq(d.metrics().get('sluice_connections{transport="tcp"}'), 1.0, "the hog's close seen: only the worker open")
 extra = [d.tcp() for _ in range(3)]
 time.sleep(0.2)
 refused = d.tcp()
