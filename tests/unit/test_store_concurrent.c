@@ -10,8 +10,10 @@
  * its time's function, count and readings_total coherent, the newest
  * reading equal to the summary's when both were taken without a write in
  * between. A torn read would break one of these. The writer counts its
- * appends; the test asserts it finished them all (it was never blocked)
- * and that readers really raced it (some attempts were retried or busy).
+ * appends (at least APPENDS, and on until the readers took SNAPSHOTS_MIN
+ * snapshots, so the race does not depend on the threads' relative speed);
+ * the test asserts every one is stored (it was never blocked) and that the
+ * readers really raced it.
  */
 #include <errno.h>
 #include <math.h>
@@ -26,10 +28,13 @@
 #define NOW_US 1800000000000000LL
 #define SENSORS 8u
 #define RING 16u
-#define APPENDS 3000000u
+#define APPENDS 3000000u          /* at least; more until the readers took SNAPSHOTS_MIN */
+#define APPENDS_MAX (100u * APPENDS) /* a bound: past it the test fails rather than spins */
+#define SNAPSHOTS_MIN 1000u
 
 static struct sl_store store;
 static _Atomic int writer_done;
+static _Atomic uint64_t appends;
 static _Atomic uint64_t snapshots_ok, snapshots_busy, bad_views;
 
 static float value_of(int64_t t)
@@ -44,13 +49,20 @@ static void *writer(void *arg)
     for (uint32_t s = 0; s < SENSORS; s++) {
         t[s] = 1000000;
     }
-    for (uint32_t n = 0; n < APPENDS; n++) {
+    /*
+     * Keep writing until the readers have taken enough snapshots to have
+     * really raced the writer, however the two threads' speeds compare (a
+     * faster writer, or a sanitizer build, must not make the race vanish).
+     */
+    uint32_t n = 0;
+    for (; n < APPENDS_MAX && (n < APPENDS || atomic_load(&snapshots_ok) < SNAPSHOTS_MIN); n++) {
         uint32_t s = n % SENSORS;
         t[s] += (n % 4099 == 0) ? 5000000000LL : 1 + n % 7; /* a 32-bit escape now and then */
         if (sl_store_apply_reading(&store, s, t[s], value_of(t[s]), NOW_US) != 0) {
             atomic_fetch_add(&bad_views, 1);
         }
     }
+    atomic_store(&appends, n);
     atomic_store(&writer_done, 1);
     return NULL;
 }
@@ -123,18 +135,19 @@ int main(void)
     pthread_join(w, NULL);
     pthread_join(r1, NULL);
     pthread_join(r2, NULL);
-    printf("%u appends; %llu consistent snapshots, %llu busy, %llu inconsistent\n", APPENDS,
+    printf("%llu appends; %llu consistent snapshots, %llu busy, %llu inconsistent\n",
+           (unsigned long long)appends,
            (unsigned long long)snapshots_ok, (unsigned long long)snapshots_busy,
            (unsigned long long)bad_views);
     CHECK_EQ_U64(atomic_load(&bad_views), 0);
-    CHECK(atomic_load(&snapshots_ok) > 1000); /* the readers really raced the writer */
+    CHECK(atomic_load(&snapshots_ok) >= SNAPSHOTS_MIN); /* the readers really raced the writer */
     uint64_t total = 0;
     for (uint32_t s = 0; s < SENSORS; s++) {
         struct sl_sensor_summary sum;
         CHECK(sl_store_summary(&store, s, &sum) == 0);
         total += sum.readings_total;
     }
-    CHECK_EQ_U64(total, APPENDS); /* the writer was never blocked or refused */
+    CHECK_EQ_U64(total, atomic_load(&appends)); /* the writer was never blocked or refused */
     sl_arena_unmap(&arena);
     TEST_END("test_store_concurrent");
 }
