@@ -15,6 +15,7 @@ import struct
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -154,6 +155,10 @@ class Daemon:
                 out[key] = float(value)
         return out
 
+    def watch_health(self, interval_s):
+        """Probe /healthz every interval_s on a thread until .stop(); .samples holds (status, body)."""
+        return HealthWatcher(self, interval_s)
+
     def wait_metric(self, key, want, timeout_s=10.0):
         """Poll /metrics until metric `key` reaches `want` (ingestion is asynchronous to HTTP)."""
         deadline = time.time() + timeout_s
@@ -238,3 +243,25 @@ class Checks:
     def finish(self):
         print("%s: %d passed, %d failed" % (self.name, self.passed, self.failed))
         sys.exit(1 if self.failed else 0)
+
+
+class HealthWatcher:
+    """/healthz sampled on a thread (see Daemon.watch_health)."""
+
+    def __init__(self, daemon, interval_s):
+        self.samples = []
+        self._stop = threading.Event()
+
+        def run():
+            while not self._stop.is_set():
+                status, _, body = daemon.get("/healthz")
+                self.samples.append((status, body.decode(errors="replace")))
+                time.sleep(interval_s)
+
+        self._thread = threading.Thread(target=run)
+        self._thread.start()
+
+    def stop(self):
+        self._stop.set()
+        self._thread.join()
+        return self.samples

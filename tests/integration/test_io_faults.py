@@ -6,7 +6,6 @@ over); while no segment can be had, /healthz answers 503 saying why and
 /metrics counts it; the process stays up and resumes by itself when the
 fault clears; in the end every acked batch is stored exactly once.
 """
-import threading
 import time
 
 from durability import Sender
@@ -21,25 +20,12 @@ c = Checks("test_io_faults")
 d = Daemon("--sync", "always", "--io-faults",
            "fdatasync:EIO:30,fdatasync:EIO:200,fdatasync:EIO:400,fallocate:ENOSPC:2-4", sensors=64,
            ring=65536)
-health = []
-stop = threading.Event()
-
-
-def watch():
-    while not stop.is_set():
-        status, _, body = d.get("/healthz")
-        health.append((status, body.decode(errors="replace")))
-        time.sleep(0.05)
-
-
-watcher = threading.Thread(target=watch)
-watcher.start()
+watcher = d.watch_health(0.05)
 sender = Sender(window=8)
 deadline = time.time() + 12
 while time.time() < deadline:
     sender.run(d.tcp_port, seconds=0.5)
-stop.set()
-watcher.join()
+health = watcher.stop()
 sender.run(d.tcp_port, seconds=30, new_batches=False, until_all_acked=True)
 unhealthy = [body for status, body in health if status == 503]
 c.check(len(unhealthy) > 0, "/healthz said 503 while no segment could be had")

@@ -12,8 +12,6 @@ SIGKILL the recovered per-sensor totals add up to the same count.
 import json
 import signal
 import subprocess
-import threading
-import time
 
 from harness import LOAD, Checks, Daemon
 
@@ -21,25 +19,12 @@ c = Checks("test_log_full")
 args = ("--sync", "batch", "--log-bytes-max", "4M", "--log-segment-bytes", "2M", "--checkpoint-every", "1M")
 d = Daemon(*args, sensors=10000, ring=1024)
 data_dir = d.data_dir
-health = []
-stop = threading.Event()
-
-
-def watch():
-    while not stop.is_set():
-        status, _, body = d.get("/healthz")
-        health.append((status, body.decode(errors="replace")))
-        time.sleep(0.01)
-
-
-watcher = threading.Thread(target=watch)
-watcher.start()
+watcher = d.watch_health(0.01)
 N = 5000000
 p = subprocess.run([LOAD, "--target", "tcp://127.0.0.1:%d" % d.tcp_port, "--streams", "4", "--sensors", "10000",
                     "--batch", "100", "--readings", str(N), "--start-time-us", "-24h", "--quiet"],
                    capture_output=True, text=True, timeout=300)
-stop.set()
-watcher.join()
+health = watcher.stop()
 c.eq(p.returncode, 0, "sluice-load completed (%s)" % p.stderr[-300:])
 res = json.loads(p.stdout)
 c.eq((res["accepted"], res["acked_batches"]), (N, res["sent_batches"]), "every reading acked and accepted")
