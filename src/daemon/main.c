@@ -121,7 +121,7 @@ static void print_plan(const struct daemon *dm)
     }
     printf("  %-18s %14llu bytes  (%.1f MiB)\n", "total", (unsigned long long)dm->plan.total_bytes,
            (double)dm->plan.total_bytes / (1 << 20));
-    printf("raw ring: %.4f bytes per retained reading (values, deltas, records, index)\n",
+    printf("raw ring: %.4f bytes per retained reading (slots and padding, records, index)\n",
            sl_store_bytes_per_reading(s));
 }
 

@@ -6,9 +6,9 @@
  * 128-byte header. Each sl_checkpoint_step then writes one chunk: as many
  * whole sensors as fit in step_bytes (at least one), from next_sensor up to
  * the store's current sensor count, so sensors created while a checkpoint
- * is under way are taken by a later chunk. A chunk's payload is four
- * pwrites straight from the store's arrays (records, ring values, ring
- * deltas, coarse buckets: each range is contiguous), with its CRC-32C
+ * is under way are taken by a later chunk. A chunk's payload is three
+ * pwrites straight from the store's arrays (records, ring slots with their
+ * padding, coarse buckets: each range is contiguous), with its CRC-32C
  * computed over the same memory in the same tick; nothing changes that
  * memory in between, because the caller is the store's only writer. The
  * chunk's header (lsn = the last record applied) goes in front of its
@@ -34,13 +34,16 @@
  * ring walked to prove the invariants the store relies on (so a file with
  * valid CRCs but hostile contents cannot break an assertion later), stream
  * entries well formed, the trailer's counts, running CRC and size. Payloads
- * are pread straight into the store's arrays. A file found invalid part way
+ * are pread straight into the store's arrays; a version 1 file's separate
+ * value and delta arrays pass through a 64 KiB buffer in the loader and are
+ * interleaved into the slots. A file found invalid part way
  * leaves the store as it found it: the touched ranges and the whole index
  * are zeroed again (the store was fresh), and the next older file is tried.
  *
  * Memory: the writer uses only the store and the buffer inside struct
  * sl_checkpointer (no heap: it runs on the ingest thread). The loader
- * mallocs the list of files and the stream chunk (start-up only).
+ * mallocs the list of files, its state (with the 64 KiB version 1 buffer)
+ * and the stream chunk (start-up only).
  * Threads: begin/step on the ingest thread, or (with an apply thread)
  * begin and finish on the ingest thread and the sensor steps on the apply
  * thread, handed over under its lock; load and next_seq at start-up.
@@ -64,7 +67,10 @@
 #include "core/crc32c.h"
 #include "sluice/protocol.h"
 
-#define CK_VERSION 1u
+#define CK_VERSION 2u        /* written; 1 (separate value and delta arrays) is still read */
+#define CK_VERSION_SPLIT 1u  /* version 1: ring values, then ring deltas, unpadded */
+#define CK_V1_BUFFER_BYTES (64u * 1024u) /* loader: version 1 rings pass through this */
+#define CK_V1_WORDS (CK_V1_BUFFER_BYTES / 4u)
 #define CK_HEADER_BYTES 128u
 #define CK_CHUNK_HEADER_BYTES 64u
 #define CK_TRAILER_BYTES 64u
@@ -115,30 +121,35 @@ static uint32_t crc32c_combine(uint32_t crc_a, uint32_t crc_b, uint64_t bytes_b)
 
 /* ---- shared helpers ---- */
 
-/* Bytes one sensor takes in a chunk payload. */
-static uint64_t sensor_bytes(const struct sl_store *store)
+/* Bytes one sensor takes in a chunk payload of this format version. */
+static uint64_t sensor_bytes(const struct sl_store *store, uint32_t version)
 {
-    return sizeof(struct sl_sensor) + (uint64_t)store->config.ring_readings * 8 +
+    uint64_t ring_slots =
+        version == CK_VERSION_SPLIT ? store->config.ring_readings : store->ring_stride;
+    return sizeof(struct sl_sensor) + ring_slots * sizeof(struct sl_slot) +
            (uint64_t)store->coarse_buckets_total * sizeof(struct sl_coarse_bucket);
 }
 
-/* The four contiguous ranges of sensors [first, first + count), in payload order. */
+/* The three contiguous ranges of sensors [first, first + count), in payload order. */
 struct span {
     uint8_t *p;
     uint64_t bytes;
 };
 
+enum { SPAN_RECORDS, SPAN_SLOTS, SPAN_COARSE, SPANS };
+
 static void sensor_spans(const struct sl_store *store, uint32_t first, uint32_t count,
-                         struct span spans[4])
+                         struct span spans[SPANS])
 {
-    uint64_t ring = store->config.ring_readings;
+    uint64_t stride = store->ring_stride;
     uint64_t coarse = store->coarse_buckets_total;
     /* The writer never writes through these; the loader (with a mutable store) does. */
-    spans[0] = (struct span){(uint8_t *)&store->sensors[first], count * sizeof(struct sl_sensor)};
-    spans[1] = (struct span){(uint8_t *)&store->values[first * ring], count * ring * 4};
-    spans[2] = (struct span){(uint8_t *)&store->deltas[first * ring], count * ring * 4};
-    spans[3] = (struct span){(uint8_t *)&store->coarse[first * coarse],
-                             count * coarse * sizeof(struct sl_coarse_bucket)};
+    spans[SPAN_RECORDS] =
+        (struct span){(uint8_t *)&store->sensors[first], count * sizeof(struct sl_sensor)};
+    spans[SPAN_SLOTS] = (struct span){(uint8_t *)&store->slots[first * stride],
+                                      count * stride * sizeof(struct sl_slot)};
+    spans[SPAN_COARSE] = (struct span){(uint8_t *)&store->coarse[first * coarse],
+                                       count * coarse * sizeof(struct sl_coarse_bucket)};
 }
 
 /* The common 64-byte chunk header (sensor chunks "SLCK", the stream chunk "SLST"). */
@@ -320,18 +331,18 @@ int sl_checkpoint_begin(struct sl_checkpointer *ck, uint64_t start_lsn)
 /* One chunk of whole sensors from next_sensor, at most step_bytes (at least one sensor). */
 static int write_sensor_chunk(struct sl_checkpointer *ck, uint32_t sensors_count, uint64_t lsn)
 {
-    uint64_t per_sensor = sensor_bytes(ck->store);
+    uint64_t per_sensor = sensor_bytes(ck->store, CK_VERSION);
     uint64_t step = ck->config.step_bytes;
     uint64_t fit =
         step > CK_CHUNK_HEADER_BYTES + per_sensor ? (step - CK_CHUNK_HEADER_BYTES) / per_sensor : 1;
     uint32_t left = sensors_count - ck->next_sensor;
     uint32_t count = fit < left ? (uint32_t)fit : left;
     SL_ASSERT(count >= 1);
-    struct span spans[4];
+    struct span spans[SPANS];
     sensor_spans(ck->store, ck->next_sensor, count, spans);
     uint32_t crc = 0;
     uint64_t offset = ck->offset + CK_CHUNK_HEADER_BYTES;
-    for (uint32_t i = 0; i < 4; i++) {
+    for (uint32_t i = 0; i < SPANS; i++) {
         if (spans[i].bytes == 0) {
             continue;
         }
@@ -670,6 +681,7 @@ struct loader {
     struct sl_streams *udp;
     uint64_t *sensor_lsn;
     uint64_t seq;
+    uint32_t version; /* of the file being read */
     uint64_t start_lsn;
     uint64_t offset;  /* of the next thing to read */
     uint32_t crc;     /* running CRC of everything read so far */
@@ -679,6 +691,7 @@ struct loader {
     uint64_t streams_lsn;
     uint64_t streams_dropped; /* entries that did not fit the running tables */
     char why[256];            /* why the file was skipped */
+    uint8_t v1_buffer[CK_V1_BUFFER_BYTES]; /* a version 1 file's rings, a piece at a time */
 };
 
 /* Result of one step of the loader: 0 fine, LOAD_INVALID (reason in ld->why), or -errno. */
@@ -705,10 +718,8 @@ static void loader_reset(struct loader *ld)
 {
     struct sl_store *store = ld->store;
     uint64_t n = ld->touched;
-    uint64_t ring = store->config.ring_readings;
     memset(store->sensors, 0, n * sizeof(struct sl_sensor));
-    memset(store->values, 0, n * ring * sizeof(float));
-    memset(store->deltas, 0, n * ring * sizeof(uint32_t));
+    memset(store->slots, 0, n * store->ring_stride * sizeof(struct sl_slot));
     memset(store->coarse, 0, n * store->coarse_buckets_total * sizeof(struct sl_coarse_bucket));
     memset(store->index, 0, ((uint64_t)store->index_mask + 1) * sizeof store->index[0]);
     atomic_store_explicit(&store->sensors_count, 0, memory_order_release);
@@ -748,7 +759,8 @@ static int load_header(struct loader *ld)
     if (sl_load_u32(h + 124) != sl_crc32c(h, 124)) {
         return invalid(ld, "bad header CRC");
     }
-    if (sl_load_u32(h + 8) != CK_VERSION) {
+    ld->version = sl_load_u32(h + 8);
+    if (ld->version != CK_VERSION && ld->version != CK_VERSION_SPLIT) {
         return invalid(ld, "unknown version");
     }
     if (sl_load_u64(h + 16) != ld->seq) {
@@ -781,8 +793,8 @@ static int load_header(struct loader *ld)
  * The invariants the store's writer and readers rely on, for a record read
  * from disk: an even sequence, head and slot counts inside the ring, the
  * oldest used slot a reading, every escape (NaN) followed by a reading,
- * finite values, `count` readings, and times that decode from oldest_t_us
- * forward, never going back, to exactly last_t_us.
+ * finite values, `count` readings, times that decode from oldest_t_us
+ * forward, never going back, to exactly last_t_us, and zero padding.
  */
 static bool sensor_valid(const struct sl_store *store, uint32_t index)
 {
@@ -793,23 +805,27 @@ static bool sensor_valid(const struct sl_store *store, uint32_t index)
         s->count == 0 || s->readings_total < s->count || !isfinite(s->ewma)) {
         return false;
     }
-    const float *values = &store->values[(uint64_t)index * ring];
-    const uint32_t *deltas = &store->deltas[(uint64_t)index * ring];
+    const struct sl_slot *slots = &store->slots[(uint64_t)index * store->ring_stride];
+    for (uint32_t i = ring; i < store->ring_stride; i++) {
+        if (slots[i].delta != 0 || slots[i].value != 0.0f || signbit(slots[i].value)) {
+            return false; /* padding is never written: anything there is not ours */
+        }
+    }
     uint32_t slot =
         s->head >= s->used_slots ? s->head - s->used_slots : s->head + ring - s->used_slots;
     uint32_t readings = 0;
     int64_t t = s->oldest_t_us;
     for (uint32_t i = 0; i < s->used_slots; i++, slot = slot + 1 == ring ? 0 : slot + 1) {
-        uint64_t gap = deltas[slot];
-        if (isnan(values[slot])) {
+        uint64_t gap = slots[slot].delta;
+        if (isnan(slots[slot].value)) {
             if (i == 0 || i + 1 == s->used_slots) {
                 return false; /* the oldest slot is a reading; an escape precedes one */
             }
             i++;
             slot = slot + 1 == ring ? 0 : slot + 1;
-            gap = gap << 32 | deltas[slot];
+            gap = gap << 32 | slots[slot].delta;
         }
-        if (!isfinite(values[slot])) {
+        if (!isfinite(slots[slot].value)) {
             return false;
         }
         if (readings > 0) {
@@ -836,6 +852,42 @@ static int chunk_header_check(struct loader *ld, const uint8_t h[CK_CHUNK_HEADER
     return 0;
 }
 
+/*
+ * A version 1 chunk's rings: count x ring f32 values, then count x ring u32
+ * deltas, read a buffer at a time (extending the chunk CRC in file order)
+ * and put into the slots of sensors [first, first + count).
+ */
+static int load_split_rings(struct loader *ld, uint32_t first, uint32_t count, uint64_t offset,
+                            uint32_t *crc)
+{
+    struct sl_store *store = ld->store;
+    uint64_t ring = store->config.ring_readings;
+    uint64_t words = (uint64_t)count * ring; /* in each of the two arrays */
+    for (uint32_t array = 0; array < 2; array++) {
+        for (uint64_t done = 0; done < words;) {
+            uint64_t n = words - done < CK_V1_WORDS ? words - done : CK_V1_WORDS;
+            int rc = read_at(ld, ld->v1_buffer, n * 4, offset);
+            if (rc != 0) {
+                return rc;
+            }
+            *crc = sl_crc32c_extend(*crc, ld->v1_buffer, n * 4);
+            for (uint64_t k = 0; k < n; k++) {
+                uint64_t w = done + k;
+                uint64_t sensor = first + w / ring;
+                struct sl_slot *slot = &store->slots[sensor * store->ring_stride + w % ring];
+                if (array == 0) {
+                    slot->value = sl_load_f32(ld->v1_buffer + k * 4);
+                } else {
+                    slot->delta = sl_load_u32(ld->v1_buffer + k * 4);
+                }
+            }
+            done += n;
+            offset += n * 4;
+        }
+    }
+    return 0;
+}
+
 static int load_sensor_chunk(struct loader *ld, const uint8_t h[CK_CHUNK_HEADER_BYTES])
 {
     struct sl_store *store = ld->store;
@@ -844,24 +896,27 @@ static int load_sensor_chunk(struct loader *ld, const uint8_t h[CK_CHUNK_HEADER_
     if (first != ld->touched || count == 0 || count > store->config.sensors_max - first) {
         return invalid(ld, "chunks not contiguous from sensor 0");
     }
-    if (payload_bytes != count * sensor_bytes(store)) {
+    if (payload_bytes != count * sensor_bytes(store, ld->version)) {
         return invalid(ld, "chunk payload length");
     }
-    struct span spans[4];
+    struct span spans[SPANS];
     sensor_spans(store, first, count, spans);
     ld->touched = first + count; /* from here the range may hold file bytes */
     uint64_t offset = ld->offset + CK_CHUNK_HEADER_BYTES;
     uint32_t crc = 0;
-    for (uint32_t i = 0; i < 4; i++) {
-        if (spans[i].bytes == 0) {
-            continue;
+    for (uint32_t i = 0; i < SPANS; i++) {
+        int rc = 0;
+        if (i == SPAN_SLOTS && ld->version == CK_VERSION_SPLIT) {
+            rc = load_split_rings(ld, first, count, offset, &crc);
+            offset += (uint64_t)count * store->config.ring_readings * sizeof(struct sl_slot);
+        } else if (spans[i].bytes != 0) {
+            rc = read_at(ld, spans[i].p, spans[i].bytes, offset);
+            crc = sl_crc32c_extend(crc, spans[i].p, spans[i].bytes);
+            offset += spans[i].bytes;
         }
-        int rc = read_at(ld, spans[i].p, spans[i].bytes, offset);
         if (rc != 0) {
             return rc;
         }
-        crc = sl_crc32c_extend(crc, spans[i].p, spans[i].bytes);
-        offset += spans[i].bytes;
     }
     if (crc != sl_load_u32(h + 56)) {
         return invalid(ld, "bad chunk payload CRC");

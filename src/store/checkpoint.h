@@ -6,9 +6,9 @@
  * A checkpoint is fuzzy and incremental, written by the ingest thread a
  * chunk per loop tick (at most step_bytes a tick) straight from the store's
  * memory, so it never stops ingestion for long and needs no buffer. Each
- * chunk holds a contiguous range of sensors (their records, ring values,
- * ring deltas and coarse buckets, all copied within one tick, so each
- * sensor is consistent) and the lsn of the last record applied when it was
+ * chunk holds a contiguous range of sensors (their records, ring slots and
+ * coarse buckets, all copied within one tick, so each sensor is
+ * consistent) and the lsn of the last record applied when it was
  * copied. The stream tables go last, with their lsn. Recovery loads the
  * newest complete checkpoint whose store geometry matches the running
  * configuration, then replays the log from the checkpoint's start lsn,

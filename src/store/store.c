@@ -11,8 +11,9 @@
  * because a slot is published with one release store after its record is
  * ready.
  *
- * Raw ring. Per sensor, `ring_readings` slots in two parallel arrays: f32
- * values and u32 deltas (microseconds since the sensor's previous reading).
+ * Raw ring. Per sensor, `ring_readings` 8-byte slots, each an f32 value and
+ * a u32 delta (microseconds since the sensor's previous reading), the rings
+ * `ring_stride` slots apart (store.h says why some are padded).
  * The oldest retained reading's absolute time is kept in the record
  * (oldest_t_us) and the newest's (last_t_us), so times decode forward from
  * the oldest or backward from the newest. A delta that does not fit 32 bits
@@ -27,8 +28,8 @@
  * absolute bucket number of the reading's time. Windows the raw ring no
  * longer covers are answered from it, flagged inexact.
  *
- * Per-reading cost on the writer: a hash probe, a record update, two ring
- * stores, a coarse-bucket update and an EWMA step with a cached decay: O(1)
+ * Per-reading cost on the writer: a hash probe, a record update, one ring
+ * store, a coarse-bucket update and an EWMA step with a cached decay: O(1)
  * whatever the window lengths. Window statistics are computed by readers
  * from a snapshot, exactly, in two passes; the writer keeps no running sums
  * that could drift over a decade.
@@ -124,14 +125,13 @@ static int64_t coarse_resolution(const struct sl_store_config *config)
 void sl_store_plan(const struct sl_store_config *config, struct sl_plan *plan)
 {
     uint64_t sensors = config->sensors_max;
-    uint64_t slots = (uint64_t)sensors * config->ring_readings;
+    uint64_t slots = (uint64_t)sensors * sl_ring_stride(config->ring_readings);
     sl_plan_add(plan, "sensor_index", (uint64_t)index_slots(config->sensors_max) * 8,
                 "sensor id -> record, 8 B a slot, >= 2 slots a sensor");
     sl_plan_add(plan, "sensor_records", sensors * sizeof(struct sl_sensor),
                 "one 64 B record a sensor");
-    sl_plan_add(plan, "ring_values", slots * sizeof(float), "raw ring values, f32, 4 B a reading");
-    sl_plan_add(plan, "ring_deltas", slots * sizeof(uint32_t),
-                "raw ring time deltas, u32 us, 4 B a reading");
+    sl_plan_add(plan, "ring_slots", slots * sizeof(struct sl_slot),
+                "raw ring: f32 value + u32 time delta, 8 B a reading (+64 B a sensor when padded)");
     sl_plan_add(plan, "coarse_tier", sensors * coarse_total(config) * sizeof(struct sl_coarse_bucket),
                 "coarse window buckets, 32 B each");
 }
@@ -141,7 +141,7 @@ double sl_store_bytes_per_reading(const struct sl_store_config *config)
     double sensors = config->sensors_max;
     double bytes = (double)index_slots(config->sensors_max) * 8 +
                    sensors * sizeof(struct sl_sensor) +
-                   sensors * config->ring_readings * (sizeof(float) + sizeof(uint32_t));
+                   sensors * sl_ring_stride(config->ring_readings) * sizeof(struct sl_slot);
     return bytes / (sensors * config->ring_readings);
 }
 
@@ -156,13 +156,13 @@ void sl_store_init(struct sl_store *store, const struct sl_store_config *config,
     memset(store, 0, sizeof *store);
     store->config = *config;
     uint32_t slots = index_slots(config->sensors_max);
-    uint64_t ring_slots = (uint64_t)config->sensors_max * config->ring_readings;
+    store->ring_stride = sl_ring_stride(config->ring_readings);
+    uint64_t ring_slots = (uint64_t)config->sensors_max * store->ring_stride;
     store->index_mask = slots - 1;
     store->index_shift = 64 - (uint32_t)__builtin_ctz(slots);
     store->index = sl_arena_take(arena, (uint64_t)slots * 8);
     store->sensors = sl_arena_take(arena, (uint64_t)config->sensors_max * sizeof(struct sl_sensor));
-    store->values = sl_arena_take(arena, ring_slots * sizeof(float));
-    store->deltas = sl_arena_take(arena, ring_slots * sizeof(uint32_t));
+    store->slots = sl_arena_take(arena, ring_slots * sizeof(struct sl_slot));
     store->coarse_buckets_total = coarse_total(config);
     store->coarse_resolution_us = coarse_resolution(config);
     store->coarse = sl_arena_take(arena, (uint64_t)config->sensors_max *
@@ -287,17 +287,18 @@ static inline uint32_t ring_tail(const struct sl_store *store, const struct sl_s
 static void ring_evict_oldest(struct sl_store *store, struct sl_sensor *s, uint64_t base)
 {
     SL_ASSERT(s->count >= 2);
+    const struct sl_slot *ring = &store->slots[base];
     uint32_t tail = ring_next(store, ring_tail(store, s));
     s->used_slots--;
     s->count--;
-    uint64_t gap = store->deltas[base + tail];
-    if (isnan(store->values[base + tail])) {
+    uint64_t gap = ring[tail].delta;
+    if (isnan(ring[tail].value)) {
         tail = ring_next(store, tail);
         s->used_slots--;
-        gap = (gap << 32) | store->deltas[base + tail];
+        gap = (gap << 32) | ring[tail].delta;
     }
     s->oldest_t_us = (int64_t)((uint64_t)s->oldest_t_us + gap);
-    SL_ASSERT(!isnan(store->values[base + tail]));
+    SL_ASSERT(!isnan(ring[tail].value));
 }
 
 
@@ -384,7 +385,8 @@ static __attribute__((noinline)) void ring_append_general(struct sl_store *store
                                                           int64_t t_us, float value)
 {
     uint32_t ring = store->config.ring_readings;
-    uint64_t base = (uint64_t)index * ring;
+    uint64_t base = (uint64_t)index * store->ring_stride;
+    struct sl_slot *slots = &store->slots[base];
     bool first = s->readings_total == 0;
     uint64_t gap = first ? 0 : (uint64_t)t_us - (uint64_t)s->last_t_us;
     uint32_t need = gap > UINT32_MAX ? 2 : 1;
@@ -393,13 +395,11 @@ static __attribute__((noinline)) void ring_append_general(struct sl_store *store
         ring_evict_oldest(store, s, base);
     }
     if (need == 2) {
-        store->values[base + s->head] = NAN;
-        store->deltas[base + s->head] = (uint32_t)(gap >> 32);
+        slots[s->head] = (struct sl_slot){NAN, (uint32_t)(gap >> 32)};
         s->head = ring_next(store, s->head);
         s->used_slots++;
     }
-    store->values[base + s->head] = value;
-    store->deltas[base + s->head] = (uint32_t)gap;
+    slots[s->head] = (struct sl_slot){value, (uint32_t)gap};
     s->head = ring_next(store, s->head);
     s->used_slots++;
     s->count++;
@@ -427,13 +427,13 @@ static inline __attribute__((always_inline)) void ring_append(struct sl_store *s
                                                               int64_t t_us, float value)
 {
     uint32_t ring = store->config.ring_readings;
-    uint64_t base = (uint64_t)index * ring;
+    struct sl_slot *slots = &store->slots[(uint64_t)index * store->ring_stride];
     uint64_t gap = (uint64_t)t_us - (uint64_t)s->last_t_us;
     uint32_t head = s->head;
     uint32_t next = head + 1 == ring ? 0 : head + 1;
     bool full = s->used_slots == ring;
     if (__builtin_expect(s->readings_total == 0 || gap > UINT32_MAX ||
-                             (full && isnan(store->values[base + next])),
+                             (full && isnan(slots[next].value)),
                          0)) {
         ring_append_general(store, s, index, t_us, value);
         return;
@@ -441,13 +441,12 @@ static inline __attribute__((always_inline)) void ring_append(struct sl_store *s
     seq_begin(s);
     if (full) {
         /* Drop the oldest (at head); the next slot's delta is from it. */
-        s->oldest_t_us = (int64_t)((uint64_t)s->oldest_t_us + store->deltas[base + next]);
+        s->oldest_t_us = (int64_t)((uint64_t)s->oldest_t_us + slots[next].delta);
     } else {
         s->used_slots++;
         s->count++;
     }
-    store->values[base + head] = value;
-    store->deltas[base + head] = (uint32_t)gap;
+    slots[head] = (struct sl_slot){value, (uint32_t)gap};
     s->head = next;
     coarse_add(store, s, index, t_us, value, false);
     s->ewma = value + ewma_keep(store, gap) * (s->ewma - value);
@@ -467,24 +466,26 @@ static inline void counter_add(_Atomic uint64_t *counter, uint64_t n)
  * The batch apply pipeline. Readings of a batch mostly belong to different
  * sensors (a stream reports each of its sensors in turn), so each reading
  * touches cache lines nobody touched since that sensor's previous reading:
- * an index slot, the sensor record, the ring's value and delta lines and the
- * coarse bucket. Taken one reading at a time, index -> record -> ring is a
- * chain of dependent misses the writer waits on. The pipeline takes the
- * batch APPLY_CHUNK readings at a time: chunk c is hashed (its index slots
- * prefetched) while chunk c - 1 is probed (its records prefetched) and chunk
- * c - APPLY_AT is applied, in order, under the per-reading rules. Only the
- * last pass changes anything, so the result is exactly that of a
- * reading-at-a-time loop (a sensor the probe did not find, because it is new
- * or an earlier reading of the batch creates it, is looked up again then).
+ * an index slot, the sensor record, the ring slot's line and the coarse
+ * bucket. Taken one reading at a time, index -> record -> ring is a chain
+ * of dependent misses the writer waits on. The pipeline takes the batch
+ * APPLY_CHUNK readings at a time: chunk c is hashed (its index slots
+ * prefetched), chunk c - 1 probed (its records prefetched), chunk c - 2's
+ * ring lines prefetched from its records, and chunk c - 3 applied, in
+ * order, under the per-reading rules. Only the last pass changes anything,
+ * so the result is exactly that of a reading-at-a-time loop (a sensor the
+ * probe did not find, because it is new or an earlier reading of the batch
+ * creates it, is looked up again then; a ring prefetch from a record an
+ * earlier reading of the batch then changes is only a wasted hint).
  *
- * Measured and left out (bench_ingest, 10,000 sensors): prefetching the
- * ring and coarse lines from the records (a pass of its own, at every
- * distance and hint tried) was 5-15% slower, not faster; likely because
- * sensor rings sit at a 4 KiB stride and those lines compete for the same
- * cache sets, though padding the stride did not make it pay either.
+ * Measured (bench_ingest, 10,000 sensors, docs/DESIGN.md): the ring
+ * prefetch gains a few percent once rings are padded to an odd stride of
+ * lines (sl_ring_stride) and was 5-15% slower before, when the prefetched
+ * lines evicted each other; prefetching the coarse buckets too, or deeper
+ * pipelines, were slower.
  */
 #define APPLY_CHUNK 8
-enum { APPLY_DEPTH = 4, APPLY_AT = 3 };
+enum { APPLY_DEPTH = 4, APPLY_RING = 2, APPLY_AT = 3 };
 
 /*
  * One reading, under the per-reading rules in their order (nonfinite,
@@ -534,6 +535,17 @@ static inline void apply_pass_hash(const struct sl_store *store, const uint8_t *
     }
 }
 
+/* Pass 3: prefetch the ring line each (prefetched) record will write next. */
+static inline void apply_pass_ring(const struct sl_store *store, uint32_t n, const int32_t *index)
+{
+    for (uint32_t j = 0; j < n; j++) {
+        if (index[j] >= 0) {
+            const struct sl_sensor *s = &store->sensors[index[j]];
+            sl_prefetch(&store->slots[(uint64_t)index[j] * store->ring_stride + s->head]);
+        }
+    }
+}
+
 /* Pass 2: probe the (prefetched) index, prefetch the sensor records. */
 static inline void apply_pass_probe(const struct sl_store *store, const uint8_t *p, uint32_t n,
                                     const uint32_t *slot, int32_t *index)
@@ -561,13 +573,16 @@ void sl_store_apply(struct sl_store *store, const struct sl_batch *batch, int64_
 #define CHUNK_N(c) (count - (c) * APPLY_CHUNK < APPLY_CHUNK ? count - (c) * APPLY_CHUNK : APPLY_CHUNK)
 #define CHUNK_P(c) (batch->readings + (size_t)(c) * APPLY_CHUNK * SL_READING_BYTES)
     for (uint32_t c = 0; c < chunks + APPLY_AT; c++) {
-        /* Chunk c is hashed, c - 1 probed, c - 2 applied. */
+        /* Chunk c is hashed, c - 1 probed, c - 2's rings prefetched, c - 3 applied. */
         if (c < chunks) {
             apply_pass_hash(store, CHUNK_P(c), CHUNK_N(c), slot[c % APPLY_DEPTH]);
         }
         if (c >= 1 && c - 1 < chunks) {
             apply_pass_probe(store, CHUNK_P(c - 1), CHUNK_N(c - 1), slot[(c - 1) % APPLY_DEPTH],
                              index[(c - 1) % APPLY_DEPTH]);
+        }
+        if (c >= APPLY_RING && c - APPLY_RING < chunks) {
+            apply_pass_ring(store, CHUNK_N(c - APPLY_RING), index[(c - APPLY_RING) % APPLY_DEPTH]);
         }
         if (c < APPLY_AT) {
             continue;

@@ -93,6 +93,32 @@ struct sl_coarse_bucket {
 };
 _Static_assert(sizeof(struct sl_coarse_bucket) == 32, "two buckets a cache line");
 
+/*
+ * A raw ring slot: a reading's value and its time delta side by side, so a
+ * reading is one 8-byte store into one cache line. An escape slot (value
+ * NaN) holds the high 32 bits of a gap too wide for one delta.
+ */
+struct sl_slot {
+    float value;    /* f32 reading; NaN marks an escape slot */
+    uint32_t delta; /* microseconds since the previous reading (low 32 bits) */
+};
+_Static_assert(sizeof(struct sl_slot) == 8, "a ring slot is 8 bytes");
+
+/*
+ * Slots from one sensor's ring to the next: ring_readings, plus one cache
+ * line (8 slots) of padding when the ring is an even number of lines long.
+ * Sensors reporting at one rate advance their rings in lockstep, so the
+ * slots the writer touches one after another sit one stride apart; with an
+ * even stride in lines (a 1,024-slot ring is 8 KiB) they fall into a
+ * fraction of the L1 and L2 cache sets and evict each other (measured: 32%
+ * slower apply, docs/DESIGN.md). An odd stride spreads them over every set.
+ * Costs 64 B a sensor when it pads. Also fixes the checkpoint layout.
+ */
+static inline uint32_t sl_ring_stride(uint32_t ring_readings)
+{
+    return ring_readings % 16u == 0 ? ring_readings + 8u : ring_readings;
+}
+
 /* Store-wide counters: written by the writer only, read by anyone. */
 struct sl_store_counters {
     _Atomic uint64_t readings_accepted;
@@ -107,8 +133,8 @@ struct sl_store {
     uint32_t index_shift;       /* 64 - log2(index slots): multiply-shift keeps the top bits */
     uint64_t *index;            /* slot: id | (sensor index + 1) << 32; 0 = empty */
     struct sl_sensor *sensors;  /* [sensors_max], dense in arrival order */
-    float *values;              /* [sensors_max x ring_readings] */
-    uint32_t *deltas;           /* [sensors_max x ring_readings]: time since previous reading */
+    struct sl_slot *slots;      /* [sensors_max x ring_stride]: each sensor's ring, then padding */
+    uint32_t ring_stride;       /* slots from one sensor's ring to the next (sl_ring_stride) */
     struct sl_coarse_bucket *coarse; /* [sensors_max x coarse_buckets_total] */
     uint32_t coarse_buckets_total;   /* config.coarse_buckets + 1 (0 when disabled) */
     int64_t coarse_resolution_us;
@@ -125,10 +151,10 @@ struct sl_store {
     } ewma_decay[SL_EWMA_DECAY_CACHE];
 };
 
-/* Add the store's parts to the plan (index, records, ring values, ring deltas, coarse). */
+/* Add the store's parts to the plan (index, records, ring slots, coarse). */
 void sl_store_plan(const struct sl_store_config *config, struct sl_plan *plan);
 
-/* Ring bytes per retained reading for this config: values, deltas, record, index. */
+/* Raw tier bytes per retained reading for this config: ring slots and padding, record, index. */
 double sl_store_bytes_per_reading(const struct sl_store_config *config);
 
 /* Take the planned parts from the arena, in sl_store_plan's order. Config must pass check. */

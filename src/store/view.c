@@ -51,16 +51,18 @@ void sl_store_view_init(struct sl_sensor_view *view, const struct sl_store_confi
     view->scratch_deltas = (uint32_t *)p;
 }
 
-/* Copy `n` slots starting at ring slot `from`, wrapping, into the view's scratch. */
+/* Copy `n` slots from ring slot `from` on, wrapping, into the view's values and scratch deltas. */
 static void copy_slots(const struct sl_store *store, uint64_t base, uint32_t from, uint32_t n,
                        struct sl_sensor_view *view)
 {
     uint32_t ring = store->config.ring_readings;
-    uint32_t first = n < ring - from ? n : ring - from;
-    memcpy(view->value, &store->values[base + from], (size_t)first * sizeof(float));
-    memcpy(view->scratch_deltas, &store->deltas[base + from], (size_t)first * sizeof(uint32_t));
-    memcpy(view->value + first, &store->values[base], (size_t)(n - first) * sizeof(float));
-    memcpy(view->scratch_deltas + first, &store->deltas[base], (size_t)(n - first) * sizeof(uint32_t));
+    const struct sl_slot *slots = &store->slots[base];
+    uint32_t slot = from < ring ? from : 0;
+    for (uint32_t i = 0; i < n; i++) {
+        view->value[i] = slots[slot].value;
+        view->scratch_deltas[i] = slots[slot].delta;
+        slot = slot + 1 == ring ? 0 : slot + 1;
+    }
 }
 
 static void copy_coarse(const struct sl_store *store, uint32_t index, int64_t last_t_us,
@@ -137,7 +139,7 @@ int sl_store_snapshot(const struct sl_store *store, uint32_t sensor_id, struct s
         uint32_t used = s.used_slots <= ring ? s.used_slots : ring;
         uint32_t head = s.head < ring ? s.head : 0;
         uint32_t tail = head >= used ? head - used : head + ring - used;
-        copy_slots(store, (uint64_t)index * ring, tail, used, view);
+        copy_slots(store, (uint64_t)index * store->ring_stride, tail, used, view);
         copy_coarse(store, index, s.last_t_us, view);
         if (!seq_read_valid(live, seq)) {
             continue;
@@ -171,7 +173,7 @@ int sl_store_summary(const struct sl_store *store, uint32_t sensor_id,
         memcpy(&s, live, sizeof s);
         uint32_t newest = (s.head < ring ? s.head : 0);
         newest = newest == 0 ? ring - 1 : newest - 1;
-        float last_value = store->values[(uint64_t)index * ring + newest];
+        float last_value = store->slots[(uint64_t)index * store->ring_stride + newest].value;
         if (!seq_read_valid(live, seq)) {
             continue;
         }

@@ -29,9 +29,9 @@ rc, out, _ = run("--version")
 c.check(rc == 0 and out.startswith("sluiced "), "--version")
 rc, out, _ = run("--print-memory-plan", "--max-sensors", "1000", "--ring-readings", "1024")
 c.eq(rc, 0, "--print-memory-plan exits 0")
-for part in ("ring_values", "ring_deltas", "sensor_records", "sensor_index", "tcp_buffers", "total"):
+for part in ("ring_slots", "sensor_records", "sensor_index", "tcp_buffers", "total"):
     c.check(part in out, "memory plan names %s" % part)
-c.check("4096000 bytes" in out, "ring_values is 1000 x 1024 x 4 bytes")
+c.check("8256000 bytes" in out, "ring_slots is 1000 x (1024 + 8 padding) x 8 bytes")
 # The apply thread's areas are planned only when it is on (the default): two log buffers.
 c.check("apply_area" in out and "67108864 bytes" in out, "apply_area is 2 x the 32 MiB log buffer")
 rc, out, _ = run("--print-memory-plan", "--max-sensors", "1000", "--ring-readings", "1024",

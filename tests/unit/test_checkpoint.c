@@ -16,7 +16,11 @@
  *   older one), with both corrupted and with none (full replay).
  * - A checkpoint of another geometry is skipped; a truncated file, a bad
  *   CRC, a leftover .tmp, and records with valid CRCs but broken invariants
- *   are skipped; only the newest SL_CHECKPOINTS_KEPT files are kept.
+ *   (nonzero ring padding among them) are skipped; only the newest
+ *   SL_CHECKPOINTS_KEPT files are kept.
+ * - A version 1 file (separate value and delta arrays, unpadded rings),
+ *   kept in tests/data/checkpoint-v1/, loads into today's layout equal to
+ *   the same readings applied today.
  * - I/O faults in the writer (pwrite EIO mid-checkpoint, fdatasync EIO at
  *   the end, a failing open, short writes): the partial file is removed,
  *   the error returned, a later checkpoint succeeds and loads.
@@ -374,10 +378,9 @@ static void check_stores_equal(const struct sl_store *a, const struct sl_store *
     if (n != sl_store_sensors_count(b)) {
         return;
     }
-    uint64_t ring = a->config.ring_readings, coarse = a->coarse_buckets_total;
+    uint64_t stride = a->ring_stride, coarse = a->coarse_buckets_total;
     CHECK(records_equal(a->sensors, b->sensors, n));
-    CHECK(memcmp(a->values, b->values, n * ring * sizeof(float)) == 0);
-    CHECK(memcmp(a->deltas, b->deltas, n * ring * sizeof(uint32_t)) == 0);
+    CHECK(memcmp(a->slots, b->slots, n * stride * sizeof(struct sl_slot)) == 0); /* padding too */
     CHECK(memcmp(a->coarse, b->coarse, n * coarse * sizeof(struct sl_coarse_bucket)) == 0);
     CHECK(memcmp(a->index, b->index, ((uint64_t)a->index_mask + 1) * 8) == 0);
     check_views_equal(a, b);
@@ -446,7 +449,7 @@ static int checkpoint_all(struct sl_checkpointer *ck, uint64_t lsn)
 
 static uint64_t one_sensor_bytes(const struct sl_store *s)
 {
-    return 64 + (uint64_t)s->config.ring_readings * 8 + (uint64_t)s->coarse_buckets_total * 32;
+    return 64 + (uint64_t)s->ring_stride * 8 + (uint64_t)s->coarse_buckets_total * 32;
 }
 
 /* ---- (a) a fuzzy checkpoint under load ---- */
@@ -735,7 +738,7 @@ static void test_recovery(void)
     b_recover(st, true, 2); /* the newest */
     char path[4200];
     ckpt_path(path, sizeof path, dir, 2, ".ckpt");
-    flip_bit(path, 128 + 64 + 64 * 8 + 100); /* inside the first chunk's ring values */
+    flip_bit(path, 128 + 64 + 64 * 8 + 100); /* inside the first chunk's ring slots */
     b_recover(st, true, 1);                  /* falls back to the older one */
     ckpt_path(path, sizeof path, dir, 1, ".ckpt");
     flip_bit(path, 24);      /* the header's start_lsn */
@@ -916,6 +919,12 @@ static void edit_stream_entry(uint8_t *b, size_t len)
     }
     CHECK(entries > 0);
 }
+static void edit_padding(uint8_t *b, size_t len)
+{
+    (void)len;
+    /* Sensor 0's padding (a 16-slot ring is padded to 24), after the chunk's 4 records. */
+    b[REC0 + 4 * 64 + 16 * 8 + 2] = 0x01;
+}
 static void edit_trailer_count(uint8_t *b, size_t len)
 {
     sl_store_u32(b + len - 64 + 8, sl_load_u32(b + len - 64 + 8) + 1);
@@ -937,6 +946,7 @@ static const struct damage {
     {true, edit_odd_seq, 0},
     {true, edit_chunk_first, 0},
     {true, edit_stream_entry, 0},
+    {true, edit_padding, 0},
     {true, edit_trailer_count, 0},
 };
 
@@ -1109,6 +1119,96 @@ static void test_empty(void)
     remove_dir(dir);
 }
 
+/*
+ * ---- (e) a version 1 file ----
+ *
+ * tests/data/checkpoint-v1/ holds a checkpoint written by commit 15e3ceb,
+ * the last with format version 1 (separate value and delta arrays, no ring
+ * padding) from the store below: 40 x 16 (so padded today), coarse 8,
+ * written after all its readings, at lsn 400, in 4 KiB steps. It must load
+ * into today's layout exactly as the same batches apply today.
+ */
+static void v1_config(struct sl_store_config *c)
+{
+    small_config(c, 40, 16);
+    c->coarse_buckets = 8;
+}
+
+/* The newest reading's time in the store. */
+static int64_t newest_t(const struct sl_store *s)
+{
+    int64_t t = INT64_MIN;
+    for (uint32_t i = 0; i < sl_store_sensors_count(s); i++) {
+        t = s->sensors[i].last_t_us > t ? s->sensors[i].last_t_us : t;
+    }
+    return t;
+}
+
+static void test_version_1(void)
+{
+    struct sl_store_config c;
+    v1_config(&c);
+    struct env ref;
+    env_open(&ref, &c, NULL);
+    populate(&ref, 0x5EEDull, 400, 48);
+    for (uint32_t id = 0; id < 48; id += 3) { /* then a gap of 4.8 h: escape slots */
+        int64_t t = newest_t(&ref.store) + ((int64_t)1 << 34) + id;
+        (void)sl_store_apply_reading(&ref.store, id, t, (float)id * 0.5f, t + 1000000);
+    }
+    CHECK_EQ(ref.store.ring_stride, 24); /* the layouts differ: the loader converts */
+    /* The fixture covers what a conversion could get wrong: full rings, escapes, every sensor. */
+    uint32_t escapes = 0, full = 0;
+    for (uint32_t i = 0; i < sl_store_sensors_count(&ref.store); i++) {
+        full += ref.store.sensors[i].used_slots == 16;
+        for (uint32_t k = 0; k < 16; k++) {
+            escapes += isnan(ref.store.slots[i * 24 + k].value) ? 1 : 0;
+        }
+    }
+    CHECK_EQ(sl_store_sensors_count(&ref.store), 40);
+    CHECK(full >= 20);
+    CHECK(escapes >= 1);
+    printf("version 1 fixture: %u sensors, %u full rings, %u escape slots\n",
+           sl_store_sensors_count(&ref.store), full, escapes);
+
+    char dir[64];
+    make_dir(dir, sizeof dir);
+    char path[4200];
+    size_t len;
+    uint8_t *image =
+        read_file(SL_SOURCE_DIR "/tests/data/checkpoint-v1/ckpt-0000000000000001.ckpt", &len);
+    CHECK(image != NULL && len > 128 && sl_load_u32(image + 8) == 1);
+    ckpt_path(path, sizeof path, dir, 1, ".ckpt");
+    write_file(path, image, len);
+    uint64_t seq = 0;
+    struct env got;
+    CHECK_EQ(load_into_fresh(dir, &c, &seq, &got), 0);
+    CHECK_EQ_U64(seq, 1);
+    check_stores_equal(&ref.store, &got.store);
+    check_streams_equal(&ref.tcp, &got.tcp);
+    check_streams_equal(&ref.udp, &got.udp);
+    env_close(&got);
+    /* A version 1 file is as hostile as any: a flipped ring byte fails its CRC (and is skipped). */
+    if (image != NULL && len > 128 + 64 + 40 * 64 + 8) {
+        image[128 + 64 + 40 * 64 + 5] ^= 0x10; /* inside the first chunk's ring values */
+        write_file(path, image, len);
+        CHECK_EQ(load_into_fresh(dir, &c, &seq, NULL), -ENOENT);
+    }
+    /* The next checkpoint is today's version, and loads the same. */
+    CHECK_EQ_U64(write_checkpoint(&ref, dir, 4096, 400), 2);
+    ckpt_path(path, sizeof path, dir, 2, ".ckpt");
+    size_t len2;
+    uint8_t *image2 = read_file(path, &len2);
+    CHECK(image2 != NULL && len2 > 128 && sl_load_u32(image2 + 8) == 2);
+    CHECK_EQ(load_into_fresh(dir, &c, &seq, &got), 0);
+    CHECK_EQ_U64(seq, 2);
+    check_stores_equal(&ref.store, &got.store);
+    env_close(&got);
+    free(image2);
+    free(image);
+    env_close(&ref);
+    remove_dir(dir);
+}
+
 /* ---- fuzz seeds: the fuzz target's geometry (keep in step with fuzz_checkpoint.c) ---- */
 
 static void write_seeds(const char *dir)
@@ -1133,6 +1233,7 @@ int main(void)
     test_geometry_mismatch();
     test_damaged_files();
     test_faults();
+    test_version_1();
     const char *seeds = getenv("SL_CHECKPOINT_SEED_DIR");
     if (seeds != NULL && seeds[0] != '\0') {
         write_seeds(seeds);
