@@ -872,6 +872,10 @@ static void metrics_net(struct body *b, const struct sl_net_counters *n)
         {"sluice_tcp_connections_closed_on_error_total", "counter",
          "TCP connections closed on BAD_CRC, MALFORMED or a peer reset.",
          sl_counter_get(&n->tcp_connections_closed_on_error)},
+        {"sluice_tcp_pauses_total", "counter",
+         "Times a TCP connection stopped being read because its ack queue was full (its peer "
+         "was not reading acks); it is read again once they drain.",
+         sl_counter_get(&n->tcp_pauses)},
         {"sluice_tcp_batches_refused_stream_table_full_total", "counter",
          "TCP batches answered OVERLOADED because the stream table had no room.",
          sl_counter_get(&n->streams_table_full)},

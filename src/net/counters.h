@@ -30,6 +30,7 @@ struct sl_net_counters {
     _Atomic uint64_t tcp_connections_refused;   /* over the connection limit */
     _Atomic uint64_t tcp_connections_timed_out; /* idle timeout */
     _Atomic uint64_t tcp_connections_closed_on_error; /* BAD_CRC, MALFORMED, peer reset */
+    _Atomic uint64_t tcp_pauses;                /* reading stopped: the peer left its acks unread */
     _Atomic uint32_t tcp_connections;           /* open now */
     _Atomic uint64_t streams_table_full;        /* batches refused OVERLOADED: no room for a new stream */
     _Atomic uint64_t apply_groups;              /* commit groups handed to the apply side */

@@ -287,11 +287,20 @@ static void conn_batch(struct sl_ingest *ing, uint32_t index, const struct sl_ba
     sl_ingest_add_intent(ing, &in);
 }
 
-/* Open: read, and write when acks wait. Paused: wake when writable, to drain and resume. */
+/*
+ * Open: read, and write when acks wait. Paused: wake when writable, to drain
+ * and resume, while acks are queued or the queue has room again. A paused
+ * connection with an empty queue but no room waits on acks reserved for a
+ * group the apply thread has not finished: it waits for nothing (its socket
+ * would be writable at once, and the loop would spin until then); that
+ * group's delivery touches it, and the flush asks again.
+ */
 static uint32_t conn_want(const struct sl_conn *c)
 {
     if (c->state == CONN_PAUSED) {
-        return EPOLLOUT;
+        uint64_t room_after_compaction = SL_TCP_TX_BYTES - (c->tx_len - c->tx_head);
+        bool room = (uint64_t)(c->acks_reserved + 1) * SL_ACK_BYTES <= room_after_compaction;
+        return c->tx_len > c->tx_head || room ? EPOLLOUT : 0;
     }
     return EPOLLIN | EPOLLRDHUP | (c->tx_len > c->tx_head ? EPOLLOUT : 0);
 }
@@ -432,6 +441,9 @@ static void conn_serve(struct sl_ingest *ing, uint32_t index, uint32_t events)
     }
     if (c->tx_len - c->tx_head < pending_before) {
         c->last_activity_ns = sl_clock_monotonic_ns();
+    }
+    if (rc == 1 && c->state != CONN_PAUSED) {
+        sl_counter_add(&ing->counters.tcp_pauses, 1);
     }
     c->state = rc == 1 ? CONN_PAUSED : CONN_OPEN;
     conn_set_events(ing, index, conn_want(c));

@@ -2,7 +2,8 @@
 
 Proves: a stalled client (half a frame, then silence) delays no one and is
 closed by the idle timeout; a client that never reads its acks delays no
-one; over the connection limit a connection is refused and counted, and the
+one; a client that reads its acks late is paused, then resumed, and every
+batch is answered once, in order; over the connection limit a connection is refused and counted, and the
 connections already open keep working; half-open connections are reaped.
 """
 import socket
@@ -61,6 +62,41 @@ c.check(roundtrip(worker, 2, 101), "and after")
 stop.set()
 t.join()
 hog.close()
+
+# A client that leaves its acks unread for a while, then reads them all. Its small
+# receive buffer fills, then the gateway's send buffer, then the connection's ack queue:
+# the gateway stops reading it (a pause, counted), and reads it again once the acks
+# drain. Every batch is answered OK exactly once, in order, and stored.
+LATE_FRAMES = 150000
+late = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+late.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # before connect: a small window
+late.settimeout(30)
+late.connect(("127.0.0.1", d.tcp_port))
+frames = b"".join(batch(4, seq, T0 + seq, [(4, 0, float(seq))]) for seq in range(1, LATE_FRAMES + 1))
+accepted_before = d.metrics().get("sluice_readings_accepted_total", 0.0)
+pauses_before = d.metrics().get("sluice_tcp_pauses_total", 0.0)
+sent = threading.Event()
+sender = threading.Thread(target=lambda: (late.sendall(frames), sent.set()))
+sender.start()
+c.check(d.wait_metric("sluice_tcp_pauses_total", pauses_before + 1, timeout_s=30) >= pauses_before + 1,
+        "a peer that leaves its acks unread is paused (counted)")
+acks = bytearray()
+while len(acks) < 32 * LATE_FRAMES:
+    chunk = late.recv(1 << 16)  # the socket's 30 s timeout bounds each wait
+    if not chunk:
+        break
+    acks += chunk
+sender.join(timeout=60)
+c.check(sent.is_set(), "its sender finished: the gateway read it again")
+c.eq(len(acks), 32 * LATE_FRAMES, "every batch answered")
+bad = 0
+for i in range(len(acks) // 32):
+    a = parse_ack(acks[32 * i:32 * i + 32])
+    bad += 0 if a["status"] == OK and a["seq"] == i + 1 and a["accepted"] == 1 else 1
+c.eq(bad, 0, "each ack OK, once, in order, one reading accepted")
+c.eq(d.metrics().get("sluice_readings_accepted_total", 0.0) - accepted_before, float(LATE_FRAMES),
+     "every reading stored")
+late.close()
 
 # The connection limit: 4 open (worker + 3), the 5th is refused. First wait until the
 # gateway has seen the hog go: until then it still holds a slot (its close is read at
