@@ -15,7 +15,9 @@ Each run starts a fresh receiver.
 import argparse
 import json
 import os
+import select
 import re
+import shutil
 import signal
 import statistics
 import subprocess
@@ -39,10 +41,23 @@ def start_sluiced(build, port, http_port, data_dir):
                           "127.0.0.1:%d" % port, "--http", "127.0.0.1:%d" % http_port, "--data-dir", data_dir,
                           "--max-sensors", "20000", "--ring-readings", "1024", "--udp-rcvbuf", "67108864"],
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    line = p.stdout.readline()
-    if "listening" not in line:
-        raise RuntimeError("sluiced: " + line + p.stderr.read())
-    return p
+    # Start-up lines (recovery) come first; the one that matters says "listening". Read the
+    # pipe's bytes directly: a buffered readline could hide a line from select.
+    deadline = time.monotonic() + 60
+    seen = b""
+    fd = p.stdout.fileno()
+    while time.monotonic() < deadline and b"listening" not in seen:
+        if select.select([fd], [], [], 0.2)[0]:
+            chunk = os.read(fd, 4096)
+            if not chunk:
+                break
+            seen += chunk
+        elif p.poll() is not None:
+            break
+    if b"listening" in seen:
+        return p
+    p.kill()
+    raise RuntimeError("sluiced did not start: " + seen.decode(errors="replace") + p.stderr.read())
 
 
 def metric(http_port, name):
@@ -68,6 +83,7 @@ def load(build, transport, port, batch, seconds, stream_base):
 
 def one_run(args, transport, batch, receiver, run):
     port, http_port = free_port(), free_port()
+    os.sync()  # earlier runs' log pages written back now, not during this run's fsyncs
     tmp = tempfile.mkdtemp(prefix="sluice-e2e-")
     proc = start_sluiced(args.build, port, http_port, tmp) if receiver == "sluiced" else \
         start_sink(args.build, transport, port)
@@ -88,6 +104,7 @@ def one_run(args, transport, batch, receiver, run):
         if proc.poll() is None:
             proc.send_signal(signal.SIGTERM)
             proc.wait(timeout=10)
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def main():
