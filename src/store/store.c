@@ -478,7 +478,7 @@ static inline void counter_add(_Atomic uint64_t *counter, uint64_t n)
  * creates it, is looked up again then; a ring prefetch from a record an
  * earlier reading of the batch then changes is only a wasted hint).
  *
- * Measured (bench_ingest, 10,000 sensors, docs/DESIGN.md): the ring
+ * Measured (bench_ingest, 10,000 sensors, BENCHMARKS.md): the ring
  * prefetch gains a few percent once rings are padded to an odd stride of
  * lines (sl_ring_stride) and was 5-15% slower before, when the prefetched
  * lines evicted each other; prefetching the coarse buckets too, or deeper
@@ -535,17 +535,6 @@ static inline void apply_pass_hash(const struct sl_store *store, const uint8_t *
     }
 }
 
-/* Pass 3: prefetch the ring line each (prefetched) record will write next. */
-static inline void apply_pass_ring(const struct sl_store *store, uint32_t n, const int32_t *index)
-{
-    for (uint32_t j = 0; j < n; j++) {
-        if (index[j] >= 0) {
-            const struct sl_sensor *s = &store->sensors[index[j]];
-            sl_prefetch(&store->slots[(uint64_t)index[j] * store->ring_stride + s->head]);
-        }
-    }
-}
-
 /* Pass 2: probe the (prefetched) index, prefetch the sensor records. */
 static inline void apply_pass_probe(const struct sl_store *store, const uint8_t *p, uint32_t n,
                                     const uint32_t *slot, int32_t *index)
@@ -554,6 +543,17 @@ static inline void apply_pass_probe(const struct sl_store *store, const uint8_t 
         index[j] = index_probe(store, slot[j], sl_load_u32(p + j * SL_READING_BYTES));
         if (index[j] >= 0) {
             sl_prefetch(&store->sensors[index[j]]);
+        }
+    }
+}
+
+/* Pass 3: prefetch the ring line each (prefetched) record will write next. */
+static inline void apply_pass_ring(const struct sl_store *store, uint32_t n, const int32_t *index)
+{
+    for (uint32_t j = 0; j < n; j++) {
+        if (index[j] >= 0) {
+            const struct sl_sensor *s = &store->sensors[index[j]];
+            sl_prefetch(&store->slots[(uint64_t)index[j] * store->ring_stride + s->head]);
         }
     }
 }
