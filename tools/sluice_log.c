@@ -30,12 +30,9 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "core/crc32c.h"
-#include "sluice/protocol.h"
+#include "store/checkpoint.h"
 #include "store/log.h"
 #include "tools/tool.h"
-
-#define CKPT_HEADER_BYTES 128u
 
 #define SEGMENTS_MAX 65536u
 
@@ -160,7 +157,7 @@ static uint32_t list_names(const char *dir, const char *prefix, const char *suff
 /* What a checkpoint's 128-byte header says, or what is wrong with it, into out. */
 static void describe_checkpoint(const char *path, char *out, size_t out_bytes)
 {
-    uint8_t h[CKPT_HEADER_BYTES];
+    uint8_t h[SL_CHECKPOINT_HEADER_BYTES];
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     ssize_t got = fd < 0 ? -1 : pread(fd, h, sizeof h, 0);
     int err = errno;
@@ -171,12 +168,14 @@ static void describe_checkpoint(const char *path, char *out, size_t out_bytes)
         snprintf(out, out_bytes, "unreadable: %s", strerror(err));
     } else if ((size_t)got < sizeof h) {
         snprintf(out, out_bytes, "truncated header (%zd of 128 bytes)", got);
-    } else if (memcmp(h, "SLUICECK", 8) != 0) {
-        snprintf(out, out_bytes, "bad magic: not a checkpoint");
-    } else if (sl_load_u32(h + 124) != sl_crc32c(h, 124)) {
-        snprintf(out, out_bytes, "bad header CRC");
     } else {
-        time_t created_s = (time_t)((int64_t)sl_load_u64(h + 64) / 1000000);
+        struct sl_checkpoint_header hd;
+        const char *why = NULL;
+        if (sl_checkpoint_header_decode(h, &hd, &why) != 0) {
+            snprintf(out, out_bytes, "%s", why);
+            return;
+        }
+        time_t created_s = (time_t)(hd.created_us / 1000000);
         struct tm tm;
         char created[64] = "?";
         if (gmtime_r(&created_s, &tm) != NULL) {
@@ -185,8 +184,8 @@ static void describe_checkpoint(const char *path, char *out, size_t out_bytes)
         snprintf(out, out_bytes,
                  "version %" PRIu32 ", seq %" PRIu64 ", start lsn %" PRIu64 ", %" PRIu32
                  " sensors x %" PRIu32 " readings, %" PRIu32 " coarse buckets, created %s",
-                 sl_load_u32(h + 8), sl_load_u64(h + 16), sl_load_u64(h + 24), sl_load_u32(h + 32),
-                 sl_load_u32(h + 36), sl_load_u32(h + 40), created);
+                 hd.version, hd.seq, hd.start_lsn, hd.sensors_max, hd.ring_readings,
+                 hd.coarse_buckets_total, created);
     }
 }
 

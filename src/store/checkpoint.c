@@ -71,7 +71,7 @@
 #define CK_VERSION_SPLIT 1u  /* version 1: ring values, then ring deltas, unpadded */
 #define CK_V1_BUFFER_BYTES (64u * 1024u) /* loader: version 1 rings pass through this */
 #define CK_V1_WORDS (CK_V1_BUFFER_BYTES / 4u)
-#define CK_HEADER_BYTES 128u
+#define CK_HEADER_BYTES SL_CHECKPOINT_HEADER_BYTES
 #define CK_CHUNK_HEADER_BYTES 64u
 #define CK_TRAILER_BYTES 64u
 #define CK_STREAM_ENTRY_BYTES 16u
@@ -294,6 +294,31 @@ static void file_header_encode(const struct sl_checkpointer *ck, uint8_t out[CK_
     sl_store_u64(out + 56, (uint64_t)store->config.ewma_half_life_us);
     sl_store_u64(out + 64, (uint64_t)sl_clock_realtime_us());
     sl_store_u32(out + 124, sl_crc32c(out, 124));
+}
+
+int sl_checkpoint_header_decode(const uint8_t h[SL_CHECKPOINT_HEADER_BYTES],
+                                struct sl_checkpoint_header *out, const char **why)
+{
+    if (memcmp(h, "SLUICECK", 8) != 0) {
+        *why = "bad magic";
+        return -EINVAL;
+    }
+    if (sl_load_u32(h + 124) != sl_crc32c(h, 124)) {
+        *why = "bad header CRC";
+        return -EINVAL;
+    }
+    *out = (struct sl_checkpoint_header){
+        .version = sl_load_u32(h + 8),
+        .seq = sl_load_u64(h + 16),
+        .start_lsn = sl_load_u64(h + 24),
+        .sensors_max = sl_load_u32(h + 32),
+        .ring_readings = sl_load_u32(h + 36),
+        .coarse_buckets_total = sl_load_u32(h + 40),
+        .coarse_resolution_us = (int64_t)sl_load_u64(h + 48),
+        .ewma_half_life_us = (int64_t)sl_load_u64(h + 56),
+        .created_us = (int64_t)sl_load_u64(h + 64),
+    };
+    return 0;
 }
 
 int sl_checkpoint_begin(struct sl_checkpointer *ck, uint64_t start_lsn)
@@ -753,36 +778,34 @@ static int load_header(struct loader *ld)
     if (rc != 0) {
         return rc;
     }
-    if (memcmp(h, "SLUICECK", 8) != 0) {
-        return invalid(ld, "bad magic");
+    struct sl_checkpoint_header hd;
+    const char *why = NULL;
+    if (sl_checkpoint_header_decode(h, &hd, &why) != 0) {
+        return invalid(ld, why);
     }
-    if (sl_load_u32(h + 124) != sl_crc32c(h, 124)) {
-        return invalid(ld, "bad header CRC");
-    }
-    ld->version = sl_load_u32(h + 8);
+    ld->version = hd.version;
     if (ld->version != CK_VERSION && ld->version != CK_VERSION_SPLIT) {
         return invalid(ld, "unknown version");
     }
-    if (sl_load_u64(h + 16) != ld->seq) {
+    if (hd.seq != ld->seq) {
         return invalid(ld, "seq differs from the file name");
     }
     const struct sl_store *s = ld->store;
-    rc = geometry_field(ld, "sensors_max", sl_load_u32(h + 32), s->config.sensors_max);
-    rc =
-        rc ? rc : geometry_field(ld, "ring_readings", sl_load_u32(h + 36), s->config.ring_readings);
+    rc = geometry_field(ld, "sensors_max", hd.sensors_max, s->config.sensors_max);
+    rc = rc ? rc : geometry_field(ld, "ring_readings", hd.ring_readings, s->config.ring_readings);
     rc = rc ? rc
-            : geometry_field(ld, "coarse_buckets_total", sl_load_u32(h + 40),
+            : geometry_field(ld, "coarse_buckets_total", hd.coarse_buckets_total,
                              s->coarse_buckets_total);
     rc = rc ? rc
-            : geometry_field(ld, "coarse_resolution_us", (int64_t)sl_load_u64(h + 48),
+            : geometry_field(ld, "coarse_resolution_us", hd.coarse_resolution_us,
                              s->coarse_resolution_us);
     rc = rc ? rc
-            : geometry_field(ld, "ewma_half_life_us", (int64_t)sl_load_u64(h + 56),
+            : geometry_field(ld, "ewma_half_life_us", hd.ewma_half_life_us,
                              s->config.ewma_half_life_us);
     if (rc != 0) {
         return rc;
     }
-    ld->start_lsn = sl_load_u64(h + 24);
+    ld->start_lsn = hd.start_lsn;
     ld->last_lsn = ld->start_lsn;
     ld->crc = sl_crc32c(h, sizeof h);
     ld->offset = sizeof h;

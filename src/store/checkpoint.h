@@ -137,6 +137,28 @@ int sl_checkpoint_load(const char *dir, const struct sl_io *io, struct sl_store 
                        struct sl_streams *tcp_streams, struct sl_streams *udp_streams,
                        uint64_t *sensor_lsn, struct sl_checkpoint_loaded *out);
 
+/* A checkpoint file's 128-byte header, decoded (docs/STORAGE.md). */
+#define SL_CHECKPOINT_HEADER_BYTES 128u
+struct sl_checkpoint_header {
+    uint32_t version;
+    uint64_t seq;
+    uint64_t start_lsn;
+    uint32_t sensors_max;
+    uint32_t ring_readings;
+    uint32_t coarse_buckets_total;
+    int64_t coarse_resolution_us;
+    int64_t ewma_half_life_us;
+    int64_t created_us;
+};
+
+/*
+ * Decode a header: 0, or -EINVAL with the reason in *why (bad magic, bad
+ * header CRC). The version is not judged here: the loader reads 1 and 2.
+ * Any thread; the loader and sluice-log share it.
+ */
+int sl_checkpoint_header_decode(const uint8_t h[SL_CHECKPOINT_HEADER_BYTES],
+                                struct sl_checkpoint_header *out, const char **why);
+
 /* The number to give the next checkpoint written in dir (1 + the highest found). */
 uint64_t sl_checkpoint_next_seq(const char *dir);
 
