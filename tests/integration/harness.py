@@ -72,12 +72,15 @@ def vector(name):
 
 
 _daemons = []
+_tmp_dirs = []  # every daemon's temporary directory: data directories passed on live in them
 
 
 @atexit.register
 def _kill_all():
     for d in _daemons:
         d.kill()
+    for t in _tmp_dirs:
+        shutil.rmtree(t, ignore_errors=True)
 
 
 class Daemon:
@@ -85,6 +88,7 @@ class Daemon:
 
     def __init__(self, *args, sensors=1024, ring=256, extra_env=None, data_dir=None):
         self.tmp = tempfile.mkdtemp(prefix="sluice-it-")
+        _tmp_dirs.append(self.tmp)
         self.data_dir = data_dir or os.path.join(self.tmp, "data")
         cmd = [SLUICED, "--udp", "127.0.0.1:0", "--tcp", "127.0.0.1:0", "--http", "127.0.0.1:0",
                "--data-dir", self.data_dir, "--max-sensors", str(sensors), "--ring-readings", str(ring),

@@ -6,7 +6,9 @@ starting (no half-started daemon); a config file sets options and flags
 win over it; the data directory is created; SIGTERM and SIGINT, under
 acked TCP load, stop the daemon with exit 0 within 2 s.
 """
+import atexit
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -40,6 +42,7 @@ c.check(rc == 0 and "apply_area" not in out and "apply_jobs" in out,
         "--apply-thread off plans no apply area")
 
 tmp = tempfile.mkdtemp(prefix="sluice-cli-")
+atexit.register(shutil.rmtree, tmp, ignore_errors=True)
 bad = [
     (["--bogus"], "unknown option"),
     (["--max-sensors"], "needs a value"),
