@@ -811,6 +811,20 @@ static int load_into_fresh(const char *dir, const struct sl_store_config *c, uin
     return rc;
 }
 
+/* dir loads (as checkpoint seq) into a fresh store equal to want: store and both stream tables. */
+static void check_loads_equal(const char *dir, const struct sl_store_config *c, uint64_t seq,
+                              const struct env *want)
+{
+    uint64_t got_seq = 0;
+    struct env got;
+    CHECK_EQ(load_into_fresh(dir, c, &got_seq, &got), 0);
+    CHECK_EQ_U64(got_seq, seq);
+    check_stores_equal(&want->store, &got.store);
+    check_streams_equal(&want->tcp, &got.tcp);
+    check_streams_equal(&want->udp, &got.udp);
+    env_close(&got);
+}
+
 /* ---- (c) geometry ---- */
 
 static void test_geometry_mismatch(void)
@@ -984,11 +998,7 @@ static void test_damaged_files(void)
     CHECK_EQ_U64(seq, 1);
     /* The same image under seq 2 with its CRCs recomputed is valid: fix_crcs is right. */
     write_image(dir, 2, image, len, true, NULL);
-    struct env got;
-    CHECK_EQ(load_into_fresh(dir, &c, &seq, &got), 0);
-    CHECK_EQ_U64(seq, 2);
-    check_stores_equal(&a.store, &got.store);
-    env_close(&got);
+    check_loads_equal(dir, &c, 2, &a);
     /* A leftover .tmp is not a checkpoint, but its number is never reused. */
     ckpt_path(path, sizeof path, dir, 9, ".ckpt.tmp");
     write_file(path, image, len);
@@ -1073,13 +1083,7 @@ static void test_faults(void)
         1);
     CHECK_EQ(atomic_load(&counters.completed), 1);
     CHECK(atomic_load(&counters.bytes_written) == atomic_load(&counters.last_bytes));
-    struct env got;
-    CHECK_EQ(load_into_fresh(dir, &c, &seq, &got), 0);
-    CHECK_EQ_U64(seq, 2);
-    check_stores_equal(&a.store, &got.store);
-    check_streams_equal(&a.tcp, &got.tcp);
-    check_streams_equal(&a.udp, &got.udp);
-    env_close(&got);
+    check_loads_equal(dir, &c, 2, &a);
     /* Older ones go: after two more only the newest two remain. */
     CHECK_EQ(checkpoint_with_faults(&a, dir, "pwrite:EIO:100000", NULL), 1);
     CHECK_EQ(checkpoint_with_faults(&a, dir, "pwrite:EIO:100000", NULL), 1);
@@ -1111,10 +1115,7 @@ static void test_empty(void)
     CHECK(sl_store_apply_reading(&a.store, 5, CLOCK0_US, 1.0f, CLOCK0_US) == 0);
     CHECK(sl_store_apply_reading(&a.store, 6, CLOCK0_US, 2.0f, CLOCK0_US) == 0);
     CHECK_EQ_U64(write_checkpoint(&a, dir, 1, 0), 2);
-    struct env got;
-    CHECK_EQ(load_into_fresh(dir, &c, &seq, &got), 0);
-    check_stores_equal(&a.store, &got.store);
-    env_close(&got);
+    check_loads_equal(dir, &c, 2, &a);
     env_close(&a);
     remove_dir(dir);
 }
@@ -1179,14 +1180,8 @@ static void test_version_1(void)
     CHECK(image != NULL && len > 128 && sl_load_u32(image + 8) == 1);
     ckpt_path(path, sizeof path, dir, 1, ".ckpt");
     write_file(path, image, len);
+    check_loads_equal(dir, &c, 1, &ref);
     uint64_t seq = 0;
-    struct env got;
-    CHECK_EQ(load_into_fresh(dir, &c, &seq, &got), 0);
-    CHECK_EQ_U64(seq, 1);
-    check_stores_equal(&ref.store, &got.store);
-    check_streams_equal(&ref.tcp, &got.tcp);
-    check_streams_equal(&ref.udp, &got.udp);
-    env_close(&got);
     /* A version 1 file is as hostile as any: a flipped ring byte fails its CRC (and is skipped). */
     if (image != NULL && len > 128 + 64 + 40 * 64 + 8) {
         image[128 + 64 + 40 * 64 + 5] ^= 0x10; /* inside the first chunk's ring values */
@@ -1199,10 +1194,7 @@ static void test_version_1(void)
     size_t len2;
     uint8_t *image2 = read_file(path, &len2);
     CHECK(image2 != NULL && len2 > 128 && sl_load_u32(image2 + 8) == 2);
-    CHECK_EQ(load_into_fresh(dir, &c, &seq, &got), 0);
-    CHECK_EQ_U64(seq, 2);
-    check_stores_equal(&ref.store, &got.store);
-    env_close(&got);
+    check_loads_equal(dir, &c, 2, &ref);
     free(image2);
     free(image);
     env_close(&ref);
