@@ -17,7 +17,6 @@
 
 #include <errno.h>
 #include <stdbool.h>
-#include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <stdio.h>
@@ -29,7 +28,9 @@
 #include "core/alloc_count.h"
 #include "core/assert.h"
 #include "core/clock.h"
+#include "core/say.h"
 #include "store/log.h"
+#include "net/sock.h"
 #include "net/tcp.h"
 
 #define SL_TICK_MS 100
@@ -72,58 +73,6 @@ void sl_ingest_take_streams(struct sl_ingest *ing, const struct sl_ingest_config
     sl_streams_init(&ing->udp_streams, config->streams_max, arena);
 }
 
-static int fail_errno(char *err, uint32_t err_bytes, const char *what, const char *host,
-                      uint16_t port, int e)
-{
-    snprintf(err, err_bytes, "%s %s:%u: %s", what, host, port, strerror(e));
-    return -1;
-}
-
-/* Create, configure and bind a socket; returns the fd or -1 with err set. */
-static int bind_socket(const char *what, const char *host, uint16_t port, int type, char *err,
-                       uint32_t err_bytes)
-{
-    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = type, .ai_flags = AI_PASSIVE};
-    struct addrinfo *res = NULL;
-    char service[8];
-    snprintf(service, sizeof service, "%u", port);
-    int gai = getaddrinfo(host, service, &hints, &res);
-    if (gai != 0) {
-        snprintf(err, err_bytes, "%s %s:%u: %s", what, host, port, gai_strerror(gai));
-        return -1;
-    }
-    int fd = socket(res->ai_family, type | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    if (fd < 0) {
-        int e = errno;
-        freeaddrinfo(res);
-        return fail_errno(err, err_bytes, what, host, port, e);
-    }
-    int one = 1;
-    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-    if (bind(fd, res->ai_addr, res->ai_addrlen) != 0 ||
-        (type == SOCK_STREAM && listen(fd, 1024) != 0)) {
-        int e = errno;
-        close(fd);
-        freeaddrinfo(res);
-        return fail_errno(err, err_bytes, what, host, port, e);
-    }
-    freeaddrinfo(res);
-    return fd;
-}
-
-static uint16_t bound_port(int fd)
-{
-    struct sockaddr_storage ss;
-    socklen_t len = sizeof ss;
-    if (getsockname(fd, (struct sockaddr *)&ss, &len) != 0) {
-        return 0;
-    }
-    if (ss.ss_family == AF_INET6) {
-        return ntohs(((struct sockaddr_in6 *)&ss)->sin6_port);
-    }
-    return ntohs(((struct sockaddr_in *)&ss)->sin_port);
-}
-
 static int epoll_add(int epoll_fd, int fd, uint32_t events, uint64_t tag)
 {
     struct epoll_event ev = {.events = events, .data.u64 = tag};
@@ -144,7 +93,7 @@ static void udp_take(struct sl_ingest *ing, struct sl_arena *arena)
 static int udp_open(struct sl_ingest *ing, char *err, uint32_t err_bytes)
 {
     const struct sl_ingest_config *c = &ing->config;
-    ing->udp_fd = bind_socket("udp", c->udp_host, c->udp_port, SOCK_DGRAM, err, err_bytes);
+    ing->udp_fd = sl_sock_listen("udp", c->udp_host, c->udp_port, SOCK_DGRAM, err, err_bytes);
     if (ing->udp_fd < 0) {
         return -1;
     }
@@ -153,7 +102,7 @@ static int udp_open(struct sl_ingest *ing, char *err, uint32_t err_bytes)
         setsockopt(ing->udp_fd, SOL_SOCKET, SO_RCVBUF, &bytes, sizeof bytes); /* capped by rmem_max */
     }
     setsockopt(ing->udp_fd, SOL_SOCKET, SO_RXQ_OVFL, &one, sizeof one);
-    ing->udp_port_bound = bound_port(ing->udp_fd);
+    ing->udp_port_bound = sl_sock_port(ing->udp_fd);
     return epoll_add(ing->epoll_fd, ing->udp_fd, EPOLLIN, SL_TAG_UDP);
 }
 
@@ -190,11 +139,11 @@ int sl_ingest_open(struct sl_ingest *ing, const struct sl_ingest_config *config,
         return -1;
     }
     if (config->tcp_host[0] != '\0') {
-        ing->tcp_fd = bind_socket("tcp", config->tcp_host, config->tcp_port, SOCK_STREAM, err, err_bytes);
+        ing->tcp_fd = sl_sock_listen("tcp", config->tcp_host, config->tcp_port, SOCK_STREAM, err, err_bytes);
         if (ing->tcp_fd < 0) {
             return -1;
         }
-        ing->tcp_port_bound = bound_port(ing->tcp_fd);
+        ing->tcp_port_bound = sl_sock_port(ing->tcp_fd);
         if (epoll_add(ing->epoll_fd, ing->tcp_fd, EPOLLIN, SL_TAG_LISTEN) != 0) {
             snprintf(err, err_bytes, "epoll: %s", strerror(errno));
             return -1;
@@ -409,7 +358,7 @@ static void worker_start(struct sl_ingest *ing)
     ing->worker_applied_lsn = ing->applied_lsn;
     int rc = pthread_create(&ing->worker, NULL, worker_run, ing);
     if (rc != 0) {
-        fprintf(stderr, "sluiced: apply thread: %s; applying on the ingest thread\n", strerror(rc));
+        sl_say(SL_SAY_WARN, "ingest", "apply thread: %s; applying on the ingest thread", strerror(rc));
         return;
     }
     pthread_setname_np(ing->worker, "sluice-apply");
