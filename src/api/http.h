@@ -11,6 +11,7 @@
 
 #include <stdint.h>
 
+#include "core/live.h"
 #include "core/plan.h"
 #include "net/counters.h"
 #include "store/checkpoint.h"
@@ -27,12 +28,20 @@
 #define SL_HTTP_READINGS_LIMIT_MAX 1000000u
 #define SL_HTTP_READINGS_LIMIT_DEFAULT 10000u
 
+#define SL_HTTP_THREADS_DEFAULT 4u
+#define SL_HTTP_THREADS_MAX 64u
+#define SL_HTTP_HEADER_TIMEOUT_MS_DEFAULT 5000u
+
 struct sl_http_config {
     char host[256];
     uint16_t port;
     uint32_t connections_max;
     uint32_t connection_memory_bytes;
     uint32_t timeout_s;
+    uint32_t threads;                     /* --http-threads: requests served at once */
+    uint32_t header_timeout_ms;           /* start value of live->http_header_timeout_ms */
+    uint32_t connections_per_ip_max;      /* start value of live->http_connections_per_ip_max */
+    struct sl_live *live;                 /* what SIGHUP changes; NULL: the values above, fixed */
 };
 
 /* What the handlers read. Everything is owned by the daemon and outlives the server. */

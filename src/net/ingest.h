@@ -21,6 +21,7 @@
 #include <stdint.h>
 #include <sys/socket.h>
 
+#include "core/live.h"
 #include "core/plan.h"
 #include "net/counters.h"
 #include "store/checkpoint.h"
@@ -34,6 +35,8 @@
 #define SL_TCP_ACKS_QUEUED 1024u      /* per connection, 32 B each */
 #define SL_TCP_IDLE_TIMEOUT_S_DEFAULT 60u
 #define SL_TCP_IDLE_TIMEOUT_S_MAX 86400u
+#define SL_TCP_FRAME_TIMEOUT_MS_DEFAULT 5000u /* a frame completes within this of its first byte */
+#define SL_TCP_FRAME_TIMEOUT_MS_MAX 3600000u
 /* UDP: datagrams per recvmmsg call, 64 KiB of buffer each. */
 #define SL_UDP_BATCH_DEFAULT 64u
 #define SL_UDP_BATCH_MAX 1024u
@@ -107,6 +110,9 @@ struct sl_ingest_config {
     uint32_t streams_max;
     uint32_t tcp_connections_max;
     uint32_t tcp_idle_timeout_s;
+    uint32_t tcp_frame_timeout_ms;       /* start value of live->tcp_frame_timeout_ms */
+    uint32_t tcp_connections_per_ip_max; /* start value of live->tcp_connections_per_ip_max */
+    struct sl_live *live;                /* what SIGHUP changes; NULL: the values above, fixed */
     uint32_t udp_batch;
     uint32_t udp_rcvbuf_bytes;
     uint64_t checkpoint_every_bytes; /* begin a checkpoint after this much log; 0 = never */
