@@ -9,6 +9,7 @@
 #ifndef SL_API_HTTP_H
 #define SL_API_HTTP_H
 
+#include <stdbool.h>
 #include <stdint.h>
 
 #include "core/live.h"
@@ -33,6 +34,9 @@
 #define SL_HTTP_HEADER_TIMEOUT_MS_DEFAULT 5000u
 
 struct sl_http_config {
+    /* prebound: listen_fd is a listening socket the daemon bound (sl_sock_listen); else bind host:port. */
+    bool prebound;
+    int listen_fd;
     char host[256];
     uint16_t port;
     uint32_t connections_max;

@@ -103,6 +103,15 @@ struct sl_apply_group {
 #define SL_APPLY_GROUPS_IN_FLIGHT 2u
 
 struct sl_ingest_config {
+    /*
+     * prebound: the daemon bound the listeners itself before recovery (so a
+     * busy port is an exit 2 before anything starts) and hands over udp_fd
+     * and tcp_fd (-1: that listener is off); otherwise sl_ingest_open binds
+     * udp_host/tcp_host itself (tests).
+     */
+    bool prebound;
+    int udp_fd;
+    int tcp_fd;
     char udp_host[256]; /* empty: UDP off */
     uint16_t udp_port;
     char tcp_host[256]; /* empty: TCP off */
