@@ -32,7 +32,7 @@ class Gateway:
         self.port, self.http = free_port(), free_port()
         cmd = [os.path.join(build, "sluiced"), "--udp", "off", "--tcp", "127.0.0.1:%d" % self.port,
                "--http", "127.0.0.1:%d" % self.http, "--data-dir", data_dir, "--max-sensors", "20000",
-               "--ring-readings", "1024"] + list(extra)
+               "--ring-readings", "1024", "--max-tcp-connections-per-ip", "128"] + list(extra)
         t0 = time.time()
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         self.lines = []

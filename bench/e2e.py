@@ -39,7 +39,8 @@ def free_port():
 def start_sluiced(build, port, http_port, data_dir):
     p = subprocess.Popen([os.path.join(build, "sluiced"), "--udp", "127.0.0.1:%d" % port, "--tcp",
                           "127.0.0.1:%d" % port, "--http", "127.0.0.1:%d" % http_port, "--data-dir", data_dir,
-                          "--max-sensors", "20000", "--ring-readings", "1024", "--udp-rcvbuf", "67108864"],
+                          "--max-sensors", "20000", "--ring-readings", "1024", "--udp-rcvbuf", "67108864",
+                          "--max-tcp-connections-per-ip", "128"],  # every sender is 127.0.0.1
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     # Start-up lines (recovery) come first; the one that matters says "listening". Read the
     # pipe's bytes directly: a buffered readline could hide a line from select.

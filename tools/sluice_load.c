@@ -493,15 +493,15 @@ static void gen_seal(struct load_stream *s, uint8_t *frame, uint32_t count, int6
 {
     if (t_min != t_first) {
         uint32_t delta = (uint32_t)(uint64_t)(t_first - t_min);
-        uint8_t *p = frame + SL_BATCH_HEADER_BYTES + 4;
+        uint8_t *p = frame + SL_BATCH_HEADER_BYTES + SL_READING_OFF_OFFSET_US;
         for (uint32_t i = 0; i < count; i++, p += SL_READING_BYTES) {
             sl_store_u32(p, sl_load_u32(p) + delta);
         }
     }
     memcpy(frame, s->header, SL_BATCH_HEADER_BYTES);
-    sl_store_u16(frame + 6, (uint16_t)count);
-    sl_store_u64(frame + 16, s->next_seq++);
-    sl_store_u64(frame + 24, (uint64_t)t_min);
+    sl_store_u16(frame + SL_BATCH_OFF_COUNT, (uint16_t)count);
+    sl_store_u64(frame + SL_BATCH_OFF_BATCH_SEQ, s->next_seq++);
+    sl_store_u64(frame + SL_BATCH_OFF_BASE_TIME, (uint64_t)t_min);
     uint32_t body_bytes = SL_BATCH_HEADER_BYTES + SL_READING_BYTES * count;
     sl_store_u32(frame + body_bytes, sl_crc32c(frame, body_bytes));
 }
@@ -555,8 +555,8 @@ static uint32_t gen_batch(const struct load_gen *gen, struct load_stream *s, uin
             s->last_good_us[index] = t;
         }
         sl_store_u32(p, s->sensor_id_first + index);
-        sl_store_u32(p + 4, (uint32_t)(uint64_t)(t - t_first));
-        sl_store_f32(p + 8, value);
+        sl_store_u32(p + SL_READING_OFF_OFFSET_US, (uint32_t)(uint64_t)(t - t_first));
+        sl_store_f32(p + SL_READING_OFF_VALUE, value);
         p += SL_READING_BYTES;
         if (++index == s->sensor_count) {
             index = 0;
@@ -1091,7 +1091,7 @@ static void tcp_fill(struct load_run *run, struct tcp_conn *c, int64_t now, int6
         c->free_count--;
         pacer_charge(&run->pacer, count);
         c->slots[slot_index] = (struct tcp_slot){
-            .seq = sl_load_u64(frame + 16), .bytes = SL_BATCH_BYTES(count), .count = count};
+            .seq = sl_load_u64(frame + SL_BATCH_OFF_BATCH_SEQ), .bytes = SL_BATCH_BYTES(count), .count = count};
         conn_push(c, run->cfg.window, slot_index);
         if (run->pacer.on) {
             now = sl_clock_monotonic_ns();
@@ -1876,10 +1876,10 @@ static void stream_init(struct load_stream *s, const struct load_config *cfg, ui
     h[1] = SL_BATCH_MAGIC_1;
     h[2] = SL_BATCH_MAGIC_2;
     h[3] = SL_BATCH_MAGIC_3;
-    h[4] = SL_PROTOCOL_VERSION;
-    h[5] = cfg->transport == LOAD_TCP && cfg->ack ? SL_FLAG_ACK_REQUESTED : 0;
-    sl_store_u32(h + 8, s->stream_id);
-    sl_store_u32(h + 12, 0); /* key_id */
+    h[SL_BATCH_OFF_VERSION] = SL_PROTOCOL_VERSION;
+    h[SL_BATCH_OFF_FLAGS] = cfg->transport == LOAD_TCP && cfg->ack ? SL_FLAG_ACK_REQUESTED : 0;
+    sl_store_u32(h + SL_BATCH_OFF_STREAM_ID, s->stream_id);
+    sl_store_u32(h + SL_BATCH_OFF_KEY_ID, 0);
 }
 
 static void gen_init(struct load_gen *gen, const struct load_config *cfg)

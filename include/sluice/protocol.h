@@ -37,6 +37,32 @@
 #define SL_UDP_COUNT_MAX 5455u
 #define SL_ACK_BYTES 32u
 
+/* Wire offsets of the batch header (PROTOCOL.md, "Batch frame"). */
+#define SL_BATCH_OFF_MAGIC 0
+#define SL_BATCH_OFF_VERSION 4
+#define SL_BATCH_OFF_FLAGS 5
+#define SL_BATCH_OFF_COUNT 6
+#define SL_BATCH_OFF_STREAM_ID 8
+#define SL_BATCH_OFF_KEY_ID 12
+#define SL_BATCH_OFF_BATCH_SEQ 16
+#define SL_BATCH_OFF_BASE_TIME 24
+
+/* Wire offsets of the ack frame (PROTOCOL.md, "Ack frame"). */
+#define SL_ACK_OFF_MAGIC 0
+#define SL_ACK_OFF_VERSION 4
+#define SL_ACK_OFF_STATUS 5
+#define SL_ACK_OFF_RESERVED 6
+#define SL_ACK_OFF_STREAM_ID 8
+#define SL_ACK_OFF_ACCEPTED 12
+#define SL_ACK_OFF_BATCH_SEQ 16
+#define SL_ACK_OFF_REJECTED 24
+#define SL_ACK_OFF_CRC 28
+
+/* Wire offsets inside one reading. */
+#define SL_READING_OFF_SENSOR_ID 0
+#define SL_READING_OFF_OFFSET_US 4
+#define SL_READING_OFF_VALUE 8
+
 #define SL_FLAG_ACK_REQUESTED 0x01u
 #define SL_FLAGS_KNOWN SL_FLAG_ACK_REQUESTED
 

@@ -853,6 +853,14 @@ static void metrics_net(struct body *b, const struct sl_net_counters *n)
         {"sluice_udp_out_of_sequence_batches_total", "counter",
          "UDP batches with a seq at or below the last one (reordered or restarted sender).",
          sl_counter_get(&n->udp_out_of_sequence_batches)},
+        {"sluice_udp_resyncs_total", "counter",
+         "UDP batches whose seq jumped further ahead than any loss (over 65,536): a resync, not "
+         "counted as lost.",
+         sl_counter_get(&n->udp_resyncs)},
+        {"sluice_udp_receive_buffer_bytes", "gauge",
+         "The UDP socket's receive buffer as the kernel granted it (capped by net.core.rmem_max "
+         "without CAP_NET_ADMIN).",
+         sl_counter_get(&n->udp_rcvbuf_bytes)},
         {"sluice_udp_datagrams_total", "counter", "UDP datagrams received.",
          sl_counter_get(&n->udp_datagrams)},
         {"sluice_udp_bytes_total", "counter", "UDP payload bytes received.",
@@ -864,8 +872,17 @@ static void metrics_net(struct body *b, const struct sl_net_counters *n)
         {"sluice_tcp_connections_accepted_total", "counter", "TCP connections accepted.",
          sl_counter_get(&n->tcp_connections_accepted)},
         {"sluice_tcp_connections_refused_total", "counter",
-         "TCP connections refused over the connection limit.",
+         "TCP connections refused at a full table where every connection waited for acks.",
          sl_counter_get(&n->tcp_connections_refused)},
+        {"sluice_tcp_connections_refused_per_ip_total", "counter",
+         "TCP connections refused: their address held --max-tcp-connections-per-ip.",
+         sl_counter_get(&n->tcp_refused_per_ip)},
+        {"sluice_tcp_frame_timeouts_total", "counter",
+         "TCP connections closed: a frame not complete within --tcp-frame-timeout of its first byte.",
+         sl_counter_get(&n->tcp_frame_timeouts)},
+        {"sluice_tcp_accept_backoffs_total", "counter",
+         "Times accepting paused for 100 ms: the process was out of descriptors (EMFILE, ENFILE).",
+         sl_counter_get(&n->tcp_accept_backoffs)},
         {"sluice_tcp_connections_timed_out_total", "counter",
          "TCP connections closed after the idle timeout.",
          sl_counter_get(&n->tcp_connections_timed_out)},
@@ -889,6 +906,13 @@ static void metrics_net(struct body *b, const struct sl_net_counters *n)
          sl_counter_get(&n->apply_groups)},
     };
     prom_scalars(b, m, SL_ARRAY_COUNT(m));
+    prom_family(b, "sluice_tcp_connections_evicted_total", "counter",
+                "TCP connections closed to make room for a newcomer at a full table: the one idle, "
+                "or with a frame incomplete, longest.");
+    body_fmt(b, "sluice_tcp_connections_evicted_total{reason=\"idle\"} %" PRIu64 "\n",
+             sl_counter_get(&n->tcp_evicted_idle));
+    body_fmt(b, "sluice_tcp_connections_evicted_total{reason=\"incomplete\"} %" PRIu64 "\n",
+             sl_counter_get(&n->tcp_evicted_incomplete));
     prom_family(b, "sluice_apply_wait_seconds_total", "counter",
                 "Time the ingest thread waited for the apply thread to finish the group before "
                 "(high: the store's apply bounds the rate; low: receive and log do).");

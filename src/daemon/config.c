@@ -52,6 +52,10 @@ static const struct opt opts[] = {
      "open TCP connections; more are refused (default 128, max 65536; ~800 KiB each)"},
     {"tcp-idle-timeout", OPT_DURATION, 1000000, (uint64_t)SL_TCP_IDLE_TIMEOUT_S_MAX * 1000000,
      "close a TCP connection idle this long (default 60s)"},
+    {"tcp-frame-timeout", OPT_DURATION, 1000, (uint64_t)SL_TCP_FRAME_TIMEOUT_MS_MAX * 1000,
+     "a TCP frame must complete this soon after its first byte (default 5s)"},
+    {"max-tcp-connections-per-ip", OPT_U32, 1, SL_TCP_CONNECTIONS_MAX,
+     "open TCP connections one address may hold (default a quarter of --max-tcp-connections)"},
     {"udp-batch", OPT_U32, 1, SL_UDP_BATCH_MAX, "datagrams per recvmmsg call (default 64; 64 KiB each)"},
     {"udp-rcvbuf", OPT_U32, 65536, SL_UDP_RCVBUF_MAX, "UDP socket receive buffer bytes (default 33554432)"},
     {"max-http-connections", OPT_U32, 1, SL_HTTP_CONNECTIONS_MAX,
@@ -89,6 +93,7 @@ void sl_config_default(struct sl_config *config)
     config->streams_max = SL_STREAMS_DEFAULT;
     config->tcp_connections_max = SL_TCP_CONNECTIONS_DEFAULT;
     config->tcp_idle_timeout_s = SL_TCP_IDLE_TIMEOUT_S_DEFAULT;
+    config->tcp_frame_timeout_ms = SL_TCP_FRAME_TIMEOUT_MS_DEFAULT;
     config->udp_batch = SL_UDP_BATCH_DEFAULT;
     config->udp_rcvbuf_bytes = SL_UDP_RCVBUF_DEFAULT;
     config->http_connections_max = SL_HTTP_CONNECTIONS_DEFAULT;
@@ -246,6 +251,7 @@ static uint32_t *u32_field(struct sl_config *c, const char *name)
     if (strcmp(name, "coarse-buckets") == 0) return &c->store.coarse_buckets;
     if (strcmp(name, "max-streams") == 0) return &c->streams_max;
     if (strcmp(name, "max-tcp-connections") == 0) return &c->tcp_connections_max;
+    if (strcmp(name, "max-tcp-connections-per-ip") == 0) return &c->tcp_connections_per_ip_max;
     if (strcmp(name, "udp-batch") == 0) return &c->udp_batch;
     if (strcmp(name, "udp-rcvbuf") == 0) return &c->udp_rcvbuf_bytes;
     if (strcmp(name, "max-http-connections") == 0) return &c->http_connections_max;
@@ -260,6 +266,8 @@ static int set_duration(struct sl_config *c, const char *name, int64_t us)
         c->store.future_skew_us = us;
     } else if (strcmp(name, "tcp-idle-timeout") == 0) {
         c->tcp_idle_timeout_s = (uint32_t)(us / 1000000);
+    } else if (strcmp(name, "tcp-frame-timeout") == 0) {
+        c->tcp_frame_timeout_ms = (uint32_t)(us / 1000);
     } else if (strcmp(name, "http-timeout") == 0) {
         c->http_timeout_s = (uint32_t)(us / 1000000);
     } else if (strcmp(name, "sync-interval") == 0) {

@@ -28,6 +28,8 @@ struct sl_config {
     uint32_t streams_max; /* per transport: TCP dedup and UDP gap tracking */
     uint32_t tcp_connections_max;
     uint32_t tcp_idle_timeout_s;
+    uint32_t tcp_frame_timeout_ms;
+    uint32_t tcp_connections_per_ip_max; /* 0: a quarter of tcp_connections_max */
     uint32_t udp_batch;
     uint32_t udp_rcvbuf_bytes;
     uint32_t http_connections_max;

@@ -73,6 +73,10 @@ static int derive_configs(struct daemon *dm, char *err, uint32_t err_bytes)
     in->streams_max = c->streams_max;
     in->tcp_connections_max = c->tcp_connections_max;
     in->tcp_idle_timeout_s = c->tcp_idle_timeout_s;
+    in->tcp_frame_timeout_ms = c->tcp_frame_timeout_ms;
+    in->tcp_connections_per_ip_max = c->tcp_connections_per_ip_max != 0
+                                         ? c->tcp_connections_per_ip_max
+                                         : (c->tcp_connections_max + 3) / 4;
     in->udp_batch = c->udp_batch;
     in->udp_rcvbuf_bytes = c->udp_rcvbuf_bytes;
     in->checkpoint_every_bytes = c->checkpoint_every_bytes;

@@ -24,13 +24,20 @@ struct sl_net_counters {
     _Atomic uint64_t udp_bytes;
     _Atomic uint64_t udp_lost_batches;           /* gaps in batch_seq */
     _Atomic uint64_t udp_out_of_sequence_batches; /* seq at or below the last: reordered or restarted */
+    _Atomic uint64_t udp_resyncs;                 /* seq jumped further ahead than any loss (SL_STREAMS_GAP_MAX) */
     _Atomic uint64_t udp_kernel_drops;            /* SO_RXQ_OVFL: the socket buffer overflowed */
+    _Atomic uint64_t udp_rcvbuf_bytes;            /* the receive buffer the kernel granted (SO_RCVBUF / 2) */
     _Atomic uint64_t tcp_bytes;
     _Atomic uint64_t tcp_connections_accepted;
     _Atomic uint64_t tcp_connections_refused;   /* over the connection limit */
     _Atomic uint64_t tcp_connections_timed_out; /* idle timeout */
     _Atomic uint64_t tcp_connections_closed_on_error; /* BAD_CRC, MALFORMED, peer reset */
     _Atomic uint64_t tcp_pauses;                /* reading stopped: the peer left its acks unread */
+    _Atomic uint64_t tcp_evicted_idle;          /* closed to make room at a full table: idle longest */
+    _Atomic uint64_t tcp_evicted_incomplete;    /* ... its frame incomplete longest */
+    _Atomic uint64_t tcp_refused_per_ip;        /* the peer's address held --max-tcp-connections-per-ip */
+    _Atomic uint64_t tcp_frame_timeouts;        /* a frame not complete within --tcp-frame-timeout */
+    _Atomic uint64_t tcp_accept_backoffs;       /* accept paused: out of descriptors (EMFILE, ENFILE) */
     _Atomic uint32_t tcp_connections;           /* open now */
     _Atomic uint64_t streams_table_full;        /* batches refused OVERLOADED: no room for a new stream */
     _Atomic uint64_t apply_groups;              /* commit groups handed to the apply side */

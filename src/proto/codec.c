@@ -33,29 +33,8 @@
 #include "core/assert.h"
 #include "core/crc32c.h"
 
-/* Wire offsets of the batch header (PROTOCOL.md, "Batch frame"). */
-#define BATCH_OFF_MAGIC 0
-#define BATCH_OFF_VERSION 4
-#define BATCH_OFF_FLAGS 5
-#define BATCH_OFF_COUNT 6
-#define BATCH_OFF_STREAM_ID 8
-#define BATCH_OFF_KEY_ID 12
-#define BATCH_OFF_BATCH_SEQ 16
-#define BATCH_OFF_BASE_TIME 24
-
-/* Wire offsets of the ack frame (PROTOCOL.md, "Ack frame"). */
-#define ACK_OFF_MAGIC 0
-#define ACK_OFF_VERSION 4
-#define ACK_OFF_STATUS 5
-#define ACK_OFF_RESERVED 6
-#define ACK_OFF_STREAM_ID 8
-#define ACK_OFF_ACCEPTED 12
-#define ACK_OFF_BATCH_SEQ 16
-#define ACK_OFF_REJECTED 24
-#define ACK_OFF_CRC 28
-
-_Static_assert(BATCH_OFF_BASE_TIME + 8 == SL_BATCH_HEADER_BYTES, "batch header layout");
-_Static_assert(ACK_OFF_CRC + SL_CRC_BYTES == SL_ACK_BYTES, "ack layout");
+_Static_assert(SL_BATCH_OFF_BASE_TIME + 8 == SL_BATCH_HEADER_BYTES, "batch header layout");
+_Static_assert(SL_ACK_OFF_CRC + SL_CRC_BYTES == SL_ACK_BYTES, "ack layout");
 _Static_assert(SL_READING_BYTES == 4 + 4 + 4, "reading layout: sensor_id, offset_us, value");
 _Static_assert(sizeof(float) == 4, "readings carry IEEE-754 binary32");
 _Static_assert(SL_BATCH_COUNT_MAX == UINT16_MAX, "count is a u16 on the wire");
@@ -100,15 +79,15 @@ int sl_batch_header_decode(const uint8_t *buf, size_t len, struct sl_batch_heade
     }
     SL_ASSERT(buf != NULL);
     /* Fill every field first, so that a MALFORMED ack can echo stream_id and batch_seq. */
-    out->version = buf[BATCH_OFF_VERSION];
-    out->flags = buf[BATCH_OFF_FLAGS];
-    out->count = sl_load_u16(buf + BATCH_OFF_COUNT);
-    out->stream_id = sl_load_u32(buf + BATCH_OFF_STREAM_ID);
-    out->key_id = sl_load_u32(buf + BATCH_OFF_KEY_ID);
-    out->batch_seq = sl_load_u64(buf + BATCH_OFF_BATCH_SEQ);
-    out->base_time_us = load_i64(buf + BATCH_OFF_BASE_TIME);
+    out->version = buf[SL_BATCH_OFF_VERSION];
+    out->flags = buf[SL_BATCH_OFF_FLAGS];
+    out->count = sl_load_u16(buf + SL_BATCH_OFF_COUNT);
+    out->stream_id = sl_load_u32(buf + SL_BATCH_OFF_STREAM_ID);
+    out->key_id = sl_load_u32(buf + SL_BATCH_OFF_KEY_ID);
+    out->batch_seq = sl_load_u64(buf + SL_BATCH_OFF_BATCH_SEQ);
+    out->base_time_us = load_i64(buf + SL_BATCH_OFF_BASE_TIME);
 
-    if (!magic_ok(buf + BATCH_OFF_MAGIC, SL_BATCH_MAGIC_2)) {
+    if (!magic_ok(buf + SL_BATCH_OFF_MAGIC, SL_BATCH_MAGIC_2)) {
         return -SL_DECODE_BAD_MAGIC;
     }
     if (out->version != SL_PROTOCOL_VERSION) {
@@ -159,14 +138,14 @@ size_t sl_batch_encode(uint8_t *buf, size_t cap, const struct sl_batch_header *h
     SL_ASSERT(readings != NULL);
 
     /* Flags and key_id are written as given, so tests can build frames the decoder refuses. */
-    store_magic(buf + BATCH_OFF_MAGIC, SL_BATCH_MAGIC_2);
-    buf[BATCH_OFF_VERSION] = SL_PROTOCOL_VERSION;
-    buf[BATCH_OFF_FLAGS] = header->flags;
-    sl_store_u16(buf + BATCH_OFF_COUNT, header->count);
-    sl_store_u32(buf + BATCH_OFF_STREAM_ID, header->stream_id);
-    sl_store_u32(buf + BATCH_OFF_KEY_ID, header->key_id);
-    sl_store_u64(buf + BATCH_OFF_BATCH_SEQ, header->batch_seq);
-    store_i64(buf + BATCH_OFF_BASE_TIME, header->base_time_us);
+    store_magic(buf + SL_BATCH_OFF_MAGIC, SL_BATCH_MAGIC_2);
+    buf[SL_BATCH_OFF_VERSION] = SL_PROTOCOL_VERSION;
+    buf[SL_BATCH_OFF_FLAGS] = header->flags;
+    sl_store_u16(buf + SL_BATCH_OFF_COUNT, header->count);
+    sl_store_u32(buf + SL_BATCH_OFF_STREAM_ID, header->stream_id);
+    sl_store_u32(buf + SL_BATCH_OFF_KEY_ID, header->key_id);
+    sl_store_u64(buf + SL_BATCH_OFF_BATCH_SEQ, header->batch_seq);
+    store_i64(buf + SL_BATCH_OFF_BASE_TIME, header->base_time_us);
 
     uint8_t *p = buf + SL_BATCH_HEADER_BYTES;
     for (uint32_t i = 0; i < count; i++) {
@@ -185,15 +164,15 @@ void sl_ack_encode(uint8_t out[SL_ACK_BYTES], const struct sl_ack *ack)
 {
     SL_ASSERT(out != NULL);
     SL_ASSERT(ack != NULL);
-    store_magic(out + ACK_OFF_MAGIC, SL_ACK_MAGIC_2);
-    out[ACK_OFF_VERSION] = SL_PROTOCOL_VERSION;
-    out[ACK_OFF_STATUS] = ack->status;
-    sl_store_u16(out + ACK_OFF_RESERVED, 0);
-    sl_store_u32(out + ACK_OFF_STREAM_ID, ack->stream_id);
-    sl_store_u32(out + ACK_OFF_ACCEPTED, ack->accepted);
-    sl_store_u64(out + ACK_OFF_BATCH_SEQ, ack->batch_seq);
-    sl_store_u32(out + ACK_OFF_REJECTED, ack->rejected);
-    sl_store_u32(out + ACK_OFF_CRC, sl_crc32c(out, ACK_OFF_CRC));
+    store_magic(out + SL_ACK_OFF_MAGIC, SL_ACK_MAGIC_2);
+    out[SL_ACK_OFF_VERSION] = SL_PROTOCOL_VERSION;
+    out[SL_ACK_OFF_STATUS] = ack->status;
+    sl_store_u16(out + SL_ACK_OFF_RESERVED, 0);
+    sl_store_u32(out + SL_ACK_OFF_STREAM_ID, ack->stream_id);
+    sl_store_u32(out + SL_ACK_OFF_ACCEPTED, ack->accepted);
+    sl_store_u64(out + SL_ACK_OFF_BATCH_SEQ, ack->batch_seq);
+    sl_store_u32(out + SL_ACK_OFF_REJECTED, ack->rejected);
+    sl_store_u32(out + SL_ACK_OFF_CRC, sl_crc32c(out, SL_ACK_OFF_CRC));
 }
 
 /*
@@ -210,19 +189,19 @@ int sl_ack_decode(const uint8_t *buf, size_t len, struct sl_ack *out)
         return -SL_DECODE_TRUNCATED;
     }
     SL_ASSERT(buf != NULL);
-    out->status = buf[ACK_OFF_STATUS];
-    out->stream_id = sl_load_u32(buf + ACK_OFF_STREAM_ID);
-    out->accepted = sl_load_u32(buf + ACK_OFF_ACCEPTED);
-    out->batch_seq = sl_load_u64(buf + ACK_OFF_BATCH_SEQ);
-    out->rejected = sl_load_u32(buf + ACK_OFF_REJECTED);
+    out->status = buf[SL_ACK_OFF_STATUS];
+    out->stream_id = sl_load_u32(buf + SL_ACK_OFF_STREAM_ID);
+    out->accepted = sl_load_u32(buf + SL_ACK_OFF_ACCEPTED);
+    out->batch_seq = sl_load_u64(buf + SL_ACK_OFF_BATCH_SEQ);
+    out->rejected = sl_load_u32(buf + SL_ACK_OFF_REJECTED);
 
-    if (!magic_ok(buf + ACK_OFF_MAGIC, SL_ACK_MAGIC_2)) {
+    if (!magic_ok(buf + SL_ACK_OFF_MAGIC, SL_ACK_MAGIC_2)) {
         return -SL_DECODE_BAD_MAGIC;
     }
-    if (buf[ACK_OFF_VERSION] != SL_PROTOCOL_VERSION) {
+    if (buf[SL_ACK_OFF_VERSION] != SL_PROTOCOL_VERSION) {
         return -SL_DECODE_BAD_VERSION;
     }
-    if (sl_crc32c(buf, ACK_OFF_CRC) != sl_load_u32(buf + ACK_OFF_CRC)) {
+    if (sl_crc32c(buf, SL_ACK_OFF_CRC) != sl_load_u32(buf + SL_ACK_OFF_CRC)) {
         return -SL_DECODE_BAD_CRC;
     }
     return 0;

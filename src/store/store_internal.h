@@ -4,6 +4,8 @@
 
 #include <stdint.h>
 
+#include "core/hash.h"
+
 /* Floor division for b > 0: the coarse bucket of a (possibly negative) time. */
 static inline int64_t floor_div(int64_t a, int64_t b)
 {
@@ -31,23 +33,6 @@ static inline void sl_prefetch(const void *p)
 #else
     __builtin_prefetch(p, 1, 3);
 #endif
-}
-
-/*
- * A 64-bit finaliser (MurmurHash3's fmix64): every input bit moves every
- * output bit, so the top bits a table keeps are well spread for any pattern
- * of ids (sequential, strided, multiples of a constant). A plain
- * multiply-shift with a random multiplier clusters badly on strided ids
- * under linear probing (measured: thousands of probes a lookup).
- */
-static inline uint64_t sl_mix64(uint64_t x)
-{
-    x ^= x >> 33;
-    x *= 0xff51afd7ed558ccdull;
-    x ^= x >> 33;
-    x *= 0xc4ceb9fe1a85ec53ull;
-    x ^= x >> 33;
-    return x;
 }
 
 #endif

@@ -93,20 +93,21 @@ void sl_streams_applied(struct sl_stream_slot *slot, uint64_t seq)
     slot->has_seq = 1;
 }
 
-uint64_t sl_streams_observe(struct sl_streams *streams, uint32_t stream_id, uint64_t seq,
-                            int *out_of_sequence)
+uint64_t sl_streams_observe(struct sl_streams *streams, uint32_t stream_id, uint64_t seq, int *seen)
 {
-    *out_of_sequence = 0;
+    *seen = SL_STREAMS_IN_SEQUENCE;
     struct sl_stream_slot *s = sl_streams_get(streams, stream_id, 1);
     if (s == NULL) {
         return 0;
     }
     uint64_t lost = 0;
     if (s->has_seq) {
-        if (seq > s->last_seq) {
-            lost = seq - s->last_seq - 1;
+        if (seq <= s->last_seq) {
+            *seen = SL_STREAMS_OUT_OF_SEQUENCE;
+        } else if (seq - s->last_seq - 1 > SL_STREAMS_GAP_MAX) {
+            *seen = SL_STREAMS_RESYNC;
         } else {
-            *out_of_sequence = 1;
+            lost = seq - s->last_seq - 1;
         }
     }
     s->last_seq = seq;

@@ -72,11 +72,16 @@ void sl_streams_applied(struct sl_stream_slot *slot, uint64_t seq);
 
 /*
  * UDP: note `seq` arriving on a stream; returns the datagrams lost before it
- * (seq - last - 1 when it jumps ahead, else 0). A seq at or below the last
- * one (a reordered datagram or a restarted sender) resynchronises to it and
- * sets *out_of_sequence. A stream that does not fit is not tracked.
+ * (seq - last - 1 when it jumps ahead by at most SL_STREAMS_GAP_MAX, else
+ * 0) and sets *seen: SL_STREAMS_IN_SEQUENCE; SL_STREAMS_OUT_OF_SEQUENCE
+ * for a seq at or below the last one (a reordered datagram or a restarted
+ * sender); SL_STREAMS_RESYNC for a jump further ahead than any honest loss
+ * (a sender restarted at a new seq, or a forged datagram), which is not
+ * counted as loss. Either way the stream resynchronises to `seq`. A stream
+ * that does not fit is not tracked.
  */
-uint64_t sl_streams_observe(struct sl_streams *streams, uint32_t stream_id, uint64_t seq,
-                            int *out_of_sequence);
+#define SL_STREAMS_GAP_MAX 65536u
+enum { SL_STREAMS_IN_SEQUENCE = 0, SL_STREAMS_OUT_OF_SEQUENCE = 1, SL_STREAMS_RESYNC = 2 };
+uint64_t sl_streams_observe(struct sl_streams *streams, uint32_t stream_id, uint64_t seq, int *seen);
 
 #endif

@@ -91,8 +91,12 @@ class Daemon:
         _tmp_dirs.append(self.tmp)
         self.data_dir = data_dir or os.path.join(self.tmp, "data")
         cmd = [SLUICED, "--udp", "127.0.0.1:0", "--tcp", "127.0.0.1:0", "--http", "127.0.0.1:0",
-               "--data-dir", self.data_dir, "--max-sensors", str(sensors), "--ring-readings", str(ring),
-               "--max-tcp-connections", "16"]
+               "--data-dir", self.data_dir, "--max-sensors", str(sensors), "--ring-readings", str(ring)]
+        # Defaults of the harness's own, each only when the test does not give it: every test
+        # client is 127.0.0.1, so one address may hold the whole table.
+        for flag, value in (("--max-tcp-connections", "16"), ("--max-tcp-connections-per-ip", None)):
+            if flag not in args:
+                cmd += [flag, value or self._flag(args, "--max-tcp-connections", "16")]
         cmd += list(args)
         # Extra flags for every daemon of a test run (CTest runs some tests again with
         # SLUICE_DAEMON_FLAGS="--apply-thread off", the single-threaded apply).
@@ -101,10 +105,15 @@ class Daemon:
         env.update(extra_env or {})
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
         _daemons.append(self)
+        # Event lines go to stderr: read them on a thread, so a chatty daemon never
+        # blocks on a full pipe, and tests can look for a line (self.log_lines()).
+        self._stderr_lines = []
+        self._stderr_thread = threading.Thread(target=self._read_stderr, daemon=True)
         line = self._read_line(20)
         if "listening" not in line:
             err = self.proc.stderr.read().decode() if self.proc.poll() is not None else ""
             raise RuntimeError("sluiced did not start: %r %s" % (line, err))
+        self._stderr_thread.start()
         fields = dict(tok.split("=", 1) for tok in line.split() if "=" in tok)
         self.udp_port = int(fields["udp"].rsplit(":", 1)[1])
         self.tcp_port = int(fields["tcp"].rsplit(":", 1)[1])
@@ -123,6 +132,24 @@ class Daemon:
                     break
                 buf += chunk
         return buf.decode(errors="replace")
+
+    @staticmethod
+    def _flag(args, flag, default):
+        args = list(args)
+        return args[args.index(flag) + 1] if flag in args else default
+
+    def _read_stderr(self):
+        for raw in iter(self.proc.stderr.readline, b""):
+            self._stderr_lines.append(raw.decode(errors="replace").rstrip("\n"))
+
+    def log_lines(self):
+        """The event lines the daemon has written to stderr so far."""
+        return list(self._stderr_lines)
+
+    def wait_log(self, text, timeout_s=10.0):
+        """Wait until an event line containing `text` appears; returns it, or None."""
+        found = wait_until(lambda: next((l for l in self._stderr_lines if text in l), None), timeout_s)
+        return found or None
 
     def tcp(self, timeout_s=5.0):
         s = socket.create_connection(("127.0.0.1", self.tcp_port), timeout=timeout_s)
@@ -201,6 +228,16 @@ class Daemon:
             self.proc.wait()
         if self in _daemons:
             _daemons.remove(self)
+
+
+def wait_until(predicate, timeout_s=10.0, interval_s=0.02):
+    """Poll `predicate` until it returns something true or the deadline passes; returns its last value."""
+    deadline = time.time() + timeout_s
+    value = predicate()
+    while not value and time.time() < deadline:
+        time.sleep(interval_s)
+        value = predicate()
+    return value
 
 
 def recv_exact(sock, n, timeout_s=5.0):

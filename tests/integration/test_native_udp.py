@@ -3,7 +3,9 @@
 Proves: valid datagrams are applied; each malformed class (bad magic,
 version, flags, key_id, count, length, CRC, garbage, empty) is counted by
 status and by exact reason and applies nothing; batch_seq gaps are counted
-as lost datagrams; the ACK_REQUESTED flag is ignored (no reply on UDP).
+as lost datagrams, but a jump further ahead than any honest loss (a forged
+datagram, a sender restarted at a new seq) is a resync, not 9.2e18 losses;
+the ACK_REQUESTED flag is ignored (no reply on UDP).
 """
 import socket
 import time
@@ -36,6 +38,8 @@ sock.sendto(batch(10, 5, T0 + 1000, [(1, 0, 3.5)]), ("127.0.0.1", d.udp_port))
 
 got = d.wait_metric('sluice_batches_total{transport="udp",status="MALFORMED"}', 8)
 c.eq(got, 8.0, "MALFORMED datagrams counted")
+# Datagrams are served in order, but the OK count moves only when their group is applied.
+d.wait_metric('sluice_batches_total{transport="udp",status="OK"}', 2)
 m = d.metrics()
 c.eq(m.get('sluice_batches_total{transport="udp",status="BAD_CRC"}'), 1.0, "BAD_CRC datagram counted")
 c.eq(m.get('sluice_batches_total{transport="udp",status="OK"}'), 2.0, "good datagrams counted")
@@ -54,6 +58,17 @@ try:
     c.check(False, "UDP never replies")
 except socket.timeout:
     c.check(True, "UDP never replies")
+
+# One forged datagram with a seq near 2^63 moves no counter by more than it stands for.
+sock.sendto(batch(10, 1 << 63, T0 + 2000, [(1, 0, 4.5)]), ("127.0.0.1", d.udp_port))
+c.eq(d.wait_metric("sluice_udp_resyncs_total", 1), 1.0, "a jump far ahead is counted as one resync")
+# The sender goes on from where it was: below the forged seq, out of sequence once, then in order.
+sock.sendto(batch(10, 6, T0 + 3000, [(1, 0, 5.5)]), ("127.0.0.1", d.udp_port))
+sock.sendto(batch(10, 8, T0 + 4000, [(1, 0, 6.5)]), ("127.0.0.1", d.udp_port))
+d.wait_metric('sluice_batches_total{transport="udp",status="OK"}', 5)
+m = d.metrics()
+c.eq(m.get("sluice_udp_lost_batches_total"), 4.0, "losses: the 3 before, and seq 7; none for the forged jump")
+c.eq(m.get("sluice_udp_out_of_sequence_batches_total"), 1.0, "back below the forged seq: one resync down")
 sock.close()
 rc, secs = d.stop()
 c.eq(rc, 0, "SIGTERM exits 0")
