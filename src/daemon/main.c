@@ -31,6 +31,7 @@
 #include "core/alloc_count.h"
 #include "core/plan.h"
 #include "daemon/config.h"
+#include "daemon/fds.h"
 #include "core/io.h"
 #include "net/ingest.h"
 #include "store/checkpoint.h"
@@ -262,6 +263,15 @@ int main(int argc, char **argv)
     if (d.config.print_memory_plan) {
         print_plan(&d);
         return 0;
+    }
+    uint64_t fds_need = sl_ingest_fds_needed(&d.ingest_config) + d.config.http_connections_max +
+                        d.config.log.bytes_max / d.config.log.segment_bytes + 2 + SL_FDS_MARGIN;
+    uint64_t fds_limit = 0;
+    char fds_what[160];
+    snprintf(fds_what, sizeof fds_what, "%u TCP and %u HTTP connections, log segments, %u spare",
+             d.config.tcp_connections_max, d.config.http_connections_max, SL_FDS_MARGIN);
+    if (sl_fds_reserve(fds_need, fds_what, &fds_limit, err, sizeof err) != 0) {
+        return die(err);
     }
     if (make_dirs(d.config.data_dir, err, sizeof err) != 0 ||
         lock_data_dir(d.config.data_dir, err, sizeof err) != 0) {

@@ -104,9 +104,9 @@ int main(void)
         if (n % FRAMES == 0) {
             base += 1000; /* every sensor's next reading is later */
         }
-        sl_store_u64(frame + 16, n + 1);
-        sl_store_u64(frame + 24, (uint64_t)(n % 97 == 5 ? base - 500000000 : base));
-        sl_store_u32(frame + SL_BATCH_BYTES(BATCH) - 4, sl_crc32c(frame, SL_BATCH_BYTES(BATCH) - 4));
+        sl_store_u64(frame + SL_BATCH_OFF_BATCH_SEQ, n + 1);
+        sl_store_u64(frame + SL_BATCH_OFF_BASE_TIME, (uint64_t)(n % 97 == 5 ? base - 500000000 : base));
+        sl_store_u32(frame + SL_BATCH_BYTES(BATCH) - SL_CRC_BYTES, sl_crc32c(frame, SL_BATCH_BYTES(BATCH) - SL_CRC_BYTES));
         struct sl_batch batch;
         if (sl_batch_decode(frame, SL_BATCH_BYTES(BATCH), &batch) != 0) {
             CHECK(0);
