@@ -938,6 +938,11 @@ static void metrics_memory(struct body *b, const struct sl_http *http)
          plan->total_bytes},
         {"sluice_resident_bytes", "gauge", "The process's current RSS.", resident},
         {"sluice_resident_peak_bytes", "gauge", "The process's peak RSS (VmHWM).", peak},
+        {"sluice_memory_locked", "gauge", "1 when the memory plan is mlocked in RAM, 0 when it may be swapped.",
+         http->context.memory_locked ? 1u : 0u},
+        {"sluice_udp_receive_buffer_bytes", "gauge",
+         "The UDP socket's receive buffer as granted (SO_RCVBUF read back, halved), 0 when UDP is off.",
+         http->context.udp_receive_buffer_bytes},
     };
     prom_scalars(b, m, SL_ARRAY_COUNT(m));
     prom_family(b, "sluice_memory_planned_part_bytes", "gauge",
