@@ -52,6 +52,7 @@
 
 #include "api/http.h"
 #include "core/alloc_count.h"
+#include "core/assert.h"
 #include "core/io.h"
 #include "core/live.h"
 #include "core/plan.h"
@@ -187,6 +188,20 @@ static double mib(uint64_t bytes)
     return (double)bytes / (1 << 20);
 }
 
+/* A size for people: "2.3 GiB", "512.0 MiB". */
+static const char *human(char out[32], uint64_t bytes)
+{
+    static const char *const units[] = {"KiB", "MiB", "GiB", "TiB", "PiB", "EiB"};
+    double v = (double)bytes / 1024;
+    uint32_t i = 0;
+    while (v >= 1024 && i + 1 < SL_ARRAY_COUNT(units)) {
+        v /= 1024;
+        i++;
+    }
+    snprintf(out, 32, "%.1f %s", v, units[i]);
+    return out;
+}
+
 /* The plan fits when MemAvailable holds it and the margin. */
 static bool plan_fits(uint64_t plan_bytes, uint64_t available_bytes)
 {
@@ -224,27 +239,29 @@ static void print_plan(const struct daemon *dm)
 static int check_memory(const struct daemon *dm, char *err, uint32_t err_bytes)
 {
     uint64_t avail = mem_available_bytes(), plan = dm->plan.total_bytes;
+    char plan_h[32], avail_h[32];
+    human(plan_h, plan);
     if (avail == 0) {
-        sl_say(SL_SAY_WARN, "memory", "cannot read MemAvailable from /proc/meminfo: the plan of %.1f MiB "
-               "is not checked against the machine", mib(plan));
+        sl_say(SL_SAY_WARN, "memory", "cannot read MemAvailable from /proc/meminfo: the plan of %s is not "
+               "checked against the machine", plan_h);
         return 0;
     }
     if (plan_fits(plan, avail)) {
         return 0;
     }
+    human(avail_h, avail);
     const struct sl_store_config *s = &dm->config.store;
     if (dm->config.allow_overcommit) {
-        sl_say(SL_SAY_WARN, "memory", "the memory plan of %.1f MiB exceeds MemAvailable (%.1f MiB) less "
-               "%llu MiB: starting anyway (--allow-overcommit)", mib(plan), mib(avail),
-               SL_MEMORY_MARGIN_BYTES >> 20);
+        sl_say(SL_SAY_WARN, "memory", "the memory plan of %s does not fit in MemAvailable (%s) with %llu MiB "
+               "to spare: starting anyway (--allow-overcommit)", plan_h, avail_h, SL_MEMORY_MARGIN_BYTES >> 20);
         return 0;
     }
     snprintf(err, err_bytes,
-             "the memory plan of %llu bytes (%.1f MiB) does not fit: MemAvailable is %llu bytes (%.1f MiB) "
-             "and %llu MiB more is kept for the heap and thread stacks; size it with --max-sensors "
-             "(now %u) and --ring-readings (now %u; about 8 bytes a reading a sensor), see "
-             "--print-memory-plan, or start anyway with --allow-overcommit",
-             (unsigned long long)plan, mib(plan), (unsigned long long)avail, mib(avail),
+             "the memory plan of %llu bytes (%s) does not fit: MemAvailable is %llu bytes (%s) and %llu MiB "
+             "more is kept for the heap and thread stacks; size it with --max-sensors (now %u) and "
+             "--ring-readings (now %u; about 8 bytes a reading a sensor), see --print-memory-plan, or "
+             "start anyway with --allow-overcommit",
+             (unsigned long long)plan, plan_h, (unsigned long long)avail, avail_h,
              SL_MEMORY_MARGIN_BYTES >> 20, s->sensors_max, s->ring_readings);
     return -1;
 }

@@ -84,9 +84,10 @@ def _kill_all():
 
 
 class Daemon:
-    """A sluiced on ephemeral loopback ports, in its own temporary data directory."""
+    """A sluiced on ephemeral loopback ports, in its own temporary data directory. Its event
+    lines (stderr) are collected in .events; wait_event() waits for one."""
 
-    def __init__(self, *args, sensors=1024, ring=256, extra_env=None, data_dir=None):
+    def __init__(self, *args, sensors=1024, ring=256, extra_env=None, data_dir=None, prefix=None):
         self.tmp = tempfile.mkdtemp(prefix="sluice-it-")
         _tmp_dirs.append(self.tmp)
         self.data_dir = data_dir or os.path.join(self.tmp, "data")
@@ -97,14 +98,21 @@ class Daemon:
         # Extra flags for every daemon of a test run (CTest runs some tests again with
         # SLUICE_DAEMON_FLAGS="--apply-thread off", the single-threaded apply).
         cmd += os.environ.get("SLUICE_DAEMON_FLAGS", "").split()
+        cmd = list(prefix or []) + cmd  # e.g. setpriv, to run without a capability
         env = dict(os.environ)
         env.update(extra_env or {})
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
         _daemons.append(self)
+        # Event lines (stderr) are read as they come, so a chatty daemon never blocks on a full
+        # pipe, and kept for wait_event().
+        self.events = []
+        self._events_thread = threading.Thread(target=self._read_events, daemon=True)
+        self._events_thread.start()
         line = self._read_line(20)
         if "listening" not in line:
-            err = self.proc.stderr.read().decode() if self.proc.poll() is not None else ""
-            raise RuntimeError("sluiced did not start: %r %s" % (line, err))
+            if self.proc.poll() is not None:
+                self._events_thread.join(timeout=5)
+            raise RuntimeError("sluiced did not start: %r %s" % (line, "\n".join(self.events)))
         fields = dict(tok.split("=", 1) for tok in line.split() if "=" in tok)
         self.udp_port = int(fields["udp"].rsplit(":", 1)[1])
         self.tcp_port = int(fields["tcp"].rsplit(":", 1)[1])
@@ -123,6 +131,22 @@ class Daemon:
                     break
                 buf += chunk
         return buf.decode(errors="replace")
+
+    def _read_events(self):
+        for raw in iter(self.proc.stderr.readline, b""):
+            self.events.append(raw.decode(errors="replace").rstrip("\n"))
+
+    def wait_event(self, words, since=0, timeout_s=10.0):
+        """The first event line from index `since` on that contains `words`, waiting up to
+        timeout_s for it; None if none came."""
+        deadline = time.time() + timeout_s
+        while True:
+            for line in self.events[since:]:
+                if words in line:
+                    return line
+            if time.time() >= deadline:
+                return None
+            time.sleep(0.05)
 
     def tcp(self, timeout_s=5.0):
         s = socket.create_connection(("127.0.0.1", self.tcp_port), timeout=timeout_s)
