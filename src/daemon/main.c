@@ -562,6 +562,8 @@ static void reload(struct daemon *dm)
     }
     clamp_per_ip(&fresh.tcp_connections_per_ip_max, c->tcp_connections_max, "max-tcp-connections-per-ip");
     clamp_per_ip(&fresh.http_connections_per_ip_max, c->http_connections_max, "max-http-connections-per-ip");
+    /* The new level and format first: the lines about this reload already follow them. */
+    sl_say_configure(fresh.log_level, fresh.log_json);
     sl_say(SL_SAY_DEBUG, "config", "SIGHUP: re-reading %s", c->config_file);
     uint32_t changed = sl_config_diff(c, &fresh, say_change, dm);
     c->tcp_idle_timeout_s = fresh.tcp_idle_timeout_s;
