@@ -98,7 +98,7 @@ static const struct opt opts[] = {
     {"io-faults", OPT_TEXT, 0, 0, false, "testing only: inject I/O faults, e.g. fdatasync:EIO:5-8 (core/io.h)"},
     {"allow-overcommit", OPT_FLAG, 0, 0, false, "start even when the memory plan exceeds MemAvailable"},
     {"print-memory-plan", OPT_FLAG, 0, 0, false, "print the memory plan and exit"},
-    {"quiet", OPT_FLAG, 0, 0, false, "print nothing but errors and warnings"},
+    {"quiet", OPT_FLAG, 0, 0, false, "none of the stdout lines (event lines on stderr follow --log-level)"},
     {"version", OPT_FLAG, 0, 0, false, "print the version and exit"},
     {"help", OPT_FLAG, 0, 0, false, "print this help and exit"},
 };
@@ -137,7 +137,7 @@ void sl_config_usage(void)
         const char *arg = opts[i].kind == OPT_FLAG ? "" : " VALUE";
         char left[64];
         snprintf(left, sizeof left, "--%s%s", opts[i].name, arg);
-        printf("  %-30s %s%s\n", left, opts[i].help, opts[i].live ? " [SIGHUP]" : "");
+        printf("  %-36s %s%s\n", left, opts[i].help, opts[i].live ? " [SIGHUP]" : "");
     }
     printf("\nDurations need a unit: 500ms, 10s, 1m, 1h, 1d. Sizes may take K, M or G (powers of\n"
            "1024). [SIGHUP]: a changed value in the --config file is applied on SIGHUP; others\n"
