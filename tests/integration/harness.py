@@ -91,13 +91,24 @@ class Daemon:
         self.tmp = tempfile.mkdtemp(prefix="sluice-it-")
         _tmp_dirs.append(self.tmp)
         self.data_dir = data_dir or os.path.join(self.tmp, "data")
-        cmd = [SLUICED, "--udp", "127.0.0.1:0", "--tcp", "127.0.0.1:0", "--http", "127.0.0.1:0",
-               "--data-dir", self.data_dir, "--max-sensors", str(sensors), "--ring-readings", str(ring),
-               "--max-tcp-connections", "16"]
+        # sluiced refuses a flag given twice: a test's own flags replace these defaults, and the
+        # defaults and SLUICE_DAEMON_FLAGS (below) are added only when the test did not give them.
+        given = {a.split("=", 1)[0] for a in args if isinstance(a, str) and a.startswith("--")}
+        defaults = [("--udp", "127.0.0.1:0"), ("--tcp", "127.0.0.1:0"), ("--http", "127.0.0.1:0"),
+                    ("--data-dir", self.data_dir), ("--max-sensors", str(sensors)),
+                    ("--ring-readings", str(ring)), ("--max-tcp-connections", "16")]
+        cmd = [SLUICED]
+        for flag, value in defaults:
+            if flag not in given:
+                cmd += [flag, value]
         cmd += list(args)
         # Extra flags for every daemon of a test run (CTest runs some tests again with
         # SLUICE_DAEMON_FLAGS="--apply-thread off", the single-threaded apply).
-        cmd += os.environ.get("SLUICE_DAEMON_FLAGS", "").split()
+        extra = os.environ.get("SLUICE_DAEMON_FLAGS", "").split()
+        for i, a in enumerate(extra):
+            if a.startswith("--") and a.split("=", 1)[0] not in given:
+                cmd += [a] + ([extra[i + 1]] if "=" not in a and i + 1 < len(extra)
+                              and not extra[i + 1].startswith("--") else [])
         cmd = list(prefix or []) + cmd  # e.g. setpriv, to run without a capability
         env = dict(os.environ)
         env.update(extra_env or {})
