@@ -118,9 +118,11 @@ static void say_line(enum sl_say_level level, const char *subsystem, const char 
     char when[32], line[SL_SAY_LINE_BYTES + 128];
     sl_say_time(when, sl_clock_realtime_us());
     bool json = atomic_load_explicit(&say_json, memory_order_relaxed);
-    int n = json ? snprintf(line, sizeof line, "{\"time\":\"%s\",\"level\":\"%s\",\"subsystem\":\"%s\",\"msg\":\"",
-                            when, sl_say_level_name(level), subsystem)
-                 : snprintf(line, sizeof line, "%s %s %s: ", when, sl_say_level_name(level), subsystem);
+    int n =
+        json ? snprintf(line, sizeof line,
+                        "{\"time\":\"%s\",\"level\":\"%s\",\"subsystem\":\"%s\",\"msg\":\"", when,
+                        sl_say_level_name(level), subsystem)
+             : snprintf(line, sizeof line, "%s %s %s: ", when, sl_say_level_name(level), subsystem);
     if (n <= 0 || (size_t)n >= sizeof line / 2) {
         return; /* the prefix is our own short words: cannot happen */
     }
@@ -161,7 +163,8 @@ void sl_say_limited(struct sl_say_limit *limit, enum sl_say_level level, const c
     }
     int64_t now = sl_clock_monotonic_ns();
     int64_t next = atomic_load_explicit(&limit->next_ns, memory_order_relaxed);
-    if (now < next || !atomic_compare_exchange_strong(&limit->next_ns, &next, now + SL_SAY_LIMIT_NS)) {
+    if (now < next ||
+        !atomic_compare_exchange_strong(&limit->next_ns, &next, now + SL_SAY_LIMIT_NS)) {
         atomic_fetch_add_explicit(&limit->suppressed, 1, memory_order_relaxed);
         return;
     }
@@ -174,7 +177,8 @@ void sl_say_limited(struct sl_say_limit *limit, enum sl_say_level level, const c
     if (held > 0 && n >= 0) {
         /* The count is the point of the limiter: a cut message loses its tail, never the count. */
         char more[64];
-        int m = snprintf(more, sizeof more, " (%llu more like this since the last)", (unsigned long long)held);
+        int m = snprintf(more, sizeof more, " (%llu more like this since the last)",
+                         (unsigned long long)held);
         size_t at = (size_t)n < sizeof msg - (size_t)m ? (size_t)n : sizeof msg - 1 - (size_t)m;
         memcpy(msg + at, more, (size_t)m + 1);
     }

@@ -29,8 +29,20 @@
 
 #include "core/assert.h"
 
-enum opt_kind { OPT_ADDR, OPT_PATH, OPT_U32, OPT_DURATION, OPT_WINDOWS, OPT_FLAG, OPT_BYTES, OPT_SYNC,
-                OPT_TEXT, OPT_ONOFF, OPT_LOG_FORMAT, OPT_LOG_LEVEL };
+enum opt_kind {
+    OPT_ADDR,
+    OPT_PATH,
+    OPT_U32,
+    OPT_DURATION,
+    OPT_WINDOWS,
+    OPT_FLAG,
+    OPT_BYTES,
+    OPT_SYNC,
+    OPT_TEXT,
+    OPT_ONOFF,
+    OPT_LOG_FORMAT,
+    OPT_LOG_LEVEL
+};
 
 struct opt {
     const char *name;
@@ -40,20 +52,24 @@ struct opt {
     const char *help;
 };
 
-#define SECONDS(s) ((uint64_t)(s) * 1000000)
+#define SECONDS(s) (1000000 * (uint64_t)(s))
 
 static const struct opt opts[] = {
     {"udp", OPT_ADDR, 0, 0, false, "UDP listen address HOST:PORT, or off (default 127.0.0.1:7400)"},
     {"tcp", OPT_ADDR, 0, 0, false, "TCP listen address HOST:PORT, or off (default 127.0.0.1:7400)"},
     {"http", OPT_ADDR, 0, 0, false, "HTTP API address HOST:PORT, or off (default 127.0.0.1:7401)"},
-    {"data-dir", OPT_PATH, 0, 0, false, "data directory, created if missing (default ./sluice-data)"},
-    {"config", OPT_PATH, 0, 0, false, "read options from FILE (key = value lines); flags win; SIGHUP re-reads it"},
+    {"data-dir", OPT_PATH, 0, 0, false,
+     "data directory, created if missing (default ./sluice-data)"},
+    {"config", OPT_PATH, 0, 0, false,
+     "read options from FILE (key = value lines); flags win; SIGHUP re-reads it"},
     {"max-sensors", OPT_U32, 1, SL_SENSORS_MAX, false,
      "sensor table size (default 65536, max 16777216; 80 B + ring a sensor)"},
     {"ring-readings", OPT_U32, SL_RING_READINGS_MIN, SL_RING_READINGS_MAX, false,
      "raw readings retained per sensor (default 4096, max 16777216; 8 B each)"},
-    {"windows", OPT_WINDOWS, 0, 0, false, "rolling windows, ascending (default 10s,1m,1h; at most 8)"},
-    {"ewma-half-life", OPT_DURATION, 1000, SL_WINDOW_US_MAX, false, "EWMA half-life in event time (default 60s)"},
+    {"windows", OPT_WINDOWS, 0, 0, false,
+     "rolling windows, ascending (default 10s,1m,1h; at most 8)"},
+    {"ewma-half-life", OPT_DURATION, 1000, SL_WINDOW_US_MAX, false,
+     "EWMA half-life in event time (default 60s)"},
     {"future-skew", OPT_DURATION, 0, SL_WINDOW_US_MAX, false,
      "readings later than now + this are rejected as future (default 300s)"},
     {"coarse-buckets", OPT_U32, 0, SL_COARSE_BUCKETS_MAX, false,
@@ -63,24 +79,28 @@ static const struct opt opts[] = {
     {"max-tcp-connections", OPT_U32, 1, SL_TCP_CONNECTIONS_MAX, false,
      "open TCP connections; more are refused (default 128, max 65536; ~800 KiB each)"},
     {"max-tcp-connections-per-ip", OPT_U32, 1, SL_TCP_CONNECTIONS_MAX, true,
-     "open TCP connections from one address (default a quarter of --max-tcp-connections, at least 1)"},
+     "TCP connections from one address (default a quarter of --max-tcp-connections)"},
     {"tcp-idle-timeout", OPT_DURATION, SECONDS(1), SECONDS(SL_TCP_IDLE_TIMEOUT_S_MAX), true,
      "close a TCP connection idle this long (default 60s, max 1d)"},
     {"tcp-frame-timeout", OPT_DURATION, 100000, (uint64_t)SL_TCP_FRAME_TIMEOUT_MS_MAX * 1000, true,
-     "close a TCP connection whose frame is not complete this long after its first byte (default 5s, max 1h)"},
-    {"udp-batch", OPT_U32, 1, SL_UDP_BATCH_MAX, false, "datagrams per recvmmsg call (default 64; 64 KiB each)"},
-    {"udp-rcvbuf", OPT_U32, 65536, SL_UDP_RCVBUF_MAX, false, "UDP socket receive buffer bytes (default 33554432)"},
+     "a frame must be complete this soon after its first byte (default 5s, max 1h)"},
+    {"udp-batch", OPT_U32, 1, SL_UDP_BATCH_MAX, false,
+     "datagrams per recvmmsg call (default 64; 64 KiB each)"},
+    {"udp-rcvbuf", OPT_U32, 65536, SL_UDP_RCVBUF_MAX, false,
+     "UDP socket receive buffer bytes (default 33554432)"},
     {"max-http-connections", OPT_U32, 1, SL_HTTP_CONNECTIONS_MAX, false,
      "open HTTP connections (default 64, max 4096; 64 KiB each)"},
     {"max-http-connections-per-ip", OPT_U32, 1, SL_HTTP_CONNECTIONS_MAX, true,
-     "open HTTP connections from one address (default a quarter of --max-http-connections, at least 1)"},
-    {"http-threads", OPT_U32, 1, SL_HTTP_THREADS_MAX, false, "HTTP requests served at once (default 4, max 64)"},
+     "HTTP connections from one address (default a quarter of --max-http-connections)"},
+    {"http-threads", OPT_U32, 1, SL_HTTP_THREADS_MAX, false,
+     "HTTP requests served at once (default 4, max 64)"},
     {"http-timeout", OPT_DURATION, SECONDS(1), SECONDS(3600), true,
      "close an idle HTTP connection (default 10s, max 1h)"},
     {"http-header-timeout", OPT_DURATION, 100000, SECONDS(3600), true,
      "request line and headers must arrive this soon (default 5s, max 1h)"},
     {"sync", OPT_SYNC, 0, 0, false,
-     "always: fdatasync before any OK ack (default); batch: every --sync-interval; never: the OS's"},
+     "always: fdatasync before any OK ack (default); batch: every --sync-interval; never: the "
+     "OS's"},
     {"sync-interval", OPT_DURATION, 1000, (uint64_t)SL_LOG_SYNC_INTERVAL_MS_MAX * 1000, false,
      "with --sync batch: how often to fdatasync the log (default 100ms)"},
     {"log-bytes-max", OPT_BYTES, 2 * SL_LOG_SEGMENT_BYTES_MIN, SL_LOG_BYTES_MAX_MAX, false,
@@ -95,14 +115,18 @@ static const struct opt opts[] = {
      "on (default): apply to the store on a second thread, beside receive and log; off: one"},
     {"log-format", OPT_LOG_FORMAT, 0, 0, true, "event lines on stderr: text (default) or json"},
     {"log-level", OPT_LOG_LEVEL, 0, 0, true, "error, warn, info (default) or debug"},
-    {"io-faults", OPT_TEXT, 0, 0, false, "testing only: inject I/O faults, e.g. fdatasync:EIO:5-8 (core/io.h)"},
-    {"allow-overcommit", OPT_FLAG, 0, 0, false, "start even when the memory plan exceeds MemAvailable"},
+    {"io-faults", OPT_TEXT, 0, 0, false,
+     "testing only: inject I/O faults, e.g. fdatasync:EIO:5-8 (core/io.h)"},
+    {"allow-overcommit", OPT_FLAG, 0, 0, false,
+     "start even when the memory plan exceeds MemAvailable"},
     {"print-memory-plan", OPT_FLAG, 0, 0, false, "print the memory plan and exit"},
-    {"quiet", OPT_FLAG, 0, 0, false, "none of the stdout lines (event lines on stderr follow --log-level)"},
+    {"quiet", OPT_FLAG, 0, 0, false,
+     "none of the stdout lines (event lines on stderr follow --log-level)"},
     {"version", OPT_FLAG, 0, 0, false, "print the version and exit"},
     {"help", OPT_FLAG, 0, 0, false, "print this help and exit"},
 };
-_Static_assert(SL_ARRAY_COUNT(opts) <= SL_CONFIG_OPTS_MAX, "SL_CONFIG_OPTS_MAX holds the option table");
+_Static_assert(SL_ARRAY_COUNT(opts) <= SL_CONFIG_OPTS_MAX,
+               "SL_CONFIG_OPTS_MAX holds the option table");
 
 void sl_config_default(struct sl_config *config)
 {
@@ -192,8 +216,14 @@ int64_t sl_config_parse_duration_us(const char *text)
 /* A duration as text in its largest exact unit: "1h", "250ms", "0s". */
 static void format_duration(char *out, size_t out_bytes, int64_t us)
 {
-    static const struct { const char *unit; int64_t us; } units[] = {
-        {"d", 86400LL * 1000000}, {"h", 3600LL * 1000000}, {"m", 60LL * 1000000}, {"s", 1000000}, {"ms", 1000}};
+    static const struct {
+        const char *unit;
+        int64_t us;
+    } units[] = {{"d", 86400LL * 1000000},
+                 {"h", 3600LL * 1000000},
+                 {"m", 60LL * 1000000},
+                 {"s", 1000000},
+                 {"ms", 1000}};
     for (size_t i = 0; i < SL_ARRAY_COUNT(units); i++) {
         if (us != 0 && us % units[i].us == 0) {
             snprintf(out, out_bytes, "%lld%s", (long long)(us / units[i].us), units[i].unit);
@@ -258,7 +288,8 @@ static int parse_bytes(const char *text, uint64_t min, uint64_t max, uint64_t *o
 }
 
 /* "10s,1m,1h": every element a duration with its unit, none empty, at most SL_WINDOWS_MAX. */
-static int parse_windows(const char *text, struct sl_store_config *store, char *err, uint32_t err_bytes)
+static int parse_windows(const char *text, struct sl_store_config *store, char *err,
+                         uint32_t err_bytes)
 {
     char buf[512];
     if (strlen(text) >= sizeof buf) {
@@ -275,17 +306,20 @@ static int parse_windows(const char *text, struct sl_store_config *store, char *
         char *tok = trim(next);
         next = comma != NULL ? comma + 1 : NULL;
         if (*tok == '\0') {
-            return fail(err, err_bytes, "--windows: '%s' has an empty element (number %u)", text, i + 1);
+            return fail(err, err_bytes, "--windows: '%s' has an empty element (number %u)", text,
+                        i + 1);
         }
         if (count == SL_WINDOWS_MAX) {
-            return fail(err, err_bytes, "--windows: '%s' has more than %u windows", text, SL_WINDOWS_MAX);
+            return fail(err, err_bytes, "--windows: '%s' has more than %u windows", text,
+                        SL_WINDOWS_MAX);
         }
         int64_t us = sl_config_parse_duration_us(tok);
         if (us == SL_CONFIG_NO_UNIT) {
             return fail(err, err_bytes, "--windows: '%s' needs a unit: ms, s, m, h or d", tok);
         }
         if (us < 0) {
-            return fail(err, err_bytes, "--windows: '%s' is not a list of durations like 10s,1m,1h", text);
+            return fail(err, err_bytes, "--windows: '%s' is not a list of durations like 10s,1m,1h",
+                        text);
         }
         store->windows_us[count++] = us;
     }
@@ -305,17 +339,28 @@ static int opt_index(const char *name)
 
 static uint32_t *u32_field(struct sl_config *c, const char *name)
 {
-    if (strcmp(name, "max-sensors") == 0) return &c->store.sensors_max;
-    if (strcmp(name, "ring-readings") == 0) return &c->store.ring_readings;
-    if (strcmp(name, "coarse-buckets") == 0) return &c->store.coarse_buckets;
-    if (strcmp(name, "max-streams") == 0) return &c->streams_max;
-    if (strcmp(name, "max-tcp-connections") == 0) return &c->tcp_connections_max;
-    if (strcmp(name, "max-tcp-connections-per-ip") == 0) return &c->tcp_connections_per_ip_max;
-    if (strcmp(name, "udp-batch") == 0) return &c->udp_batch;
-    if (strcmp(name, "udp-rcvbuf") == 0) return &c->udp_rcvbuf_bytes;
-    if (strcmp(name, "max-http-connections") == 0) return &c->http_connections_max;
-    if (strcmp(name, "max-http-connections-per-ip") == 0) return &c->http_connections_per_ip_max;
-    if (strcmp(name, "http-threads") == 0) return &c->http_threads;
+    if (strcmp(name, "max-sensors") == 0)
+        return &c->store.sensors_max;
+    if (strcmp(name, "ring-readings") == 0)
+        return &c->store.ring_readings;
+    if (strcmp(name, "coarse-buckets") == 0)
+        return &c->store.coarse_buckets;
+    if (strcmp(name, "max-streams") == 0)
+        return &c->streams_max;
+    if (strcmp(name, "max-tcp-connections") == 0)
+        return &c->tcp_connections_max;
+    if (strcmp(name, "max-tcp-connections-per-ip") == 0)
+        return &c->tcp_connections_per_ip_max;
+    if (strcmp(name, "udp-batch") == 0)
+        return &c->udp_batch;
+    if (strcmp(name, "udp-rcvbuf") == 0)
+        return &c->udp_rcvbuf_bytes;
+    if (strcmp(name, "max-http-connections") == 0)
+        return &c->http_connections_max;
+    if (strcmp(name, "max-http-connections-per-ip") == 0)
+        return &c->http_connections_per_ip_max;
+    if (strcmp(name, "http-threads") == 0)
+        return &c->http_threads;
     SL_ASSERT(!"an OPT_U32 option without a field");
     return NULL;
 }
@@ -345,13 +390,20 @@ static int set_duration(struct sl_config *c, const char *name, int64_t us)
 /* The value set_duration stored, in microseconds (as stored: whole seconds or milliseconds). */
 static int64_t get_duration(const struct sl_config *c, const char *name)
 {
-    if (strcmp(name, "ewma-half-life") == 0) return c->store.ewma_half_life_us;
-    if (strcmp(name, "future-skew") == 0) return c->store.future_skew_us;
-    if (strcmp(name, "tcp-idle-timeout") == 0) return (int64_t)c->tcp_idle_timeout_s * 1000000;
-    if (strcmp(name, "tcp-frame-timeout") == 0) return (int64_t)c->tcp_frame_timeout_ms * 1000;
-    if (strcmp(name, "http-timeout") == 0) return (int64_t)c->http_timeout_s * 1000000;
-    if (strcmp(name, "http-header-timeout") == 0) return (int64_t)c->http_header_timeout_ms * 1000;
-    if (strcmp(name, "sync-interval") == 0) return (int64_t)c->log.sync_interval_ms * 1000;
+    if (strcmp(name, "ewma-half-life") == 0)
+        return c->store.ewma_half_life_us;
+    if (strcmp(name, "future-skew") == 0)
+        return c->store.future_skew_us;
+    if (strcmp(name, "tcp-idle-timeout") == 0)
+        return (int64_t)c->tcp_idle_timeout_s * 1000000;
+    if (strcmp(name, "tcp-frame-timeout") == 0)
+        return (int64_t)c->tcp_frame_timeout_ms * 1000;
+    if (strcmp(name, "http-timeout") == 0)
+        return (int64_t)c->http_timeout_s * 1000000;
+    if (strcmp(name, "http-header-timeout") == 0)
+        return (int64_t)c->http_header_timeout_ms * 1000;
+    if (strcmp(name, "sync-interval") == 0)
+        return (int64_t)c->log.sync_interval_ms * 1000;
     SL_ASSERT(!"an OPT_DURATION option without a field");
     return 0;
 }
@@ -372,9 +424,12 @@ static char *addr_field(struct sl_config *c, const char *name)
 
 static bool *flag_field(struct sl_config *c, const char *name)
 {
-    if (strcmp(name, "quiet") == 0) return &c->quiet;
-    if (strcmp(name, "allow-overcommit") == 0) return &c->allow_overcommit;
-    if (strcmp(name, "print-memory-plan") == 0) return &c->print_memory_plan;
+    if (strcmp(name, "quiet") == 0)
+        return &c->quiet;
+    if (strcmp(name, "allow-overcommit") == 0)
+        return &c->allow_overcommit;
+    if (strcmp(name, "print-memory-plan") == 0)
+        return &c->print_memory_plan;
     return NULL; /* help, version: acted on at once */
 }
 
@@ -406,8 +461,8 @@ static int apply_duration(struct sl_config *c, const struct opt *o, const char *
         char lo[32], hi[32];
         format_duration(lo, sizeof lo, (int64_t)o->min);
         format_duration(hi, sizeof hi, (int64_t)o->max);
-        return fail(err, err_bytes, "--%s: '%s' is not a duration from %s to %s (e.g. 10s, 1m)", o->name,
-                    value, lo, hi);
+        return fail(err, err_bytes, "--%s: '%s' is not a duration from %s to %s (e.g. 10s, 1m)",
+                    o->name, value, lo, hi);
     }
     return set_duration(c, o->name, us);
 }
@@ -417,8 +472,9 @@ static int apply_bytes(struct sl_config *c, const struct opt *o, const char *val
 {
     uint64_t bytes;
     if (parse_bytes(value, o->min, o->max, &bytes) != 0) {
-        return fail(err, err_bytes, "--%s: '%s' is not a size from %" PRIu64 " to %" PRIu64 " bytes",
-                    o->name, value, o->min, o->max);
+        return fail(err, err_bytes,
+                    "--%s: '%s' is not a size from %" PRIu64 " to %" PRIu64 " bytes", o->name,
+                    value, o->min, o->max);
     }
     if (strcmp(o->name, "log-bytes-max") == 0) {
         c->log.bytes_max = bytes;
@@ -433,8 +489,8 @@ static int apply_bytes(struct sl_config *c, const struct opt *o, const char *val
 }
 
 /* A word from a fixed list: its index, or -1 with err naming the choices. */
-static int apply_word(const struct opt *o, const char *value, const char *const *words, uint32_t count,
-                      const char *choices, char *err, uint32_t err_bytes)
+static int apply_word(const struct opt *o, const char *value, const char *const *words,
+                      uint32_t count, const char *choices, char *err, uint32_t err_bytes)
 {
     for (uint32_t i = 0; i < count; i++) {
         if (strcmp(value, words[i]) == 0) {
@@ -476,14 +532,15 @@ static int apply_opt(struct sl_config *c, const struct opt *o, const char *value
     case OPT_PATH:
         if (set_string(strcmp(o->name, "config") == 0 ? c->config_file : c->data_dir, SL_PATH_BYTES,
                        value) != 0) {
-            return fail(err, err_bytes, "--%s: '%s' is empty or longer than %d bytes", o->name, value,
-                        SL_PATH_BYTES - 1);
+            return fail(err, err_bytes, "--%s: '%s' is empty or longer than %d bytes", o->name,
+                        value, SL_PATH_BYTES - 1);
         }
         return 0;
     case OPT_U32:
         if (parse_u32(value, o->min, o->max, u32_field(c, o->name)) != 0) {
-            return fail(err, err_bytes, "--%s: '%s' is not a whole number from %" PRIu64 " to %" PRIu64,
-                        o->name, value, o->min, o->max);
+            return fail(err, err_bytes,
+                        "--%s: '%s' is not a whole number from %" PRIu64 " to %" PRIu64, o->name,
+                        value, o->min, o->max);
         }
         return 0;
     case OPT_DURATION:
@@ -531,11 +588,16 @@ struct file_reader {
 
 static const char *file_type_name(mode_t mode)
 {
-    if (S_ISDIR(mode)) return "a directory";
-    if (S_ISCHR(mode)) return "a character device";
-    if (S_ISBLK(mode)) return "a block device";
-    if (S_ISFIFO(mode)) return "a FIFO";
-    if (S_ISSOCK(mode)) return "a socket";
+    if (S_ISDIR(mode))
+        return "a directory";
+    if (S_ISCHR(mode))
+        return "a character device";
+    if (S_ISBLK(mode))
+        return "a block device";
+    if (S_ISFIFO(mode))
+        return "a FIFO";
+    if (S_ISSOCK(mode))
+        return "a socket";
     return "not a regular file";
 }
 
@@ -579,8 +641,10 @@ static int reader_fill(struct file_reader *r, char *err, uint32_t err_bytes)
         return fail(err, err_bytes, "--config %s: %s", r->path, strerror(errno));
     }
     r->total_bytes += (uint64_t)n;
-    if (r->total_bytes > SL_CONFIG_FILE_BYTES_MAX) { /* it grew after fstat, or lies about its size */
-        return fail(err, err_bytes, "--config %s: larger than the 1 MiB a config file may hold", r->path);
+    if (r->total_bytes >
+        SL_CONFIG_FILE_BYTES_MAX) { /* it grew after fstat, or lies about its size */
+        return fail(err, err_bytes, "--config %s: larger than the 1 MiB a config file may hold",
+                    r->path);
     }
     r->pos = 0;
     r->len = (uint32_t)n;
@@ -593,7 +657,8 @@ static int reader_fill(struct file_reader *r, char *err, uint32_t err_bytes)
  * newline. 1: a line; 0: the end of the file; -1: an error (a NUL byte, a
  * line too long, a read error) naming FILE:LINE. Bounded by the file limit.
  */
-static int reader_line(struct file_reader *r, char *line, uint32_t lineno, char *err, uint32_t err_bytes)
+static int reader_line(struct file_reader *r, char *line, uint32_t lineno, char *err,
+                       uint32_t err_bytes)
 {
     uint32_t len = 0;
     while (!r->eof) {
@@ -690,7 +755,8 @@ static const char *take_value(int argc, char **argv, int *i, const char *eq)
 }
 
 /* Pass 1: the config file, so that flags override it. At most one --config. */
-static int parse_config_flag(struct sl_config *c, int argc, char **argv, char *err, uint32_t err_bytes)
+static int parse_config_flag(struct sl_config *c, int argc, char **argv, char *err,
+                             uint32_t err_bytes)
 {
     bool seen = false;
     for (int i = 1; i < argc; i++) {
@@ -762,7 +828,8 @@ static int derive_per_ip(struct sl_config *c, const char *name, uint32_t *per_ip
         return 0;
     }
     if (*per_ip > table) {
-        return fail(err, err_bytes, "--%s: %u is more than --%s (%u)", name, *per_ip, table_name, table);
+        return fail(err, err_bytes, "--%s: %u is more than --%s (%u)", name, *per_ip, table_name,
+                    table);
     }
     return 0;
 }
@@ -809,13 +876,22 @@ static void show_opt(const struct sl_config *c, const struct opt *o, char *out, 
     struct sl_config *m = (struct sl_config *)c; /* the field lookups are shared with the setters */
     size_t len = 0;
     switch (o->kind) {
-    case OPT_ADDR: snprintf(out, out_bytes, "%s", addr_field(m, o->name)); return;
-    case OPT_PATH:
-        snprintf(out, out_bytes, "%s", strcmp(o->name, "config") == 0 ? c->config_file : c->data_dir);
+    case OPT_ADDR:
+        snprintf(out, out_bytes, "%s", addr_field(m, o->name));
         return;
-    case OPT_TEXT: snprintf(out, out_bytes, "%s", c->io_faults); return;
-    case OPT_U32: snprintf(out, out_bytes, "%" PRIu32, *u32_field(m, o->name)); return;
-    case OPT_DURATION: format_duration(out, out_bytes, get_duration(c, o->name)); return;
+    case OPT_PATH:
+        snprintf(out, out_bytes, "%s",
+                 strcmp(o->name, "config") == 0 ? c->config_file : c->data_dir);
+        return;
+    case OPT_TEXT:
+        snprintf(out, out_bytes, "%s", c->io_faults);
+        return;
+    case OPT_U32:
+        snprintf(out, out_bytes, "%" PRIu32, *u32_field(m, o->name));
+        return;
+    case OPT_DURATION:
+        format_duration(out, out_bytes, get_duration(c, o->name));
+        return;
     case OPT_BYTES:
         snprintf(out, out_bytes, "%" PRIu64,
                  strcmp(o->name, "log-bytes-max") == 0       ? c->log.bytes_max
@@ -823,10 +899,18 @@ static void show_opt(const struct sl_config *c, const struct opt *o, char *out, 
                  : strcmp(o->name, "log-buffer-bytes") == 0  ? c->log.buffer_bytes
                                                              : c->checkpoint_every_bytes);
         return;
-    case OPT_SYNC: snprintf(out, out_bytes, "%s", sync_words[c->log.sync]); return;
-    case OPT_ONOFF: snprintf(out, out_bytes, "%s", onoff_words[c->apply_thread]); return;
-    case OPT_LOG_FORMAT: snprintf(out, out_bytes, "%s", format_words[c->log_json]); return;
-    case OPT_LOG_LEVEL: snprintf(out, out_bytes, "%s", level_words[c->log_level]); return;
+    case OPT_SYNC:
+        snprintf(out, out_bytes, "%s", sync_words[c->log.sync]);
+        return;
+    case OPT_ONOFF:
+        snprintf(out, out_bytes, "%s", onoff_words[c->apply_thread]);
+        return;
+    case OPT_LOG_FORMAT:
+        snprintf(out, out_bytes, "%s", format_words[c->log_json]);
+        return;
+    case OPT_LOG_LEVEL:
+        snprintf(out, out_bytes, "%s", level_words[c->log_level]);
+        return;
     case OPT_FLAG: {
         bool *f = flag_field(m, o->name);
         snprintf(out, out_bytes, "%s", f != NULL && *f ? "on" : "off");

@@ -66,7 +66,8 @@
 #include "store/store.h"
 
 #define EXIT_USAGE 2
-/* MemAvailable must hold the plan and this much more: libc, MHD's pools, thread stacks, page tables. */
+/* MemAvailable must hold the plan and this much more: libc, MHD's pools, thread stacks, page
+ * tables. */
 #define SL_MEMORY_MARGIN_BYTES (64ull << 20)
 
 struct daemon {
@@ -83,7 +84,8 @@ struct daemon {
     struct sl_http_context http_context;
     struct sl_http *http;
     int udp_fd, tcp_fd, http_fd; /* bound at step 4; -1: off */
-    uint64_t udp_rcvbuf_granted_bytes; /* SO_RCVBUF read back, halved (Linux reports twice the grant) */
+    uint64_t
+        udp_rcvbuf_granted_bytes; /* SO_RCVBUF read back, halved (Linux reports twice the grant) */
     struct sl_io_faults io_faults;
     struct sl_log *log;
     struct sl_checkpointer checkpointer;
@@ -130,11 +132,13 @@ static int derive_configs(struct daemon *dm, char *err, uint32_t err_bytes)
     in->apply_thread = c->apply_thread;
     in->apply_area_bytes = c->log.buffer_bytes;
     if (strcmp(c->udp, "off") != 0 &&
-        sl_config_split_addr(c->udp, in->udp_host, sizeof in->udp_host, &in->udp_port, err, err_bytes) != 0) {
+        sl_config_split_addr(c->udp, in->udp_host, sizeof in->udp_host, &in->udp_port, err,
+                             err_bytes) != 0) {
         return -1;
     }
     if (strcmp(c->tcp, "off") != 0 &&
-        sl_config_split_addr(c->tcp, in->tcp_host, sizeof in->tcp_host, &in->tcp_port, err, err_bytes) != 0) {
+        sl_config_split_addr(c->tcp, in->tcp_host, sizeof in->tcp_host, &in->tcp_port, err,
+                             err_bytes) != 0) {
         return -1;
     }
     struct sl_http_config *h = &dm->http_config;
@@ -213,7 +217,8 @@ static void print_plan(const struct daemon *dm)
 {
     const struct sl_store_config *s = &dm->config.store;
     printf("memory plan: %u sensors x %u readings, %u TCP connections, %u streams a transport\n",
-           s->sensors_max, s->ring_readings, dm->config.tcp_connections_max, dm->config.streams_max);
+           s->sensors_max, s->ring_readings, dm->config.tcp_connections_max,
+           dm->config.streams_max);
     printf("disk: log segments of %llu bytes, at most %llu bytes of log, sync %s\n",
            (unsigned long long)dm->config.log.segment_bytes,
            (unsigned long long)dm->config.log.bytes_max, sl_sync_mode_name(dm->config.log.sync));
@@ -227,11 +232,14 @@ static void print_plan(const struct daemon *dm)
            sl_store_bytes_per_reading(s));
     uint64_t avail = mem_available_bytes();
     if (avail != 0) {
-        printf("available: %llu bytes (%.1f MiB, MemAvailable); the plan %s with %llu MiB to spare%s\n",
+        printf("available: %llu bytes (%.1f MiB, MemAvailable); the plan %s with %llu MiB to "
+               "spare%s\n",
                (unsigned long long)avail, mib(avail),
                plan_fits(dm->plan.total_bytes, avail) ? "fits" : "does NOT fit",
                SL_MEMORY_MARGIN_BYTES >> 20,
-               plan_fits(dm->plan.total_bytes, avail) ? "" : " (sluiced refuses to start without --allow-overcommit)");
+               plan_fits(dm->plan.total_bytes, avail)
+                   ? ""
+                   : " (sluiced refuses to start without --allow-overcommit)");
     }
 }
 
@@ -242,8 +250,10 @@ static int check_memory(const struct daemon *dm, char *err, uint32_t err_bytes)
     char plan_h[32], avail_h[32];
     human(plan_h, plan);
     if (avail == 0) {
-        sl_say(SL_SAY_WARN, "memory", "cannot read MemAvailable from /proc/meminfo: the plan of %s is not "
-               "checked against the machine", plan_h);
+        sl_say(SL_SAY_WARN, "memory",
+               "cannot read MemAvailable from /proc/meminfo: the plan of %s is not "
+               "checked against the machine",
+               plan_h);
         return 0;
     }
     if (plan_fits(plan, avail)) {
@@ -252,17 +262,21 @@ static int check_memory(const struct daemon *dm, char *err, uint32_t err_bytes)
     human(avail_h, avail);
     const struct sl_store_config *s = &dm->config.store;
     if (dm->config.allow_overcommit) {
-        sl_say(SL_SAY_WARN, "memory", "the memory plan of %s does not fit in MemAvailable (%s) with %llu MiB "
-               "to spare: starting anyway (--allow-overcommit)", plan_h, avail_h, SL_MEMORY_MARGIN_BYTES >> 20);
+        sl_say(SL_SAY_WARN, "memory",
+               "the memory plan of %s does not fit in MemAvailable (%s) with %llu MiB "
+               "to spare: starting anyway (--allow-overcommit)",
+               plan_h, avail_h, SL_MEMORY_MARGIN_BYTES >> 20);
         return 0;
     }
-    snprintf(err, err_bytes,
-             "the memory plan of %llu bytes (%s) does not fit: MemAvailable is %llu bytes (%s) and %llu MiB "
-             "more is kept for the heap and thread stacks; size it with --max-sensors (now %u) and "
-             "--ring-readings (now %u; about 8 bytes a reading a sensor), see --print-memory-plan, or "
-             "start anyway with --allow-overcommit",
-             (unsigned long long)plan, plan_h, (unsigned long long)avail, avail_h,
-             SL_MEMORY_MARGIN_BYTES >> 20, s->sensors_max, s->ring_readings);
+    snprintf(
+        err, err_bytes,
+        "the memory plan of %llu bytes (%s) does not fit: MemAvailable is %llu bytes (%s) and %llu "
+        "MiB "
+        "more is kept for the heap and thread stacks; size it with --max-sensors (now %u) and "
+        "--ring-readings (now %u; about 8 bytes a reading a sensor), see --print-memory-plan, or "
+        "start anyway with --allow-overcommit",
+        (unsigned long long)plan, plan_h, (unsigned long long)avail, avail_h,
+        SL_MEMORY_MARGIN_BYTES >> 20, s->sensors_max, s->ring_readings);
     return -1;
 }
 
@@ -299,16 +313,18 @@ static void udp_buffer(struct daemon *dm, int fd)
     }
     dm->udp_rcvbuf_granted_bytes = (uint64_t)got / 2;
     if (dm->udp_rcvbuf_granted_bytes < (uint64_t)want) {
-        sl_say(SL_SAY_WARN, "udp",
-               "receive buffer is %llu bytes, not the %d asked for (--udp-rcvbuf): capped by "
-               "net.core.rmem_max (%lld) without CAP_NET_ADMIN; bursts beyond it are dropped by the "
-               "kernel (counted); raise it with sysctl -w net.core.rmem_max=%d",
-               (unsigned long long)dm->udp_rcvbuf_granted_bytes, want,
-               proc_sys_number("/proc/sys/net/core/rmem_max"), want);
+        sl_say(
+            SL_SAY_WARN, "udp",
+            "receive buffer is %llu bytes, not the %d asked for (--udp-rcvbuf): capped by "
+            "net.core.rmem_max (%lld) without CAP_NET_ADMIN; bursts beyond it are dropped by the "
+            "kernel (counted); raise it with sysctl -w net.core.rmem_max=%d",
+            (unsigned long long)dm->udp_rcvbuf_granted_bytes, want,
+            proc_sys_number("/proc/sys/net/core/rmem_max"), want);
     }
 }
 
-/* Step 4: every listener bound before anything else is touched; the fds go to the ingest and HTTP configs. */
+/* Step 4: every listener bound before anything else is touched; the fds go to the ingest and HTTP
+ * configs. */
 static int bind_listeners(struct daemon *dm, char *err, uint32_t err_bytes)
 {
     struct sl_ingest_config *in = &dm->ingest_config;
@@ -400,11 +416,12 @@ static void say_unlocked(struct sl_arena *arena)
             snprintf(limit, sizeof limit, "%llu bytes", (unsigned long long)rl.rlim_cur);
         }
     }
-    sl_say(SL_SAY_WARN, "memory",
-           "the memory plan (%llu bytes) is not locked in RAM: mlock: %s (RLIMIT_MEMLOCK %s, no "
-           "CAP_IPC_LOCK), so the kernel may swap it out under pressure; set LimitMEMLOCK=infinity in "
-           "the systemd unit, run ulimit -l unlimited, or grant CAP_IPC_LOCK",
-           (unsigned long long)arena->bytes, strerror(e), limit);
+    sl_say(
+        SL_SAY_WARN, "memory",
+        "the memory plan (%llu bytes) is not locked in RAM: mlock: %s (RLIMIT_MEMLOCK %s, no "
+        "CAP_IPC_LOCK), so the kernel may swap it out under pressure; set LimitMEMLOCK=infinity in "
+        "the systemd unit, run ulimit -l unlimited, or grant CAP_IPC_LOCK",
+        (unsigned long long)arena->bytes, strerror(e), limit);
 }
 
 /* Load the newest checkpoint and replay the log after it; set up the checkpointer. */
@@ -485,7 +502,8 @@ static int start_http(struct daemon *dm, char *err, uint32_t err_bytes)
     ctx->checkpointer = &dm->checkpointer;
     ctx->recovery = &dm->recovery;
     ctx->view_memory = sl_arena_take(&dm->arena, sl_store_view_bytes(&dm->config.store));
-    ctx->sorted_ids = sl_arena_take(&dm->arena, 2ull * dm->config.store.sensors_max * sizeof(uint32_t));
+    ctx->sorted_ids =
+        sl_arena_take(&dm->arena, 2ull * dm->config.store.sensors_max * sizeof(uint32_t));
     ctx->version = SL_VERSION;
     ctx->memory_locked = dm->arena.locked;
     ctx->udp_receive_buffer_bytes = dm->udp_rcvbuf_granted_bytes;
@@ -509,8 +527,8 @@ static void print_started(const struct daemon *dm)
              "listening udp=%s tcp=%s http=%s data=%s memory_planned_bytes=%llu "
              "(%.1f MiB; %u sensors x %u readings%s)",
              udp, tcp, http, dm->config.data_dir, (unsigned long long)dm->plan.total_bytes,
-             mib(dm->plan.total_bytes), dm->config.store.sensors_max, dm->config.store.ring_readings,
-             dm->arena.locked ? ", locked" : "");
+             mib(dm->plan.total_bytes), dm->config.store.sensors_max,
+             dm->config.store.ring_readings, dm->arena.locked ? ", locked" : "");
     if (!dm->config.quiet) {
         printf("sluiced %s %s\n", SL_VERSION, line);
         fflush(stdout);
@@ -519,15 +537,17 @@ static void print_started(const struct daemon *dm)
 }
 
 /* SIGHUP's report of one changed key. */
-static void say_change(void *arg, const char *key, const char *old_value, const char *new_value, bool live)
+static void say_change(void *arg, const char *key, const char *old_value, const char *new_value,
+                       bool live)
 {
     const struct daemon *dm = arg;
     if (live) {
-        sl_say(SL_SAY_INFO, "config", "%s changed in %s: %s -> %s, applied", key, dm->config.config_file,
-               old_value, new_value);
+        sl_say(SL_SAY_INFO, "config", "%s changed in %s: %s -> %s, applied", key,
+               dm->config.config_file, old_value, new_value);
     } else {
-        sl_say(SL_SAY_WARN, "config", "%s changed in %s: needs a restart (running with %s, the file says %s)",
-               key, dm->config.config_file, old_value, new_value);
+        sl_say(SL_SAY_WARN, "config",
+               "%s changed in %s: needs a restart (running with %s, the file says %s)", key,
+               dm->config.config_file, old_value, new_value);
     }
 }
 
@@ -535,8 +555,8 @@ static void say_change(void *arg, const char *key, const char *old_value, const 
 static void clamp_per_ip(uint32_t *per_ip, uint32_t table, const char *key)
 {
     if (*per_ip > table) {
-        sl_say(SL_SAY_WARN, "config", "%s %u is more than the %u connections running: using %u", key,
-               *per_ip, table, table);
+        sl_say(SL_SAY_WARN, "config", "%s %u is more than the %u connections running: using %u",
+               key, *per_ip, table, table);
         *per_ip = table;
     }
 }
@@ -560,8 +580,10 @@ static void reload(struct daemon *dm)
         sl_say(SL_SAY_ERROR, "config", "SIGHUP: %s; keeping the running settings", err);
         return;
     }
-    clamp_per_ip(&fresh.tcp_connections_per_ip_max, c->tcp_connections_max, "max-tcp-connections-per-ip");
-    clamp_per_ip(&fresh.http_connections_per_ip_max, c->http_connections_max, "max-http-connections-per-ip");
+    clamp_per_ip(&fresh.tcp_connections_per_ip_max, c->tcp_connections_max,
+                 "max-tcp-connections-per-ip");
+    clamp_per_ip(&fresh.http_connections_per_ip_max, c->http_connections_max,
+                 "max-http-connections-per-ip");
     /* The new level and format first: the lines about this reload already follow them. */
     sl_say_configure(fresh.log_level, fresh.log_json);
     sl_say(SL_SAY_DEBUG, "config", "SIGHUP: re-reading %s", c->config_file);
@@ -607,7 +629,8 @@ static int run(struct daemon *dm, sigset_t *signals, char *err, uint32_t err_byt
     sl_log_close(dm->log);
     char line[300];
     snprintf(line, sizeof line,
-             "stopped on %s: %llu readings accepted, %llu heap allocations on the ingest path after start",
+             "stopped on %s: %llu readings accepted, %llu heap allocations on the ingest path "
+             "after start",
              sig == SIGINT ? "SIGINT" : "SIGTERM",
              (unsigned long long)atomic_load(&dm->store.counters.readings_accepted),
              (unsigned long long)sl_alloc_count(SL_ALLOC_INGEST));
@@ -621,7 +644,8 @@ static int run(struct daemon *dm, sigset_t *signals, char *err, uint32_t err_byt
 int main(int argc, char **argv)
 {
     char err[600];
-    /* SIGHUP is blocked from the first instruction (it would kill) and taken by sigwait in run(). */
+    /* SIGHUP is blocked from the first instruction (it would kill) and taken by sigwait in run().
+     */
     sigset_t signals;
     sigemptyset(&signals);
     sigaddset(&signals, SIGHUP);

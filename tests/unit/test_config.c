@@ -96,7 +96,8 @@ static void test_bytes(void)
     for (size_t i = 1000; i < sizeof big; i += 1000) {
         big[i] = '\n';
     }
-    p = write_file("big.conf", big, SL_CONFIG_FILE_BYTES_MAX); /* exactly the limit: a file of comments */
+    p = write_file("big.conf", big,
+                   SL_CONFIG_FILE_BYTES_MAX); /* exactly the limit: a file of comments */
     CHECK_EQ(parse("--config", p, NULL), 0);
     p = write_file("big.conf", big, SL_CONFIG_FILE_BYTES_MAX + 1);
     CHECK_EQ(parse("--config", p, NULL), -1);
@@ -208,7 +209,8 @@ struct seen {
     uint32_t live;
 };
 
-static void note(void *arg, const char *key, const char *old_value, const char *new_value, bool live)
+static void note(void *arg, const char *key, const char *old_value, const char *new_value,
+                 bool live)
 {
     struct seen *s = arg;
     size_t n = strlen(s->keys);
@@ -222,8 +224,9 @@ static void test_diff(void)
     static struct sl_config a, b;
     CHECK_EQ(parse("--windows", "10s,1m", "--tcp-idle-timeout", "1m", NULL), 0);
     a = cfg;
-    CHECK_EQ(parse("--windows", "10s,1h", "--tcp-idle-timeout", "30s", "--log-level", "debug", "--max-sensors",
-                   "7", NULL), 0);
+    CHECK_EQ(parse("--windows", "10s,1h", "--tcp-idle-timeout", "30s", "--log-level", "debug",
+                   "--max-sensors", "7", NULL),
+             0);
     b = cfg;
     struct seen s = {0};
     CHECK_EQ(sl_config_diff(&a, &b, note, &s), 4);

@@ -110,8 +110,9 @@ static void test_json(void)
     capture_begin();
     sl_say(SL_SAY_DEBUG, "http", "a \"quote\", a \\ and a\ttab; caf\xc3\xa9; bad \xff\xc3 end");
     capture_end(out, sizeof out);
-    const char *want_tail = "\",\"level\":\"debug\",\"subsystem\":\"http\",\"msg\":\"a \\\"quote\\\", a \\\\ "
-                            "and a\\u0009tab; caf\xc3\xa9; bad \\ufffd\\ufffd end\"}\n";
+    const char *want_tail =
+        "\",\"level\":\"debug\",\"subsystem\":\"http\",\"msg\":\"a \\\"quote\\\", a \\\\ "
+        "and a\\u0009tab; caf\xc3\xa9; bad \\ufffd\\ufffd end\"}\n";
     CHECK(strncmp(out, "{\"time\":\"", 9) == 0);
     CHECK(is_rfc3339(out + 9));
     CHECK(strcmp(out + 9 + 27, want_tail) == 0);
@@ -139,7 +140,8 @@ static void test_cut(void)
             CHECK(len >= 3 && strcmp(out + len - 3, "\"}\n") == 0);
             /* Before the closing quote: a whole escape or character, never half of one. */
             CHECK(out[len - 4] != '\\');
-            CHECK(out[len - 4] == 'x' || out[len - 4] == '"' || (unsigned char)out[len - 4] == 0xa9);
+            CHECK(out[len - 4] == 'x' || out[len - 4] == '"' ||
+                  (unsigned char)out[len - 4] == 0xa9);
         } else {
             CHECK((unsigned char)out[len - 2] != 0xc3);
         }
