@@ -21,6 +21,7 @@
 #include <fcntl.h>
 #include <inttypes.h>
 #include <stdarg.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -337,30 +338,31 @@ static int opt_index(const char *name)
     return -1;
 }
 
+/* Where each OPT_U32 option lives in struct sl_config. */
+static const struct {
+    const char *name;
+    size_t offset;
+} u32_fields[] = {
+    {"max-sensors", offsetof(struct sl_config, store.sensors_max)},
+    {"ring-readings", offsetof(struct sl_config, store.ring_readings)},
+    {"coarse-buckets", offsetof(struct sl_config, store.coarse_buckets)},
+    {"max-streams", offsetof(struct sl_config, streams_max)},
+    {"max-tcp-connections", offsetof(struct sl_config, tcp_connections_max)},
+    {"max-tcp-connections-per-ip", offsetof(struct sl_config, tcp_connections_per_ip_max)},
+    {"udp-batch", offsetof(struct sl_config, udp_batch)},
+    {"udp-rcvbuf", offsetof(struct sl_config, udp_rcvbuf_bytes)},
+    {"max-http-connections", offsetof(struct sl_config, http_connections_max)},
+    {"max-http-connections-per-ip", offsetof(struct sl_config, http_connections_per_ip_max)},
+    {"http-threads", offsetof(struct sl_config, http_threads)},
+};
+
 static uint32_t *u32_field(struct sl_config *c, const char *name)
 {
-    if (strcmp(name, "max-sensors") == 0)
-        return &c->store.sensors_max;
-    if (strcmp(name, "ring-readings") == 0)
-        return &c->store.ring_readings;
-    if (strcmp(name, "coarse-buckets") == 0)
-        return &c->store.coarse_buckets;
-    if (strcmp(name, "max-streams") == 0)
-        return &c->streams_max;
-    if (strcmp(name, "max-tcp-connections") == 0)
-        return &c->tcp_connections_max;
-    if (strcmp(name, "max-tcp-connections-per-ip") == 0)
-        return &c->tcp_connections_per_ip_max;
-    if (strcmp(name, "udp-batch") == 0)
-        return &c->udp_batch;
-    if (strcmp(name, "udp-rcvbuf") == 0)
-        return &c->udp_rcvbuf_bytes;
-    if (strcmp(name, "max-http-connections") == 0)
-        return &c->http_connections_max;
-    if (strcmp(name, "max-http-connections-per-ip") == 0)
-        return &c->http_connections_per_ip_max;
-    if (strcmp(name, "http-threads") == 0)
-        return &c->http_threads;
+    for (size_t i = 0; i < SL_ARRAY_COUNT(u32_fields); i++) {
+        if (strcmp(u32_fields[i].name, name) == 0) {
+            return (uint32_t *)((char *)c + u32_fields[i].offset);
+        }
+    }
     SL_ASSERT(!"an OPT_U32 option without a field");
     return NULL;
 }
