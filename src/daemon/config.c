@@ -603,29 +603,48 @@ static const char *file_type_name(mode_t mode)
     return "not a regular file";
 }
 
-/* Open a regular file of bounded size (O_NONBLOCK: opening a FIFO must not wait for a writer). */
+/* Why the file at st cannot be a config file, or NULL. */
+static const char *file_refusal(const struct stat *st)
+{
+    if (!S_ISREG(st->st_mode)) {
+        return file_type_name(st->st_mode);
+    }
+    if ((uint64_t)st->st_size > SL_CONFIG_FILE_BYTES_MAX) {
+        return "larger than the 1 MiB a config file may hold";
+    }
+    return NULL;
+}
+
+/*
+ * Open a regular file of bounded size. Checked before opening (opening a
+ * device or a FIFO can block or have effects) and again on the descriptor
+ * (the path may change in between); O_NONBLOCK so that even then a FIFO
+ * never waits for a writer.
+ */
 static int reader_open(struct file_reader *r, const char *path, char *err, uint32_t err_bytes)
 {
     r->path = path;
     r->total_bytes = 0;
     r->pos = r->len = 0;
     r->eof = false;
-    r->fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
-    if (r->fd < 0) {
+    r->fd = -1;
+    struct stat st;
+    if (stat(path, &st) != 0) {
         return fail(err, err_bytes, "--config %s: %s", path, strerror(errno));
     }
-    struct stat st;
-    const char *why = NULL;
-    if (fstat(r->fd, &st) != 0) {
-        why = strerror(errno);
-    } else if (!S_ISREG(st.st_mode)) {
-        why = file_type_name(st.st_mode);
-    } else if ((uint64_t)st.st_size > SL_CONFIG_FILE_BYTES_MAX) {
-        why = "larger than the 1 MiB a config file may hold";
+    const char *why = file_refusal(&st);
+    if (why == NULL) {
+        r->fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
+        if (r->fd < 0) {
+            return fail(err, err_bytes, "--config %s: %s", path, strerror(errno));
+        }
+        why = fstat(r->fd, &st) != 0 ? strerror(errno) : file_refusal(&st);
     }
     if (why != NULL) {
-        close(r->fd);
-        r->fd = -1;
+        if (r->fd >= 0) {
+            close(r->fd);
+            r->fd = -1;
+        }
         return fail(err, err_bytes, "--config %s: %s%s", path, why,
                     S_ISREG(st.st_mode) ? "" : ", not a regular file");
     }

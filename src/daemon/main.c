@@ -564,7 +564,9 @@ static void clamp_per_ip(uint32_t *per_ip, uint32_t table, const char *key)
 /*
  * SIGHUP: re-read the file (same parser, same argv: the flags still win),
  * report every changed key, apply the live ones. Main thread; the other
- * threads see the new values at their next use (relaxed atomics).
+ * threads see the new values at their next use (relaxed atomics). A new
+ * live key: mark it live in config.c's table, give it a field in struct
+ * sl_live (and fill_live), and copy it here.
  */
 static void reload(struct daemon *dm)
 {
