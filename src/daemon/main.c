@@ -646,8 +646,7 @@ static int run(struct daemon *dm, sigset_t *signals, char *err, uint32_t err_byt
 int main(int argc, char **argv)
 {
     char err[600];
-    /* SIGHUP is blocked from the first instruction (it would kill) and taken by sigwait in run().
-     */
+    /* SIGHUP is blocked from the start (its default kills) and taken by sigwait in run(). */
     sigset_t signals;
     sigemptyset(&signals);
     sigaddset(&signals, SIGHUP);
