@@ -964,6 +964,19 @@ uint32_t sl_config_diff(const struct sl_config *old_config, const struct sl_conf
     return count;
 }
 
+uint32_t sl_config_overridden(const struct sl_config *config, sl_config_override_fn overridden,
+                              void *arg)
+{
+    uint32_t count = 0;
+    for (size_t i = 0; i < SL_ARRAY_COUNT(opts); i++) {
+        if (config->source[i] == SL_CONFIG_FLAG && config->file_line[i] != 0) {
+            overridden(arg, opts[i].name, config->file_line[i]);
+            count++;
+        }
+    }
+    return count;
+}
+
 int sl_config_split_addr(const char *addr, char *host, uint32_t host_bytes, uint16_t *port,
                          char *err, uint32_t err_bytes)
 {

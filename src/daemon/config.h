@@ -97,6 +97,15 @@ typedef void (*sl_config_change_fn)(void *arg, const char *key, const char *old_
 uint32_t sl_config_diff(const struct sl_config *old_config, const struct sl_config *new_config,
                         sl_config_change_fn changed, void *arg);
 
+/*
+ * Call `overridden` for each key the config file sets that a command-line
+ * flag overrides (the flag wins), with its line in the file. Returns the
+ * count. For start-up and SIGHUP's info lines.
+ */
+typedef void (*sl_config_override_fn)(void *arg, const char *key, uint32_t file_line);
+uint32_t sl_config_overridden(const struct sl_config *config, sl_config_override_fn overridden,
+                              void *arg);
+
 /* Print the usage text to stdout. */
 void sl_config_usage(void);
 

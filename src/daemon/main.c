@@ -551,6 +551,15 @@ static void say_change(void *arg, const char *key, const char *old_value, const 
     }
 }
 
+/* A key the file sets and a flag overrides: said at start-up and on SIGHUP, so an edit that
+ * seems to do nothing explains itself. */
+static void say_overridden(void *arg, const char *key, uint32_t file_line)
+{
+    const struct sl_config *c = arg;
+    sl_say(SL_SAY_INFO, "config", "%s in %s:%u is overridden by --%s on the command line", key,
+           c->config_file, file_line, key);
+}
+
 /* A per-address cap may not exceed the table the daemon runs with (its size needs a restart). */
 static void clamp_per_ip(uint32_t *per_ip, uint32_t table, const char *key)
 {
@@ -589,6 +598,7 @@ static void reload(struct daemon *dm)
     /* The new level and format first: the lines about this reload already follow them. */
     sl_say_configure(fresh.log_level, fresh.log_json);
     sl_say(SL_SAY_DEBUG, "config", "SIGHUP: re-reading %s", c->config_file);
+    sl_config_overridden(&fresh, say_overridden, &fresh);
     uint32_t changed = sl_config_diff(c, &fresh, say_change, dm);
     c->tcp_idle_timeout_s = fresh.tcp_idle_timeout_s;
     c->tcp_frame_timeout_ms = fresh.tcp_frame_timeout_ms;
@@ -665,6 +675,7 @@ int main(int argc, char **argv)
     if (derive_configs(&d, err, sizeof err) != 0) {
         return die(err);
     }
+    sl_config_overridden(&d.config, say_overridden, &d.config);
     build_plan(&d);
     if (d.config.print_memory_plan) {
         print_plan(&d);

@@ -15,6 +15,7 @@ warning line each and /metrics says so; SIGTERM and SIGINT, under acked
 TCP load, stop the daemon with exit 0 within 2 s.
 """
 import atexit
+import json
 import os
 import shutil
 import signal
@@ -138,6 +139,15 @@ for what, kind in (("udp", socket.SOCK_DGRAM), ("tcp", socket.SOCK_STREAM), ("ht
     c.check(rc == 2 and want in err, "%s port in use: exit 2 saying %r (got %r, %r)" % (what, want, rc, err))
     c.check(not os.path.exists(data), "%s port in use: the data directory was not created" % what)
     c.check("recovered" not in out, "%s port in use: no recovery ran" % what)
+    if what == "http":  # after the configuration is read, errors follow --log-format
+        rc, out, err = run("--udp", addrs["udp"], "--tcp", addrs["tcp"], "--http", addrs["http"], "--data-dir",
+                           data, "--log-format", "json", *small)
+        try:
+            obj = json.loads(err.strip().splitlines()[-1])
+        except (ValueError, IndexError):
+            obj = {}
+        c.check(rc == 2 and obj.get("level") == "error" and obj.get("msg") == want,
+                "--log-format json: the start-up error is a JSON event line (%r)" % err)
     busy.close()
 
 # A plan the machine cannot hold (2 PiB, within every flag's maximum): exit 2 saying how to size

@@ -124,6 +124,16 @@ static void test_bytes(void)
     CHECK_EQ(cfg.store.sensors_max, 6);
 }
 
+static char overridden_key[64];
+static uint32_t overridden_line;
+
+static void note_override(void *arg, const char *key, uint32_t file_line)
+{
+    (void)arg;
+    snprintf(overridden_key, sizeof overridden_key, "%s", key);
+    overridden_line = file_line;
+}
+
 static void test_duplicates(void)
 {
     const char *text = "max-sensors = 77\n# a comment\n\nring-readings = 32\nmax-sensors = 78\n";
@@ -135,9 +145,11 @@ static void test_duplicates(void)
     p = write_file("ok.conf", "max-sensors = 77\n", 17);
     CHECK_EQ(parse("--config", p, "--config", p, NULL), -1);
     CHECK(says("--config given twice"));
-    /* Once in the file and once as a flag: the flag wins. */
+    /* Once in the file and once as a flag: the flag wins, and the override is known. */
     CHECK_EQ(parse("--config", p, "--max-sensors", "9", NULL), 0);
     CHECK_EQ(cfg.store.sensors_max, 9);
+    CHECK_EQ(sl_config_overridden(&cfg, note_override, NULL), 1);
+    CHECK(strcmp(overridden_key, "max-sensors") == 0 && overridden_line == 1);
     CHECK_EQ(parse("--config", p, NULL), 0);
     CHECK_EQ(cfg.store.sensors_max, 77);
     CHECK(strcmp(cfg.config_file, p) == 0);
