@@ -857,10 +857,6 @@ static void metrics_net(struct body *b, const struct sl_net_counters *n)
          "UDP batches whose seq jumped further ahead than any loss (over 65,536): a resync, not "
          "counted as lost.",
          sl_counter_get(&n->udp_resyncs)},
-        {"sluice_udp_receive_buffer_bytes", "gauge",
-         "The UDP socket's receive buffer as the kernel granted it (capped by net.core.rmem_max "
-         "without CAP_NET_ADMIN).",
-         sl_counter_get(&n->udp_rcvbuf_bytes)},
         {"sluice_udp_datagrams_total", "counter", "UDP datagrams received.",
          sl_counter_get(&n->udp_datagrams)},
         {"sluice_udp_bytes_total", "counter", "UDP payload bytes received.",
@@ -962,6 +958,11 @@ static void metrics_memory(struct body *b, const struct sl_http *http)
          plan->total_bytes},
         {"sluice_resident_bytes", "gauge", "The process's current RSS.", resident},
         {"sluice_resident_peak_bytes", "gauge", "The process's peak RSS (VmHWM).", peak},
+        {"sluice_memory_locked", "gauge", "1 when the memory plan is mlocked in RAM, 0 when it may be swapped.",
+         http->context.memory_locked ? 1u : 0u},
+        {"sluice_udp_receive_buffer_bytes", "gauge",
+         "The UDP socket's receive buffer as granted (SO_RCVBUF read back, halved), 0 when UDP is off.",
+         http->context.udp_receive_buffer_bytes},
     };
     prom_scalars(b, m, SL_ARRAY_COUNT(m));
     prom_family(b, "sluice_memory_planned_part_bytes", "gauge",
@@ -1372,7 +1373,7 @@ struct sl_http *sl_http_start(const struct sl_http_config *config,
                  where);
         return NULL;
     }
-    int fd = listen_on(&addr, addr_bytes);
+    int fd = config->prebound ? config->listen_fd : listen_on(&addr, addr_bytes);
     if (fd < 0) {
         snprintf(err, err_bytes, "http %s: %s", where, strerror(-fd));
         return NULL;

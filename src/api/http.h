@@ -63,6 +63,8 @@ struct sl_http_context {
     /* The sorted id list for /api/v1/sensors: 2 x sensors_max u32, from the arena. */
     uint32_t *sorted_ids;
     const char *version;
+    bool memory_locked;                /* the arena is mlocked (sluice_memory_locked) */
+    uint64_t udp_receive_buffer_bytes; /* granted UDP SO_RCVBUF, read back and halved; 0: UDP off */
 };
 
 struct sl_http; /* opaque; allocated by sl_http_start (start-up, off the ingest path) */

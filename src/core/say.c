@@ -1,7 +1,8 @@
 /*
  * Event lines (see say.h). One stack buffer a line, one write(2) a line.
- * The JSON form escapes the message (quotes, backslashes, control bytes);
- * subsystems are our own words and need none.
+ * The message is escaped so that an event stays one line whatever a peer
+ * put in it (control bytes; in JSON also quotes, backslashes and invalid
+ * UTF-8); subsystems are our own words and need none.
  */
 #include "core/say.h"
 
@@ -42,37 +43,73 @@ const char *sl_say_level_name(enum sl_say_level level)
 
 void sl_say_time(char out[32], int64_t us)
 {
+    us = us < 0 ? 0 : us;
     time_t s = (time_t)(us / 1000000);
     struct tm tm;
     gmtime_r(&s, &tm);
     size_t n = strftime(out, 32, "%Y-%m-%dT%H:%M:%S", &tm);
-    snprintf(out + n, 32 - n, ".%06uZ", (unsigned)(us % 1000000) % 1000000u);
+    snprintf(out + n, 32 - n, ".%06uZ", (unsigned)(us % 1000000));
 }
 
-/* Append `s` to out[*len, cap) as the inside of a JSON string; cut (never overrun) when full. */
-static void json_escape(char *out, size_t *len, size_t cap, const char *s)
+/* The length of the valid UTF-8 sequence at s (1 to 4), or 0 when s does not start one. */
+static size_t utf8_length(const unsigned char *s)
+{
+    size_t n = s[0] >= 0xf0 ? 4 : s[0] >= 0xe0 ? 3 : s[0] >= 0xc2 ? 2 : 0;
+    if (s[0] > 0xf4) {
+        return 0;
+    }
+    /* No overlong forms, no surrogates, nothing past U+10FFFF (RFC 3629's table). */
+    if ((s[0] == 0xe0 && s[1] < 0xa0) || (s[0] == 0xed && s[1] >= 0xa0) ||
+        (s[0] == 0xf0 && s[1] < 0x90) || (s[0] == 0xf4 && s[1] >= 0x90)) {
+        return 0;
+    }
+    for (size_t i = 1; i < n; i++) {
+        if ((s[i] & 0xc0) != 0x80) { /* also stops at the terminating NUL */
+            return 0;
+        }
+    }
+    return n;
+}
+
+/*
+ * Append the message to out[*len, cap) so that it stays one line: text
+ * writes control bytes as \xNN; JSON escapes quotes, backslashes and
+ * control bytes, keeps valid UTF-8 and writes any other byte as \ufffd, so
+ * the line is always valid JSON. Nothing is split when the line is full:
+ * the message is cut before the escape or character that does not fit.
+ */
+static void append_message(char *out, size_t *len, size_t cap, const char *msg, bool json)
 {
     static const char hex[] = "0123456789abcdef";
-    for (; *s != '\0'; s++) {
-        unsigned char ch = (unsigned char)*s;
-        char esc[7];
-        size_t n = 0;
-        if (ch == '"' || ch == '\\') {
+    const unsigned char *s = (const unsigned char *)msg;
+    while (*s != '\0') { /* bounded: msg is at most SL_SAY_LINE_BYTES */
+        unsigned char ch = *s;
+        char esc[8];
+        size_t n = 0, used = 1;
+        if (json && (ch == '"' || ch == '\\')) {
             esc[n++] = '\\';
             esc[n++] = (char)ch;
-        } else if (ch < 0x20 || ch == 0x7f) {
-            memcpy(esc, "\\u00", 4);
-            esc[4] = hex[ch >> 4];
-            esc[5] = hex[ch & 15];
-            n = 6;
-        } else {
+        } else if (ch < 0x20 || ch == 0x7f || (ch >= 0x80 && !json && utf8_length(s) == 0)) {
+            memcpy(esc, json ? "\\u00" : "\\x", json ? 4 : 2);
+            n = json ? 4 : 2;
+            esc[n++] = hex[ch >> 4];
+            esc[n++] = hex[ch & 15];
+        } else if (ch < 0x80) {
             esc[n++] = (char)ch;
+        } else if ((used = utf8_length(s)) != 0) {
+            memcpy(esc, s, used);
+            n = used;
+        } else {
+            memcpy(esc, "\\ufffd", 6);
+            n = 6;
+            used = 1;
         }
         if (*len + n >= cap) {
             return;
         }
         memcpy(out + *len, esc, n);
         *len += n;
+        s += used;
     }
 }
 
@@ -80,22 +117,22 @@ static void say_line(enum sl_say_level level, const char *subsystem, const char 
 {
     char when[32], line[SL_SAY_LINE_BYTES + 128];
     sl_say_time(when, sl_clock_realtime_us());
-    size_t len;
-    if (atomic_load_explicit(&say_json, memory_order_relaxed)) {
-        int n = snprintf(line, sizeof line, "{\"time\":\"%s\",\"level\":\"%s\",\"subsystem\":\"%s\",\"msg\":\"",
-                         when, sl_say_level_name(level), subsystem);
-        len = n > 0 && (size_t)n < sizeof line ? (size_t)n : 0;
-        json_escape(line, &len, sizeof line - 3, msg);
-        memcpy(line + len, "\"}\n", 3);
-        len += 3;
-    } else {
-        int n = snprintf(line, sizeof line, "%s %s %s: %s\n", when, sl_say_level_name(level), subsystem, msg);
-        if (n <= 0) {
-            return;
-        }
-        len = (size_t)n < sizeof line ? (size_t)n : sizeof line - 1;
-        line[len - 1] = '\n'; /* a cut line still ends its line */
+    bool json = atomic_load_explicit(&say_json, memory_order_relaxed);
+    int n =
+        json ? snprintf(line, sizeof line,
+                        "{\"time\":\"%s\",\"level\":\"%s\",\"subsystem\":\"%s\",\"msg\":\"", when,
+                        sl_say_level_name(level), subsystem)
+             : snprintf(line, sizeof line, "%s %s %s: ", when, sl_say_level_name(level), subsystem);
+    if (n <= 0 || (size_t)n >= sizeof line / 2) {
+        return; /* the prefix is our own short words: cannot happen */
     }
+    size_t len = (size_t)n;
+    append_message(line, &len, sizeof line - 3, msg, json);
+    if (json) {
+        memcpy(line + len, "\"}", 2);
+        len += 2;
+    }
+    line[len++] = '\n';
     ssize_t w = write(2, line, len);
     (void)w;
 }
@@ -126,7 +163,8 @@ void sl_say_limited(struct sl_say_limit *limit, enum sl_say_level level, const c
     }
     int64_t now = sl_clock_monotonic_ns();
     int64_t next = atomic_load_explicit(&limit->next_ns, memory_order_relaxed);
-    if (now < next || !atomic_compare_exchange_strong(&limit->next_ns, &next, now + SL_SAY_LIMIT_NS)) {
+    if (now < next ||
+        !atomic_compare_exchange_strong(&limit->next_ns, &next, now + SL_SAY_LIMIT_NS)) {
         atomic_fetch_add_explicit(&limit->suppressed, 1, memory_order_relaxed);
         return;
     }
@@ -136,9 +174,13 @@ void sl_say_limited(struct sl_say_limit *limit, enum sl_say_level level, const c
     va_start(ap, fmt);
     int n = vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
-    if (held > 0 && n >= 0 && (size_t)n < sizeof msg) {
-        snprintf(msg + n, sizeof msg - (size_t)n, " (%llu more like this since the last)",
-                 (unsigned long long)held);
+    if (held > 0 && n >= 0) {
+        /* The count is the point of the limiter: a cut message loses its tail, never the count. */
+        char more[64];
+        int m = snprintf(more, sizeof more, " (%llu more like this since the last)",
+                         (unsigned long long)held);
+        size_t at = (size_t)n < sizeof msg - (size_t)m ? (size_t)n : sizeof msg - 1 - (size_t)m;
+        memcpy(msg + at, more, (size_t)m + 1);
     }
     say_line(level, subsystem, msg);
 }

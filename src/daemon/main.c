@@ -1,22 +1,42 @@
 /*
- * sluiced: start-up and shutdown order.
+ * sluiced: start-up and shutdown order, and signals.
  *
  * 1. Parse the configuration (flags over file over defaults). Bad input:
- *    a message and exit 2.
+ *    "sluiced: <message naming the flag or FILE:LINE>" on stderr and exit
+ *    2 (plain: the event-line format is not known yet). From here on every
+ *    message is an event line (core/say.h) in the configured format.
  * 2. Plan every byte: store, ingest (sockets, connection table, stream
- *    tables), HTTP scratch. --print-memory-plan prints it and exits.
- * 3. Create and lock the data directory, map and pre-fault the arena,
- *    initialise the store, recover (load the newest checkpoint, replay the
- *    log after it), bind every socket. Any failure: a message and exit 2,
- *    before a single thread has started, so there is never a half-started
- *    daemon.
- * 4. Seal the arena, block SIGINT/SIGTERM in every thread, start the HTTP
- *    thread and the ingest thread, print one line, wait for a signal.
- * 5. On SIGINT/SIGTERM: the ingest thread stops accepting, finishes what is
+ *    tables), log buffers, HTTP scratch. --print-memory-plan prints it, and
+ *    whether it fits in MemAvailable, and exits 0.
+ * 3. Check the plan against MemAvailable (/proc/meminfo) with
+ *    SL_MEMORY_MARGIN_BYTES to spare: a plan that cannot fit is exit 2
+ *    saying how to size it, unless --allow-overcommit.
+ * 4. Bind every listener (UDP, TCP, HTTP; sl_sock_listen: exclusive
+ *    ports), set and read back the UDP receive buffer: a busy port is an
+ *    exit 2 naming it, before the data directory is touched or a byte of
+ *    the plan is mapped. The descriptors are handed over (prebound).
+ * 5. Create and lock the data directory, map and pre-fault the arena (a
+ *    warning when it cannot be mlocked), initialise the store, recover
+ *    (the newest checkpoint, then the log after it), open the ingest side
+ *    on the bound sockets. Any failure: an error line and exit 2, before a
+ *    single thread has started, so there is never a half-started daemon.
+ * 6. Block SIGINT, SIGTERM and SIGHUP in every thread (SIGHUP from the very
+ *    start, so an early one never kills), start the HTTP server and the
+ *    ingest thread, print the start line, wait in sigwait.
+ * 7. SIGHUP: re-read the config file with the same parser (flags still
+ *    win), apply what can change live (struct sl_live, the log level and
+ *    format), say which other keys changed and need a restart; a broken
+ *    file is an error line and the running settings stay. Never exits.
+ * 8. SIGINT/SIGTERM: the ingest thread stops accepting, finishes what is
  *    in flight (logged, applied, acked) and exits; the log is synced and
  *    closed; HTTP stops; exit 0, well within 2 s.
+ *
+ * The stdout lines ("recovered in", "listening", "stopped on") are a
+ * documented interface that tests and benchmarks wait on; each is also an
+ * info event on stderr.
  */
 #include <errno.h>
+#include <inttypes.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
@@ -24,25 +44,38 @@
 #include <string.h>
 #include <fcntl.h>
 #include <sys/file.h>
+#include <sys/mman.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include "api/http.h"
 #include "core/alloc_count.h"
+#include "core/assert.h"
+#include "core/io.h"
+#include "core/live.h"
 #include "core/plan.h"
+#include "core/say.h"
 #include "daemon/config.h"
 #include "daemon/fds.h"
-#include "core/io.h"
 #include "net/ingest.h"
+#include "net/sock.h"
 #include "store/checkpoint.h"
 #include "store/log.h"
 #include "store/recover.h"
 #include "store/store.h"
 
 #define EXIT_USAGE 2
+/* MemAvailable must hold the plan and this much more: libc, MHD's pools, thread stacks, page
+ * tables. */
+#define SL_MEMORY_MARGIN_BYTES (64ull << 20)
 
 struct daemon {
     struct sl_config config;
+    int argc; /* kept for SIGHUP: the flags still win over the re-read file */
+    char **argv;
+    struct sl_live live; /* what SIGHUP changes; both configs point here */
     struct sl_plan plan;
     struct sl_arena arena;
     struct sl_store store;
@@ -51,6 +84,9 @@ struct daemon {
     struct sl_http_config http_config;
     struct sl_http_context http_context;
     struct sl_http *http;
+    int udp_fd, tcp_fd, http_fd; /* bound at step 4; -1: off */
+    uint64_t
+        udp_rcvbuf_granted_bytes; /* SO_RCVBUF read back, halved (Linux reports twice the grant) */
     struct sl_io_faults io_faults;
     struct sl_log *log;
     struct sl_checkpointer checkpointer;
@@ -61,8 +97,20 @@ static struct daemon d; /* large; static keeps it off the stack */
 
 static int die(const char *msg)
 {
-    fprintf(stderr, "sluiced: %s\n", msg);
+    sl_say(SL_SAY_ERROR, "daemon", "%s", msg);
     return EXIT_USAGE;
+}
+
+/* The live settings from the configuration (start-up, and SIGHUP after it changed them). */
+static void fill_live(struct sl_live *live, const struct sl_config *c)
+{
+    sl_live_set(&live->tcp_idle_timeout_ms, c->tcp_idle_timeout_s * 1000u);
+    sl_live_set(&live->tcp_frame_timeout_ms, c->tcp_frame_timeout_ms);
+    sl_live_set(&live->tcp_connections_per_ip_max, c->tcp_connections_per_ip_max);
+    sl_live_set(&live->http_timeout_ms, c->http_timeout_s * 1000u);
+    sl_live_set(&live->http_header_timeout_ms, c->http_header_timeout_ms);
+    sl_live_set(&live->http_connections_per_ip_max, c->http_connections_per_ip_max);
+    sl_say_configure(c->log_level, c->log_json);
 }
 
 /* Fill the ingest and HTTP configurations from the daemon's. */
@@ -71,36 +119,59 @@ static int derive_configs(struct daemon *dm, char *err, uint32_t err_bytes)
     const struct sl_config *c = &dm->config;
     struct sl_ingest_config *in = &dm->ingest_config;
     memset(in, 0, sizeof *in);
+    in->prebound = true;
+    in->udp_fd = in->tcp_fd = -1;
     in->streams_max = c->streams_max;
     in->tcp_connections_max = c->tcp_connections_max;
     in->tcp_idle_timeout_s = c->tcp_idle_timeout_s;
     in->tcp_frame_timeout_ms = c->tcp_frame_timeout_ms;
-    in->tcp_connections_per_ip_max = c->tcp_connections_per_ip_max != 0
-                                         ? c->tcp_connections_per_ip_max
-                                         : (c->tcp_connections_max + 3) / 4;
+    in->tcp_connections_per_ip_max = c->tcp_connections_per_ip_max;
+    in->live = &dm->live;
     in->udp_batch = c->udp_batch;
     in->udp_rcvbuf_bytes = c->udp_rcvbuf_bytes;
     in->checkpoint_every_bytes = c->checkpoint_every_bytes;
     in->apply_thread = c->apply_thread;
     in->apply_area_bytes = c->log.buffer_bytes;
     if (strcmp(c->udp, "off") != 0 &&
-        sl_config_split_addr(c->udp, in->udp_host, sizeof in->udp_host, &in->udp_port, err, err_bytes) != 0) {
+        sl_config_split_addr(c->udp, in->udp_host, sizeof in->udp_host, &in->udp_port, err,
+                             err_bytes) != 0) {
         return -1;
     }
     if (strcmp(c->tcp, "off") != 0 &&
-        sl_config_split_addr(c->tcp, in->tcp_host, sizeof in->tcp_host, &in->tcp_port, err, err_bytes) != 0) {
+        sl_config_split_addr(c->tcp, in->tcp_host, sizeof in->tcp_host, &in->tcp_port, err,
+                             err_bytes) != 0) {
         return -1;
     }
     struct sl_http_config *h = &dm->http_config;
     memset(h, 0, sizeof *h);
+    h->prebound = true;
+    h->listen_fd = -1;
     h->connections_max = c->http_connections_max;
     h->connection_memory_bytes = SL_HTTP_CONNECTION_MEMORY_DEFAULT;
     h->timeout_s = c->http_timeout_s;
+    h->threads = c->http_threads;
+    h->header_timeout_ms = c->http_header_timeout_ms;
+    h->connections_per_ip_max = c->http_connections_per_ip_max;
+    h->live = &dm->live;
     if (strcmp(c->http, "off") != 0 &&
         sl_config_split_addr(c->http, h->host, sizeof h->host, &h->port, err, err_bytes) != 0) {
         return -1;
     }
+    fill_live(&dm->live, c);
     return 0;
+}
+
+/* Descriptors for every connection the tables allow, the log's segments and a margin (daemon/fds.h). */
+static int reserve_fds(const struct daemon *dm, char *err, uint32_t err_bytes)
+{
+    const struct sl_config *c = &dm->config;
+    uint64_t need = sl_ingest_fds_needed(&dm->ingest_config) + c->http_connections_max +
+                    c->log.bytes_max / c->log.segment_bytes + 2 + SL_FDS_MARGIN;
+    uint64_t limit = 0;
+    char what[160];
+    snprintf(what, sizeof what, "%u TCP and %u HTTP connections, log segments, %u spare",
+             c->tcp_connections_max, c->http_connections_max, SL_FDS_MARGIN);
+    return sl_fds_reserve(need, what, &limit, err, err_bytes);
 }
 
 static void build_plan(struct daemon *dm)
@@ -112,11 +183,56 @@ static void build_plan(struct daemon *dm)
     sl_http_plan(&dm->config.store, &dm->plan);
 }
 
+/* MemAvailable from /proc/meminfo, in bytes; 0 when it cannot be read. */
+static uint64_t mem_available_bytes(void)
+{
+    FILE *f = fopen("/proc/meminfo", "re");
+    if (f == NULL) {
+        return 0;
+    }
+    char line[256];
+    unsigned long long kib = 0;
+    for (uint32_t i = 0; i < 256 && fgets(line, sizeof line, f) != NULL; i++) {
+        if (sscanf(line, "MemAvailable: %llu kB", &kib) == 1) {
+            break;
+        }
+    }
+    fclose(f);
+    return (uint64_t)kib * 1024;
+}
+
+static double mib(uint64_t bytes)
+{
+    return (double)bytes / (1 << 20);
+}
+
+/* A size for people: "2.3 GiB", "512.0 MiB". */
+static const char *human(char out[32], uint64_t bytes)
+{
+    static const char *const units[] = {"KiB", "MiB", "GiB", "TiB", "PiB", "EiB"};
+    double v = (double)bytes / 1024;
+    uint32_t i = 0;
+    while (v >= 1024 && i + 1 < SL_ARRAY_COUNT(units)) {
+        v /= 1024;
+        i++;
+    }
+    snprintf(out, 32, "%.1f %s", v, units[i]);
+    return out;
+}
+
+/* The plan fits when MemAvailable holds it and the margin. */
+static bool plan_fits(uint64_t plan_bytes, uint64_t available_bytes)
+{
+    return available_bytes >= SL_MEMORY_MARGIN_BYTES &&
+           plan_bytes <= available_bytes - SL_MEMORY_MARGIN_BYTES;
+}
+
 static void print_plan(const struct daemon *dm)
 {
     const struct sl_store_config *s = &dm->config.store;
     printf("memory plan: %u sensors x %u readings, %u TCP connections, %u streams a transport\n",
-           s->sensors_max, s->ring_readings, dm->config.tcp_connections_max, dm->config.streams_max);
+           s->sensors_max, s->ring_readings, dm->config.tcp_connections_max,
+           dm->config.streams_max);
     printf("disk: log segments of %llu bytes, at most %llu bytes of log, sync %s\n",
            (unsigned long long)dm->config.log.segment_bytes,
            (unsigned long long)dm->config.log.bytes_max, sl_sync_mode_name(dm->config.log.sync));
@@ -125,9 +241,132 @@ static void print_plan(const struct daemon *dm)
         printf("  %-18s %14llu bytes  %s\n", p->name, (unsigned long long)p->bytes, p->what);
     }
     printf("  %-18s %14llu bytes  (%.1f MiB)\n", "total", (unsigned long long)dm->plan.total_bytes,
-           (double)dm->plan.total_bytes / (1 << 20));
+           mib(dm->plan.total_bytes));
     printf("raw ring: %.4f bytes per retained reading (slots and padding, records, index)\n",
            sl_store_bytes_per_reading(s));
+    uint64_t avail = mem_available_bytes();
+    if (avail != 0) {
+        printf("available: %llu bytes (%.1f MiB, MemAvailable); the plan %s with %llu MiB to "
+               "spare%s\n",
+               (unsigned long long)avail, mib(avail),
+               plan_fits(dm->plan.total_bytes, avail) ? "fits" : "does NOT fit",
+               SL_MEMORY_MARGIN_BYTES >> 20,
+               plan_fits(dm->plan.total_bytes, avail)
+                   ? ""
+                   : " (sluiced refuses to start without --allow-overcommit)");
+    }
+}
+
+/* Step 3: refuse a plan MemAvailable cannot hold, unless --allow-overcommit. */
+static int check_memory(const struct daemon *dm, char *err, uint32_t err_bytes)
+{
+    uint64_t avail = mem_available_bytes(), plan = dm->plan.total_bytes;
+    char plan_h[32], avail_h[32];
+    human(plan_h, plan);
+    if (avail == 0) {
+        sl_say(SL_SAY_WARN, "memory",
+               "cannot read MemAvailable from /proc/meminfo: the plan of %s is not "
+               "checked against the machine",
+               plan_h);
+        return 0;
+    }
+    if (plan_fits(plan, avail)) {
+        return 0;
+    }
+    human(avail_h, avail);
+    const struct sl_store_config *s = &dm->config.store;
+    if (dm->config.allow_overcommit) {
+        sl_say(SL_SAY_WARN, "memory",
+               "the memory plan of %s does not fit in MemAvailable (%s) with %llu MiB "
+               "to spare: starting anyway (--allow-overcommit)",
+               plan_h, avail_h, SL_MEMORY_MARGIN_BYTES >> 20);
+        return 0;
+    }
+    snprintf(
+        err, err_bytes,
+        "the memory plan of %llu bytes (%s) does not fit: MemAvailable is %llu bytes (%s) and %llu "
+        "MiB "
+        "more is kept for the heap and thread stacks; size it with --max-sensors (now %u) and "
+        "--ring-readings (now %u; about 8 bytes a reading a sensor), see --print-memory-plan, or "
+        "start anyway with --allow-overcommit",
+        (unsigned long long)plan, plan_h, (unsigned long long)avail, avail_h,
+        SL_MEMORY_MARGIN_BYTES >> 20, s->sensors_max, s->ring_readings);
+    return -1;
+}
+
+/* A one-number file under /proc/sys, for messages; -1 when unreadable. */
+static long long proc_sys_number(const char *path)
+{
+    FILE *f = fopen(path, "re");
+    long long n = -1;
+    if (f != NULL) {
+        if (fscanf(f, "%lld", &n) != 1) {
+            n = -1;
+        }
+        fclose(f);
+    }
+    return n;
+}
+
+/*
+ * Ask for the UDP receive buffer (SO_RCVBUFFORCE when permitted, else
+ * SO_RCVBUF, which net.core.rmem_max caps) and read back what was granted.
+ * Linux stores and reports twice the grant (half is its bookkeeping), so
+ * the grant is the read-back value halved; a grant below the request is
+ * one warning line.
+ */
+static void udp_buffer(struct daemon *dm, int fd)
+{
+    int want = (int)dm->config.udp_rcvbuf_bytes, got = 0;
+    socklen_t len = sizeof got;
+    if (setsockopt(fd, SOL_SOCKET, SO_RCVBUFFORCE, &want, sizeof want) != 0) {
+        setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &want, sizeof want);
+    }
+    if (getsockopt(fd, SOL_SOCKET, SO_RCVBUF, &got, &len) != 0) {
+        got = 0;
+    }
+    dm->udp_rcvbuf_granted_bytes = (uint64_t)got / 2;
+    if (dm->udp_rcvbuf_granted_bytes < (uint64_t)want) {
+        sl_say(
+            SL_SAY_WARN, "udp",
+            "receive buffer is %llu bytes, not the %d asked for (--udp-rcvbuf): capped by "
+            "net.core.rmem_max (%lld) without CAP_NET_ADMIN; bursts beyond it are dropped by the "
+            "kernel (counted); raise it with sysctl -w net.core.rmem_max=%d",
+            (unsigned long long)dm->udp_rcvbuf_granted_bytes, want,
+            proc_sys_number("/proc/sys/net/core/rmem_max"), want);
+    }
+}
+
+/* Step 4: every listener bound before anything else is touched; the fds go to the ingest and HTTP
+ * configs. */
+static int bind_listeners(struct daemon *dm, char *err, uint32_t err_bytes)
+{
+    struct sl_ingest_config *in = &dm->ingest_config;
+    struct sl_http_config *h = &dm->http_config;
+    dm->udp_fd = dm->tcp_fd = dm->http_fd = -1;
+    if (in->udp_host[0] != '\0') {
+        dm->udp_fd = sl_sock_listen("udp", in->udp_host, in->udp_port, SOCK_DGRAM, err, err_bytes);
+        if (dm->udp_fd < 0) {
+            return -1;
+        }
+        udp_buffer(dm, dm->udp_fd);
+    }
+    if (in->tcp_host[0] != '\0') {
+        dm->tcp_fd = sl_sock_listen("tcp", in->tcp_host, in->tcp_port, SOCK_STREAM, err, err_bytes);
+        if (dm->tcp_fd < 0) {
+            return -1;
+        }
+    }
+    if (strcmp(dm->config.http, "off") != 0) {
+        dm->http_fd = sl_sock_listen("http", h->host, h->port, SOCK_STREAM, err, err_bytes);
+        if (dm->http_fd < 0) {
+            return -1;
+        }
+    }
+    in->udp_fd = dm->udp_fd;
+    in->tcp_fd = dm->tcp_fd;
+    h->listen_fd = dm->http_fd;
+    return 0;
 }
 
 /* mkdir -p for the data directory. */
@@ -171,6 +410,34 @@ static int lock_data_dir(const char *dir, char *err, uint32_t err_bytes)
     return 0; /* the fd stays open: the lock lives as long as the process */
 }
 
+/*
+ * The arena was mapped but not locked (core/plan.c tries mlock once): try
+ * once more to learn why, and say it in one line with what to do.
+ */
+static void say_unlocked(struct sl_arena *arena)
+{
+    int e = mlock(arena->base, arena->bytes) == 0 ? 0 : errno;
+    if (e == 0) {
+        arena->locked = true;
+        return;
+    }
+    struct rlimit rl = {0, 0};
+    char limit[32] = "unknown";
+    if (getrlimit(RLIMIT_MEMLOCK, &rl) == 0) {
+        if (rl.rlim_cur == RLIM_INFINITY) {
+            snprintf(limit, sizeof limit, "unlimited");
+        } else {
+            snprintf(limit, sizeof limit, "%llu bytes", (unsigned long long)rl.rlim_cur);
+        }
+    }
+    sl_say(
+        SL_SAY_WARN, "memory",
+        "the memory plan (%llu bytes) is not locked in RAM: mlock: %s (RLIMIT_MEMLOCK %s, no "
+        "CAP_IPC_LOCK), so the kernel may swap it out under pressure; set LimitMEMLOCK=infinity in "
+        "the systemd unit, run ulimit -l unlimited, or grant CAP_IPC_LOCK",
+        (unsigned long long)arena->bytes, strerror(e), limit);
+}
+
 /* Load the newest checkpoint and replay the log after it; set up the checkpointer. */
 static int recover(struct daemon *dm, char *err, uint32_t err_bytes)
 {
@@ -196,20 +463,47 @@ static int recover(struct daemon *dm, char *err, uint32_t err_bytes)
     return 0;
 }
 
-static void print_recovery(const struct daemon *dm)
+/* Step 5: data directory, arena, store, recovery, ingest side. */
+static int open_state(struct daemon *dm, char *err, uint32_t err_bytes)
 {
+    if (make_dirs(dm->config.data_dir, err, err_bytes) != 0 ||
+        lock_data_dir(dm->config.data_dir, err, err_bytes) != 0) {
+        return -1;
+    }
+    int rc = sl_arena_map(&dm->arena, dm->plan.total_bytes);
+    if (rc != 0) {
+        snprintf(err, err_bytes, "cannot map the memory plan of %llu bytes: %s",
+                 (unsigned long long)dm->plan.total_bytes, strerror(-rc));
+        return -1;
+    }
+    if (!dm->arena.locked) {
+        say_unlocked(&dm->arena);
+    }
+    sl_store_init(&dm->store, &dm->config.store, &dm->arena);
+    sl_ingest_take_streams(&dm->ingest, &dm->ingest_config, &dm->arena);
+    if (recover(dm, err, err_bytes) != 0) {
+        return -1;
+    }
     const struct sl_recover_result *r = &dm->recovery;
-    printf("sluiced: recovered in %.2f s: %s, %llu log records replayed (%llu readings) from %u "
-           "segments, %llu corrupt records skipped, %llu torn bytes cut\n",
-           r->seconds, r->checkpoint_used ? "from a checkpoint" : "no checkpoint",
-           (unsigned long long)r->records_replayed, (unsigned long long)r->readings_applied,
-           r->log.segments, (unsigned long long)r->log.corrupt_records,
-           (unsigned long long)r->log.torn_tail_bytes);
+    char line[512];
+    snprintf(line, sizeof line,
+             "recovered in %.2f s: %s, %llu log records replayed (%llu readings) from %u segments, "
+             "%llu corrupt records skipped, %llu torn bytes cut",
+             r->seconds, r->checkpoint_used ? "from a checkpoint" : "no checkpoint",
+             (unsigned long long)r->records_replayed, (unsigned long long)r->readings_applied,
+             r->log.segments, (unsigned long long)r->log.corrupt_records,
+             (unsigned long long)r->log.torn_tail_bytes);
+    if (!dm->config.quiet) {
+        printf("sluiced: %s\n", line);
+    }
+    sl_say(SL_SAY_INFO, "store", "%s", line);
+    return sl_ingest_open(&dm->ingest, &dm->ingest_config, &dm->store, dm->log, &dm->checkpointer,
+                          &dm->arena, err, err_bytes);
 }
 
 static int start_http(struct daemon *dm, char *err, uint32_t err_bytes)
 {
-    if (strcmp(dm->config.http, "off") == 0) {
+    if (dm->http_fd < 0) {
         return 0;
     }
     struct sl_http_context *ctx = &dm->http_context;
@@ -222,111 +516,192 @@ static int start_http(struct daemon *dm, char *err, uint32_t err_bytes)
     ctx->checkpointer = &dm->checkpointer;
     ctx->recovery = &dm->recovery;
     ctx->view_memory = sl_arena_take(&dm->arena, sl_store_view_bytes(&dm->config.store));
-    ctx->sorted_ids = sl_arena_take(&dm->arena, 2ull * dm->config.store.sensors_max * sizeof(uint32_t));
+    ctx->sorted_ids =
+        sl_arena_take(&dm->arena, 2ull * dm->config.store.sensors_max * sizeof(uint32_t));
     ctx->version = SL_VERSION;
+    ctx->memory_locked = dm->arena.locked;
+    ctx->udp_receive_buffer_bytes = dm->udp_rcvbuf_granted_bytes;
     dm->http = sl_http_start(&dm->http_config, ctx, err, err_bytes);
     return dm->http == NULL ? -1 : 0;
 }
 
 static void print_started(const struct daemon *dm)
 {
-    char udp[300] = "off", tcp[300] = "off", http[300] = "off";
-    if (dm->ingest.udp_fd >= 0) {
-        snprintf(udp, sizeof udp, "%s:%u", dm->ingest_config.udp_host, dm->ingest.udp_port_bound);
+    char udp[300] = "off", tcp[300] = "off", http[300] = "off", line[SL_PATH_BYTES + 1024];
+    if (dm->udp_fd >= 0) {
+        sl_sock_endpoint(udp, sizeof udp, dm->ingest_config.udp_host, sl_sock_port(dm->udp_fd));
     }
-    if (dm->ingest.tcp_fd >= 0) {
-        snprintf(tcp, sizeof tcp, "%s:%u", dm->ingest_config.tcp_host, dm->ingest.tcp_port_bound);
+    if (dm->tcp_fd >= 0) {
+        sl_sock_endpoint(tcp, sizeof tcp, dm->ingest_config.tcp_host, sl_sock_port(dm->tcp_fd));
     }
+    if (dm->http_fd >= 0) {
+        sl_sock_endpoint(http, sizeof http, dm->http_config.host, sl_sock_port(dm->http_fd));
+    }
+    snprintf(line, sizeof line,
+             "listening udp=%s tcp=%s http=%s data=%s memory_planned_bytes=%llu "
+             "(%.1f MiB; %u sensors x %u readings%s)",
+             udp, tcp, http, dm->config.data_dir, (unsigned long long)dm->plan.total_bytes,
+             mib(dm->plan.total_bytes), dm->config.store.sensors_max,
+             dm->config.store.ring_readings, dm->arena.locked ? ", locked" : "");
+    if (!dm->config.quiet) {
+        printf("sluiced %s %s\n", SL_VERSION, line);
+        fflush(stdout);
+    }
+    sl_say(SL_SAY_INFO, "daemon", "sluiced %s %s", SL_VERSION, line);
+}
+
+/* SIGHUP's report of one changed key. */
+static void say_change(void *arg, const char *key, const char *old_value, const char *new_value,
+                       bool live)
+{
+    const struct daemon *dm = arg;
+    if (live) {
+        sl_say(SL_SAY_INFO, "config", "%s changed in %s: %s -> %s, applied", key,
+               dm->config.config_file, old_value, new_value);
+    } else {
+        sl_say(SL_SAY_WARN, "config",
+               "%s changed in %s: needs a restart (running with %s, the file says %s)", key,
+               dm->config.config_file, old_value, new_value);
+    }
+}
+
+/* A key the file sets and a flag overrides: said at start-up and on SIGHUP, so an edit that
+ * seems to do nothing explains itself. */
+static void say_overridden(void *arg, const char *key, uint32_t file_line)
+{
+    const struct sl_config *c = arg;
+    sl_say(SL_SAY_INFO, "config", "%s in %s:%u is overridden by --%s on the command line", key,
+           c->config_file, file_line, key);
+}
+
+/* A per-address cap may not exceed the table the daemon runs with (its size needs a restart). */
+static void clamp_per_ip(uint32_t *per_ip, uint32_t table, const char *key)
+{
+    if (*per_ip > table) {
+        sl_say(SL_SAY_WARN, "config", "%s %u is more than the %u connections running: using %u",
+               key, *per_ip, table, table);
+        *per_ip = table;
+    }
+}
+
+/*
+ * SIGHUP: re-read the file (same parser, same argv: the flags still win),
+ * report every changed key, apply the live ones. Main thread; the other
+ * threads see the new values at their next use (relaxed atomics). A new
+ * live key: mark it live in config.c's table, give it a field in struct
+ * sl_live (and fill_live), and copy it here.
+ */
+static void reload(struct daemon *dm)
+{
+    static struct sl_config fresh; /* large; static keeps it off the stack */
+    struct sl_config *c = &dm->config;
+    if (c->config_file[0] == '\0') {
+        sl_say(SL_SAY_INFO, "config", "SIGHUP: no --config file to re-read; nothing changed");
+        return;
+    }
+    char err[600];
+    sl_config_default(&fresh);
+    if (sl_config_parse(&fresh, dm->argc, dm->argv, err, sizeof err) != 0) {
+        sl_say(SL_SAY_ERROR, "config", "SIGHUP: %s; keeping the running settings", err);
+        return;
+    }
+    clamp_per_ip(&fresh.tcp_connections_per_ip_max, c->tcp_connections_max,
+                 "max-tcp-connections-per-ip");
+    clamp_per_ip(&fresh.http_connections_per_ip_max, c->http_connections_max,
+                 "max-http-connections-per-ip");
+    /* The new level and format first: the lines about this reload already follow them. */
+    sl_say_configure(fresh.log_level, fresh.log_json);
+    sl_say(SL_SAY_DEBUG, "config", "SIGHUP: re-reading %s", c->config_file);
+    sl_config_overridden(&fresh, say_overridden, &fresh);
+    uint32_t changed = sl_config_diff(c, &fresh, say_change, dm);
+    c->tcp_idle_timeout_s = fresh.tcp_idle_timeout_s;
+    c->tcp_frame_timeout_ms = fresh.tcp_frame_timeout_ms;
+    c->tcp_connections_per_ip_max = fresh.tcp_connections_per_ip_max;
+    c->http_timeout_s = fresh.http_timeout_s;
+    c->http_header_timeout_ms = fresh.http_header_timeout_ms;
+    c->http_connections_per_ip_max = fresh.http_connections_per_ip_max;
+    c->log_level = fresh.log_level;
+    c->log_json = fresh.log_json;
+    fill_live(&dm->live, c);
+    sl_say(SL_SAY_INFO, "config", "SIGHUP: %s re-read, %u key%s changed", c->config_file, changed,
+           changed == 1 ? "" : "s");
+}
+
+/* Steps 6 to 8: threads, the start line, signals until SIGINT or SIGTERM. */
+static int run(struct daemon *dm, sigset_t *signals, char *err, uint32_t err_bytes)
+{
+    if (start_http(dm, err, err_bytes) != 0) {
+        return die(err);
+    }
+    sl_arena_seal(&dm->arena);
+    pthread_t ingest_thread;
+    if (pthread_create(&ingest_thread, NULL, sl_ingest_run, &dm->ingest) != 0) {
+        return die("cannot start the ingest thread");
+    }
+    print_started(dm);
+    int sig = 0;
+    for (;;) { /* the main thread's one loop: a signal a turn, until SIGINT or SIGTERM */
+        if (sigwait(signals, &sig) != 0 || sig != SIGHUP) {
+            break;
+        }
+        reload(dm);
+    }
+    sl_ingest_stop(&dm->ingest);
+    pthread_join(ingest_thread, NULL);
     if (dm->http != NULL) {
-        snprintf(http, sizeof http, "%s:%u", dm->http_config.host, sl_http_port(dm->http));
+        sl_http_stop(dm->http);
     }
-    printf("sluiced %s listening udp=%s tcp=%s http=%s data=%s memory_planned_bytes=%llu "
-           "(%.1f MiB; %u sensors x %u readings%s)\n",
-           SL_VERSION, udp, tcp, http, dm->config.data_dir, (unsigned long long)dm->plan.total_bytes,
-           (double)dm->plan.total_bytes / (1 << 20), dm->config.store.sensors_max,
-           dm->config.store.ring_readings, dm->arena.locked ? ", locked" : "");
-    fflush(stdout);
+    sl_ingest_close(&dm->ingest);
+    sl_log_close(dm->log);
+    char line[300];
+    snprintf(line, sizeof line,
+             "stopped on %s: %llu readings accepted, %llu heap allocations on the ingest path "
+             "after start",
+             sig == SIGINT ? "SIGINT" : "SIGTERM",
+             (unsigned long long)atomic_load(&dm->store.counters.readings_accepted),
+             (unsigned long long)sl_alloc_count(SL_ALLOC_INGEST));
+    if (!dm->config.quiet) {
+        printf("sluiced: %s\n", line);
+    }
+    sl_say(SL_SAY_INFO, "daemon", "%s", line);
+    return 0;
 }
 
 int main(int argc, char **argv)
 {
-    char err[512];
+    char err[600];
+    /* SIGHUP is blocked from the start (its default kills) and taken by sigwait in run(). */
+    sigset_t signals;
+    sigemptyset(&signals);
+    sigaddset(&signals, SIGHUP);
+    pthread_sigmask(SIG_BLOCK, &signals, NULL);
+    d.argc = argc;
+    d.argv = argv;
     sl_config_default(&d.config);
     int rc = sl_config_parse(&d.config, argc, argv, err, sizeof err);
     if (rc != 0) {
-        return rc > 0 ? 0 : die(err);
+        if (rc > 0) {
+            return 0;
+        }
+        fprintf(stderr, "sluiced: %s\n", err); /* before the event-line format is known */
+        return EXIT_USAGE;
     }
     if (derive_configs(&d, err, sizeof err) != 0) {
         return die(err);
     }
+    sl_config_overridden(&d.config, say_overridden, &d.config);
     build_plan(&d);
     if (d.config.print_memory_plan) {
         print_plan(&d);
         return 0;
     }
-    uint64_t fds_need = sl_ingest_fds_needed(&d.ingest_config) + d.config.http_connections_max +
-                        d.config.log.bytes_max / d.config.log.segment_bytes + 2 + SL_FDS_MARGIN;
-    uint64_t fds_limit = 0;
-    char fds_what[160];
-    snprintf(fds_what, sizeof fds_what, "%u TCP and %u HTTP connections, log segments, %u spare",
-             d.config.tcp_connections_max, d.config.http_connections_max, SL_FDS_MARGIN);
-    if (sl_fds_reserve(fds_need, fds_what, &fds_limit, err, sizeof err) != 0) {
+    if (check_memory(&d, err, sizeof err) != 0 || reserve_fds(&d, err, sizeof err) != 0 ||
+        bind_listeners(&d, err, sizeof err) != 0 || open_state(&d, err, sizeof err) != 0) {
         return die(err);
     }
-    if (make_dirs(d.config.data_dir, err, sizeof err) != 0 ||
-        lock_data_dir(d.config.data_dir, err, sizeof err) != 0) {
-        return die(err);
-    }
-    rc = sl_arena_map(&d.arena, d.plan.total_bytes);
-    if (rc != 0) {
-        snprintf(err, sizeof err, "cannot map the memory plan of %llu bytes: %s",
-                 (unsigned long long)d.plan.total_bytes, strerror(-rc));
-        return die(err);
-    }
-    sl_store_init(&d.store, &d.config.store, &d.arena);
-    sl_ingest_take_streams(&d.ingest, &d.ingest_config, &d.arena);
-    if (recover(&d, err, sizeof err) != 0) {
-        return die(err);
-    }
-    if (!d.config.quiet) {
-        print_recovery(&d);
-    }
-    if (sl_ingest_open(&d.ingest, &d.ingest_config, &d.store, d.log, &d.checkpointer, &d.arena, err,
-                       sizeof err) != 0) {
-        return die(err);
-    }
-    sigset_t signals;
-    sigemptyset(&signals);
     sigaddset(&signals, SIGINT);
     sigaddset(&signals, SIGTERM);
     pthread_sigmask(SIG_BLOCK, &signals, NULL); /* inherited by every thread started below */
     signal(SIGPIPE, SIG_IGN);
-    if (start_http(&d, err, sizeof err) != 0) {
-        return die(err);
-    }
-    sl_arena_seal(&d.arena);
-    pthread_t ingest_thread;
-    if (pthread_create(&ingest_thread, NULL, sl_ingest_run, &d.ingest) != 0) {
-        return die("cannot start the ingest thread");
-    }
-    if (!d.config.quiet) {
-        print_started(&d);
-    }
-    int sig = 0;
-    sigwait(&signals, &sig);
-    sl_ingest_stop(&d.ingest);
-    pthread_join(ingest_thread, NULL);
-    if (d.http != NULL) {
-        sl_http_stop(d.http);
-    }
-    sl_ingest_close(&d.ingest);
-    sl_log_close(d.log);
-    if (!d.config.quiet) {
-        printf("sluiced: stopped on %s: %llu readings accepted, %llu heap allocations on the "
-               "ingest path after start\n",
-               sig == SIGINT ? "SIGINT" : "SIGTERM",
-               (unsigned long long)atomic_load(&d.store.counters.readings_accepted),
-               (unsigned long long)sl_alloc_count(SL_ALLOC_INGEST));
-    }
-    return 0;
+    return run(&d, &signals, err, sizeof err);
 }

@@ -26,7 +26,6 @@ struct sl_net_counters {
     _Atomic uint64_t udp_out_of_sequence_batches; /* seq at or below the last: reordered or restarted */
     _Atomic uint64_t udp_resyncs;                 /* seq jumped further ahead than any loss (SL_STREAMS_GAP_MAX) */
     _Atomic uint64_t udp_kernel_drops;            /* SO_RXQ_OVFL: the socket buffer overflowed */
-    _Atomic uint64_t udp_rcvbuf_bytes;            /* the receive buffer the kernel granted (SO_RCVBUF / 2) */
     _Atomic uint64_t tcp_bytes;
     _Atomic uint64_t tcp_connections_accepted;
     _Atomic uint64_t tcp_connections_refused;   /* over the connection limit */

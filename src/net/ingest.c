@@ -96,19 +96,20 @@ static void udp_take(struct sl_ingest *ing, struct sl_arena *arena)
     ing->udp_controls = headers + (uint64_t)b * (sizeof(struct mmsghdr) + sizeof(struct iovec));
 }
 
-/* Set the UDP socket's receive buffer; returns what the kernel granted (it reports double the request). */
+/*
+ * The UDP socket's options: the receive buffer (the daemon sets it and
+ * reads it back before handing a prebound socket over, and says when the
+ * kernel capped it; setting it again is harmless) and the kernel's drop
+ * count on every datagram (SO_RXQ_OVFL).
+ */
 static void udp_configure(struct sl_ingest *ing)
 {
     int bytes = (int)ing->config.udp_rcvbuf_bytes, one = 1;
-    if (setsockopt(ing->udp_fd, SOL_SOCKET, SO_RCVBUFFORCE, &bytes, sizeof bytes) != 0) {
+    if (!ing->config.prebound &&
+        setsockopt(ing->udp_fd, SOL_SOCKET, SO_RCVBUFFORCE, &bytes, sizeof bytes) != 0) {
         setsockopt(ing->udp_fd, SOL_SOCKET, SO_RCVBUF, &bytes, sizeof bytes); /* capped by rmem_max */
     }
     setsockopt(ing->udp_fd, SOL_SOCKET, SO_RXQ_OVFL, &one, sizeof one);
-    int granted = 0;
-    socklen_t len = sizeof granted;
-    if (getsockopt(ing->udp_fd, SOL_SOCKET, SO_RCVBUF, &granted, &len) == 0) {
-        atomic_store_explicit(&ing->counters.udp_rcvbuf_bytes, (uint64_t)granted / 2, memory_order_relaxed);
-    }
 }
 
 static void udp_deliver(void *ctx, const struct sl_intent *in, enum sl_status status,

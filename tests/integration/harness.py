@@ -84,36 +84,50 @@ def _kill_all():
 
 
 class Daemon:
-    """A sluiced on ephemeral loopback ports, in its own temporary data directory."""
+    """A sluiced on ephemeral loopback ports, in its own temporary data directory. Its event
+    lines (stderr) are collected in .events; wait_event() waits for one."""
 
-    def __init__(self, *args, sensors=1024, ring=256, extra_env=None, data_dir=None):
+    def __init__(self, *args, sensors=1024, ring=256, extra_env=None, data_dir=None, prefix=None):
         self.tmp = tempfile.mkdtemp(prefix="sluice-it-")
         _tmp_dirs.append(self.tmp)
         self.data_dir = data_dir or os.path.join(self.tmp, "data")
-        cmd = [SLUICED, "--udp", "127.0.0.1:0", "--tcp", "127.0.0.1:0", "--http", "127.0.0.1:0",
-               "--data-dir", self.data_dir, "--max-sensors", str(sensors), "--ring-readings", str(ring)]
-        # Defaults of the harness's own, each only when the test does not give it: every test
-        # client is 127.0.0.1, so one address may hold the whole table.
-        for flag, value in (("--max-tcp-connections", "16"), ("--max-tcp-connections-per-ip", None)):
-            if flag not in args:
-                cmd += [flag, value or self._flag(args, "--max-tcp-connections", "16")]
+        # sluiced refuses a flag given twice: a test's own flags replace these defaults, and the
+        # defaults and SLUICE_DAEMON_FLAGS (below) are added only when the test did not give them.
+        given = {a.split("=", 1)[0] for a in args if isinstance(a, str) and a.startswith("--")}
+        defaults = [("--udp", "127.0.0.1:0"), ("--tcp", "127.0.0.1:0"), ("--http", "127.0.0.1:0"),
+                    ("--data-dir", self.data_dir), ("--max-sensors", str(sensors)),
+                    ("--ring-readings", str(ring)), ("--max-tcp-connections", "16")]
+        # Every test client is 127.0.0.1: unless a test says otherwise, one address may hold
+        # the whole table (the daemon's default is a quarter of it).
+        table = args[args.index("--max-tcp-connections") + 1] if "--max-tcp-connections" in args else "16"
+        defaults.append(("--max-tcp-connections-per-ip", table))
+        cmd = [SLUICED]
+        for flag, value in defaults:
+            if flag not in given:
+                cmd += [flag, value]
         cmd += list(args)
         # Extra flags for every daemon of a test run (CTest runs some tests again with
         # SLUICE_DAEMON_FLAGS="--apply-thread off", the single-threaded apply).
-        cmd += os.environ.get("SLUICE_DAEMON_FLAGS", "").split()
+        extra = os.environ.get("SLUICE_DAEMON_FLAGS", "").split()
+        for i, a in enumerate(extra):
+            if a.startswith("--") and a.split("=", 1)[0] not in given:
+                cmd += [a] + ([extra[i + 1]] if "=" not in a and i + 1 < len(extra)
+                              and not extra[i + 1].startswith("--") else [])
+        cmd = list(prefix or []) + cmd  # e.g. setpriv, to run without a capability
         env = dict(os.environ)
         env.update(extra_env or {})
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
         _daemons.append(self)
-        # Event lines go to stderr: read them on a thread, so a chatty daemon never
-        # blocks on a full pipe, and tests can look for a line (self.log_lines()).
-        self._stderr_lines = []
-        self._stderr_thread = threading.Thread(target=self._read_stderr, daemon=True)
+        # Event lines (stderr) are read as they come, so a chatty daemon never blocks on a full
+        # pipe, and kept for wait_event().
+        self.events = []
+        self._events_thread = threading.Thread(target=self._read_events, daemon=True)
+        self._events_thread.start()
         line = self._read_line(20)
         if "listening" not in line:
-            err = self.proc.stderr.read().decode() if self.proc.poll() is not None else ""
-            raise RuntimeError("sluiced did not start: %r %s" % (line, err))
-        self._stderr_thread.start()
+            if self.proc.poll() is not None:
+                self._events_thread.join(timeout=5)
+            raise RuntimeError("sluiced did not start: %r %s" % (line, "\n".join(self.events)))
         fields = dict(tok.split("=", 1) for tok in line.split() if "=" in tok)
         self.udp_port = int(fields["udp"].rsplit(":", 1)[1])
         self.tcp_port = int(fields["tcp"].rsplit(":", 1)[1])
@@ -133,23 +147,21 @@ class Daemon:
                 buf += chunk
         return buf.decode(errors="replace")
 
-    @staticmethod
-    def _flag(args, flag, default):
-        args = list(args)
-        return args[args.index(flag) + 1] if flag in args else default
-
-    def _read_stderr(self):
+    def _read_events(self):
         for raw in iter(self.proc.stderr.readline, b""):
-            self._stderr_lines.append(raw.decode(errors="replace").rstrip("\n"))
+            self.events.append(raw.decode(errors="replace").rstrip("\n"))
 
-    def log_lines(self):
-        """The event lines the daemon has written to stderr so far."""
-        return list(self._stderr_lines)
-
-    def wait_log(self, text, timeout_s=10.0):
-        """Wait until an event line containing `text` appears; returns it, or None."""
-        found = wait_until(lambda: next((l for l in self._stderr_lines if text in l), None), timeout_s)
-        return found or None
+    def wait_event(self, words, since=0, timeout_s=10.0):
+        """The first event line from index `since` on that contains `words`, waiting up to
+        timeout_s for it; None if none came."""
+        deadline = time.time() + timeout_s
+        while True:
+            for line in self.events[since:]:
+                if words in line:
+                    return line
+            if time.time() >= deadline:
+                return None
+            time.sleep(0.05)
 
     def tcp(self, timeout_s=5.0):
         s = socket.create_connection(("127.0.0.1", self.tcp_port), timeout=timeout_s)

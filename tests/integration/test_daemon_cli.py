@@ -2,11 +2,20 @@
 
 Proves: --help, --version and --print-memory-plan print and exit 0; bad
 flags and unusable addresses print a clear message and exit 2 without
-starting (no half-started daemon); a config file sets options and flags
-win over it; the data directory is created; SIGTERM and SIGINT, under
-acked TCP load, stop the daemon with exit 0 within 2 s.
+starting (no half-started daemon): a duration without its unit, a list
+with an empty element, a flag given twice, a config file that is a
+directory, /dev/zero or a FIFO (refused at once, never read forever), one
+with a NUL byte, an over-long line or a key set twice (named FILE:LINE);
+a busy UDP, TCP or HTTP port is exit 2 naming the address before the data
+directory is created; a memory plan larger than MemAvailable is exit 2
+saying how to size it, unless --allow-overcommit; a config file sets
+options and flags win over it; the data directory is created; without
+mlock and with the UDP buffer capped (capabilities dropped) there is one
+warning line each and /metrics says so; SIGTERM and SIGINT, under acked
+TCP load, stop the daemon with exit 0 within 2 s.
 """
 import atexit
+import json
 import os
 import shutil
 import signal
@@ -21,7 +30,10 @@ c = Checks("test_daemon_cli")
 
 
 def run(*args, timeout=30):
-    p = subprocess.run([SLUICED] + list(args), capture_output=True, text=True, timeout=timeout)
+    try:
+        p = subprocess.run([SLUICED] + list(args), capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return None, "", "timed out after %d s" % timeout
     return p.returncode, p.stdout, p.stderr
 
 
@@ -58,23 +70,103 @@ bad = [
     (["stray"], "unexpected argument"),
     (["--apply-thread", "maybe"], "not on or off"),
     (["--sync", "sometimes"], "always, batch or never"),
+    (["--windows", "10s,"], "--windows: '10s,' has an empty element"),
+    (["--windows", "10"], "--windows: '10' needs a unit: ms, s, m, h or d"),
+    (["--tcp-idle-timeout", "5"], "--tcp-idle-timeout: '5' needs a unit: ms, s, m, h or d"),
+    (["--http-header-timeout", "2h"], "--http-header-timeout: '2h' is not a duration from 100ms to 1h"),
+    (["--max-sensors", "64", "--max-sensors", "65"], "--max-sensors given twice"),
+    (["--max-tcp-connections", "16", "--max-tcp-connections-per-ip", "17"],
+     "--max-tcp-connections-per-ip: 17 is more than --max-tcp-connections (16)"),
+    (["--http-threads", "65"], "--http-threads"),
+    (["--log-format", "xml"], "--log-format: 'xml' is not text or json"),
+    (["--log-level", "loud"], "--log-level: 'loud' is not error, warn, info or debug"),
 ]
+# Ephemeral ports (never the defaults), in case a bad flag were taken and the daemon started.
+ephemeral = ["--udp", "127.0.0.1:0", "--tcp", "127.0.0.1:0", "--http", "127.0.0.1:0"]
 for args, words in bad:
-    rc, out, err = run("--data-dir", os.path.join(tmp, "d"), *args)
-    c.check(rc == 2 and words in err, "%s exits 2 saying %r (got %d, %r)" % (args, words, rc, err.strip()))
+    first = [] if args[0] in ("--udp", "--tcp", "--http") else ephemeral
+    rc, out, err = run("--data-dir", os.path.join(tmp, "d"), *(first + args), timeout=10)
+    c.check(rc == 2 and words in err, "%s exits 2 saying %r (got %r, %r)" % (args, words, rc, err.strip()))
 
-# An address in use: exit 2 with the address in the message, nothing left running.
-busy = socket.socket()
-busy.bind(("127.0.0.1", 0))
-busy.listen()
-port = busy.getsockname()[1]
-rc, out, err = run("--tcp", "127.0.0.1:%d" % port, "--udp", "127.0.0.1:0", "--http", "127.0.0.1:0",
-                   "--max-sensors", "64", "--ring-readings", "16", "--data-dir", os.path.join(tmp, "d"))
-c.check(rc == 2 and ("%d" % port) in err and "in use" in err, "TCP address in use: exit 2 (%r)" % err)
-rc, out, err = run("--http", "127.0.0.1:%d" % port, "--udp", "127.0.0.1:0", "--tcp", "127.0.0.1:0",
-                   "--max-sensors", "64", "--ring-readings", "16", "--data-dir", os.path.join(tmp, "d"))
-c.check(rc == 2 and "in use" in err, "HTTP address in use: exit 2 (%r)" % err)
-busy.close()
+# The doubled message of old ("--tcp: --tcp: 0.1' is not HOST:PORT"): one clean line.
+rc, _, err = run("--tcp", "127.0.0.1", "--data-dir", os.path.join(tmp, "d"), timeout=10)
+c.eq((rc, err), (2, "sluiced: --tcp: '127.0.0.1' is not HOST:PORT\n"), "--tcp without a port")
+
+# Config files that are not text files, or break the rules: exit 2 at once, naming the file (and line).
+fifo = os.path.join(tmp, "fifo.conf")
+os.mkfifo(fifo)
+
+
+def write(name, data):
+    path = os.path.join(tmp, name)
+    with open(path, "wb") as f:
+        f.write(data)
+    return path
+
+
+bad_files = [
+    (tmp, "%s: a directory, not a regular file" % tmp),
+    ("/dev/zero", "/dev/zero: a character device, not a regular file"),
+    (fifo, "fifo.conf: a FIFO, not a regular file"),
+    (write("nul.conf", b"max-sensors = 64\nring-readings = 16\0# hidden\n"), "nul.conf:2: a NUL byte"),
+    (write("long.conf", b"max-sensors = 64" + b" " * 1008 + b"ring-readings = 16\n"),
+     "long.conf:1: line longer than 1024 bytes"),
+    (write("dup.conf", b"max-sensors = 64\n\nmax-sensors = 65\n"),
+     "dup.conf:3: 'max-sensors' set again (first on line 1)"),
+    (write("unit.conf", b"ring-readings = 16\nwindows = 10s, 60\n"), "unit.conf:2: --windows: '60' needs a unit"),
+    (write("huge.conf", b"#" * (1 << 20) + b"\n"), "larger than the 1 MiB"),
+]
+for path, words in bad_files:
+    rc, out, err = run("--config", path, "--data-dir", os.path.join(tmp, "d"), *ephemeral, timeout=10)
+    c.check(rc == 2 and words in err, "--config %s: exit 2 saying %r (got %r, %r)" % (
+        os.path.basename(path), words, rc, err.strip()[:200]))
+
+# A busy port (UDP, TCP or HTTP, held by a plain socket): exit 2 naming it, before the data
+# directory is created or the plan mapped.
+small = ["--max-sensors", "64", "--ring-readings", "16"]
+for what, kind in (("udp", socket.SOCK_DGRAM), ("tcp", socket.SOCK_STREAM), ("http", socket.SOCK_STREAM)):
+    busy = socket.socket(socket.AF_INET, kind)
+    busy.bind(("127.0.0.1", 0))
+    if kind == socket.SOCK_STREAM:
+        busy.listen()
+    port = busy.getsockname()[1]
+    addrs = {"udp": "127.0.0.1:0", "tcp": "127.0.0.1:0", "http": "127.0.0.1:0"}
+    addrs[what] = "127.0.0.1:%d" % port
+    data = os.path.join(tmp, "busy-%s" % what)
+    rc, out, err = run("--udp", addrs["udp"], "--tcp", addrs["tcp"], "--http", addrs["http"], "--data-dir", data,
+                       *small)
+    want = "%s 127.0.0.1:%d: Address already in use" % (what, port)
+    c.check(rc == 2 and want in err, "%s port in use: exit 2 saying %r (got %r, %r)" % (what, want, rc, err))
+    c.check(not os.path.exists(data), "%s port in use: the data directory was not created" % what)
+    c.check("recovered" not in out, "%s port in use: no recovery ran" % what)
+    if what == "http":  # after the configuration is read, errors follow --log-format
+        rc, out, err = run("--udp", addrs["udp"], "--tcp", addrs["tcp"], "--http", addrs["http"], "--data-dir",
+                           data, "--log-format", "json", *small)
+        try:
+            obj = json.loads(err.strip().splitlines()[-1])
+        except (ValueError, IndexError):
+            obj = {}
+        c.check(rc == 2 and obj.get("level") == "error" and obj.get("msg") == want,
+                "--log-format json: the start-up error is a JSON event line (%r)" % err)
+    busy.close()
+
+# A plan the machine cannot hold (2 PiB, within every flag's maximum): exit 2 saying how to size
+# it, before anything is created; --print-memory-plan still prints it; --allow-overcommit skips
+# the check (and then the mapping itself fails: more than the address space, so nothing is used).
+huge = ["--max-sensors", "16777216", "--ring-readings", "16777216", "--udp", "127.0.0.1:0", "--tcp",
+        "127.0.0.1:0", "--http", "127.0.0.1:0"]
+data = os.path.join(tmp, "huge")
+rc, out, err = run("--data-dir", data, *huge)
+c.check(rc == 2 and "does not fit: MemAvailable is" in err and "--max-sensors" in err and "--ring-readings" in err
+        and "--allow-overcommit" in err, "a plan larger than MemAvailable: exit 2 saying how to size it (%r)" % err)
+c.check(not os.path.exists(data), "a plan that cannot fit: the data directory was not created")
+rc, out, err = run("--print-memory-plan", *huge)
+c.check(rc == 0 and "does NOT fit" in out, "--print-memory-plan prints a plan that cannot fit (%r)" % out[-300:])
+rc, out, _ = run("--print-memory-plan", *small)
+c.check(rc == 0 and "the plan fits" in out, "--print-memory-plan says a small plan fits")
+rc, out, err = run("--data-dir", data, "--allow-overcommit", *huge)
+c.check(rc == 2 and "does not fit: MemAvailable" not in err and "starting anyway (--allow-overcommit)" in err
+        and "cannot map the memory plan" in err, "--allow-overcommit skips the check (%r)" % err)
 
 # A config file; a flag wins over it.
 conf = os.path.join(tmp, "sluice.conf")
@@ -88,6 +180,41 @@ with open(conf, "w") as f:
     f.write("max-sensors = lots\n")
 rc, _, err = run("--config", conf)
 c.check(rc == 2 and "sluice.conf:1" in err, "a bad config line is named (%r)" % err)
+
+# mlock refused and the UDP buffer capped (as root: CAP_IPC_LOCK and CAP_NET_ADMIN dropped with
+# setpriv; RLIMIT_MEMLOCK below the plan): one warning line each, and /metrics says so.
+plain = Daemon()
+m = plain.metrics()
+c.eq(m.get("sluice_memory_locked"), 1.0 if ", locked" in plain.start_line else 0.0,
+     "sluice_memory_locked agrees with the start line")
+c.check(m.get("sluice_udp_receive_buffer_bytes", 0) > 0, "sluice_udp_receive_buffer_bytes is exposed")
+plain.stop()
+rmem_max = int(open("/proc/sys/net/core/rmem_max").read())
+if shutil.which("setpriv") and os.geteuid() == 0:
+    caps = "-ipc_lock,-net_admin"
+    prefix = ["setpriv", "--inh-caps", caps, "--bounding-set", caps, "prlimit", "--memlock=1048576", "--"]
+    want = min(max(64 << 20, 2 * rmem_max), 1 << 30)  # above the cap, within --udp-rcvbuf's maximum
+    d = Daemon("--udp-rcvbuf", str(want), prefix=prefix)
+    m = d.metrics()
+    with open(SLUICED, "rb") as f:
+        asan = b"AddressSanitizer" in f.read()  # ASan's mlock does nothing and succeeds
+    if asan:
+        print("test_daemon_cli: under AddressSanitizer mlock always succeeds: its warning is not tested")
+    c.eq(m.get("sluice_memory_locked"), 1.0 if asan else 0.0, "without CAP_IPC_LOCK: sluice_memory_locked 0")
+    capped_expected = rmem_max < want
+    c.eq(m.get("sluice_udp_receive_buffer_bytes"), float(min(rmem_max, want)),
+         "without CAP_NET_ADMIN: the receive buffer is net.core.rmem_max")
+    locked = [e for e in d.events if "not locked in RAM" in e]
+    capped = [e for e in d.events if "capped by net.core.rmem_max" in e]
+    c.check(asan or (len(locked) == 1 and "LimitMEMLOCK" in locked[0] and "CAP_IPC_LOCK" in locked[0]
+                     and " warn memory: " in locked[0]), "one warning line: memory not locked (%r)" % d.events)
+    c.check(not capped_expected or (len(capped) == 1 and "sysctl -w net.core.rmem_max=%d" % want in capped[0]
+                                    and " warn udp: " in capped[0]),
+            "one warning line: the UDP buffer capped (%r)" % d.events)
+    c.check(asan or ", locked" not in d.start_line, "the start line does not say locked")
+    d.stop()
+else:
+    print("test_daemon_cli: not root or no setpriv: the mlock and rmem_max warnings are not tested")
 
 # The data directory is created, nested.
 d = Daemon(data_dir=os.path.join(tmp, "nested", "data"))
