@@ -845,6 +845,11 @@ static int load_header(struct loader *ld)
 {
     uint8_t h[CK_HEADER_BYTES];
     int rc = read_at(ld, h, sizeof h, 0);
+    if (rc == LOAD_INVALID) {
+        int64_t got = ld->io->pread(ld->io, ld->fd, h, sizeof h, 0);
+        snprintf(ld->why, sizeof ld->why, "truncated header (%lld of %u bytes)",
+                 (long long)(got > 0 ? got : 0), CK_HEADER_BYTES);
+    }
     if (rc != 0) {
         return rc;
     }
