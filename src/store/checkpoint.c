@@ -39,6 +39,16 @@
  * interleaved into the slots. A file found invalid part way
  * leaves the store as it found it: the touched ranges and the whole index
  * are zeroed again (the store was fresh), and the next older file is tried.
+ * A sensor chunk is read as its sections (records, slots or version 1's
+ * values and deltas, coarse), each section's CRC extended as it is read and
+ * the sections' CRCs combined into the chunk's.
+ *
+ * Verify mode (sl_checkpoint_verify, for sluice-log): the same loader with
+ * no store. It checks the header's geometry is one a store can have, builds
+ * a scratch store of it whose arrays hold a window of sensors (16 MiB, one
+ * sensor at least), reads each chunk through it a window at a time (the
+ * same CRCs, the same sensor checks) and checks ids distinct by sorting
+ * them, since no index holds them.
  *
  * Memory: the writer uses only the store and the buffer inside struct
  * sl_checkpointer (no heap: it runs on the ingest thread). The loader

@@ -19,7 +19,8 @@
  * 8 bytes at a time to the next record that is intact and belongs to this
  * segment (magic first, then the header CRC, then the lsn, and only then the
  * payload CRC). A region with a valid record after it is counted as corrupt;
- * one that runs to the end is the tail: clean when it starts with a zero
+ * its records lost are the lsn gap across it (region_lost); one that runs
+ * to the end is the tail: clean when it starts with a zero
  * header (or with a record of an earlier life of the file), torn otherwise,
  * and then its bytes run to the first zero header or stale record after it.
  * An intact record whose lsn is not above the last one seen is a copy already
@@ -50,6 +51,11 @@
  * + 2 entries (oldest first), with their lsn range and record count. Before a
  * new segment would exceed bytes_max (or the ring), the oldest is renamed to
  * the new name and its header rewritten (its old records become STALE).
+ * When a new file cannot be had for a full disk (ENOSPC, EDQUOT), the oldest
+ * is recycled the same way if a checkpoint holds all its records
+ * (segment_when_full; never the newest, never one still needed). The
+ * checkpoint lsn comes from sl_log_set_checkpoint_lsn, and at start-up from
+ * the config (the checkpoint recovery loaded).
  *
  * Memory: the append buffer (buffer_bytes) and the state with its segment
  * ring, both from the arena. Nothing in append, commit or tick allocates.
