@@ -1333,7 +1333,9 @@ static int load_file(struct loader *ld, const char *dir, struct sl_checkpoint_lo
     ld->fd = ld->io->open(ld->io, ld->path, O_RDONLY | O_CLOEXEC, 0);
     if (ld->fd == -ENOENT) {
         snprintf(ld->why, sizeof ld->why, "vanished");
-        fprintf(stderr, "sluice: checkpoint %s: skipped: %s\n", ld->path, ld->why);
+        if (!ld->verify) {
+            fprintf(stderr, "sluice: checkpoint %s: skipped: %s\n", ld->path, ld->why);
+        }
         return LOAD_INVALID;
     }
     if (ld->fd < 0) {

@@ -560,10 +560,16 @@ struct sl_log {
     int cause_rc;
     uint64_t cause_seq;
     bool failed;
+    bool ask_checkpoint; /* failed for a full disk: ask for a checkpoint once (see waiting) */
     bool closed;
     char path[SL_LOG_PATH_BYTES];
     char path_to[SL_LOG_PATH_BYTES];
 };
+
+static bool disk_full(int rc)
+{
+    return rc == -ENOSPC || rc == -EDQUOT;
+}
 
 /* Single writer: a relaxed load and store, no locked read-modify-write. */
 static void counter_add(_Atomic uint64_t *counter, uint64_t n)
@@ -777,11 +783,6 @@ static int segment_make_room(struct sl_log *log, bool *recycle)
     return 0;
 }
 
-static bool disk_full(int rc)
-{
-    return rc == -ENOSPC || rc == -EDQUOT;
-}
-
 /*
  * The disk had no room for a new file (rc): while the oldest file holds no
  * record that a checkpoint does not (segment_uncovered), make the next
@@ -956,6 +957,7 @@ static void enter_failed(struct sl_log *log, int create_rc)
         atomic_store_explicit(&log->counters.failed, 1, memory_order_relaxed);
     }
     log->retry_ns = log->now_ns + SL_LOG_RETRY_NS;
+    log->ask_checkpoint = disk_full(create_rc) && log->config.wait_for_checkpoint;
     atomic_store_explicit(&log->health,
                           health_pack(log->cause, -log->cause_rc, log->cause_seq, -create_rc),
                           memory_order_release);
@@ -1276,7 +1278,7 @@ void sl_log_set_checkpoint_lsn(struct sl_log *log, uint64_t lsn)
     }
 }
 
-bool sl_log_waiting_for_checkpoint(const struct sl_log *log)
+bool sl_log_waiting_for_checkpoint(struct sl_log *log)
 {
     if (!log->failed) {
         return false;
@@ -1286,10 +1288,17 @@ bool sl_log_waiting_for_checkpoint(const struct sl_log *log)
     if (create_errno == EAGAIN) {
         return true;
     }
-    /* A full disk: a checkpoint would let the oldest segment (not the newest) be recycled. */
-    const struct sl_log_segment *oldest = &log->segments[log->segments_head];
-    return (create_errno == ENOSPC || create_errno == EDQUOT) && log->config.wait_for_checkpoint &&
-           log->segments_count > 1 && segment_uncovered(log, oldest) > 0;
+    /*
+     * A full disk: a checkpoint would let the oldest segment (not the newest) be recycled. Asked
+     * once per failed attempt at a segment (once a second, or after each checkpoint), so that a
+     * checkpoint failing on the same full disk is not begun again every tick.
+     */
+    if (!log->ask_checkpoint || log->segments_count < 2 ||
+        segment_uncovered(log, segment_at(log, 0)) == 0) {
+        return false;
+    }
+    log->ask_checkpoint = false;
+    return true;
 }
 
 uint64_t sl_log_next_lsn(const struct sl_log *log)

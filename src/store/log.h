@@ -278,8 +278,16 @@ void sl_log_tick(struct sl_log *log, int64_t now_ns);
 /* Records with lsn < lsn are held by a checkpoint: recycling them loses nothing. */
 void sl_log_set_checkpoint_lsn(struct sl_log *log, uint64_t lsn);
 
-/* True while appends are refused because the log is full of records no checkpoint holds. */
-bool sl_log_waiting_for_checkpoint(const struct sl_log *log);
+/*
+ * Should the caller start a checkpoint because the log needs one? True while
+ * appends are refused because the log is full (bytes_max) of records no
+ * checkpoint holds; and, with wait_for_checkpoint, once after each failed
+ * attempt to get a segment on a full disk (ENOSPC, EDQUOT) while the oldest
+ * segment holds records no checkpoint does (a checkpoint would let it be
+ * recycled): the once keeps a checkpoint that fails on the same disk from
+ * being begun again every tick. Ingest thread (the writer's).
+ */
+bool sl_log_waiting_for_checkpoint(struct sl_log *log);
 
 /* The next lsn to be assigned (1 on an empty log). */
 uint64_t sl_log_next_lsn(const struct sl_log *log);

@@ -1713,7 +1713,11 @@ static void test_enospc_recycles(void)
     CHECK(sl_log_health(h->log, reason, sizeof reason) != 0);
     CHECK(contains(reason, "No space left on device (and no older segment wholly held by a "
                            "checkpoint to recycle)"));
-    CHECK(sl_log_waiting_for_checkpoint(h->log)); /* a checkpoint would help: ask for one */
+    CHECK(sl_log_waiting_for_checkpoint(h->log));  /* a checkpoint would help: ask for one */
+    CHECK(!sl_log_waiting_for_checkpoint(h->log)); /* once: not again every tick */
+    h->now_ns += SL_LOG_RETRY_NS;
+    sl_log_tick(h->log, h->now_ns); /* the retry fails: ask again */
+    CHECK(sl_log_waiting_for_checkpoint(h->log));
     uint64_t last1 = file_last_lsn(h, 1);
     CHECK(last1 > 0);
     /* A checkpoint holding all but the last record of segment 1: it is still needed. */
