@@ -47,7 +47,8 @@ struct options {
 };
 
 struct totals {
-    uint64_t segments, bad_headers, records, readings, corrupt_regions, corrupt_records, corrupt_bytes;
+    uint64_t segments, bad_headers, records, readings, corrupt_regions, corrupt_records,
+        corrupt_bytes;
     uint64_t tail_bytes, checkpoints_unusable;
     uint64_t first_lsn, last_lsn;
     bool first_segment;
@@ -181,11 +182,12 @@ static bool describe_checkpoint(const struct options *opt, const char *name, cha
         if (gmtime_r(&created_s, &tm) != NULL) {
             strftime(created, sizeof created, "%Y-%m-%dT%H:%M:%SZ", &tm);
         }
-        int w = snprintf(out, out_bytes,
-                         "version %" PRIu32 ", seq %" PRIu64 ", start lsn %" PRIu64 ", %" PRIu32
-                         " sensors x %" PRIu32 " readings, %" PRIu32 " coarse buckets, created %s, ",
-                         hd->version, hd->seq, hd->start_lsn, hd->sensors_max, hd->ring_readings,
-                         hd->coarse_buckets_total, created);
+        int w =
+            snprintf(out, out_bytes,
+                     "version %" PRIu32 ", seq %" PRIu64 ", start lsn %" PRIu64 ", %" PRIu32
+                     " sensors x %" PRIu32 " readings, %" PRIu32 " coarse buckets, created %s, ",
+                     hd->version, hd->seq, hd->start_lsn, hd->sensors_max, hd->ring_readings,
+                     hd->coarse_buckets_total, created);
         n = w > 0 && (size_t)w < out_bytes ? (size_t)w : 0;
     }
     if (rc == 0) {
@@ -220,8 +222,9 @@ static void print_json(const struct totals *t, uint32_t checkpoints)
 {
     printf("{\"segments\":%" PRIu64 ",\"bad_segment_headers\":%" PRIu64 ",\"records\":%" PRIu64
            ",\"readings\":%" PRIu64 ",\"first_lsn\":%" PRIu64 ",\"last_lsn\":%" PRIu64
-           ",\"corrupt_regions\":%" PRIu64 ",\"corrupt_records\":%" PRIu64 ",\"corrupt_bytes\":%" PRIu64
-           ",\"tail_bytes\":%" PRIu64 ",\"checkpoints\":%u,\"checkpoints_unusable\":%" PRIu64 "}\n",
+           ",\"corrupt_regions\":%" PRIu64 ",\"corrupt_records\":%" PRIu64
+           ",\"corrupt_bytes\":%" PRIu64 ",\"tail_bytes\":%" PRIu64
+           ",\"checkpoints\":%u,\"checkpoints_unusable\":%" PRIu64 "}\n",
            t->segments, t->bad_headers, t->records, t->readings, t->first_lsn, t->last_lsn,
            t->corrupt_regions, t->corrupt_records, t->corrupt_bytes, t->tail_bytes, checkpoints,
            t->checkpoints_unusable);
@@ -274,10 +277,10 @@ int main(int argc, char **argv)
     if (opt.json) {
         print_json(&t, nc);
     } else {
-        printf("total: %" PRIu64 " segments, %" PRIu64 " records, %" PRIu64 " readings, lsn %" PRIu64
-               "..%" PRIu64 ", %u checkpoints; damage: %" PRIu64 " records lost (%" PRIu64
-               " bytes) in %" PRIu64 " damaged regions, %" PRIu64 " tail bytes, %" PRIu64
-               " bad headers, %" PRIu64 " unusable checkpoints\n",
+        printf("total: %" PRIu64 " segments, %" PRIu64 " records, %" PRIu64
+               " readings, lsn %" PRIu64 "..%" PRIu64 ", %u checkpoints; damage: %" PRIu64
+               " records lost (%" PRIu64 " bytes) in %" PRIu64 " damaged regions, %" PRIu64
+               " tail bytes, %" PRIu64 " bad headers, %" PRIu64 " unusable checkpoints\n",
                t.segments, t.records, t.readings, t.first_lsn, t.last_lsn, nc, t.corrupt_records,
                t.corrupt_bytes, t.corrupt_regions, t.tail_bytes, t.bad_headers,
                t.checkpoints_unusable);

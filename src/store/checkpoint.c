@@ -831,8 +831,8 @@ static int scratch_setup(struct loader *ld, const struct sl_checkpoint_header *h
     ld->window = (uint32_t)(window < 1 ? 1 : window > hd->sensors_max ? hd->sensors_max : window);
     s->sensors = calloc(ld->window, sizeof(struct sl_sensor));
     s->slots = calloc((uint64_t)ld->window * s->ring_stride, sizeof(struct sl_slot));
-    s->coarse = calloc((uint64_t)ld->window * s->coarse_buckets_total + 1,
-                       sizeof(struct sl_coarse_bucket));
+    s->coarse =
+        calloc((uint64_t)ld->window * s->coarse_buckets_total + 1, sizeof(struct sl_coarse_bucket));
     if (s->sensors == NULL || s->slots == NULL || s->coarse == NULL) {
         return -ENOMEM;
     }
@@ -989,10 +989,11 @@ static uint32_t chunk_sections(const struct loader *ld, struct section sec[CK_SE
         sec[n++] = (struct section){SEC_VALUES, (uint64_t)store->config.ring_readings * 4, 0};
         sec[n++] = (struct section){SEC_DELTAS, (uint64_t)store->config.ring_readings * 4, 0};
     } else {
-        sec[n++] = (struct section){SEC_SLOTS, (uint64_t)store->ring_stride * sizeof(struct sl_slot), 0};
+        sec[n++] =
+            (struct section){SEC_SLOTS, (uint64_t)store->ring_stride * sizeof(struct sl_slot), 0};
     }
-    sec[n++] = (struct section){SEC_COARSE,
-                                (uint64_t)store->coarse_buckets_total * sizeof(struct sl_coarse_bucket), 0};
+    sec[n++] = (struct section){
+        SEC_COARSE, (uint64_t)store->coarse_buckets_total * sizeof(struct sl_coarse_bucket), 0};
     return n;
 }
 

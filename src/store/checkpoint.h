@@ -161,7 +161,7 @@ int sl_checkpoint_header_decode(const uint8_t h[SL_CHECKPOINT_HEADER_BYTES],
 
 /* What sl_checkpoint_verify found in one file. */
 struct sl_checkpoint_verdict {
-    bool header_valid;                  /* the header decoded: `header` holds it */
+    bool header_valid; /* the header decoded: `header` holds it */
     struct sl_checkpoint_header header;
     struct sl_checkpoint_loaded loaded; /* when usable: what loading it would give */
     uint32_t chunks;                    /* sensor chunks checked */

@@ -1067,7 +1067,8 @@ static void test_damaged_files(void)
     }
     CHECK_EQ(disagree, 0);
     CHECK(accepted > 0);
-    printf("verify and load agree on %u flipped positions (%u still usable)\n", positions, accepted);
+    printf("verify and load agree on %u flipped positions (%u still usable)\n", positions,
+           accepted);
     write_image(dir, 2, image, len, true, NULL);
     /* A leftover .tmp is not a checkpoint, but its number is never reused. */
     ckpt_path(path, sizeof path, dir, 9, ".ckpt.tmp");
@@ -1284,7 +1285,7 @@ static void test_verify_windows(void)
     CHECK_EQ(sl_store_sensors_count(&e.store), 3);
     char dir[64];
     make_dir(dir, sizeof dir);
-    CHECK_EQ_U64(write_checkpoint(&e, dir, 1, 60), 1); /* a sensor a chunk */
+    CHECK_EQ_U64(write_checkpoint(&e, dir, 1, 60), 1);        /* a sensor a chunk */
     CHECK_EQ_U64(write_checkpoint(&e, dir, 1u << 30, 60), 2); /* all in one chunk */
     struct sl_checkpoint_verdict v;
     CHECK_EQ(sl_checkpoint_verify(dir, "ckpt-0000000000000001.ckpt", &sl_io_posix, &v), 0);

@@ -1642,8 +1642,9 @@ static void test_rotation_open_fails(void)
     CHECK_EQ(rc, -EIO);
     char reason[256] = "";
     CHECK(sl_log_health(h->log, reason, sizeof reason) != 0);
-    CHECK(contains(reason, "log: cannot create a segment: No space left on device (and no older "
-                           "segment wholly held by a checkpoint to recycle); retrying every second"));
+    CHECK(contains(reason,
+                   "log: cannot create a segment: No space left on device (and no older "
+                   "segment wholly held by a checkpoint to recycle); retrying every second"));
     CHECK_EQ(h_put(h, 1), -EIO);
     h_arm(h, 0, SL_IO_OP_OPEN, ENOSPC, 1, 1);
     h->now_ns += SL_LOG_RETRY_NS;
@@ -1775,7 +1776,8 @@ static void test_enospc_without_checkpoints(void)
     CHECK(!sl_log_waiting_for_checkpoint(h->log));
     h->now_ns += SL_LOG_RETRY_NS;
     sl_log_tick(h->log, h->now_ns);
-    CHECK(C(h, recycled_on_enospc) == 0 && C(h, segments_recycled) == 0 && count_files(h->dir) == 2);
+    CHECK(C(h, recycled_on_enospc) == 0 && C(h, segments_recycled) == 0 &&
+          count_files(h->dir) == 2);
     CHECK_EQ(atomic_load(&sl_log_counters(h->log)->failed), 1);
     h_close(h);
 }
