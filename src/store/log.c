@@ -1283,7 +1283,7 @@ bool sl_log_waiting_for_checkpoint(struct sl_log *log)
     if (!log->failed) {
         return false;
     }
-    uint64_t h = atomic_load_explicit(&((struct sl_log *)log)->health, memory_order_acquire);
+    uint64_t h = atomic_load_explicit(&log->health, memory_order_acquire);
     int create_errno = (int)(h & HEALTH_ERRNO_MASK);
     if (create_errno == EAGAIN) {
         return true;
