@@ -1,6 +1,6 @@
 /*
  * Checkpoints: the incremental fuzzy writer and the loader (see
- * checkpoint.h for the contract and docs/CHECKPOINT_FORMAT.md for the bytes).
+ * checkpoint.h for the contract and docs/STORAGE.md for the bytes).
  *
  * Writer. sl_checkpoint_begin creates ckpt-<seq>.ckpt.tmp and writes the
  * 128-byte header. Each sl_checkpoint_step then writes one chunk: as many
