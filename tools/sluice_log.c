@@ -7,15 +7,19 @@
  *
  * It reads the files read-only (mmap) with the same scanner recovery uses
  * (sl_log_scan_segment), so what it reports as damage is exactly what a
- * restart would skip or cut. It never writes. Exit 0 when every segment
- * scanned cleanly, 1 when it found damage (corrupt records, a torn tail,
- * an unreadable header), 2 on bad usage or an unreadable directory.
+ * restart would skip or cut: the records lost in each damaged region (the
+ * lsn gap across it) and its bytes. It never writes.
  *
  * A checkpoint's line gives its header (docs/STORAGE.md): format version,
  * seq, start lsn, store geometry, creation time, once its magic and header
- * CRC check out; otherwise what is wrong with it. Only the header is read:
- * whether the rest of the file would load is the loader's to say, at start.
- * Checkpoints do not change the exit status.
+ * CRC check out; then whether it is usable, checked by the loader's own
+ * code (sl_checkpoint_verify: every chunk, CRC, sensor record and the
+ * trailer, against the geometry its header gives), or why not.
+ *
+ * Exit 0 when every segment scanned cleanly and every checkpoint is
+ * usable; 1 when it found damage (records lost, a torn tail, an unreadable
+ * segment header) or an unusable checkpoint (which a restart skips); 2 on
+ * bad usage or an unreadable directory.
  */
 #include <dirent.h>
 #include <errno.h>
@@ -43,7 +47,9 @@ struct options {
 };
 
 struct totals {
-    uint64_t segments, bad_headers, records, readings, corrupt_records, corrupt_bytes, tail_bytes;
+    uint64_t segments, bad_headers, records, readings, corrupt_regions, corrupt_records,
+        corrupt_bytes;
+    uint64_t tail_bytes, checkpoints_unusable;
     uint64_t first_lsn, last_lsn;
     bool first_segment;
 };
@@ -105,9 +111,15 @@ static void scan_file(const struct options *opt, const char *name, struct totals
         t->segments++;
         t->records += scan.records;
         t->readings += scan.readings;
+        t->corrupt_regions += scan.corrupt_regions;
         t->corrupt_records += scan.corrupt_records;
         t->corrupt_bytes += scan.corrupt_bytes;
         t->tail_bytes += scan.tail_bytes;
+        if (scan.tail_bytes > 0 && !last) { /* as recovery counts it: one record lost at least */
+            t->corrupt_regions++;
+            t->corrupt_records++;
+            t->corrupt_bytes += scan.tail_bytes;
+        }
         if (scan.records > 0 && !t->first_segment) {
             t->first_segment = true;
             t->first_lsn = h.first_lsn;
@@ -118,13 +130,14 @@ static void scan_file(const struct options *opt, const char *name, struct totals
                    " readings), lsn up to %" PRIu64 ", data ends at %" PRIu64,
                    name, h.segment_seq, (uint64_t)st.st_size, scan.records, scan.readings,
                    scan.last_lsn, scan.end_offset);
-            if (scan.corrupt_records > 0) {
-                printf(", %" PRIu64 " corrupt regions (%" PRIu64 " bytes) skipped", scan.corrupt_records,
-                       scan.corrupt_bytes);
+            if (scan.corrupt_regions > 0) {
+                printf(", damage: %" PRIu64 " records lost (%" PRIu64 " bytes) in %" PRIu64
+                       " damaged regions, skipped",
+                       scan.corrupt_records, scan.corrupt_bytes, scan.corrupt_regions);
             }
             if (scan.tail_bytes > 0) {
                 printf(", %" PRIu64 " damaged bytes after the last record (%s)", scan.tail_bytes,
-                       last ? "a torn tail: cut at restart" : "corrupt");
+                       last ? "a torn tail: cut at restart" : "damage: at least 1 record lost");
             }
             printf("\n");
         }
@@ -154,51 +167,54 @@ static uint32_t list_names(const char *dir, const char *prefix, const char *suff
     return n;
 }
 
-/* What a checkpoint's 128-byte header says, or what is wrong with it, into out. */
-static void describe_checkpoint(const char *path, char *out, size_t out_bytes)
+/* A checkpoint's line: what its header says, and whether it is usable or why not. */
+static bool describe_checkpoint(const struct options *opt, const char *name, char *out,
+                                size_t out_bytes)
 {
-    uint8_t h[SL_CHECKPOINT_HEADER_BYTES];
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    ssize_t got = fd < 0 ? -1 : pread(fd, h, sizeof h, 0);
-    int err = errno;
-    if (fd >= 0) {
-        close(fd);
-    }
-    if (got < 0) {
-        snprintf(out, out_bytes, "unreadable: %s", strerror(err));
-    } else if ((size_t)got < sizeof h) {
-        snprintf(out, out_bytes, "truncated header (%zd of 128 bytes)", got);
-    } else {
-        struct sl_checkpoint_header hd;
-        const char *why = NULL;
-        if (sl_checkpoint_header_decode(h, &hd, &why) != 0) {
-            snprintf(out, out_bytes, "%s", why);
-            return;
-        }
-        time_t created_s = (time_t)(hd.created_us / 1000000);
+    struct sl_checkpoint_verdict v;
+    int rc = sl_checkpoint_verify(opt->dir, name, &sl_io_posix, &v);
+    size_t n = 0;
+    if (v.header_valid) {
+        const struct sl_checkpoint_header *hd = &v.header;
+        time_t created_s = (time_t)(hd->created_us / 1000000);
         struct tm tm;
         char created[64] = "?";
         if (gmtime_r(&created_s, &tm) != NULL) {
             strftime(created, sizeof created, "%Y-%m-%dT%H:%M:%SZ", &tm);
         }
-        snprintf(out, out_bytes,
-                 "version %" PRIu32 ", seq %" PRIu64 ", start lsn %" PRIu64 ", %" PRIu32
-                 " sensors x %" PRIu32 " readings, %" PRIu32 " coarse buckets, created %s",
-                 hd.version, hd.seq, hd.start_lsn, hd.sensors_max, hd.ring_readings,
-                 hd.coarse_buckets_total, created);
+        int w =
+            snprintf(out, out_bytes,
+                     "version %" PRIu32 ", seq %" PRIu64 ", start lsn %" PRIu64 ", %" PRIu32
+                     " sensors x %" PRIu32 " readings, %" PRIu32 " coarse buckets, created %s, ",
+                     hd->version, hd->seq, hd->start_lsn, hd->sensors_max, hd->ring_readings,
+                     hd->coarse_buckets_total, created);
+        n = w > 0 && (size_t)w < out_bytes ? (size_t)w : 0;
     }
+    if (rc == 0) {
+        snprintf(out + n, out_bytes - n,
+                 "usable: %" PRIu32 " sensors in %" PRIu32 " chunks, chunk lsns up to %" PRIu64,
+                 v.loaded.sensors, v.chunks, v.loaded.end_lsn);
+    } else if (rc > 0) {
+        snprintf(out + n, out_bytes - n, "UNUSABLE (a restart skips it): %s", v.why);
+    } else {
+        snprintf(out + n, out_bytes - n, "UNUSABLE: cannot read: %s", strerror(-rc));
+    }
+    return rc == 0;
 }
 
-static void print_checkpoints(const struct options *opt, char **names, uint32_t n)
+static void check_checkpoints(const struct options *opt, char **names, uint32_t n, struct totals *t)
 {
-    for (uint32_t i = 0; i < n && !opt->json; i++) {
+    for (uint32_t i = 0; i < n; i++) {
         char path[8192];
-        char what[256];
+        char what[768];
         struct stat st;
         snprintf(path, sizeof path, "%s/%s", opt->dir, names[i]);
-        describe_checkpoint(path, what, sizeof what);
-        printf("%s: checkpoint, %lld bytes, %s\n", names[i],
-               stat(path, &st) == 0 ? (long long)st.st_size : -1LL, what);
+        bool usable = describe_checkpoint(opt, names[i], what, sizeof what);
+        t->checkpoints_unusable += !usable;
+        if (!opt->json) {
+            printf("%s: checkpoint, %lld bytes, %s\n", names[i],
+                   stat(path, &st) == 0 ? (long long)st.st_size : -1LL, what);
+        }
     }
 }
 
@@ -206,10 +222,12 @@ static void print_json(const struct totals *t, uint32_t checkpoints)
 {
     printf("{\"segments\":%" PRIu64 ",\"bad_segment_headers\":%" PRIu64 ",\"records\":%" PRIu64
            ",\"readings\":%" PRIu64 ",\"first_lsn\":%" PRIu64 ",\"last_lsn\":%" PRIu64
-           ",\"corrupt_records\":%" PRIu64 ",\"corrupt_bytes\":%" PRIu64 ",\"tail_bytes\":%" PRIu64
-           ",\"checkpoints\":%u}\n",
+           ",\"corrupt_regions\":%" PRIu64 ",\"corrupt_records\":%" PRIu64
+           ",\"corrupt_bytes\":%" PRIu64 ",\"tail_bytes\":%" PRIu64
+           ",\"checkpoints\":%u,\"checkpoints_unusable\":%" PRIu64 "}\n",
            t->segments, t->bad_headers, t->records, t->readings, t->first_lsn, t->last_lsn,
-           t->corrupt_records, t->corrupt_bytes, t->tail_bytes, checkpoints);
+           t->corrupt_regions, t->corrupt_records, t->corrupt_bytes, t->tail_bytes, checkpoints,
+           t->checkpoints_unusable);
 }
 
 static int parse(int argc, char **argv, struct options *opt)
@@ -223,7 +241,7 @@ static int parse(int argc, char **argv, struct options *opt)
         } else if (strcmp(argv[i], "--help") == 0) {
             printf("usage: sluice-log [--records] [--json] DATA_DIR\n"
                    "Lists a data directory's log segments and checkpoints, and any damage.\n"
-                   "Exit 0 clean, 1 damage found, 2 bad usage.\n");
+                   "Exit 0 clean, 1 damage or an unusable checkpoint found, 2 bad usage.\n");
             return 1;
         } else if (argv[i][0] == '-' || opt->dir != NULL) {
             return usage_error("unexpected argument '%s'", argv[i]);
@@ -255,18 +273,20 @@ int main(int argc, char **argv)
         scan_file(&opt, segs[i], &t, i + 1 == n);
         free(segs[i]);
     }
-    print_checkpoints(&opt, ckpts, nc);
+    check_checkpoints(&opt, ckpts, nc, &t);
     if (opt.json) {
         print_json(&t, nc);
     } else {
-        printf("total: %" PRIu64 " segments, %" PRIu64 " records, %" PRIu64 " readings, lsn %" PRIu64
-               "..%" PRIu64 ", %u checkpoints; damage: %" PRIu64 " corrupt regions, %" PRIu64
-               " tail bytes, %" PRIu64 " bad headers\n",
+        printf("total: %" PRIu64 " segments, %" PRIu64 " records, %" PRIu64
+               " readings, lsn %" PRIu64 "..%" PRIu64 ", %u checkpoints; damage: %" PRIu64
+               " records lost (%" PRIu64 " bytes) in %" PRIu64 " damaged regions, %" PRIu64
+               " tail bytes, %" PRIu64 " bad headers, %" PRIu64 " unusable checkpoints\n",
                t.segments, t.records, t.readings, t.first_lsn, t.last_lsn, nc, t.corrupt_records,
-               t.tail_bytes, t.bad_headers);
+               t.corrupt_bytes, t.corrupt_regions, t.tail_bytes, t.bad_headers,
+               t.checkpoints_unusable);
     }
     for (uint32_t i = 0; i < nc; i++) {
         free(ckpts[i]);
     }
-    return (t.corrupt_records || t.tail_bytes || t.bad_headers) ? 1 : 0;
+    return (t.corrupt_regions || t.tail_bytes || t.bad_headers || t.checkpoints_unusable) ? 1 : 0;
 }

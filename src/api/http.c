@@ -1042,7 +1042,13 @@ static void metrics_log(struct body *b, const struct sl_http *http)
         {"sluice_log_recycled_records_total", "counter",
          "Records dropped by recycling that no checkpoint held.", sl_counter_get(&c->recycled_records)},
         {"sluice_log_corrupt_records_total", "counter",
-         "Damaged log records skipped at start-up (later records kept).", sl_counter_get(&c->corrupt_records)},
+         "Log records lost to damage, skipped at start-up (later records kept).",
+         sl_counter_get(&c->corrupt_records)},
+        {"sluice_log_corrupt_bytes_total", "counter", "Damaged log bytes skipped at start-up.",
+         sl_counter_get(&c->corrupt_bytes)},
+        {"sluice_log_recycled_on_enospc_total", "counter",
+         "Segments a checkpoint wholly held, recycled because the disk had no room for a new one.",
+         sl_counter_get(&c->recycled_on_enospc)},
         {"sluice_log_torn_tail_bytes_total", "counter", "Bytes of a torn log tail cut at start-up.",
          sl_counter_get(&c->torn_tail_bytes)},
         {"sluice_log_bytes", "gauge", "Bytes of log segment files on disk.", sl_counter_get(&c->bytes_on_disk)},
@@ -1075,6 +1081,10 @@ static void metrics_recovery(struct body *b, const struct sl_http *http)
              r->records_replayed},
             {"sluice_recovery_readings_applied", "gauge", "Readings applied by the replay at start-up.",
              r->readings_applied},
+            {"sluice_recovery_corrupt_records", "gauge", "Log records start-up found lost to damage.",
+             r->log.corrupt_records},
+            {"sluice_recovery_corrupt_bytes", "gauge", "Damaged log bytes start-up skipped.",
+             r->log.corrupt_bytes},
         };
         prom_scalars(b, m, SL_ARRAY_COUNT(m));
         prom_family(b, "sluice_recovery_seconds", "gauge", "Wall seconds start-up recovery took.");

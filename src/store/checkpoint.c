@@ -1,6 +1,6 @@
 /*
  * Checkpoints: the incremental fuzzy writer and the loader (see
- * checkpoint.h for the contract and docs/CHECKPOINT_FORMAT.md for the bytes).
+ * checkpoint.h for the contract and docs/STORAGE.md for the bytes).
  *
  * Writer. sl_checkpoint_begin creates ckpt-<seq>.ckpt.tmp and writes the
  * 128-byte header. Each sl_checkpoint_step then writes one chunk: as many
@@ -39,6 +39,16 @@
  * interleaved into the slots. A file found invalid part way
  * leaves the store as it found it: the touched ranges and the whole index
  * are zeroed again (the store was fresh), and the next older file is tried.
+ * A sensor chunk is read as its sections (records, slots or version 1's
+ * values and deltas, coarse), each section's CRC extended as it is read and
+ * the sections' CRCs combined into the chunk's.
+ *
+ * Verify mode (sl_checkpoint_verify, for sluice-log): the same loader with
+ * no store. It checks the header's geometry is one a store can have, builds
+ * a scratch store of it whose arrays hold a window of sensors (16 MiB, one
+ * sensor at least), reads each chunk through it a window at a time (the
+ * same CRCs, the same sensor checks) and checks ids distinct by sorting
+ * them, since no index holds them.
  *
  * Memory: the writer uses only the store and the buffer inside struct
  * sl_checkpointer (no heap: it runs on the ingest thread). The loader
@@ -716,6 +726,20 @@ struct loader {
     uint64_t streams_lsn;
     uint64_t streams_dropped; /* entries that did not fit the running tables */
     char why[256];            /* why the file was skipped */
+    struct sl_checkpoint_header header; /* of the file being read, once header_valid */
+    bool header_valid;
+    /*
+     * Verify mode (sl_checkpoint_verify): no store. `store` points at
+     * `scratch`, a store of the header's geometry whose arrays hold only
+     * `window` sensors: each chunk is read through it a window at a time,
+     * and the ids seen are kept to check that they are distinct.
+     */
+    bool verify;
+    struct sl_store scratch;
+    uint32_t window;
+    uint32_t *ids;
+    uint32_t ids_count;
+    uint32_t ids_cap;
     uint8_t v1_buffer[CK_V1_BUFFER_BYTES]; /* a version 1 file's rings, a piece at a time */
 };
 
@@ -771,10 +795,71 @@ static int geometry_field(struct loader *ld, const char *name, int64_t file, int
     return LOAD_INVALID;
 }
 
+/* Verify mode: bytes of store arrays the scratch store holds at most (one sensor at least). */
+#define CK_VERIFY_SCRATCH_BYTES (16u << 20)
+
+/*
+ * Verify mode: a store of the header's geometry, once the geometry is one a
+ * store can have, with arrays for as many sensors as fit the scratch bytes.
+ */
+static int scratch_setup(struct loader *ld, const struct sl_checkpoint_header *hd)
+{
+    if (hd->sensors_max < 1 || hd->sensors_max > SL_SENSORS_MAX) {
+        return invalid(ld, "unreadable geometry: sensors_max");
+    }
+    if (hd->ring_readings < SL_RING_READINGS_MIN || hd->ring_readings > SL_RING_READINGS_MAX) {
+        return invalid(ld, "unreadable geometry: ring_readings");
+    }
+    if (hd->coarse_buckets_total == 1 || hd->coarse_buckets_total > SL_COARSE_BUCKETS_MAX + 1 ||
+        (hd->coarse_buckets_total > 0) != (hd->coarse_resolution_us > 0) ||
+        hd->coarse_resolution_us < 0) {
+        return invalid(ld, "unreadable geometry: coarse tier");
+    }
+    if (hd->ewma_half_life_us < 1000 || hd->ewma_half_life_us > SL_WINDOW_US_MAX) {
+        return invalid(ld, "unreadable geometry: ewma_half_life_us");
+    }
+    struct sl_store *s = &ld->scratch;
+    memset(s, 0, sizeof *s);
+    s->config.sensors_max = hd->sensors_max;
+    s->config.ring_readings = hd->ring_readings;
+    s->config.ewma_half_life_us = hd->ewma_half_life_us;
+    s->ring_stride = sl_ring_stride(hd->ring_readings);
+    s->coarse_buckets_total = hd->coarse_buckets_total;
+    s->coarse_resolution_us = hd->coarse_resolution_us;
+    uint64_t per_sensor = sensor_bytes(s, CK_VERSION); /* >= a version 1 sensor's */
+    uint64_t window = CK_VERIFY_SCRATCH_BYTES / per_sensor;
+    ld->window = (uint32_t)(window < 1 ? 1 : window > hd->sensors_max ? hd->sensors_max : window);
+    s->sensors = calloc(ld->window, sizeof(struct sl_sensor));
+    s->slots = calloc((uint64_t)ld->window * s->ring_stride, sizeof(struct sl_slot));
+    s->coarse =
+        calloc((uint64_t)ld->window * s->coarse_buckets_total + 1, sizeof(struct sl_coarse_bucket));
+    if (s->sensors == NULL || s->slots == NULL || s->coarse == NULL) {
+        return -ENOMEM;
+    }
+    return 0;
+}
+
+static void scratch_free(struct loader *ld)
+{
+    free(ld->scratch.sensors);
+    free(ld->scratch.slots);
+    free(ld->scratch.coarse);
+    free(ld->ids);
+    ld->scratch.sensors = NULL;
+    ld->scratch.slots = NULL;
+    ld->scratch.coarse = NULL;
+    ld->ids = NULL;
+}
+
 static int load_header(struct loader *ld)
 {
     uint8_t h[CK_HEADER_BYTES];
     int rc = read_at(ld, h, sizeof h, 0);
+    if (rc == LOAD_INVALID) {
+        int64_t got = ld->io->pread(ld->io, ld->fd, h, sizeof h, 0);
+        snprintf(ld->why, sizeof ld->why, "truncated header (%lld of %u bytes)",
+                 (long long)(got > 0 ? got : 0), CK_HEADER_BYTES);
+    }
     if (rc != 0) {
         return rc;
     }
@@ -783,12 +868,18 @@ static int load_header(struct loader *ld)
     if (sl_checkpoint_header_decode(h, &hd, &why) != 0) {
         return invalid(ld, why);
     }
+    ld->header = hd;
+    ld->header_valid = true;
     ld->version = hd.version;
     if (ld->version != CK_VERSION && ld->version != CK_VERSION_SPLIT) {
         return invalid(ld, "unknown version");
     }
     if (hd.seq != ld->seq) {
         return invalid(ld, "seq differs from the file name");
+    }
+    rc = ld->verify ? scratch_setup(ld, &hd) : 0;
+    if (rc != 0) {
+        return rc;
     }
     const struct sl_store *s = ld->store;
     rc = geometry_field(ld, "sensors_max", hd.sensors_max, s->config.sensors_max);
@@ -875,40 +966,169 @@ static int chunk_header_check(struct loader *ld, const uint8_t h[CK_CHUNK_HEADER
     return 0;
 }
 
+/* One part of a sensor chunk's payload: an array over the chunk's sensors, in file order. */
+enum section_kind { SEC_RECORDS, SEC_SLOTS, SEC_VALUES, SEC_DELTAS, SEC_COARSE };
+#define CK_SECTIONS_MAX 4u
+
+struct section {
+    enum section_kind kind;
+    uint64_t per_sensor; /* bytes a sensor takes in it */
+    uint32_t crc;        /* CRC-32C of what was read of it so far */
+};
+
 /*
- * A version 1 chunk's rings: count x ring f32 values, then count x ring u32
- * deltas, read a buffer at a time (extending the chunk CRC in file order)
- * and put into the slots of sensors [first, first + count).
+ * The payload's parts: records, ring slots (version 1: values, then deltas),
+ * coarse buckets. Returns their number.
  */
-static int load_split_rings(struct loader *ld, uint32_t first, uint32_t count, uint64_t offset,
-                            uint32_t *crc)
+static uint32_t chunk_sections(const struct loader *ld, struct section sec[CK_SECTIONS_MAX])
+{
+    const struct sl_store *store = ld->store;
+    uint32_t n = 0;
+    sec[n++] = (struct section){SEC_RECORDS, sizeof(struct sl_sensor), 0};
+    if (ld->version == CK_VERSION_SPLIT) {
+        sec[n++] = (struct section){SEC_VALUES, (uint64_t)store->config.ring_readings * 4, 0};
+        sec[n++] = (struct section){SEC_DELTAS, (uint64_t)store->config.ring_readings * 4, 0};
+    } else {
+        sec[n++] =
+            (struct section){SEC_SLOTS, (uint64_t)store->ring_stride * sizeof(struct sl_slot), 0};
+    }
+    sec[n++] = (struct section){
+        SEC_COARSE, (uint64_t)store->coarse_buckets_total * sizeof(struct sl_coarse_bucket), 0};
+    return n;
+}
+
+/*
+ * A version 1 chunk's ring values (SEC_VALUES, f32) or deltas (SEC_DELTAS,
+ * u32) of n sensors at file offset `offset`, read a buffer at a time
+ * (extending the section's CRC in file order) and put into the slots of
+ * the store's sensors [at, at + n).
+ */
+static int load_split_rings(struct loader *ld, struct section *sec, uint32_t at, uint32_t n,
+                            uint64_t offset)
 {
     struct sl_store *store = ld->store;
     uint64_t ring = store->config.ring_readings;
-    uint64_t words = (uint64_t)count * ring; /* in each of the two arrays */
-    for (uint32_t array = 0; array < 2; array++) {
-        for (uint64_t done = 0; done < words;) {
-            uint64_t n = words - done < CK_V1_WORDS ? words - done : CK_V1_WORDS;
-            int rc = read_at(ld, ld->v1_buffer, n * 4, offset);
+    uint64_t words = (uint64_t)n * ring;
+    for (uint64_t done = 0; done < words;) {
+        uint64_t m = words - done < CK_V1_WORDS ? words - done : CK_V1_WORDS;
+        int rc = read_at(ld, ld->v1_buffer, m * 4, offset);
+        if (rc != 0) {
+            return rc;
+        }
+        sec->crc = sl_crc32c_extend(sec->crc, ld->v1_buffer, m * 4);
+        for (uint64_t k = 0; k < m; k++) {
+            uint64_t w = done + k;
+            uint64_t sensor = at + w / ring;
+            struct sl_slot *slot = &store->slots[sensor * store->ring_stride + w % ring];
+            if (sec->kind == SEC_VALUES) {
+                slot->value = sl_load_f32(ld->v1_buffer + k * 4);
+            } else {
+                slot->delta = sl_load_u32(ld->v1_buffer + k * 4);
+            }
+        }
+        done += m;
+        offset += m * 4;
+    }
+    return 0;
+}
+
+/*
+ * Read sensors [done, done + n) of a chunk of `count` sensors whose payload
+ * starts at file offset `base`, each section straight into the store's
+ * arrays at sensor index `at`, extending each section's CRC.
+ */
+static int load_window(struct loader *ld, uint64_t base, uint32_t count, uint32_t done, uint32_t n,
+                       uint32_t at, struct section *sec, uint32_t sections)
+{
+    struct sl_store *store = ld->store;
+    uint64_t section_offset = base;
+    for (uint32_t i = 0; i < sections; i++) {
+        uint64_t offset = section_offset + done * sec[i].per_sensor;
+        uint64_t bytes = n * sec[i].per_sensor;
+        section_offset += count * sec[i].per_sensor;
+        if (bytes == 0) {
+            continue;
+        }
+        if (sec[i].kind == SEC_VALUES || sec[i].kind == SEC_DELTAS) {
+            int rc = load_split_rings(ld, &sec[i], at, n, offset);
             if (rc != 0) {
                 return rc;
             }
-            *crc = sl_crc32c_extend(*crc, ld->v1_buffer, n * 4);
-            for (uint64_t k = 0; k < n; k++) {
-                uint64_t w = done + k;
-                uint64_t sensor = first + w / ring;
-                struct sl_slot *slot = &store->slots[sensor * store->ring_stride + w % ring];
-                if (array == 0) {
-                    slot->value = sl_load_f32(ld->v1_buffer + k * 4);
-                } else {
-                    slot->delta = sl_load_u32(ld->v1_buffer + k * 4);
-                }
-            }
-            done += n;
-            offset += n * 4;
+            continue;
         }
+        uint8_t *p = sec[i].kind == SEC_RECORDS ? (uint8_t *)&store->sensors[at]
+                     : sec[i].kind == SEC_SLOTS
+                         ? (uint8_t *)&store->slots[(uint64_t)at * store->ring_stride]
+                         : (uint8_t *)&store->coarse[(uint64_t)at * store->coarse_buckets_total];
+        int rc = read_at(ld, p, bytes, offset);
+        if (rc != 0) {
+            return rc;
+        }
+        sec[i].crc = sl_crc32c_extend(sec[i].crc, p, bytes);
     }
     return 0;
+}
+
+/* Verify mode: note an id, to check at the end that the file's ids are distinct. */
+static int note_id(struct loader *ld, uint32_t id)
+{
+    if (ld->ids_count == ld->ids_cap) {
+        uint32_t cap = ld->ids_cap == 0 ? 4096 : ld->ids_cap * 2;
+        uint32_t *grown = realloc(ld->ids, (size_t)cap * sizeof *grown);
+        if (grown == NULL) {
+            return -ENOMEM;
+        }
+        ld->ids = grown;
+        ld->ids_cap = cap;
+    }
+    ld->ids[ld->ids_count++] = id;
+    return 0;
+}
+
+static int u32_ascending(const void *a, const void *b)
+{
+    uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* Verify mode: are ids[0, n) distinct? (sorts them) */
+static bool ids_distinct(uint32_t *ids, uint32_t n)
+{
+    if (n > 1) {
+        qsort(ids, n, sizeof ids[0], u32_ascending);
+    }
+    for (uint32_t i = 1; i < n; i++) {
+        if (ids[i] == ids[i - 1]) {
+            return false;
+        }
+    }
+    return true;
+}
+
+/*
+ * Loading: the sensors [at, at + n) just read are trusted only if each is
+ * consistent and its id new (sl_store_restore_sensor); verify mode: the
+ * same consistency check, the ids noted. NULL, or what is wrong.
+ */
+static const char *sensors_check(struct loader *ld, uint32_t at, uint32_t n, uint64_t lsn, int *rc)
+{
+    for (uint32_t i = at; i < at + n; i++) {
+        if (!sensor_valid(ld->store, i)) {
+            return "inconsistent sensor record";
+        }
+        uint32_t id = ld->store->sensors[i].id;
+        if (ld->verify) {
+            *rc = note_id(ld, id);
+            if (*rc != 0) {
+                return "out of memory";
+            }
+        } else if (sl_store_restore_sensor(ld->store, i, id) != 0) {
+            return "duplicate sensor id";
+        } else {
+            ld->sensor_lsn[i] = lsn;
+        }
+    }
+    return NULL;
 }
 
 static int load_sensor_chunk(struct loader *ld, const uint8_t h[CK_CHUNK_HEADER_BYTES])
@@ -922,40 +1142,45 @@ static int load_sensor_chunk(struct loader *ld, const uint8_t h[CK_CHUNK_HEADER_
     if (payload_bytes != count * sensor_bytes(store, ld->version)) {
         return invalid(ld, "chunk payload length");
     }
-    struct span spans[SPANS];
-    sensor_spans(store, first, count, spans);
+    struct section sec[CK_SECTIONS_MAX];
+    uint32_t sections = chunk_sections(ld, sec);
     ld->touched = first + count; /* from here the range may hold file bytes */
-    uint64_t offset = ld->offset + CK_CHUNK_HEADER_BYTES;
-    uint32_t crc = 0;
-    for (uint32_t i = 0; i < SPANS; i++) {
-        int rc = 0;
-        if (i == SPAN_SLOTS && ld->version == CK_VERSION_SPLIT) {
-            rc = load_split_rings(ld, first, count, offset, &crc);
-            offset += (uint64_t)count * store->config.ring_readings * sizeof(struct sl_slot);
-        } else if (spans[i].bytes != 0) {
-            rc = read_at(ld, spans[i].p, spans[i].bytes, offset);
-            crc = sl_crc32c_extend(crc, spans[i].p, spans[i].bytes);
-            offset += spans[i].bytes;
-        }
+    uint64_t base = ld->offset + CK_CHUNK_HEADER_BYTES;
+    /* Loading reads the chunk whole into place; verify mode a window at a time, the sensors
+     * checked as they go by (what is wrong is told once the CRC is known to be good). */
+    uint32_t window = ld->verify ? ld->window : count;
+    const char *wrong = NULL;
+    int rc = 0;
+    for (uint32_t done = 0, n = 0; done < count; done += n) {
+        n = count - done < window ? count - done : window;
+        uint32_t at = ld->verify ? 0 : first + done;
+        rc = load_window(ld, base, count, done, n, at, sec, sections);
         if (rc != 0) {
             return rc;
         }
+        if (ld->verify && wrong == NULL) {
+            wrong = sensors_check(ld, at, n, lsn, &rc);
+        }
+    }
+    uint32_t crc = sec[0].crc;
+    for (uint32_t i = 1; i < sections; i++) {
+        crc = crc32c_combine(crc, sec[i].crc, count * sec[i].per_sensor);
     }
     if (crc != sl_load_u32(h + 56)) {
         return invalid(ld, "bad chunk payload CRC");
     }
-    for (uint32_t i = first; i < first + count; i++) {
-        if (!sensor_valid(store, i)) {
-            return invalid(ld, "inconsistent sensor record");
-        }
-        if (sl_store_restore_sensor(store, i, store->sensors[i].id) != 0) {
-            return invalid(ld, "duplicate sensor id");
-        }
-        ld->sensor_lsn[i] = lsn;
+    if (!ld->verify) {
+        wrong = sensors_check(ld, first, count, lsn, &rc);
+    }
+    if (rc != 0) {
+        return rc;
+    }
+    if (wrong != NULL) {
+        return invalid(ld, wrong);
     }
     ld->crc = sl_crc32c_extend(ld->crc, h, CK_CHUNK_HEADER_BYTES);
     ld->crc = crc32c_combine(ld->crc, crc, payload_bytes);
-    ld->offset = offset;
+    ld->offset = base + payload_bytes;
     ld->last_lsn = lsn;
     ld->chunks++;
     return 0;
@@ -970,6 +1195,13 @@ static int restore_table(struct loader *ld, struct sl_streams *table, const uint
         uint16_t has_seq = sl_load_u16(e + 4);
         if (has_seq > 1 || sl_load_u16(e + 6) != 0) {
             return invalid(ld, "bad stream entry");
+        }
+        if (table == NULL) { /* verify mode */
+            int rc = note_id(ld, id);
+            if (rc != 0) {
+                return rc;
+            }
+            continue;
         }
         if (sl_streams_get(table, id, 0) != NULL) {
             return invalid(ld, "duplicate stream id");
@@ -1002,12 +1234,17 @@ static int load_streams_chunk(struct loader *ld, const uint8_t h[CK_CHUNK_HEADER
     if (rc == 0 && crc != sl_load_u32(h + 56)) {
         rc = invalid(ld, "bad stream chunk CRC");
     }
-    if (rc == 0) {
-        rc = restore_table(ld, ld->tcp, payload, tcp_count);
+    if (rc == 0 && ld->verify && !ids_distinct(ld->ids, ld->ids_count)) {
+        rc = invalid(ld, "duplicate sensor id");
     }
-    if (rc == 0) {
-        rc = restore_table(ld, ld->udp, payload + (uint64_t)tcp_count * CK_STREAM_ENTRY_BYTES,
-                           udp_count);
+    for (uint32_t t = 0; t < 2 && rc == 0; t++) {
+        const uint8_t *e = payload + (t == 0 ? 0 : (uint64_t)tcp_count * CK_STREAM_ENTRY_BYTES);
+        uint32_t n = t == 0 ? tcp_count : udp_count;
+        ld->ids_count = 0;
+        rc = restore_table(ld, t == 0 ? ld->tcp : ld->udp, e, n);
+        if (rc == 0 && ld->verify && !ids_distinct(ld->ids, ld->ids_count)) {
+            rc = invalid(ld, "duplicate stream id");
+        }
     }
     free(payload);
     if (rc != 0) {
@@ -1093,10 +1330,13 @@ static int load_file(struct loader *ld, const char *dir, struct sl_checkpoint_lo
     ld->touched = 0;
     ld->streams_lsn = 0;
     ld->streams_dropped = 0;
+    ld->header_valid = false;
     ld->fd = ld->io->open(ld->io, ld->path, O_RDONLY | O_CLOEXEC, 0);
     if (ld->fd == -ENOENT) {
         snprintf(ld->why, sizeof ld->why, "vanished");
-        fprintf(stderr, "sluice: checkpoint %s: skipped: %s\n", ld->path, ld->why);
+        if (!ld->verify) {
+            fprintf(stderr, "sluice: checkpoint %s: skipped: %s\n", ld->path, ld->why);
+        }
         return LOAD_INVALID;
     }
     if (ld->fd < 0) {
@@ -1108,6 +1348,9 @@ static int load_file(struct loader *ld, const char *dir, struct sl_checkpoint_lo
     }
     (void)ld->io->close(ld->io, ld->fd);
     ld->fd = -1;
+    if (ld->verify) {
+        return rc;
+    }
     if (rc != 0) {
         loader_reset(ld);
     }
@@ -1161,5 +1404,36 @@ int sl_checkpoint_load(const char *dir, const struct sl_io *io, struct sl_store 
     if (rc != 0) {
         memset(out, 0, sizeof *out);
     }
+    return rc;
+}
+
+int sl_checkpoint_verify(const char *dir, const char *name, const struct sl_io *io,
+                         struct sl_checkpoint_verdict *out)
+{
+    memset(out, 0, sizeof *out);
+    uint64_t seq = 0;
+    if (parse_name(name, &seq) != 1) {
+        snprintf(out->why, sizeof out->why, "not the name of a complete checkpoint");
+        return 1;
+    }
+    struct loader *ld = calloc(1, sizeof *ld);
+    if (ld == NULL) {
+        return -ENOMEM;
+    }
+    ld->io = io;
+    ld->fd = -1;
+    ld->verify = true;
+    ld->store = &ld->scratch;
+    ld->seq = seq;
+    int rc = load_file(ld, dir, &out->loaded);
+    out->header_valid = ld->header_valid;
+    out->header = ld->header;
+    out->chunks = ld->chunks;
+    if (rc == LOAD_INVALID) {
+        snprintf(out->why, sizeof out->why, "%s", ld->why);
+        memset(&out->loaded, 0, sizeof out->loaded);
+    }
+    scratch_free(ld);
+    free(ld);
     return rc;
 }

@@ -159,6 +159,31 @@ struct sl_checkpoint_header {
 int sl_checkpoint_header_decode(const uint8_t h[SL_CHECKPOINT_HEADER_BYTES],
                                 struct sl_checkpoint_header *out, const char **why);
 
+/* What sl_checkpoint_verify found in one file. */
+struct sl_checkpoint_verdict {
+    bool header_valid; /* the header decoded: `header` holds it */
+    struct sl_checkpoint_header header;
+    struct sl_checkpoint_loaded loaded; /* when usable: what loading it would give */
+    uint32_t chunks;                    /* sensor chunks checked */
+    char why[256];                      /* when unusable: the loader's reason */
+};
+
+/*
+ * Check the checkpoint `name` in dir the way sl_checkpoint_load does, with
+ * the loader's own code and every one of its checks (header, version, seq
+ * against the name, chunks contiguous, both CRCs of each, every sensor
+ * record's invariants, distinct ids, stream entries, trailer counts and
+ * running CRC, nothing after it), but without a store: against the
+ * geometry its own header gives, which must be one a store can have
+ * ("unreadable geometry" otherwise). A file this accepts loads into any
+ * store of its geometry. Returns 0 usable, 1 unusable (the reason in
+ * out->why), or -errno on an I/O error. Reads sensors through at most
+ * 16 MiB of heap (one sensor at least), plus 4 B per sensor for the id
+ * check; freed before it returns. Any thread; sluice-log uses it.
+ */
+int sl_checkpoint_verify(const char *dir, const char *name, const struct sl_io *io,
+                         struct sl_checkpoint_verdict *out);
+
 /* The number to give the next checkpoint written in dir (1 + the highest found). */
 uint64_t sl_checkpoint_next_seq(const char *dir);
 

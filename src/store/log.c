@@ -19,7 +19,8 @@
  * 8 bytes at a time to the next record that is intact and belongs to this
  * segment (magic first, then the header CRC, then the lsn, and only then the
  * payload CRC). A region with a valid record after it is counted as corrupt;
- * one that runs to the end is the tail: clean when it starts with a zero
+ * its records lost are the lsn gap across it (region_lost); one that runs
+ * to the end is the tail: clean when it starts with a zero
  * header (or with a record of an earlier life of the file), torn otherwise,
  * and then its bytes run to the first zero header or stale record after it.
  * An intact record whose lsn is not above the last one seen is a copy already
@@ -50,6 +51,11 @@
  * + 2 entries (oldest first), with their lsn range and record count. Before a
  * new segment would exceed bytes_max (or the ring), the oldest is renamed to
  * the new name and its header rewritten (its old records become STALE).
+ * When a new file cannot be had for a full disk (ENOSPC, EDQUOT), the oldest
+ * is recycled the same way if a checkpoint holds all its records
+ * (segment_when_full; never the newest, never one still needed). The
+ * checkpoint lsn comes from sl_log_set_checkpoint_lsn, and at start-up from
+ * the config (the checkpoint recovery loaded).
  *
  * Memory: the append buffer (buffer_bytes) and the state with its segment
  * ring, both from the arena. Nothing in append, commit or tick allocates.
@@ -297,6 +303,7 @@ struct scanner {
     size_t len;
     uint64_t segment_seq;
     uint64_t last_lsn; /* of the last record visited (or min_lsn) */
+    uint64_t base_lsn; /* this segment's last valid lsn, or its header's first_lsn - 1 */
     uint64_t budget;   /* bytes of CRC work left */
     bool out_of_budget;
     bool stopped; /* the visitor asked to stop */
@@ -328,12 +335,27 @@ static void scan_visit(struct scanner *s, const struct sl_log_record *record, sl
     SL_ASSERT(record->lsn > s->last_lsn);
     SL_ASSERT(record->batch.header.count >= 1);
     s->last_lsn = record->lsn;
+    s->base_lsn = record->lsn;
     scan->records++;
     scan->readings += record->batch.header.count;
     scan->last_lsn = record->lsn;
     if (visit != NULL && visit(ctx, record) != 0) {
         s->stopped = true;
     }
+}
+
+/*
+ * Records lost in a damaged region of `bytes` followed by the record with
+ * next_lsn (0: by an intact copy, whose lsn says nothing): the lsn gap since
+ * the segment's last valid record (lsns within a segment are consecutive),
+ * at least 1, and at most as many records as could start in those bytes.
+ */
+static uint64_t region_lost(const struct scanner *s, uint64_t bytes, uint64_t next_lsn)
+{
+    SL_ASSERT(bytes >= SL_LOG_ALIGN);
+    uint64_t most = (bytes - 1) / sl_log_record_bytes(1) + 1;
+    uint64_t gap = next_lsn > s->base_lsn + 1 ? next_lsn - s->base_lsn - 1 : 0;
+    return gap < 1 ? 1 : gap > most ? most : gap;
 }
 
 /*
@@ -355,7 +377,8 @@ static uint64_t scan_resync(struct scanner *s, uint64_t d0, int first_error, int
         }
         *rc = scan_try(s, off, out);
         if (*rc == 0 || *rc == 1) {
-            scan->corrupt_records++;
+            scan->corrupt_regions++;
+            scan->corrupt_records += region_lost(s, off - d0, *rc == 0 ? out->lsn : 0);
             scan->corrupt_bytes += off - d0;
             return off;
         }
@@ -381,6 +404,7 @@ static int scan_run(struct scanner *s, sl_log_visit_fn visit, void *ctx, struct 
         return -EINVAL;
     }
     s->segment_seq = header.segment_seq;
+    s->base_lsn = header.first_lsn > 0 ? header.first_lsn - 1 : s->last_lsn;
     s->budget = (uint64_t)SL_LOG_SCAN_WORK_FACTOR * s->len;
     scan->end_offset = SL_LOG_SEGMENT_HEADER_BYTES;
     scan->tail_error = SL_LOG_END;
@@ -536,10 +560,16 @@ struct sl_log {
     int cause_rc;
     uint64_t cause_seq;
     bool failed;
+    bool ask_checkpoint; /* failed for a full disk: ask for a checkpoint once (see waiting) */
     bool closed;
     char path[SL_LOG_PATH_BYTES];
     char path_to[SL_LOG_PATH_BYTES];
 };
+
+static bool disk_full(int rc)
+{
+    return rc == -ENOSPC || rc == -EDQUOT;
+}
 
 /* Single writer: a relaxed load and store, no locked read-modify-write. */
 static void counter_add(_Atomic uint64_t *counter, uint64_t n)
@@ -594,20 +624,26 @@ static void segment_push(struct sl_log *log, const struct sl_log_segment *segmen
     counter_set(&log->counters.bytes_on_disk, log->disk_bytes);
 }
 
+/*
+ * The records of a segment that no checkpoint holds (lsn >= checkpoint_lsn):
+ * exact when its lsns are contiguous, an upper bound across a failed
+ * commit's gap. 0 means recycling it loses nothing.
+ */
+static uint64_t segment_uncovered(const struct sl_log *log, const struct sl_log_segment *seg)
+{
+    if (seg->records == 0 || seg->last_lsn < log->checkpoint_lsn) {
+        return 0;
+    }
+    uint64_t from = seg->first_lsn > log->checkpoint_lsn ? seg->first_lsn : log->checkpoint_lsn;
+    uint64_t above = seg->last_lsn - from + 1;
+    return above < seg->records ? above : seg->records;
+}
+
 /* Forget the oldest file (recycled or deleted): count the records no checkpoint holds. */
 static void segment_pop(struct sl_log *log)
 {
     struct sl_log_segment *old = segment_at(log, 0);
-    uint64_t lost = 0;
-    if (old->records > 0 && old->last_lsn >= log->checkpoint_lsn) {
-        /* Exact when the segment's lsns are contiguous, an upper bound across a failed commit's
-         * gap. */
-        uint64_t above =
-            old->last_lsn -
-            (old->first_lsn > log->checkpoint_lsn ? old->first_lsn : log->checkpoint_lsn) + 1;
-        lost = above < old->records ? above : old->records;
-    }
-    counter_add(&log->counters.recycled_records, lost);
+    counter_add(&log->counters.recycled_records, segment_uncovered(log, old));
     counter_add(&log->counters.segments_recycled, 1);
     SL_ASSERT(log->disk_bytes >= old->bytes);
     log->disk_bytes -= old->bytes;
@@ -747,6 +783,40 @@ static int segment_make_room(struct sl_log *log, bool *recycle)
     return 0;
 }
 
+/*
+ * The disk had no room for a new file (rc): while the oldest file holds no
+ * record that a checkpoint does not (segment_uncovered), make the next
+ * segment out of it instead: recycle it when it has the configured size
+ * (counted in recycled_on_enospc), or delete it (another size, from an
+ * earlier configuration) and try a new file again. Never the newest entry,
+ * the segment just left (or retired), and never a file whose records a
+ * checkpoint does not hold: nothing needed for recovery is reused. Returns
+ * rc when nothing can be recycled.
+ */
+static int segment_when_full(struct sl_log *log, uint64_t seq, uint64_t first_lsn, int *fd, int rc)
+{
+    /* Bounded: each round removes the oldest entry or returns. */
+    while (disk_full(rc) && log->segments_count > 1 &&
+           segment_uncovered(log, segment_at(log, 0)) == 0) {
+        const struct sl_log_segment *old = segment_at(log, 0);
+        if (old->bytes == log->config.segment_bytes) {
+            rc = segment_recycle(log, seq, first_lsn, fd);
+            if (rc == 0) {
+                counter_add(&log->counters.recycled_on_enospc, 1);
+            }
+            return rc;
+        }
+        segment_path(log, log->path, old->name_seq);
+        int unlink_rc = log->io->unlink(log->io, log->path);
+        if (unlink_rc != 0 && unlink_rc != -ENOENT) {
+            return rc;
+        }
+        segment_pop(log);
+        rc = segment_create(log, seq, first_lsn, fd);
+    }
+    return rc;
+}
+
 /* Make the next segment (new or recycled) current. 0 or -errno (the log is left without one). */
 static int segment_new(struct sl_log *log, uint64_t first_lsn)
 {
@@ -755,9 +825,11 @@ static int segment_new(struct sl_log *log, uint64_t first_lsn)
     bool recycle = false;
     int fd = -1;
     int rc = segment_make_room(log, &recycle);
-    if (rc == 0) {
-        rc = recycle ? segment_recycle(log, seq, first_lsn, &fd)
-                     : segment_create(log, seq, first_lsn, &fd);
+    if (rc == 0 && recycle) {
+        rc = segment_recycle(log, seq, first_lsn, &fd);
+    } else if (rc == 0) {
+        rc = segment_create(log, seq, first_lsn, &fd);
+        rc = segment_when_full(log, seq, first_lsn, &fd, rc);
     }
     if (rc != 0) {
         return rc;
@@ -885,6 +957,7 @@ static void enter_failed(struct sl_log *log, int create_rc)
         atomic_store_explicit(&log->counters.failed, 1, memory_order_relaxed);
     }
     log->retry_ns = log->now_ns + SL_LOG_RETRY_NS;
+    log->ask_checkpoint = disk_full(create_rc) && log->config.wait_for_checkpoint;
     atomic_store_explicit(&log->health,
                           health_pack(log->cause, -log->cause_rc, log->cause_seq, -create_rc),
                           memory_order_release);
@@ -1205,10 +1278,27 @@ void sl_log_set_checkpoint_lsn(struct sl_log *log, uint64_t lsn)
     }
 }
 
-bool sl_log_waiting_for_checkpoint(const struct sl_log *log)
+bool sl_log_waiting_for_checkpoint(struct sl_log *log)
 {
-    uint64_t h = atomic_load_explicit(&((struct sl_log *)log)->health, memory_order_acquire);
-    return log->failed && (int)(h & HEALTH_ERRNO_MASK) == EAGAIN;
+    if (!log->failed) {
+        return false;
+    }
+    uint64_t h = atomic_load_explicit(&log->health, memory_order_acquire);
+    int create_errno = (int)(h & HEALTH_ERRNO_MASK);
+    if (create_errno == EAGAIN) {
+        return true;
+    }
+    /*
+     * A full disk: a checkpoint would let the oldest segment (not the newest) be recycled. Asked
+     * once per failed attempt at a segment (once a second, or after each checkpoint), so that a
+     * checkpoint failing on the same full disk is not begun again every tick.
+     */
+    if (!log->ask_checkpoint || log->segments_count < 2 ||
+        segment_uncovered(log, segment_at(log, 0)) == 0) {
+        return false;
+    }
+    log->ask_checkpoint = false;
+    return true;
 }
 
 uint64_t sl_log_next_lsn(const struct sl_log *log)
@@ -1243,19 +1333,23 @@ int sl_log_health(const struct sl_log *log, char *buf, uint32_t buf_bytes)
     if (buf_bytes == 0) {
         return -EIO;
     }
+    /* A full disk was met by recycling what a checkpoint holds: there was none to recycle. */
+    const char *full = create_errno == ENOSPC || create_errno == EDQUOT
+                           ? " (and no older segment wholly held by a checkpoint to recycle)"
+                           : "";
     if (create_errno == EAGAIN) {
         snprintf(buf, buf_bytes,
                  "log: full (--log-bytes-max) of records no checkpoint holds yet; refusing "
                  "writes until the checkpoint in progress completes");
     } else if (cause == CAUSE_NONE) {
-        snprintf(buf, buf_bytes, "log: cannot create a segment: %s; retrying every second",
-                 error_text(create_errno));
+        snprintf(buf, buf_bytes, "log: cannot create a segment: %s%s; retrying every second",
+                 error_text(create_errno), full);
     } else {
         snprintf(buf, buf_bytes,
-                 "log: %s failed on log-%016llx.seg (%s), then cannot create a segment: %s; "
+                 "log: %s failed on log-%016llx.seg (%s), then cannot create a segment: %s%s; "
                  "retrying every second",
                  cause == CAUSE_WRITE ? "write" : "fdatasync", seq, error_text(cause_errno),
-                 error_text(create_errno));
+                 error_text(create_errno), full);
     }
     return -EIO;
 }
@@ -1519,13 +1613,18 @@ static int replay_segment(struct sl_log *log, const struct found *f, const uint8
     SL_ASSERT(rc == 0); /* the header was read and checked already */
     recovery->records += scan.records;
     recovery->readings += scan.readings;
+    recovery->corrupt_regions += scan.corrupt_regions;
     recovery->corrupt_records += scan.corrupt_records;
+    recovery->corrupt_bytes += scan.corrupt_bytes;
     recovery->bytes += f->file_bytes;
     if (scan.tail_bytes > 0) {
         if (last) {
             recovery->torn_tail_bytes += scan.tail_bytes;
         } else {
-            recovery->corrupt_records++; /* a closed segment's damaged end is damage, not a tear */
+            /* A closed segment's damaged end is damage, not a tear: at least one record lost. */
+            recovery->corrupt_regions++;
+            recovery->corrupt_records++;
+            recovery->corrupt_bytes += scan.tail_bytes;
         }
     }
     if (scan.records > 0) {
@@ -1589,7 +1688,7 @@ static int replay_all(struct sl_log *log, struct found *files, uint32_t good, sl
         if (rc != 0) {
             segment_path(log, log->path, files[i].name_seq);
         } else if (i < drop) {
-            dropped_records += seg.records;
+            dropped_records += segment_uncovered(log, &seg);
         } else {
             segment_push(log, &seg);
         }
@@ -1618,6 +1717,7 @@ static struct sl_log *log_take(const struct sl_log_config *config, struct sl_are
     log->fd = -1;
     log->next_seq = 1;
     log->next_lsn = 1;
+    log->checkpoint_lsn = config->checkpoint_lsn;
     log->now_ns = sl_clock_monotonic_ns();
     log->last_sync_ns = log->now_ns;
     return log;
@@ -1688,6 +1788,7 @@ struct sl_log *sl_log_open(const struct sl_log_config *config, struct sl_arena *
     log->written_last_lsn = recovery->last_lsn;
     counter_set(&log->counters.durable_lsn, recovery->last_lsn);
     counter_set(&log->counters.corrupt_records, recovery->corrupt_records);
+    counter_set(&log->counters.corrupt_bytes, recovery->corrupt_bytes);
     counter_set(&log->counters.torn_tail_bytes, recovery->torn_tail_bytes);
     log_resume(log, &resume);
     recovery->seconds = (double)(sl_clock_monotonic_ns() - start_ns) / 1e9;

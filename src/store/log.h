@@ -92,6 +92,14 @@ struct sl_log_config {
      * OVERLOADED instead. false (no checkpoints): recycle and count.
      */
     bool wait_for_checkpoint;
+    /*
+     * Start-up: records with lsn below this are held by the checkpoint that
+     * recovery loaded (its start lsn + 1; 0: none), as if
+     * sl_log_set_checkpoint_lsn had been called before the log resumes, so
+     * segments wholly below it can be recycled at once after a restart.
+     * sl_recover sets it; others leave it 0.
+     */
+    uint64_t checkpoint_lsn;
 };
 
 void sl_log_config_default(struct sl_log_config *config);
@@ -156,7 +164,8 @@ struct sl_log_scan {
     uint64_t readings;        /* readings in them */
     uint64_t last_lsn;        /* of the last valid record (0: none) */
     uint64_t end_offset;      /* just past the last valid record: where appending resumes */
-    uint64_t corrupt_records; /* damaged regions skipped with valid records after them */
+    uint64_t corrupt_regions; /* damaged regions skipped with valid records after them */
+    uint64_t corrupt_records; /* records lost in them (see sl_log_scan_segment) */
     uint64_t corrupt_bytes;   /* bytes in those regions */
     uint64_t tail_bytes;      /* damaged bytes after the last valid record (a torn tail) */
     int tail_error;           /* the decode error that ended the data (SL_LOG_END when clean) */
@@ -168,8 +177,12 @@ struct sl_log_scan {
  * damaged record the scanner resynchronises at the next 8-byte offset that
  * holds a valid record of this segment (its header CRC checked first, so
  * the search is cheap), bounded to 16 x len bytes of CRC work in all so any
- * input ends quickly. Returns 0, or -EINVAL when the segment header is bad
- * (nothing visited). Never reads outside buf[0, len).
+ * input ends quickly. The records lost in a region are the lsn gap between
+ * the last valid record before it (or the segment header's first_lsn - 1)
+ * and the first after it (lsns within a segment are consecutive), at least
+ * 1 and at most as many as could start in its bytes (80 each at least).
+ * Returns 0, or -EINVAL when the segment header is bad (nothing visited).
+ * Never reads outside buf[0, len).
  */
 int sl_log_scan_segment(const uint8_t *buf, size_t len, uint64_t min_lsn, sl_log_visit_fn visit,
                         void *ctx, struct sl_log_scan *scan);
@@ -182,7 +195,9 @@ struct sl_log_recovery {
     uint32_t segments_bad;     /* with an unreadable header: left in place, skipped, counted */
     uint64_t records;          /* valid records visited */
     uint64_t readings;
-    uint64_t corrupt_records;  /* skipped in the middle */
+    uint64_t corrupt_regions;  /* damaged regions skipped (a closed segment's damaged end is one) */
+    uint64_t corrupt_records;  /* records lost in them (a closed segment's damaged end: 1) */
+    uint64_t corrupt_bytes;    /* bytes in them */
     uint64_t torn_tail_bytes;  /* cut from the last segment */
     uint64_t last_lsn;
     uint64_t bytes;            /* of log data scanned */
@@ -202,7 +217,9 @@ struct sl_log_counters {
     _Atomic uint64_t segments_retired;        /* abandoned after an error */
     _Atomic uint64_t segments_recycled;
     _Atomic uint64_t recycled_records;        /* records dropped by recycling that no checkpoint held */
-    _Atomic uint64_t corrupt_records;         /* found at start-up */
+    _Atomic uint64_t corrupt_records;         /* lost to damage, found at start-up */
+    _Atomic uint64_t corrupt_bytes;           /* damaged bytes skipped at start-up */
+    _Atomic uint64_t recycled_on_enospc;      /* segments recycled because the disk was full */
     _Atomic uint64_t torn_tail_bytes;         /* found at start-up */
     _Atomic uint64_t bytes_on_disk;           /* segment files */
     _Atomic uint64_t durable_lsn;             /* highest lsn known synced */
@@ -261,8 +278,16 @@ void sl_log_tick(struct sl_log *log, int64_t now_ns);
 /* Records with lsn < lsn are held by a checkpoint: recycling them loses nothing. */
 void sl_log_set_checkpoint_lsn(struct sl_log *log, uint64_t lsn);
 
-/* True while appends are refused because the log is full of records no checkpoint holds. */
-bool sl_log_waiting_for_checkpoint(const struct sl_log *log);
+/*
+ * Should the caller start a checkpoint because the log needs one? True while
+ * appends are refused because the log is full (bytes_max) of records no
+ * checkpoint holds; and, with wait_for_checkpoint, once after each failed
+ * attempt to get a segment on a full disk (ENOSPC, EDQUOT) while the oldest
+ * segment holds records no checkpoint does (a checkpoint would let it be
+ * recycled): the once keeps a checkpoint that fails on the same disk from
+ * being begun again every tick. Ingest thread (the writer's).
+ */
+bool sl_log_waiting_for_checkpoint(struct sl_log *log);
 
 /* The next lsn to be assigned (1 on an empty log). */
 uint64_t sl_log_next_lsn(const struct sl_log *log);

@@ -38,6 +38,7 @@
 
 #include "core/assert.h"
 #include "core/clock.h"
+#include "core/say.h"
 
 struct replay {
     struct sl_store *store;
@@ -156,13 +157,24 @@ struct sl_log *sl_recover(const struct sl_log_config *log_config, struct sl_aren
         .streams_lsn = out->checkpoint.streams_lsn,
         .out = out,
     };
-    struct sl_log *log =
-        sl_log_open(log_config, arena, replay_record, &rp, &out->log, err, err_bytes);
+    /* The log may recycle what the loaded checkpoint holds from the start, not only after the
+     * next checkpoint completes (as sl_log_set_checkpoint_lsn when a checkpoint completes). */
+    struct sl_log_config config = *log_config;
+    config.checkpoint_lsn = out->checkpoint_used ? out->checkpoint.start_lsn + 1 : 0;
+    struct sl_log *log = sl_log_open(&config, arena, replay_record, &rp, &out->log, err, err_bytes);
     free(sensor_lsn);
     if (log == NULL) {
         return NULL;
     }
     reset_counters(store, tcp_streams, udp_streams);
+    const struct sl_log_recovery *lr = &out->log;
+    if (lr->corrupt_regions > 0) {
+        sl_say(SL_SAY_WARN, "recovery",
+               "the log was damaged: %llu records (%llu bytes) lost in %llu damaged regions, "
+               "skipped; every later record was kept",
+               (unsigned long long)lr->corrupt_records, (unsigned long long)lr->corrupt_bytes,
+               (unsigned long long)lr->corrupt_regions);
+    }
     out->seconds = (double)(sl_clock_monotonic_ns() - started_ns) / 1e9;
     return log;
 }

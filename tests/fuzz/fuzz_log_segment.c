@@ -104,6 +104,10 @@ static uint64_t scan_checked(const uint8_t *buf, size_t len, uint64_t min_lsn)
     FUZZ_CHECK(s.tail_error >= SL_LOG_END && s.tail_error <= SL_LOG_BAD_PAYLOAD_CRC);
     FUZZ_CHECK(s.records == 0 ? s.last_lsn == 0 : s.last_lsn == c.last_lsn);
     FUZZ_CHECK((s.corrupt_records == 0) == (s.corrupt_bytes == 0));
+    /* Each region loses 1 record at least, and no more than could start in its bytes. */
+    FUZZ_CHECK((s.corrupt_regions == 0) == (s.corrupt_records == 0));
+    FUZZ_CHECK(s.corrupt_records >= s.corrupt_regions);
+    FUZZ_CHECK(s.corrupt_records <= s.corrupt_bytes / 80 + s.corrupt_regions);
     FUZZ_CHECK(s.readings >= s.records && s.readings <= s.records * SL_BATCH_COUNT_MAX);
     return s.records;
 }

@@ -151,6 +151,12 @@ class Daemon:
         for raw in iter(self.proc.stderr.readline, b""):
             self.events.append(raw.decode(errors="replace").rstrip("\n"))
 
+    def events_text(self):
+        """Every event line so far as one text; after the daemon exited, all it wrote."""
+        if self.proc.poll() is not None:
+            self._events_thread.join(timeout=5)
+        return "\n".join(self.events)
+
     def wait_event(self, words, since=0, timeout_s=10.0):
         """The first event line from index `since` on that contains `words`, waiting up to
         timeout_s for it; None if none came."""

@@ -944,6 +944,44 @@ static void edit_trailer_count(uint8_t *b, size_t len)
     sl_store_u32(b + len - 64 + 8, sl_load_u32(b + len - 64 + 8) + 1);
 }
 
+static size_t flip_offset;
+static void edit_flip(uint8_t *b, size_t len)
+{
+    (void)len;
+    b[flip_offset] ^= 0x10;
+}
+
+static void edit_ring_2(uint8_t *b, size_t len)
+{
+    (void)len;
+    sl_store_u32(b + 36, 2); /* ring_readings below the minimum */
+    sl_store_u32(b + 124, sl_crc32c(b, 124));
+}
+
+/* The path of checkpoint seq in dir (a static buffer). */
+static const char *dir2_path(const char *dir, uint64_t seq)
+{
+    static char path[4200];
+    ckpt_path(path, sizeof path, dir, seq, ".ckpt");
+    return path;
+}
+
+/* sl_checkpoint_verify of checkpoint seq in dir: its rc; the reason must contain `why` if given. */
+static int verify_says(const char *dir, uint64_t seq, const char *why)
+{
+    char name[64];
+    snprintf(name, sizeof name, "ckpt-%016llx.ckpt", (unsigned long long)seq);
+    struct sl_checkpoint_verdict v;
+    int rc = sl_checkpoint_verify(dir, name, &sl_io_posix, &v);
+    CHECK(rc >= 0);
+    CHECK((rc == 0) == (v.why[0] == '\0'));
+    if (why != NULL && strstr(v.why, why) == NULL) {
+        fprintf(stderr, "verify %s: '%s', want '%s'\n", name, v.why, why);
+        CHECK(0);
+    }
+    return rc;
+}
+
 /* Damaged copies of a good checkpoint: each must be skipped. */
 static const struct damage {
     bool fix; /* recompute the CRCs after the edit: only the edit is wrong */
@@ -984,21 +1022,54 @@ static void test_damaged_files(void)
     CHECK_EQ_U64(sl_load_u64(image + len - 40), len);
 
     uint64_t seq = 0;
+    CHECK_EQ(verify_says(dir, 1, NULL), 0);
     for (uint32_t i = 0; i < SL_ARRAY_COUNT(damages); i++) {
         /* seq 2 is the bad newest each time; the loader must fall back to seq 1. */
         write_image(dir, 2, image, len - damages[i].cut_bytes, damages[i].fix, damages[i].edit);
         CHECK_EQ(load_into_fresh(dir, &c, &seq, NULL), 0);
         CHECK_EQ_U64(seq, 1);
+        CHECK_EQ(verify_says(dir, 2, NULL), 1); /* and sl_checkpoint_verify says unusable */
     }
+    /* Truncated to half; a damaged payload byte: unusable, and why. */
+    write_image(dir, 2, image, len / 2, false, NULL);
+    CHECK_EQ(verify_says(dir, 2, "truncated"), 1);
+    write_image(dir, 2, image, len, false, NULL);
+    flip_bit(dir2_path(dir, 2), REC0 + 5 * 64 + 3);
+    CHECK_EQ(verify_says(dir, 2, "bad chunk payload CRC"), 1);
     /* Bytes after the trailer. */
     uint8_t *longer = calloc(1, len + 8);
     memcpy(longer, image, len);
     write_image(dir, 2, longer, len + 8, false, NULL);
     CHECK_EQ(load_into_fresh(dir, &c, &seq, NULL), 0);
     CHECK_EQ_U64(seq, 1);
+    CHECK_EQ(verify_says(dir, 2, "bytes after the trailer"), 1);
     /* The same image under seq 2 with its CRCs recomputed is valid: fix_crcs is right. */
     write_image(dir, 2, image, len, true, NULL);
     check_loads_equal(dir, &c, 2, &a);
+    CHECK_EQ(verify_says(dir, 2, NULL), 0);
+    /* A header whose geometry no store can have: the loader skips it, verify says why. */
+    write_image(dir, 2, image, len, true, edit_ring_2);
+    CHECK_EQ(load_into_fresh(dir, &c, &seq, NULL), 0);
+    CHECK_EQ_U64(seq, 1);
+    CHECK_EQ(verify_says(dir, 2, "unreadable geometry: ring_readings"), 1);
+    /* One decoder: wherever a byte is flipped, verify accepts exactly what the loader loads. */
+    /* (Also with the CRCs made good again, so that only the other checks can tell.) */
+    uint32_t disagree = 0, accepted = 0, positions = 0;
+    for (int fix = 0; fix < 2; fix++) {
+        for (size_t at = 0; at < len - 64; at += len / 251 + 1, positions++) {
+            flip_offset = at;
+            write_image(dir, 2, image, len, fix, edit_flip);
+            CHECK_EQ(load_into_fresh(dir, &c, &seq, NULL), 0);
+            int v = verify_says(dir, 2, NULL);
+            accepted += v == 0;
+            disagree += (v == 0) != (seq == 2);
+        }
+    }
+    CHECK_EQ(disagree, 0);
+    CHECK(accepted > 0);
+    printf("verify and load agree on %u flipped positions (%u still usable)\n", positions,
+           accepted);
+    write_image(dir, 2, image, len, true, NULL);
     /* A leftover .tmp is not a checkpoint, but its number is never reused. */
     ckpt_path(path, sizeof path, dir, 9, ".ckpt.tmp");
     write_file(path, image, len);
@@ -1181,12 +1252,14 @@ static void test_version_1(void)
     ckpt_path(path, sizeof path, dir, 1, ".ckpt");
     write_file(path, image, len);
     check_loads_equal(dir, &c, 1, &ref);
+    CHECK_EQ(verify_says(dir, 1, NULL), 0); /* the verifier reads version 1 too */
     uint64_t seq = 0;
     /* A version 1 file is as hostile as any: a flipped ring byte fails its CRC (and is skipped). */
     if (image != NULL && len > 128 + 64 + 40 * 64 + 8) {
         image[128 + 64 + 40 * 64 + 5] ^= 0x10; /* inside the first chunk's ring values */
         write_file(path, image, len);
         CHECK_EQ(load_into_fresh(dir, &c, &seq, NULL), -ENOENT);
+        CHECK_EQ(verify_says(dir, 1, "bad chunk payload CRC"), 1);
     }
     /* The next checkpoint is today's version, and loads the same. */
     CHECK_EQ_U64(write_checkpoint(&ref, dir, 4096, 400), 2);
@@ -1198,6 +1271,47 @@ static void test_version_1(void)
     free(image2);
     free(image);
     env_close(&ref);
+    remove_dir(dir);
+}
+
+/* Sensors larger than the verifier's scratch: read a window (one sensor) at a time. */
+static void test_verify_windows(void)
+{
+    struct sl_store_config c;
+    small_config(&c, 3, 1u << 20); /* 8 MiB a sensor: a window of one */
+    struct env e;
+    env_open(&e, &c, NULL);
+    populate(&e, 9, 60, 3);
+    CHECK_EQ(sl_store_sensors_count(&e.store), 3);
+    char dir[64];
+    make_dir(dir, sizeof dir);
+    CHECK_EQ_U64(write_checkpoint(&e, dir, 1, 60), 1);        /* a sensor a chunk */
+    CHECK_EQ_U64(write_checkpoint(&e, dir, 1u << 30, 60), 2); /* all in one chunk */
+    struct sl_checkpoint_verdict v;
+    CHECK_EQ(sl_checkpoint_verify(dir, "ckpt-0000000000000001.ckpt", &sl_io_posix, &v), 0);
+    CHECK(v.chunks == 3 && v.loaded.sensors == 3 && v.header.ring_readings == (1u << 20));
+    CHECK_EQ(sl_checkpoint_verify(dir, "ckpt-0000000000000002.ckpt", &sl_io_posix, &v), 0);
+    CHECK(v.chunks == 1 && v.loaded.sensors == 3 && v.loaded.start_lsn == 60);
+    /* The third sensor takes the first's id (CRCs made good): only the id check sees it. */
+    size_t len = 0;
+    uint8_t *image = read_file(dir2_path(dir, 2), &len);
+    CHECK(image != NULL);
+    if (image != NULL) {
+        memcpy(image + REC0 + 2 * 64, image + REC0, 4);
+        fix_crcs(image, len);
+        write_file(dir2_path(dir, 2), image, len);
+        CHECK_EQ(verify_says(dir, 2, "duplicate sensor id"), 1);
+        uint64_t seq = 0;
+        CHECK_EQ(load_into_fresh(dir, &c, &seq, NULL), 0); /* the loader agrees: falls back */
+        CHECK_EQ_U64(seq, 1);
+        /* A flipped byte in the last sensor's ring, past the first window: the chunk CRC. */
+        write_image(dir, 2, image, len, false, NULL);
+        uint64_t stride = e.store.ring_stride;
+        flip_bit(dir2_path(dir, 2), REC0 + 3 * 64 + 2 * stride * 8 + 16);
+        CHECK_EQ(verify_says(dir, 2, "bad chunk payload CRC"), 1);
+        free(image);
+    }
+    env_close(&e);
     remove_dir(dir);
 }
 
@@ -1226,6 +1340,7 @@ int main(void)
     test_damaged_files();
     test_faults();
     test_version_1();
+    test_verify_windows();
     const char *seeds = getenv("SL_CHECKPOINT_SEED_DIR");
     if (seeds != NULL && seeds[0] != '\0') {
         write_seeds(seeds);

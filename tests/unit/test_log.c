@@ -1643,7 +1643,8 @@ static void test_rotation_open_fails(void)
     char reason[256] = "";
     CHECK(sl_log_health(h->log, reason, sizeof reason) != 0);
     CHECK(contains(reason,
-                   "log: cannot create a segment: No space left on device; retrying every second"));
+                   "log: cannot create a segment: No space left on device (and no older "
+                   "segment wholly held by a checkpoint to recycle); retrying every second"));
     CHECK_EQ(h_put(h, 1), -EIO);
     h_arm(h, 0, SL_IO_OP_OPEN, ENOSPC, 1, 1);
     h->now_ns += SL_LOG_RETRY_NS;
@@ -1659,6 +1660,237 @@ static void test_rotation_open_fails(void)
     if (h_reopen(h)) {
         h_verify(h, -1);
         CHECK(h->recovery.segments == 2 && h->recovery.corrupt_records == 0);
+    }
+    h_close(h);
+}
+
+/* The last valid lsn in a segment file on disk (0: none or unreadable). */
+static uint64_t file_last_lsn(const struct harness *h, uint64_t seq)
+{
+    char path[256];
+    snprintf(path, sizeof path, "%.200s/log-%016llx.seg", h->dir, (unsigned long long)seq);
+    FILE *f = fopen(path, "rb");
+    static uint8_t data[SEG_BYTES];
+    size_t got = f != NULL ? fread(data, 1, sizeof data, f) : 0;
+    if (f != NULL) {
+        fclose(f);
+    }
+    struct sl_log_scan sc;
+    return sl_log_scan_segment(data, got, 0, NULL, NULL, &sc) == 0 ? sc.last_lsn : 0;
+}
+
+/* Append groups until the log has made `segments` segments in all (or an append fails). */
+static int h_fill_segments(struct harness *h, uint64_t segments)
+{
+    int rc = 0;
+    for (uint32_t round = 0; round < 100000 && rc == 0 && C(h, segments_created) < segments;
+         round++) {
+        rc = h_put(h, 20);
+    }
+    return rc;
+}
+
+/*
+ * A disk with room for two segments under a much larger bytes_max: when no
+ * new file can be had (fallocate ENOSPC), the oldest segment is recycled
+ * once a checkpoint holds all of its records, and only then; the newest is
+ * never taken; a checkpoint (or space) makes the log resume by itself.
+ */
+static void test_enospc_recycles(void)
+{
+    struct harness *h = &H;
+    h_config(h, "enospc_recycle", SL_SYNC_ALWAYS);
+    h->config.wait_for_checkpoint = true;
+    if (!h_open(h)) {
+        return;
+    }
+    CHECK_EQ(h_fill_segments(h, 2), 0);
+    h_arm(h, 0, SL_IO_OP_FALLOCATE, ENOSPC, 1, 1000000); /* the disk is full from here */
+    int rc = h_fill_segments(h, 3);
+    CHECK_EQ(rc, -EIO);
+    CHECK_EQ(count_files(h->dir), 2);
+    CHECK_EQ(C(h, recycled_on_enospc), 0); /* nothing a checkpoint holds: nothing recycled */
+    char reason[256] = "";
+    CHECK(sl_log_health(h->log, reason, sizeof reason) != 0);
+    CHECK(contains(reason, "No space left on device (and no older segment wholly held by a "
+                           "checkpoint to recycle)"));
+    CHECK(sl_log_waiting_for_checkpoint(h->log));  /* a checkpoint would help: ask for one */
+    CHECK(!sl_log_waiting_for_checkpoint(h->log)); /* once: not again every tick */
+    h->now_ns += SL_LOG_RETRY_NS;
+    sl_log_tick(h->log, h->now_ns); /* the retry fails: ask again */
+    CHECK(sl_log_waiting_for_checkpoint(h->log));
+    uint64_t last1 = file_last_lsn(h, 1);
+    CHECK(last1 > 0);
+    /* A checkpoint holding all but the last record of segment 1: it is still needed. */
+    sl_log_set_checkpoint_lsn(h->log, last1);
+    uint64_t fallocates = atomic_load(&h->faults.calls[SL_IO_OP_FALLOCATE]);
+    h->now_ns += 1;
+    sl_log_tick(h->log, h->now_ns);
+    CHECK_EQ(atomic_load(&h->faults.calls[SL_IO_OP_FALLOCATE]), fallocates + 1); /* tried at once */
+    CHECK_EQ(atomic_load(&sl_log_counters(h->log)->failed), 1);
+    CHECK(C(h, recycled_on_enospc) == 0 && C(h, segments_recycled) == 0);
+    CHECK_EQ(file_last_lsn(h, 1), last1); /* untouched */
+    /* Now one that holds all of it: recycled, and the log goes on by itself. */
+    sl_log_set_checkpoint_lsn(h->log, last1 + 1);
+    sl_log_tick(h->log, h->now_ns);
+    CHECK_EQ(atomic_load(&sl_log_counters(h->log)->failed), 0);
+    CHECK_EQ(sl_log_health(h->log, reason, sizeof reason), 0);
+    CHECK(C(h, recycled_on_enospc) == 1 && C(h, segments_recycled) == 1);
+    CHECK_EQ(C(h, recycled_records), 0);
+    CHECK_EQ(count_files(h->dir), 2);
+    CHECK(!sl_log_waiting_for_checkpoint(h->log));
+    CHECK_EQ(h_put(h, 20), 0);
+    /* The next rotation finds segment 2 (now the oldest) not held by any checkpoint: it waits. */
+    rc = h_fill_segments(h, 4);
+    CHECK_EQ(rc, -EIO);
+    CHECK(C(h, recycled_on_enospc) == 1 && count_files(h->dir) == 2);
+    /* Space appears: a new file, nothing recycled. */
+    h_disarm(h);
+    h->now_ns += SL_LOG_RETRY_NS;
+    sl_log_tick(h->log, h->now_ns);
+    CHECK_EQ(atomic_load(&sl_log_counters(h->log)->failed), 0);
+    CHECK(C(h, recycled_on_enospc) == 1 && count_files(h->dir) == 3);
+    CHECK_EQ(h_put(h, 20), 0);
+    CHECK_EQ(h->spy.violations, 0);
+    if (h_reopen(h)) {
+        /* Everything from segment 2 on is there, contiguous: what was recycled was held. */
+        CHECK(h->seen.count > 0 && h->seen.lsns[0] == last1 + 1);
+        CHECK_EQ(h->seen.lsns[h->seen.count - 1], h->next_id - 1);
+        CHECK_EQ(h->seen.count, h->next_id - 1 - last1);
+        CHECK_EQ(h->recovery.corrupt_records, 0);
+    }
+    h_close(h);
+}
+
+/* Without checkpoints nothing is held: a full disk never recycles, it waits for space. */
+static void test_enospc_without_checkpoints(void)
+{
+    struct harness *h = &H;
+    h_config(h, "enospc_plain", SL_SYNC_BATCH);
+    if (!h_open(h)) {
+        return;
+    }
+    CHECK_EQ(h_fill_segments(h, 2), 0);
+    h_arm(h, 0, SL_IO_OP_FALLOCATE, ENOSPC, 1, 1000000);
+    CHECK_EQ(h_fill_segments(h, 3), -EIO);
+    CHECK(!sl_log_waiting_for_checkpoint(h->log));
+    h->now_ns += SL_LOG_RETRY_NS;
+    sl_log_tick(h->log, h->now_ns);
+    CHECK(C(h, recycled_on_enospc) == 0 && C(h, segments_recycled) == 0 &&
+          count_files(h->dir) == 2);
+    CHECK_EQ(atomic_load(&sl_log_counters(h->log)->failed), 1);
+    h_close(h);
+}
+
+/*
+ * The checkpoint lsn given at open (what recovery loaded): a log full of
+ * segments, reopened, recycles the one the checkpoint holds at its first
+ * rotation instead of waiting for a new checkpoint.
+ */
+static void test_open_knows_checkpoint(void)
+{
+    struct harness *h = &H;
+    for (int knows = 0; knows < 2; knows++) {
+        h_config(h, knows ? "open_checkpoint" : "open_no_checkpoint", SL_SYNC_BATCH);
+        h->config.bytes_max = 2 * SEG_BYTES;
+        h->config.wait_for_checkpoint = true;
+        if (!h_open(h)) {
+            return;
+        }
+        CHECK_EQ(h_fill_segments(h, 2), 0);
+        uint64_t last1 = file_last_lsn(h, 1);
+        h_close(h);
+        h->config.checkpoint_lsn = knows ? last1 + 1 : 0;
+        if (!h_open(h)) {
+            return;
+        }
+        int rc = h_fill_segments(h, 1);
+        CHECK_EQ(rc, knows ? 0 : -EIO);
+        CHECK_EQ(C(h, segments_recycled), knows ? 1u : 0u);
+        CHECK_EQ(C(h, recycled_records), 0);
+        CHECK_EQ(sl_log_waiting_for_checkpoint(h->log), !knows);
+        h_close(h);
+    }
+}
+
+/* Four consecutive records destroyed in the middle of a segment: 4 lost, their bytes counted. */
+static void test_scan_counts_lost(void)
+{
+    struct builder b;
+    struct sl_log_scan sc;
+    build_begin(&b, SEGBUF_BYTES, 4);
+    build_many(&b, 50);
+    for (uint32_t start = 0; start <= 20; start += 20) { /* at the segment's start, in the middle */
+        uint64_t from = b.offs[start], to = b.offs[start + 4];
+        memcpy(rec, b.buf + from, to - from);
+        memset(b.buf + from, 0xA5, to - from);
+        CHECK_EQ(scan(b.buf, b.len, 0, &sc), 0);
+        CHECK_EQ(sc.records, 46);
+        CHECK_EQ(sc.corrupt_regions, 1);
+        CHECK_EQ(sc.corrupt_records, 4);
+        CHECK_EQ(sc.corrupt_bytes, to - from);
+        /* Zeros instead (a zeroed range), and the headers alone: the same count. */
+        memset(b.buf + from, 0, to - from);
+        CHECK_EQ(scan(b.buf, b.len, 0, &sc), 0);
+        CHECK(sc.records == 46 && sc.corrupt_records == 4 && sc.corrupt_bytes == to - from);
+        memcpy(b.buf + from, rec, to - from);
+        for (uint32_t i = start; i < start + 4; i++) {
+            b.buf[b.offs[i] + 8] ^= 0xFF;
+        }
+        CHECK_EQ(scan(b.buf, b.len, 0, &sc), 0);
+        CHECK(sc.records == 46 && sc.corrupt_regions == 1 && sc.corrupt_records == 4);
+        for (uint32_t i = start; i < start + 4; i++) {
+            b.buf[b.offs[i] + 8] ^= 0xFF;
+        }
+    }
+    /* An lsn gap wider than the bytes could hold (not one of this writer's): capped by them. */
+    build_begin(&b, SEGBUF_BYTES, 4);
+    build_add(&b, 1, 1, 0);
+    build_add(&b, 2, 2, 0);
+    build_add(&b, 3, 1000, 0);
+    b.buf[b.offs[1] + 70] ^= 1;
+    CHECK_EQ(scan(b.buf, b.len, 0, &sc), 0);
+    uint32_t bytes2 = sl_log_record_bytes(count_of(2));
+    CHECK_EQ(sc.corrupt_records, (bytes2 - 1) / 80 + 1);
+}
+
+/* Recovery counts the same through sl_log_open: records and bytes lost, in the counters too. */
+static void test_recovery_counts_lost(void)
+{
+    struct harness *h = &H;
+    h_config(h, "lost", SL_SYNC_ALWAYS);
+    if (!h_open(h)) {
+        return;
+    }
+    h_fill(h, 60, 5);
+    h_close(h);
+    char path[256];
+    snprintf(path, sizeof path, "%.200s/log-%016llx.seg", h->dir, 1ull);
+    static uint8_t data[SEG_BYTES];
+    FILE *f = fopen(path, "r+b");
+    CHECK(f != NULL);
+    if (f == NULL) {
+        return;
+    }
+    size_t got = fread(data, 1, sizeof data, f);
+    uint64_t from = SL_LOG_SEGMENT_HEADER_BYTES, to = from;
+    for (uint64_t id = 1; id <= 26; id++) { /* one group per record: ids are lsns, in order */
+        uint64_t bytes = sl_log_record_bytes(count_of(id));
+        from += id < 23 ? bytes : 0;
+        to += bytes;
+    }
+    /* Records 23 to 26 destroyed. */
+    memset(data + from, 0x5A, to - from);
+    CHECK(fseek(f, 0, SEEK_SET) == 0 && fwrite(data, 1, got, f) == got);
+    fclose(f);
+    if (h_reopen(h)) {
+        CHECK_EQ(h->seen.count, 56);
+        CHECK(!seen_has(&h->seen, 23) && !seen_has(&h->seen, 26) && seen_has(&h->seen, 27));
+        CHECK_EQ(h->recovery.corrupt_records, 4);
+        CHECK_EQ(h->recovery.corrupt_regions, 1);
+        CHECK_EQ(h->recovery.corrupt_bytes, to - from);
+        CHECK_EQ(C(h, corrupt_records), 4);
+        CHECK_EQ(C(h, corrupt_bytes), to - from);
     }
     h_close(h);
 }
@@ -1875,6 +2107,11 @@ int main(void)
     test_failed_state();
     test_rotation_open_fails();
     test_open_fallocate_fails();
+    test_enospc_recycles();
+    test_enospc_without_checkpoints();
+    test_open_knows_checkpoint();
+    test_scan_counts_lost();
+    test_recovery_counts_lost();
     test_never_write_fails();
     test_fault_specs();
     test_io_helpers();
