@@ -14,7 +14,7 @@
  * has a Content-Length.
  *
  * Reading the store. Only the store's reader API: sl_store_snapshot into
- * the shared view (a seqlock copy that never blocks the ingest thread;
+ * the shared view (a seqlock copy that never blocks the store's writer;
  * -EBUSY becomes 503 with Retry-After: 1), sl_view_window and
  * sl_view_lower_bound. The sensor list wants ascending ids while the store
  * keeps dense indices in arrival order and never removes a sensor, so the

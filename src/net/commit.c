@@ -134,7 +134,15 @@ static void jobs_run(struct sl_commit *c, struct sl_apply_group *group)
  * which owns the stream tables, finishes the file. Neither thread waits for
  * the other, so a checkpoint stalls neither the apply nor the receive.
  */
-enum { CHECKPOINT_NONE = 0, CHECKPOINT_SENSORS = 1, CHECKPOINT_FINISH = 2 };
+enum { CHECKPOINT_NONE = 0, CHECKPOINT_SENSORS = 1, CHECKPOINT_FINISH = 2, CHECKPOINT_FAILED = 3 };
+
+/*
+ * After a checkpoint fails (a full disk, an I/O error), the next begins no
+ * sooner than this: a log that waits for a checkpoint asks every tick, and
+ * a retry a tick would rewrite the file's start over and over on a disk
+ * that cannot take it.
+ */
+#define SL_CHECKPOINT_RETRY_NS (1000LL * 1000000)
 
 static void wake_owner(struct sl_commit *c)
 {
@@ -175,7 +183,7 @@ static void *worker_run(void *arg)
             int rc = sl_checkpoint_step_sensors(c->checkpointer, c->worker_applied_lsn);
             pthread_mutex_lock(&c->worker_mu);
             if (rc != 0) {
-                c->checkpoint_phase = rc == 1 ? CHECKPOINT_FINISH : CHECKPOINT_NONE;
+                c->checkpoint_phase = rc == 1 ? CHECKPOINT_FINISH : CHECKPOINT_FAILED;
                 wake_owner(c);
             }
         }
@@ -394,11 +402,32 @@ static bool checkpoint_due(struct sl_commit *c)
            sl_log_waiting_for_checkpoint(c->log);
 }
 
+/* A checkpoint failed (counted by the checkpointer): the next waits SL_CHECKPOINT_RETRY_NS. */
+static void checkpoint_failed(struct sl_commit *c, int64_t now_ns)
+{
+    c->checkpoint_retry_ns = now_ns + SL_CHECKPOINT_RETRY_NS;
+}
+
+/* Begin one when due and not backing off: 0 when it began. */
+static int checkpoint_start(struct sl_commit *c, int64_t now_ns)
+{
+    if (now_ns < c->checkpoint_retry_ns || !checkpoint_due(c)) {
+        return -1;
+    }
+    sl_log_bytes_since(c->log, true);
+    /* Records at or below the last delivered group are in the store, and stay. */
+    if (sl_checkpoint_begin(c->checkpointer, c->applied_lsn) != 0) {
+        checkpoint_failed(c, now_ns);
+        return -1;
+    }
+    return 0;
+}
+
 /*
  * Progress a checkpoint, or start one when enough log has accumulated.
  * Without a worker, a chunk a tick here; with one, see CHECKPOINT_SENSORS.
  */
-static void checkpoint_tick(struct sl_commit *c)
+static void checkpoint_tick(struct sl_commit *c, int64_t now_ns)
 {
     struct sl_checkpointer *ck = c->checkpointer;
     if (ck == NULL || c->config.checkpoint_every_bytes == 0) {
@@ -411,36 +440,34 @@ static void checkpoint_tick(struct sl_commit *c)
             uint64_t start = ck->start_lsn;
             if (sl_checkpoint_finish(ck, sl_log_next_lsn(c->log) - 1) == 1) {
                 sl_log_set_checkpoint_lsn(c->log, start + 1);
+            } else {
+                checkpoint_failed(c, now_ns);
             }
             checkpoint_phase_set(c, CHECKPOINT_NONE);
-        } else if (phase == CHECKPOINT_NONE && checkpoint_due(c)) {
-            sl_log_bytes_since(c->log, true);
-            /* Records at or below the last delivered group are in the store, and stay. */
-            if (sl_checkpoint_begin(ck, c->applied_lsn) == 0) {
-                checkpoint_phase_set(c, CHECKPOINT_SENSORS);
-            }
+        } else if (phase == CHECKPOINT_FAILED) {
+            checkpoint_failed(c, now_ns);
+            checkpoint_phase_set(c, CHECKPOINT_NONE);
+        } else if (phase == CHECKPOINT_NONE && checkpoint_start(c, now_ns) == 0) {
+            checkpoint_phase_set(c, CHECKPOINT_SENSORS);
         }
         return;
     }
-    if (!ck->active) {
-        if (!checkpoint_due(c)) {
-            return;
-        }
-        sl_log_bytes_since(c->log, true);
-        if (sl_checkpoint_begin(ck, c->applied_lsn) != 0) {
-            return; /* counted by the checkpointer; retried after as much log again */
-        }
+    if (!ck->active && checkpoint_start(c, now_ns) != 0) {
+        return;
     }
     uint64_t start = ck->start_lsn;
-    if (sl_checkpoint_step(ck, c->applied_lsn) == 1) {
+    int rc = sl_checkpoint_step(ck, c->applied_lsn);
+    if (rc == 1) {
         sl_log_set_checkpoint_lsn(c->log, start + 1);
+    } else if (rc < 0) {
+        checkpoint_failed(c, now_ns);
     }
 }
 
 void sl_commit_tick(struct sl_commit *c, int64_t now_ns)
 {
     sl_log_tick(c->log, now_ns);
-    checkpoint_tick(c);
+    checkpoint_tick(c, now_ns);
 }
 
 bool sl_commit_busy(const struct sl_commit *c)

@@ -137,6 +137,7 @@ struct sl_commit {
     bool worker_started;
     bool worker_stop;            /* under worker_mu */
     int checkpoint_phase;        /* CHECKPOINT_* in commit.c, under worker_mu */
+    int64_t checkpoint_retry_ns; /* owner: no checkpoint begins before this (one failed) */
     uint64_t worker_applied_lsn; /* worker: the last record it applied */
     pthread_mutex_t worker_mu;
     pthread_cond_t worker_cv;

@@ -3,8 +3,10 @@
  * recovery replays only the log written since, whatever the log's size, and
  * so that recycling old log segments loses nothing.
  *
- * A checkpoint is fuzzy and incremental, written by the ingest thread a
- * chunk per loop tick (at most step_bytes a tick) straight from the store's
+ * A checkpoint is fuzzy and incremental, written a chunk at a time (at
+ * most step_bytes; by the store's writer, between the groups it applies:
+ * the apply thread, or the ingest thread with --apply-thread off) straight
+ * from the store's
  * memory, so it never stops ingestion for long and needs no buffer. Each
  * chunk holds a contiguous range of sensors (their records, ring slots and
  * coarse buckets, all copied within one tick, so each sensor is
@@ -22,8 +24,9 @@
  *
  * Memory: a 16 KiB staging buffer inside struct sl_checkpointer (stream
  * entries, directory listings); sensor data is written straight from the
- * store. Threads: the writer on the ingest thread; loading at start-up on
- * main.
+ * store. Threads: begin and finish on the ingest thread (which owns the
+ * stream tables), the sensor chunks on the store's writer (net/commit.c has
+ * the handshake); loading at start-up on main.
  */
 #ifndef SL_STORE_CHECKPOINT_H
 #define SL_STORE_CHECKPOINT_H

@@ -4,8 +4,9 @@
  * windows longer than the ring, and an EWMA. All memory comes from the
  * arena at start-up; nothing grows afterwards.
  *
- * Threads: exactly one writer thread calls sl_store_apply (the ingest
- * thread). Any number of reader threads call sl_store_snapshot and the
+ * Threads: exactly one writer thread calls sl_store_apply (the commit
+ * pipeline's apply worker, or the ingest thread with --apply-thread off;
+ * recovery on main before either starts). Any number of reader threads call sl_store_snapshot and the
  * sl_store_*_count accessors; they never block the writer: each sensor has
  * a sequence lock and a reader retries (bounded) when the writer touched
  * that sensor during its copy. See docs/DESIGN.md for the layout and the
