@@ -44,6 +44,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -300,11 +301,8 @@ static int64_t conn_idle_ns(const struct sl_conn *c, int64_t now_ns)
     return now_ns - since;
 }
 
-/*
- * Make room: close the connection idle or incomplete longest, of all (a
- * full table) or of one address (`ip`, at its cap). false when none may go.
- */
-static bool evict_one(struct sl_tcp *tcp, int64_t now_ns, const uint8_t *ip)
+/* The connection idle or incomplete longest, of all or of one address; UINT32_MAX when none may go. */
+static uint32_t evict_candidate(const struct sl_tcp *tcp, int64_t now_ns, const uint8_t *ip, int64_t *idle_out)
 {
     uint32_t victim = UINT32_MAX;
     int64_t longest = -1;
@@ -318,6 +316,36 @@ static bool evict_one(struct sl_tcp *tcp, int64_t now_ns, const uint8_t *ip)
             longest = idle;
             victim = i;
         }
+    }
+    *idle_out = longest;
+    return victim;
+}
+
+/*
+ * Make room: close the connection idle or incomplete longest, of all (a
+ * full table) or of one address (`ip`, at its cap). A candidate whose
+ * input already waits in its socket is not idle, only not served yet this
+ * tick (a burst of newcomers): it counts as active now, and the next one
+ * is tried, a bounded number of times. false when none may go.
+ */
+#define SL_TCP_EVICT_TRIES 8u
+
+static bool evict_one(struct sl_tcp *tcp, int64_t now_ns, const uint8_t *ip)
+{
+    uint32_t victim = UINT32_MAX;
+    int64_t longest = -1;
+    for (uint32_t tries = 0; tries < SL_TCP_EVICT_TRIES; tries++) {
+        victim = evict_candidate(tcp, now_ns, ip, &longest);
+        int waiting = 0;
+        if (victim == UINT32_MAX || tcp->conns[victim].state == CONN_DRAINING ||
+            ioctl(tcp->conns[victim].fd, FIONREAD, &waiting) != 0 || waiting == 0) {
+            break;
+        }
+        tcp->conns[victim].last_activity_ns = now_ns;
+        if (tcp->conns[victim].frame_started_ns != 0) {
+            tcp->conns[victim].frame_started_ns = now_ns;
+        }
+        victim = UINT32_MAX;
     }
     if (victim == UINT32_MAX) {
         return false;
