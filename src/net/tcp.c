@@ -799,6 +799,10 @@ static void conn_serve(struct sl_tcp *tcp, uint32_t index, uint32_t events)
     if (rc == 1 && c->state != CONN_PAUSED) {
         sl_counter_add(&tcp->counters->tcp_pauses, 1);
     }
+    if (rc != 1 && c->state == CONN_PAUSED && c->rx_len > 0) {
+        /* Resumed: the time it waited for its acks to drain is held against its idle time, not its frame. */
+        c->frame_started_ns = sl_clock_monotonic_ns();
+    }
     c->state = rc == 1 ? CONN_PAUSED : CONN_OPEN;
     conn_set_events(tcp, index, conn_want(c));
 }

@@ -63,11 +63,18 @@ c.check(roundtrip(worker, 2, 101), "and after")
 stop.set()
 t.join()
 hog.close()
+worker.close()
+rc, _ = d.stop()
+c.eq(rc, 0, "SIGTERM exits 0")
 
-# A client that leaves its acks unread for a while, then reads them all. Its small
+# A client that leaves its acks unread for a while, then reads them all, on a gateway
+# with the default idle timeout (on a busy machine the reader may begin seconds after
+# the pause, and the 2 s timeout above would rightly close a peer that reads nothing
+# for that long). Its small
 # receive buffer fills, then the gateway's send buffer, then the connection's ack queue:
 # the gateway stops reading it (a pause, counted), and reads it again once the acks
 # drain. Every batch is answered OK exactly once, in order, and stored.
+d = Daemon()
 LATE_FRAMES = 150000
 late = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
 late.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # before connect: a small window
@@ -98,8 +105,6 @@ c.eq(bad, 0, "each ack OK, once, in order, one reading accepted")
 c.eq(d.metrics().get("sluice_readings_accepted_total", 0.0) - accepted_before, float(LATE_FRAMES),
      "every reading stored")
 late.close()
-
-worker.close()
 rc, _ = d.stop()
 c.eq(rc, 0, "SIGTERM exits 0")
 
