@@ -104,7 +104,7 @@ static void build_plan(struct daemon *dm)
     sl_store_plan(&dm->config.store, &dm->plan);
     sl_ingest_plan(&dm->ingest_config, &dm->plan);
     sl_log_plan(&dm->config.log, &dm->plan);
-    sl_http_plan(&dm->config.store, &dm->plan);
+    sl_http_plan(&dm->config.store, &dm->http_config, &dm->plan);
 }
 
 static void print_plan(const struct daemon *dm)
@@ -216,8 +216,10 @@ static int start_http(struct daemon *dm, char *err, uint32_t err_bytes)
     ctx->log = dm->log;
     ctx->checkpointer = &dm->checkpointer;
     ctx->recovery = &dm->recovery;
-    ctx->view_memory = sl_arena_take(&dm->arena, sl_store_view_bytes(&dm->config.store));
+    ctx->view_memory =
+        sl_arena_take(&dm->arena, sl_http_views_bytes(&dm->config.store, &dm->http_config));
     ctx->sorted_ids = sl_arena_take(&dm->arena, 2ull * dm->config.store.sensors_max * sizeof(uint32_t));
+    ctx->connection_memory = sl_arena_take(&dm->arena, sl_http_connections_bytes(&dm->http_config));
     ctx->version = SL_VERSION;
     dm->http = sl_http_start(&dm->http_config, ctx, err, err_bytes);
     return dm->http == NULL ? -1 : 0;
@@ -263,7 +265,8 @@ int main(int argc, char **argv)
         lock_data_dir(d.config.data_dir, err, sizeof err) != 0) {
         return die(err);
     }
-    rc = sl_arena_map(&d.arena, d.plan.total_bytes);
+    /* libmicrohttpd mallocs its part of the plan itself: stated, not mapped. */
+    rc = sl_arena_map(&d.arena, d.plan.total_bytes - sl_plan_part_bytes(&d.plan, SL_HTTP_PLAN_MHD_PART));
     if (rc != 0) {
         snprintf(err, sizeof err, "cannot map the memory plan of %llu bytes: %s",
                  (unsigned long long)d.plan.total_bytes, strerror(-rc));

@@ -25,7 +25,7 @@
  * - hostile clients (a 100 KB request line, a header flood, garbage, silent
  *   connections up to the connection limit) never stop the server from
  *   answering another client, and silent connections are closed on timeout;
- * - the server runs exactly one thread (the handlers share one view);
+ * - the server runs its pool of workers and one watchdog thread;
  * - start-up errors: the port in use, a bad host.
  * Sockets go to 127.0.0.1 only and every wait is bounded.
  */
@@ -81,7 +81,37 @@ struct reply {
     char *body; /* into raw */
     size_t body_bytes;
     size_t head_bytes; /* status line and headers, up to the blank line */
+    bool chunked;      /* Transfer-Encoding: chunked, decoded in place into body */
+    bool chunks_ended; /* the last (zero) chunk arrived: the body is complete */
 };
+
+static bool header(const struct reply *r, const char *name, char *out, size_t out_bytes);
+
+/* Decode a chunked body in place (strict: hex size, CRLF, data, CRLF; ends at the 0 chunk). */
+static void dechunk(struct reply *r)
+{
+    char *in = r->body, *out = r->body, *end = r->body + r->body_bytes;
+    while (in < end) { /* each pass consumes one chunk, or stops */
+        char *stop = NULL;
+        unsigned long n = strtoul(in, &stop, 16);
+        if (stop == in || stop + 2 > end || stop[0] != '\r' || stop[1] != '\n') {
+            break;
+        }
+        in = stop + 2;
+        if (n == 0) {
+            r->chunks_ended = true;
+            break;
+        }
+        if ((size_t)(end - in) < n + 2 || in[n] != '\r' || in[n + 1] != '\n') {
+            break;
+        }
+        memmove(out, in, n);
+        out += n;
+        in += n + 2;
+    }
+    r->body_bytes = (size_t)(out - r->body);
+    *out = '\0';
+}
 
 static int connect_local(uint16_t port)
 {
@@ -140,6 +170,11 @@ static void read_reply(int fd, struct reply *r)
         r->head_bytes = (size_t)(end - r->raw) + 2;
         r->body = end + 4;
         r->body_bytes = r->raw_bytes - (size_t)(r->body - r->raw);
+        char te[64];
+        r->chunked = header(r, "Transfer-Encoding", te, sizeof te) && strcmp(te, "chunked") == 0;
+        if (r->chunked) {
+            dechunk(r);
+        }
     } else {
         r->body = r->raw + r->raw_bytes;
     }
@@ -208,9 +243,13 @@ static bool header_is(const struct reply *r, const char *name, const char *value
     return header(r, name, v, sizeof v) && strcmp(v, value) == 0;
 }
 
+/* The body is complete by its framing: a matching Content-Length, or chunks through the last. */
 static bool content_length_ok(const struct reply *r)
 {
     char v[64];
+    if (r->chunked) {
+        return r->chunks_ended && !header(r, "Content-Length", v, sizeof v);
+    }
     return header(r, "Content-Length", v, sizeof v) && strtoull(v, NULL, 10) == r->body_bytes;
 }
 
@@ -320,16 +359,20 @@ static uint32_t thread_count(void)
     return n;
 }
 
+/* The server's configuration (the plan and the start use the same one). */
+static const struct sl_http_config server_config = {.host = "127.0.0.1",
+                                                    .port = 0,
+                                                    .connections_max = 8,
+                                                    .connections_per_ip_max = 8,
+                                                    .connection_memory_bytes = 32 * 1024,
+                                                    .timeout_s = 2,
+                                                    .threads = 3};
+
 static void start_server(void)
 {
     uint32_t threads_before = thread_count();
-    struct sl_http_config c = {.host = "127.0.0.1",
-                               .port = 0,
-                               .connections_max = 8,
-                               .connection_memory_bytes = 32 * 1024,
-                               .timeout_s = 2};
     char err[256] = "";
-    fx.http = sl_http_start(&c, &fx.context, err, sizeof err);
+    fx.http = sl_http_start(&server_config, &fx.context, err, sizeof err);
     CHECK(fx.http != NULL);
     if (fx.http == NULL) {
         fprintf(stderr, "sl_http_start: %s\n", err);
@@ -337,7 +380,8 @@ static void start_server(void)
     }
     fx.port = sl_http_port(fx.http);
     CHECK(fx.port != 0);
-    CHECK_EQ_U64(thread_count(), threads_before + 1); /* exactly one server thread */
+    /* the pool's workers and the header watchdog */
+    CHECK_EQ_U64(thread_count(), threads_before + server_config.threads + 1);
 }
 
 static void fixture_open(void)
@@ -350,15 +394,22 @@ static void fixture_open(void)
     sl_store_plan(&c, &fx.plan);
     sl_streams_plan(STREAMS, &fx.plan, "tcp_streams");
     sl_streams_plan(STREAMS, &fx.plan, "udp_streams");
-    sl_http_plan(&c, &fx.plan);
+    sl_http_plan(&c, &server_config, &fx.plan);
     CHECK(sl_plan_part_bytes(&fx.plan, "http_sorted_ids") == SENSORS_MAX * 8);
-    CHECK(sl_arena_map(&fx.arena, fx.plan.total_bytes) == 0);
+    CHECK(sl_plan_part_bytes(&fx.plan, "http_views") == sl_http_views_bytes(&c, &server_config));
+    CHECK(sl_plan_part_bytes(&fx.plan, "http_connections") ==
+          sl_http_connections_bytes(&server_config));
+    uint64_t mhd_bytes = sl_plan_part_bytes(&fx.plan, SL_HTTP_PLAN_MHD_PART);
+    CHECK(mhd_bytes >= (8 + SL_HTTP_CONNECTIONS_SLACK) * 32 * 1024);
+    CHECK(sl_arena_map(&fx.arena, fx.plan.total_bytes - mhd_bytes) == 0);
     sl_store_init(&fx.store, &c, &fx.arena);
     sl_streams_init(&fx.tcp, STREAMS, &fx.arena);
     sl_streams_init(&fx.udp, STREAMS, &fx.arena);
-    fx.context.view_memory = sl_arena_take(&fx.arena, sl_store_view_bytes(&c));
+    fx.context.view_memory = sl_arena_take(&fx.arena, sl_http_views_bytes(&c, &server_config));
     fx.context.sorted_ids = sl_arena_take(&fx.arena, (uint64_t)SENSORS_MAX * 2 * sizeof(uint32_t));
-    CHECK_EQ_U64(fx.arena.used_bytes, fx.plan.total_bytes);
+    fx.context.connection_memory =
+        sl_arena_take(&fx.arena, sl_http_connections_bytes(&server_config));
+    CHECK_EQ_U64(fx.arena.used_bytes, fx.plan.total_bytes - mhd_bytes);
     sl_arena_seal(&fx.arena);
     fx.context.store = &fx.store;
     fx.context.net = &fx.net;
@@ -675,7 +726,7 @@ static void test_not_found_and_methods(void)
         struct reply r;
         request(methods[i], i % 2 ? "/api/v1/sensors/1" : "/healthz", &r);
         CHECK_EQ_U64(r.status, 405);
-        CHECK(header_is(&r, "Allow", "GET"));
+        CHECK(header_is(&r, "Allow", "GET, HEAD"));
         CHECK(header_is(&r, "Content-Type", "application/json"));
         CHECK(strstr(r.body, "\"error\"") != NULL && content_length_ok(&r));
         json_enqueue(methods[i], &r);
@@ -686,7 +737,7 @@ static void test_not_found_and_methods(void)
                                "Connection: close\r\n\r\nhello";
     struct reply r;
     exchange(post, sizeof post - 1, &r);
-    CHECK(r.status == 405 && header_is(&r, "Allow", "GET"));
+    CHECK(r.status == 405 && header_is(&r, "Allow", "GET, HEAD"));
     reply_free(&r);
 }
 
@@ -941,11 +992,31 @@ static void test_hostile_clients(void)
 
 /* ---- start-up errors ---- */
 
+/* A context of its own for a second server (its memory blocks must not be the running one's). */
+static void spare_context(const struct sl_http_config *config, struct sl_http_context *out)
+{
+    *out = fx.context;
+    out->view_memory = aligned_alloc(64, sl_http_views_bytes(&fx.store.config, config));
+    out->sorted_ids = malloc((size_t)SENSORS_MAX * 2 * sizeof(uint32_t));
+    out->connection_memory = aligned_alloc(64, sl_http_connections_bytes(config));
+    CHECK(out->view_memory != NULL && out->sorted_ids != NULL && out->connection_memory != NULL);
+}
+
+static void spare_free(struct sl_http_context *ctx)
+{
+    free(ctx->view_memory);
+    free(ctx->sorted_ids);
+    free(ctx->connection_memory);
+}
+
 static void test_start_errors(void)
 {
+    struct sl_http_context spare;
+    struct sl_http_config defaults = {.host = "127.0.0.1"};
+    spare_context(&defaults, &spare);
     char err[256] = "";
     struct sl_http_config c = {.host = "127.0.0.1", .port = fx.port};
-    CHECK(sl_http_start(&c, &fx.context, err, sizeof err) == NULL);
+    CHECK(sl_http_start(&c, &spare, err, sizeof err) == NULL);
     char want[64];
     snprintf(want, sizeof want, "http 127.0.0.1:%u: Address already in use", fx.port);
     CHECK(strcmp(err, want) == 0);
@@ -953,18 +1024,18 @@ static void test_start_errors(void)
         fprintf(stderr, "  got \"%s\"\n", err);
     }
     struct sl_http_config named = {.host = "example.invalid", .port = 0};
-    CHECK(sl_http_start(&named, &fx.context, err, sizeof err) == NULL);
-    CHECK(strstr(err, "example.invalid") != NULL && strstr(err, "address") != NULL);
+    CHECK(sl_http_start(&named, &spare, err, sizeof err) == NULL);
+    CHECK(strstr(err, "http example.invalid:0: ") == err);
     struct sl_http_config many = {.host = "127.0.0.1", .connections_max = 5000};
-    CHECK(sl_http_start(&many, &fx.context, err, sizeof err) == NULL);
+    CHECK(sl_http_start(&many, &spare, err, sizeof err) == NULL);
     CHECK(strstr(err, "connections") != NULL);
-    /* localhost and an IPv6 literal bind (no traffic: they would share the view). */
+    /* localhost and an IPv6 literal bind. */
     struct sl_http_config local = {.host = "localhost", .port = 0};
-    struct sl_http *h = sl_http_start(&local, &fx.context, err, sizeof err);
+    struct sl_http *h = sl_http_start(&local, &spare, err, sizeof err);
     CHECK(h != NULL && sl_http_port(h) != 0);
     sl_http_stop(h);
     struct sl_http_config v6 = {.host = "::1", .port = 0};
-    h = sl_http_start(&v6, &fx.context, err, sizeof err);
+    h = sl_http_start(&v6, &spare, err, sizeof err);
     if (h == NULL) {
         CHECK(strstr(err, "http [::1]:0: ") == err); /* a host without IPv6 */
         printf("note: IPv6 loopback unavailable: %s\n", err);
@@ -973,6 +1044,7 @@ static void test_start_errors(void)
         sl_http_stop(h);
     }
     sl_http_stop(NULL);
+    spare_free(&spare);
 }
 
 int main(void)
