@@ -1683,8 +1683,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *connection, 
     struct request req = {.http = http, .connection = connection, .conn = c};
     if (c->too_many_params) {
         count(&http->params_refused);
-        return reply_error(&req, 400, "too many query parameters (at most %u)",
-                           SL_HTTP_QUERY_PARAMS_MAX);
+        return reply_error(&req, 400, "too many query parameters");
     }
     enum route route = route_of(url, &req);
     if (route == ROUTE_NOT_FOUND) {
