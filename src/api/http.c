@@ -123,6 +123,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -148,6 +149,7 @@
 #define SL_HTTP_LABEL_BYTES_MAX 256u   /* longer label values (the version) are cut */
 #define SL_HTTP_PIECE_HEAD_BYTES 64u   /* room for a response's opening or closing text */
 #define SL_HTTP_WATCHDOG_TICK_MS 50u   /* how often the header deadline is checked */
+#define SL_HTTP_EVICT_PROBES 8u        /* candidates with input waiting passed over, at most */
 
 _Static_assert(512 + SL_WINDOWS_MAX * SL_HTTP_WINDOW_TEXT_BYTES <= SL_HTTP_PIECE_BYTES,
                "a sensor's JSON fits one piece");
@@ -592,15 +594,27 @@ static int view_fill(struct sl_http *http, struct view_slot *v, uint32_t sensor_
     return rc;
 }
 
-/* Take a view and snapshot `id` into it; on failure the error is answered and the view given back. */
+/*
+ * Take a view holding sensor `id` as it is now; on failure the error is
+ * answered (NULL). A view that already holds the sensor at its current
+ * readings_total (its summary, O(1)) is the same as a new snapshot: every
+ * change to a sensor appends a reading. So a burst of requests for one
+ * quiet sensor costs one snapshot, not one each.
+ */
 static struct view_slot *snapshot(struct request *req, uint32_t id, enum MHD_Result *answered)
 {
-    struct view_slot *v = view_take(req->http, id, UINT64_MAX);
+    struct sl_sensor_summary now;
+    int rc = sl_store_summary(req->http->context.store, id, &now);
+    uint64_t newest = rc == 0 && now.readings_total > 0 ? now.readings_total - 1 : UINT64_MAX;
+    struct view_slot *v = view_take(req->http, id, newest);
     if (v == NULL) {
         *answered = reply_error(req, 503, "server busy, retry");
         return NULL;
     }
-    int rc = view_fill(req->http, v, id);
+    if (rc == 0 && view_covers(v, id, newest) && v->hi_abs == now.readings_total) {
+        return v;
+    }
+    rc = view_fill(req->http, v, id);
     if (rc == 0) {
         return v;
     }
@@ -613,6 +627,7 @@ static struct view_slot *snapshot(struct request *req, uint32_t id, enum MHD_Res
     }
     return NULL;
 }
+
 /* ---- the sorted id list ---- */
 
 /* Restore the max-heap property below `root` in ids[0, n): a bounded sift-down. */
@@ -1731,26 +1746,52 @@ static void conn_shut(struct sl_http *http, struct conn *c)
     c->shut = true;
 }
 
+/* True when the kernel holds bytes MHD has not read yet: the peer is sending, not stalling. */
+static bool conn_has_input(const struct conn *c)
+{
+    int pending = 0;
+    return ioctl(c->fd, FIONREAD, &pending) == 0 && pending > 0;
+}
+
 /*
  * The connection idle or incomplete longest, other than `except`, among
  * those from `addr`'s address (any when family is 0): the one with the
- * oldest since_ms. NULL when there is none. Under lock.
+ * oldest since_ms, passing over (at most SL_HTTP_EVICT_PROBES times) one
+ * whose unread input is already waiting in the kernel (a client whose
+ * request arrived but whose worker has not read it yet, as a new client
+ * is right after a burst of accepts). NULL when there is none. Under lock.
  */
 static struct conn *conn_oldest(struct sl_http *http, const struct conn *except, uint8_t family,
                                 const uint8_t *addr)
 {
+    struct conn *passed[SL_HTTP_EVICT_PROBES];
+    uint32_t passed_count = 0;
     struct conn *oldest = NULL;
-    for (uint32_t i = 0; i < http->slots_count; i++) {
-        struct conn *c = &http->conns[i];
-        if (c->state == CONN_FREE || c->shut || c == except) {
-            continue;
+    for (uint32_t probe = 0; probe <= SL_HTTP_EVICT_PROBES; probe++) {
+        oldest = NULL;
+        for (uint32_t i = 0; i < http->slots_count; i++) {
+            struct conn *c = &http->conns[i];
+            if (c->state == CONN_FREE || c->shut || c == except) {
+                continue;
+            }
+            if (family != 0 && (c->family != family || memcmp(c->addr, addr, 16) != 0)) {
+                continue;
+            }
+            bool was_passed = false;
+            for (uint32_t k = 0; k < passed_count; k++) {
+                was_passed |= passed[k] == c;
+            }
+            if (!was_passed && (oldest == NULL || c->since_ms < oldest->since_ms)) {
+                oldest = c;
+            }
         }
-        if (family != 0 && (c->family != family || memcmp(c->addr, addr, 16) != 0)) {
-            continue;
+        if (oldest == NULL || probe == SL_HTTP_EVICT_PROBES || !conn_has_input(oldest)) {
+            break;
         }
-        if (oldest == NULL || c->since_ms < oldest->since_ms) {
-            oldest = c;
-        }
+        passed[passed_count++] = oldest;
+    }
+    if (oldest == NULL && passed_count > 0) {
+        oldest = passed[0]; /* every candidate is sending: the oldest of them */
     }
     return oldest;
 }

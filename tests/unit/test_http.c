@@ -26,6 +26,12 @@
  *   connections up to the connection limit) never stop the server from
  *   answering another client, and silent connections are closed on timeout;
  * - the server runs its pool of workers and one watchdog thread;
+ * - HEAD on every GET route (the GET's status and headers, no body, bin's
+ *   Content-Length); 64 query parameters served, 65 and 1,500 get 400;
+ * - the connection table: silent connections over the per-address cap and
+ *   over the table (from eight addresses) are evicted, oldest first, and a
+ *   new client is answered; a request trickling its headers is shut at the
+ *   header deadline; all of it counted in /metrics;
  * - start-up errors: the port in use, a bad host.
  * Sockets go to 127.0.0.1 only and every wait is bounded.
  */
@@ -990,8 +996,6 @@ static void test_hostile_clients(void)
     expect_healthy();
 }
 
-/* ---- start-up errors ---- */
-
 /* A context of its own for a second server (its memory blocks must not be the running one's). */
 static void spare_context(const struct sl_http_config *config, struct sl_http_context *out)
 {
@@ -1008,6 +1012,158 @@ static void spare_free(struct sl_http_context *ctx)
     free(ctx->sorted_ids);
     free(ctx->connection_memory);
 }
+
+/* ---- HEAD, query limits ---- */
+
+static void test_head_and_params(void)
+{
+    static const char *const paths[] = {"/healthz", "/metrics", "/api/v1/sensors",
+                                        "/api/v1/sensors/1", "/api/v1/sensors/1/stats?window_s=10",
+                                        "/api/v1/sensors/1/readings",
+                                        "/api/v1/sensors/1/readings?format=bin",
+                                        "/api/v1/sensors/99"};
+    for (uint32_t i = 0; i < SL_ARRAY_COUNT(paths); i++) {
+        struct reply g, h;
+        get(paths[i], &g);
+        request("HEAD", paths[i], &h);
+        CHECK_EQ_U64(h.status, g.status);
+        CHECK_EQ_U64(h.body_bytes, 0);
+        char a[64] = "", b[64] = "";
+        CHECK(header(&h, "Content-Type", a, sizeof a) && header(&g, "Content-Type", b, sizeof b));
+        CHECK(strcmp(a, b) == 0);
+        reply_free(&g);
+        reply_free(&h);
+    }
+    struct reply r;
+    request("HEAD", "/api/v1/sensors/1/readings?format=bin", &r);
+    CHECK(header_is(&r, "X-Count", "2") && header_is(&r, "Content-Length", "24"));
+    reply_free(&r);
+
+    /* 64 parameters are served; 65 and 1,500 get 400 before MHD parses them. */
+    static const uint32_t counts[] = {SL_HTTP_QUERY_PARAMS_MAX, SL_HTTP_QUERY_PARAMS_MAX + 1, 1500};
+    char *path = malloc(32 * 1024);
+    for (uint32_t k = 0; k < SL_ARRAY_COUNT(counts); k++) {
+        size_t n = (size_t)snprintf(path, 64, "/api/v1/sensors?limit=1");
+        for (uint32_t i = 1; i < counts[k]; i++) {
+            n += (size_t)snprintf(path + n, 32 * 1024 - n, "&p%u=%u", i, i);
+        }
+        char *text = malloc(n + 128);
+        int len = snprintf(text, n + 128, "GET %s HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", path);
+        exchange(text, (size_t)len, &r);
+        if (counts[k] <= SL_HTTP_QUERY_PARAMS_MAX) {
+            CHECK_EQ_U64(r.status, 200);
+        } else {
+            CHECK_EQ_U64(r.status, 400);
+            CHECK(strcmp(r.body, "{\"error\": \"too many query parameters\"}") == 0);
+        }
+        reply_free(&r);
+        free(text);
+    }
+    free(path);
+}
+
+/* ---- the connection table: per-address cap, eviction, header deadline ---- */
+
+/* A connection to 127.0.0.1:port from source address 127.0.0.<host>. */
+static int connect_from(uint16_t port, uint8_t host)
+{
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    CHECK(fd >= 0);
+    struct timeval tv = {.tv_sec = IO_TIMEOUT_S};
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    struct sockaddr_in src = {.sin_family = AF_INET};
+    src.sin_addr.s_addr = htonl(0x7f000000u | host);
+    CHECK(bind(fd, (struct sockaddr *)&src, sizeof src) == 0);
+    struct sockaddr_in addr = {.sin_family = AF_INET, .sin_port = htons(port)};
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    CHECK(connect(fd, (struct sockaddr *)&addr, sizeof addr) == 0);
+    return fd;
+}
+
+/* A sample from /metrics (the current server, fx.port): "name{labels} ", or -1 when absent. */
+static double metric(const char *line_prefix)
+{
+    struct reply r;
+    char key[256];
+    snprintf(key, sizeof key, "\n%s", line_prefix);
+    get("/metrics", &r);
+    const char *at = strstr(r.body, key);
+    double v = at != NULL ? strtod(at + strlen(key), NULL) : -1;
+    reply_free(&r);
+    return v;
+}
+
+static void test_connection_table(void)
+{
+    struct sl_http_config c = {.host = "127.0.0.1",
+                               .connections_max = 4,
+                               .connections_per_ip_max = 2,
+                               .header_timeout_ms = 400,
+                               .timeout_s = 60,
+                               .threads = 2};
+    struct sl_http_context spare;
+    spare_context(&c, &spare);
+    char err[256] = "";
+    struct sl_http *h = sl_http_start(&c, &spare, err, sizeof err);
+    CHECK(h != NULL);
+    if (h == NULL) {
+        return;
+    }
+    uint16_t saved = fx.port;
+    fx.port = sl_http_port(h);
+
+    /* Silent connections from 127.0.0.1, three times its cap: a new client from there is answered. */
+    int silent[6];
+    for (int i = 0; i < 6; i++) {
+        silent[i] = connect_from(fx.port, 1);
+    }
+    expect_healthy();
+    CHECK(metric("sluice_http_connections_over_ip_cap_total ") >= 4);
+    CHECK(metric("sluice_http_connections_evicted_total{reason=\"incomplete\"} ") >= 4);
+    /* The oldest of them were shut: EOF, well before any timeout. */
+    CHECK(closed_by_server(silent[0]));
+    for (int i = 0; i < 6; i++) {
+        close(silent[i]);
+    }
+
+    /* Eight silent addresses, twice the table: the table evicts the oldest, a newcomer is answered. */
+    double evicted = metric("sluice_http_connections_evicted_total{reason=\"incomplete\"} ");
+    int many[8];
+    for (int i = 0; i < 8; i++) {
+        many[i] = connect_from(fx.port, (uint8_t)(10 + i));
+    }
+    expect_healthy();
+    CHECK(metric("sluice_http_connections_evicted_total{reason=\"incomplete\"} ") >= evicted + 4);
+    for (int i = 0; i < 8; i++) {
+        close(many[i]);
+    }
+
+    /* A request whose headers trickle forever is shut at the header deadline (400 ms). */
+    int slow = connect_from(fx.port, 3);
+    send_all(slow, "GET /healthz HTTP/1.1\r\n", 23);
+    bool closed = false;
+    struct timeval tv = {.tv_usec = 100 * 1000};
+    setsockopt(slow, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    for (int i = 0; i < 100 && !closed; i++) { /* 10 s at most; the deadline is 0.4 s */
+        if (send(slow, "X: y\r\n", 6, MSG_NOSIGNAL) != 6) {
+            closed = true;
+            break;
+        }
+        char byte;
+        ssize_t n = recv(slow, &byte, 1, 0);
+        closed = n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK);
+    }
+    CHECK(closed);
+    close(slow);
+    CHECK(metric("sluice_http_header_timeouts_total ") >= 1);
+    expect_healthy();
+
+    fx.port = saved;
+    sl_http_stop(h);
+    spare_free(&spare);
+}
+
+/* ---- start-up errors ---- */
 
 static void test_start_errors(void)
 {
@@ -1062,6 +1218,8 @@ int main(void)
     test_busy_sensor();
     test_metrics();
     test_hostile_clients();
+    test_head_and_params();
+    test_connection_table();
     test_start_errors();
     expect_healthy();
     sl_http_stop(fx.http);
