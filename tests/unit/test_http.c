@@ -32,7 +32,7 @@
  *   over the table (from eight addresses) are evicted, oldest first, and a
  *   new client is answered; a request trickling its headers is shut at the
  *   header deadline; all of it counted in /metrics;
- * - start-up errors: the port in use, a bad host.
+ * - start-up errors: the port in use, a bad host; a prebound socket is served.
  * Sockets go to 127.0.0.1 only and every wait is bounded.
  */
 #include <arpa/inet.h>
@@ -53,6 +53,7 @@
 #include "api/http.h"
 #include "core/assert.h"
 #include "core/plan.h"
+#include "net/sock.h"
 #include "store/store.h"
 #include "store/streams.h"
 #include "testlib.h"
@@ -1197,6 +1198,20 @@ static void test_start_errors(void)
         printf("note: IPv6 loopback unavailable: %s\n", err);
     } else {
         CHECK(sl_http_port(h) != 0);
+        sl_http_stop(h);
+    }
+    /* Prebound: the daemon's socket (sl_sock_listen) is served as it is, on its port. */
+    int fd = sl_sock_listen("http", "127.0.0.1", 0, SOCK_STREAM, err, sizeof err);
+    CHECK(fd >= 0);
+    uint16_t bound = sl_sock_port(fd);
+    struct sl_http_config pre = {.host = "127.0.0.1", .prebound = true, .listen_fd = fd};
+    h = sl_http_start(&pre, &spare, err, sizeof err);
+    CHECK(h != NULL && sl_http_port(h) == bound);
+    if (h != NULL) {
+        uint16_t saved = fx.port;
+        fx.port = bound;
+        expect_healthy();
+        fx.port = saved;
         sl_http_stop(h);
     }
     sl_http_stop(NULL);
