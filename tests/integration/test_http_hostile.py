@@ -28,7 +28,7 @@ import sys
 import threading
 import time
 
-from harness import LOAD, Checks, Daemon
+from harness import LOAD, Checks, Daemon, recv_exact
 
 SLACK_BYTES = 32 << 20  # libc arenas, thread stacks, the binary: outside the arena, stated in DESIGN.md
 DUMP_READINGS = 1000000
@@ -66,6 +66,15 @@ def raw(port, data, timeout_s=10.0, source="127.0.0.1"):
         pass
     s.close()
     return out
+
+
+def metrics_or_empty(d):
+    """/metrics, or {} (a failed check) when the gateway does not answer it."""
+    try:
+        return d.metrics()
+    except OSError as e:
+        c.check(False, "/metrics answered (%r)" % e)
+        return {}
 
 
 def status_of(response):
@@ -129,7 +138,11 @@ def test_concurrent_dumps():
         if not c.check(got[0] == 200, "dump %d (%s) completed: %r" % (i, fmt, got if got[0] != 200 else 200)):
             continue
         if fmt == "json":
-            js = json.loads(got[1])
+            try:
+                js = json.loads(got[1])
+            except ValueError as e:
+                c.check(False, "dump %d: the json parses (%d bytes: %s)" % (i, len(got[1]), e))
+                continue
             c.check(js["t_us"] == times, "dump %d: json times equal the bin times" % i)
             c.check(len(js["value"]) == DUMP_READINGS and
                     all(abs(a - b) <= 1e-6 * max(1.0, abs(b)) for a, b in zip(js["value"][::9973], values[::9973])),
@@ -148,7 +161,6 @@ def test_concurrent_dumps():
 def test_non_reading_clients():
     d = Daemon("--max-http-connections", "128", sensors=16, ring=DUMP_READINGS)
     fill(d, 3, DUMP_READINGS)
-    before = d.metrics().get('sluice_http_requests_total{code="200"}', 0)
     socks = []
     for _ in range(24):
         s = socket.socket()
@@ -156,12 +168,18 @@ def test_non_reading_clients():
         s.connect(("127.0.0.1", d.http_port))
         s.sendall(b"GET /api/v1/sensors/3/readings?limit=1000000 HTTP/1.1\r\nHost: x\r\n\r\n")
         socks.append(s)
-    # Each request is counted once its response is queued (the first piece built).
-    got = d.wait_metric('sluice_http_requests_total{code="200"}', before + 24 + 1, timeout_s=60)
-    c.check(got is not None and got >= before + 24, "all 24 dumps were answered (%r)" % got)
-    m = d.metrics()
-    peak = m["sluice_resident_peak_bytes"]
-    plan = m["sluice_memory_planned_bytes"]
+    # Each is answered (its status line arrives); then none reads another byte.
+    answered = 0
+    for s in socks:
+        s.settimeout(60)
+        try:
+            answered += recv_exact(s, 12, timeout_s=60) == b"HTTP/1.1 200"
+        except OSError:
+            pass
+    c.eq(answered, 24, "every non-reading client's dump was answered")
+    m = metrics_or_empty(d)
+    peak = m.get("sluice_resident_peak_bytes", float("inf"))
+    plan = m.get("sluice_memory_planned_bytes", 0)
     print("non-reading dumps: RSS peak %.1f MiB, plan %.1f MiB" % (peak / 2**20, plan / 2**20))
     c.check(peak <= plan + SLACK_BYTES,
             "RSS peak %.1f MiB within the plan %.1f MiB + %d MiB with 24 non-reading 1M dumps"
@@ -198,10 +216,10 @@ def test_slowloris_and_silent():
                 except OSError:
                     pass
 
-    t = threading.Thread(target=trickle)
+    t = threading.Thread(target=trickle, daemon=True)
     t.start()
     c.check(healthz_until(d, 20), "/healthz answered with 80 hostile connections against a table of 16")
-    m = d.metrics()
+    m = metrics_or_empty(d)
     evicted = m.get('sluice_http_connections_evicted_total{reason="incomplete"}', 0)
     c.check(evicted >= 40, "incomplete connections evicted to make room (%r)" % evicted)
     stop.set()
