@@ -5,7 +5,7 @@ gateway closes them), and the RSS peak against the memory plan. A
 benchmark: it never fails on a figure.
 
     bench/http_hostile.py [--build build] [--runs 3] [--seconds 12] [--connections 1000]
-                          [--sources 1]
+                          [--sources 1] [--reopen-delay 1]
 
 Kinds, one phase each, against one fresh sluiced a run (default HTTP
 limits: 64 connections, a quarter of them per address, 5 s header
@@ -14,8 +14,10 @@ deadline, 10 s --http-timeout; a 1M-reading ring holding one full sensor):
 - slowloris: a request line, then one header byte a second on every one;
 - dump: request all 1,000,000 readings as JSON, with a 4 KiB receive buffer,
   and never read.
-The attacker keeps `--connections` open for `--seconds`, reopening each as
-soon as the gateway closes it, from `--sources` loopback addresses
+The attacker keeps `--connections` open for `--seconds`, reopening each
+`--reopen-delay` seconds after the gateway closed it (0: at once, a
+connection flood bounded only by the attacker's speed), from `--sources`
+loopback addresses
 (127.0.0.1 first; 1 = every hostile connection from the poller's own
 address, the hard case for the per-address cap). The poller asks /healthz on
 a fresh connection every 20 ms, once from the attacker's own address and
@@ -24,6 +26,7 @@ and as 5 s). Prints per kind the medians over the runs of p50, p99 and max
 latency, errors, and the RSS peak (VmHWM) against sluice_memory_planned_bytes.
 """
 import argparse
+import collections
 import http.client
 import json
 import os
@@ -75,8 +78,10 @@ def start(build, tmp):
 class Attacker:
     """Holds `count` hostile connections of one kind open, reopening closed ones."""
 
-    def __init__(self, port, kind, count, sources):
+    def __init__(self, port, kind, count, sources, reopen_delay_s):
         self.port, self.kind, self.count, self.sources = port, kind, count, sources
+        self.reopen_delay_s = reopen_delay_s
+        self.due = collections.deque([0.0] * count)  # when each missing connection may be reopened
         self.sel = selectors.DefaultSelector()
         self.opened = 0
         self.stop = threading.Event()
@@ -101,10 +106,11 @@ class Attacker:
     def run(self):
         next_tick = time.time() + 1
         while not self.stop.is_set():
-            while len(self.sel.get_map()) < self.count and not self.stop.is_set():
+            burst = 0
+            while self.due and self.due[0] <= time.time() and burst < 50 and not self.stop.is_set():
+                self.due.popleft()
                 self.open_one()
-                if self.opened % 50 == 0:
-                    break  # let the loop below see closes between bursts
+                burst += 1  # let the loop below see closes between bursts
             for key, ev in self.sel.select(timeout=0.05):
                 s, st = key.fileobj, key.data
                 if ev & selectors.EVENT_WRITE and not st["sent"]:
@@ -141,8 +147,9 @@ class Attacker:
         try:
             self.sel.unregister(s)
         except (KeyError, ValueError):
-            pass
+            return
         s.close()
+        self.due.append(time.time() + self.reopen_delay_s)
 
 
 errors = {}
@@ -173,7 +180,7 @@ def pct(xs, p):
 def phase(port, kind, args, poller_source):
     samples = []
     stop = threading.Event()
-    attacker = Attacker(port, kind, args.connections, args.sources)
+    attacker = Attacker(port, kind, args.connections, args.sources, args.reopen_delay)
     attacker.thread.start()
     time.sleep(1.0)  # let the attacker reach its count
     errors.clear()
@@ -197,6 +204,8 @@ def main():
     ap.add_argument("--seconds", type=float, default=12)
     ap.add_argument("--connections", type=int, default=1000)
     ap.add_argument("--sources", type=int, default=1)
+    ap.add_argument("--reopen-delay", type=float, default=1.0,
+                    help="seconds before a closed hostile connection is reopened (0: at once, a flood)")
     args = ap.parse_args()
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     want = min(hard, max(soft, args.connections + 512))
