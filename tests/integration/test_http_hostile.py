@@ -5,7 +5,7 @@ Proves, against the real daemon:
 - large dumps served at once all complete, byte-correct (json and csv
   against bin), while /healthz is answered; they are slow but steady
   readers with a 2 s --http-timeout, so a server that counts its own busy
-  time as the client's idleness cuts them;
+  time as the client's idleness cuts them; one that stops reading is closed;
 - clients that request a large dump and never read it do not take RSS past
   the memory plan (sluice_resident_peak_bytes <= sluice_memory_planned_bytes
   + SLACK_BYTES, libc's and Python-independent start-up heap);
@@ -155,6 +155,33 @@ def test_concurrent_dumps():
     c.eq(len(results), 8, "every dump finished")
     m = d.metrics()
     c.eq(m.get('sluice_http_responses_cut_total{reason="overwritten"}'), 0.0, "no dump was cut")
+    # One that stops reading is closed after --http-timeout (2 s) of no progress.
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    s.connect(("127.0.0.1", d.http_port))
+    s.sendall(b"GET /api/v1/sensors/7/readings?limit=1000000 HTTP/1.1\r\nHost: x\r\n\r\n")
+    head = recv_exact(s, 1000, timeout_s=30)
+    c.check(head.startswith(b"HTTP/1.1 200"), "the stalled reader's dump began")
+    deadline = time.time() + 60
+    open_now = None
+    while time.time() < deadline:  # only the /metrics poll itself left open
+        open_now = d.metrics().get('sluice_connections{transport="http"}')
+        if open_now is not None and open_now <= 1:
+            break
+    c.check(open_now is not None and open_now <= 1, "a reader that stopped is closed (%r open)" % open_now)
+    rest = 0
+    s.settimeout(30)
+    try:
+        while True:
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            rest += len(chunk)
+    except OSError:
+        pass
+    c.check(len(head) + rest < 20 * DUMP_READINGS, "the stalled reader got only part of the dump (%d B)"
+            % (len(head) + rest))
+    s.close()
     d.stop()
 
 
