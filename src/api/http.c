@@ -142,14 +142,14 @@
 
 #define SL_HTTP_LIST_LIMIT_DEFAULT 100u
 #define SL_HTTP_CONNECTION_MEMORY_MIN 4096u /* below this MHD cannot hold a request line */
-#define SL_HTTP_READING_TEXT_BYTES 48u /* one reading in JSON or CSV: 20 + 1 + 16 + 1 < 48 */
-#define SL_HTTP_LIST_ENTRY_BYTES 128u  /* one entry of the sensor list */
-#define SL_HTTP_WINDOW_TEXT_BYTES 256u /* one window object and its key */
-#define SL_HTTP_NUMBER_BYTES 32u       /* the longest number we print, with its NUL */
-#define SL_HTTP_LABEL_BYTES_MAX 256u   /* longer label values (the version) are cut */
-#define SL_HTTP_PIECE_HEAD_BYTES 64u   /* room for a response's opening or closing text */
-#define SL_HTTP_WATCHDOG_TICK_MS 50u   /* how often the header deadline is checked */
-#define SL_HTTP_EVICT_PROBES 8u        /* candidates with input waiting passed over, at most */
+#define SL_HTTP_READING_TEXT_BYTES 48u      /* one reading in JSON or CSV: 20 + 1 + 16 + 1 < 48 */
+#define SL_HTTP_LIST_ENTRY_BYTES 128u       /* one entry of the sensor list */
+#define SL_HTTP_WINDOW_TEXT_BYTES 256u      /* one window object and its key */
+#define SL_HTTP_NUMBER_BYTES 32u            /* the longest number we print, with its NUL */
+#define SL_HTTP_LABEL_BYTES_MAX 256u        /* longer label values (the version) are cut */
+#define SL_HTTP_PIECE_HEAD_BYTES 64u        /* room for a response's opening or closing text */
+#define SL_HTTP_WATCHDOG_TICK_MS 50u        /* how often the header deadline is checked */
+#define SL_HTTP_EVICT_PROBES 8u             /* candidates with input waiting passed over, at most */
 
 _Static_assert(512 + SL_WINDOWS_MAX * SL_HTTP_WINDOW_TEXT_BYTES <= SL_HTTP_PIECE_BYTES,
                "a sensor's JSON fits one piece");
@@ -170,7 +170,8 @@ static const char *const cut_names[CUT_COUNT] = {"overwritten", "busy", "no_view
 
 enum readings_format { FORMAT_JSON, FORMAT_CSV, FORMAT_BIN };
 enum piece_kind { PIECE_NONE, PIECE_READINGS, PIECE_LIST };
-/* Where a piecewise response is: its opening, the times (or rows, or list entries), between, the values, its end. */
+/* Where a piecewise response is: its opening, the times (or rows, or list entries), between, the
+ * values, its end. */
 enum piece_phase { PHASE_HEAD, PHASE_TIMES, PHASE_MID, PHASE_VALUES, PHASE_TAIL, PHASE_DONE };
 
 /* What a piecewise response still has to send; fixed at the request except the positions. */
@@ -190,15 +191,15 @@ struct cursor {
 /* One slot of the connection table. The fields before `cursor` are under http->lock. */
 struct conn {
     enum conn_state state;
-    bool shut;      /* shutdown issued; the CLOSED notification frees the slot */
+    bool shut; /* shutdown issued; the CLOSED notification frees the slot */
     int fd;
     int64_t since_ms; /* incomplete: since accepted or its request line; else its last progress */
     uint8_t family;
     uint8_t addr[16];
     struct sl_http *http;
     /* The worker's own, between the request line and the request's end: */
-    bool answered;         /* this request has its response */
-    bool too_many_params;  /* the request line held more than SL_HTTP_QUERY_PARAMS_MAX */
+    bool answered;        /* this request has its response */
+    bool too_many_params; /* the request line held more than SL_HTTP_QUERY_PARAMS_MAX */
     struct cursor cursor;
     char *piece; /* SL_HTTP_PIECE_BYTES, from connection_memory */
 };
@@ -231,11 +232,11 @@ struct sl_http {
     _Atomic uint32_t connections_open;
     _Atomic uint64_t requests[SL_HTTP_CODES_COUNT];
     _Atomic uint64_t evicted[EVICT_COUNT];
-    _Atomic uint64_t over_ip_cap;      /* newcomers that found their address at its cap */
-    _Atomic uint64_t header_timeouts;  /* shut for not completing headers in time */
-    _Atomic uint64_t no_slot;          /* newcomers with no free slot (slack exhausted) */
-    _Atomic uint64_t cut[CUT_COUNT];   /* piecewise responses ended early */
-    _Atomic uint64_t params_refused;   /* requests with too many query parameters */
+    _Atomic uint64_t over_ip_cap;     /* newcomers that found their address at its cap */
+    _Atomic uint64_t header_timeouts; /* shut for not completing headers in time */
+    _Atomic uint64_t no_slot;         /* newcomers with no free slot (slack exhausted) */
+    _Atomic uint64_t cut[CUT_COUNT];  /* piecewise responses ended early */
+    _Atomic uint64_t params_refused;  /* requests with too many query parameters */
 };
 
 static void count(_Atomic uint64_t *c)
@@ -536,7 +537,6 @@ static int path_sensor_id(const struct request *req, uint32_t *id)
     return 0;
 }
 
-
 /* ---- the view pool ---- */
 
 static bool view_covers(const struct view_slot *v, uint32_t sensor_id, uint64_t abs)
@@ -662,8 +662,8 @@ static void heap_sort_u32(uint32_t *ids, uint32_t n)
     }
 }
 
-
-/* Bring sorted_ids up to the store's current sensor count; returns that count. Under sorted_lock. */
+/* Bring sorted_ids up to the store's current sensor count; returns that count. Under sorted_lock.
+ */
 static uint32_t sorted_extend(struct sl_http *http)
 {
     const struct sl_store *store = http->context.store;
@@ -898,7 +898,6 @@ static void json_sensor_head(struct body *b, const struct sl_sensor_view *v)
              v->count, v->t_us[0], v->t_us[v->count - 1]);
 }
 
-
 static enum MHD_Result handle_sensor(struct request *req)
 {
     uint32_t id = 0;
@@ -1000,7 +999,6 @@ static int readings_params(struct request *req, struct readings_query *q, enum M
     }
     return 0;
 }
-
 
 /*
  * Fix what a readings response sends: the absolute numbers [start, end) of
@@ -1126,7 +1124,8 @@ static void readings_phase_done(struct cursor *cur)
     }
 }
 
-/* Fill the piece with what comes next. 0, or a negative status from view_for (the response is cut). */
+/* Fill the piece with what comes next. 0, or a negative status from view_for (the response is cut).
+ */
 static int fill_readings(struct sl_http *http, struct cursor *cur, struct body *b)
 {
     struct view_slot *slot = NULL;
@@ -1165,7 +1164,8 @@ static int fill_readings(struct sl_http *http, struct cursor *cur, struct body *
         case PHASE_DONE:
             break;
         }
-        if (rc == 0 && b->len == before && (cur->phase == PHASE_TIMES || cur->phase == PHASE_VALUES) &&
+        if (rc == 0 && b->len == before &&
+            (cur->phase == PHASE_TIMES || cur->phase == PHASE_VALUES) &&
             cur->next_abs != cur->end_abs) {
             break; /* the piece is full */
         }
@@ -1195,7 +1195,9 @@ static ssize_t read_piece(void *cls, uint64_t pos, char *buf, size_t max)
         }
         int rc = fill_piece(http, c);
         if (rc != 0) {
-            enum cut_reason why = rc == -ESTALE ? CUT_OVERWRITTEN : rc == -EBUSY ? CUT_BUSY : CUT_UNKNOWN;
+            enum cut_reason why = rc == -ESTALE  ? CUT_OVERWRITTEN
+                                  : rc == -EBUSY ? CUT_BUSY
+                                                 : CUT_UNKNOWN;
             count(&http->cut[why]);
             return MHD_CONTENT_READER_END_WITH_ERROR;
         }
@@ -1606,7 +1608,8 @@ static enum MHD_Result handle_metrics(struct request *req)
     if (b.overflow) {
         return reply_error(req, 500, "internal error: response larger than planned");
     }
-    return queue(req, MHD_HTTP_OK, response, "text/plain; version=0.0.4; charset=utf-8", NULL, NULL);
+    return queue(req, MHD_HTTP_OK, response, "text/plain; version=0.0.4; charset=utf-8", NULL,
+                 NULL);
 }
 /* ---- routing ---- */
 
@@ -2145,14 +2148,14 @@ static struct MHD_Daemon *start_daemon(struct sl_http *http, int fd)
     const struct sl_http_config *c = &http->config;
     unsigned int flags = MHD_USE_INTERNAL_POLLING_THREAD;
     flags |= MHD_is_feature_supported(MHD_FEATURE_EPOLL) == MHD_YES ? MHD_USE_EPOLL : MHD_USE_AUTO;
-    return MHD_start_daemon(
-        flags, 0, NULL, NULL, on_request, http, MHD_OPTION_LISTEN_SOCKET, (MHD_socket)fd,
-        MHD_OPTION_THREAD_POOL_SIZE, (unsigned int)c->threads, MHD_OPTION_CONNECTION_LIMIT,
-        (unsigned int)http->slots_count, MHD_OPTION_CONNECTION_MEMORY_LIMIT,
-        (size_t)c->connection_memory_bytes, MHD_OPTION_CONNECTION_TIMEOUT,
-        (unsigned int)c->timeout_s, MHD_OPTION_NOTIFY_CONNECTION, on_connection, http,
-        MHD_OPTION_URI_LOG_CALLBACK, on_uri, http, MHD_OPTION_NOTIFY_COMPLETED, on_completed,
-        http, MHD_OPTION_END);
+    return MHD_start_daemon(flags, 0, NULL, NULL, on_request, http, MHD_OPTION_LISTEN_SOCKET,
+                            (MHD_socket)fd, MHD_OPTION_THREAD_POOL_SIZE, (unsigned int)c->threads,
+                            MHD_OPTION_CONNECTION_LIMIT, (unsigned int)http->slots_count,
+                            MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)c->connection_memory_bytes,
+                            MHD_OPTION_CONNECTION_TIMEOUT, (unsigned int)c->timeout_s,
+                            MHD_OPTION_NOTIFY_CONNECTION, on_connection, http,
+                            MHD_OPTION_URI_LOG_CALLBACK, on_uri, http, MHD_OPTION_NOTIFY_COMPLETED,
+                            on_completed, http, MHD_OPTION_END);
 }
 
 /* The listening socket: the daemon's when prebound, else bound here. -1 with err filled. */

@@ -1024,8 +1024,11 @@ static void spare_free(struct sl_http_context *ctx)
 
 static void test_head_and_params(void)
 {
-    static const char *const paths[] = {"/healthz", "/metrics", "/api/v1/sensors",
-                                        "/api/v1/sensors/1", "/api/v1/sensors/1/stats?window_s=10",
+    static const char *const paths[] = {"/healthz",
+                                        "/metrics",
+                                        "/api/v1/sensors",
+                                        "/api/v1/sensors/1",
+                                        "/api/v1/sensors/1/stats?window_s=10",
                                         "/api/v1/sensors/1/readings",
                                         "/api/v1/sensors/1/readings?format=bin",
                                         "/api/v1/sensors/99"};
@@ -1055,7 +1058,8 @@ static void test_head_and_params(void)
             n += (size_t)snprintf(path + n, 32 * 1024 - n, "&p%u=%u", i, i);
         }
         char *text = malloc(n + 128);
-        int len = snprintf(text, n + 128, "GET %s HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", path);
+        int len = snprintf(text, n + 128, "GET %s HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+                           path);
         exchange(text, (size_t)len, &r);
         if (counts[k] <= SL_HTTP_QUERY_PARAMS_MAX) {
             CHECK_EQ_U64(r.status, 200);
@@ -1119,7 +1123,8 @@ static void test_connection_table(void)
     uint16_t saved = fx.port;
     fx.port = sl_http_port(h);
 
-    /* Silent connections from 127.0.0.1, three times its cap: a new client from there is answered. */
+    /* Silent connections from 127.0.0.1, three times its cap: a new client from there is answered.
+     */
     int silent[6];
     for (int i = 0; i < 6; i++) {
         silent[i] = connect_from(fx.port, 1);
@@ -1133,7 +1138,8 @@ static void test_connection_table(void)
         close(silent[i]);
     }
 
-    /* Eight silent addresses, twice the table: the table evicts the oldest, a newcomer is answered. */
+    /* Eight silent addresses, twice the table: the table evicts the oldest, a newcomer is answered.
+     */
     double evicted = metric("sluice_http_connections_evicted_total{reason=\"incomplete\"} ");
     int many[8];
     for (int i = 0; i < 8; i++) {
