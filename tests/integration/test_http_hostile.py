@@ -12,6 +12,8 @@ Proves, against the real daemon:
 - silent connections from many addresses and slowloris connections from the
   client's own address, more than the table holds, do not keep a new /healthz
   from being answered, and the evictions are counted;
+- a paused dump whose readings the ring drops before they are sent is cut
+  (never finished with readings it does not have) and counted;
 - a connection that trickles its headers forever is closed at the header
   deadline and counted;
 - HEAD on every GET route: the GET's status and headers, no body;
@@ -37,12 +39,15 @@ c = Checks("test_http_hostile")
 
 
 def fill(d, sensor, n):
-    """n readings for one sensor over TCP, one per event-second, ending well in the past."""
+    """n readings for one sensor over TCP (its own stream), one per event-second, ending in the past."""
+    before = d.metrics().get("sluice_readings_accepted_total", 0)
     subprocess.run([LOAD, "--target", "tcp://127.0.0.1:%d" % d.tcp_port, "--sensors", "1",
-                    "--sensor-id-base", str(sensor), "--readings", str(n), "--batch", "5000",
+                    "--sensor-id-base", str(sensor), "--stream-id-base", str(sensor),
+                    "--readings", str(n), "--batch", "5000",
                     "--start-time-us", "-%ds" % (2 * n), "--quiet"],
                    check=True, stdout=subprocess.DEVNULL, timeout=120)
-    d.wait_metric("sluice_readings_accepted_total", n, timeout_s=60)
+    got = d.wait_metric("sluice_readings_accepted_total", before + n, timeout_s=60)
+    c.check(got is not None and got >= before + n, "sensor %d's %d readings stored" % (sensor, n))
 
 
 def raw(port, data, timeout_s=10.0, source="127.0.0.1"):
@@ -185,6 +190,42 @@ def test_concurrent_dumps():
     d.stop()
 
 
+def test_cut_when_overwritten():
+    d = Daemon("--http-timeout", "60s", sensors=16, ring=DUMP_READINGS)
+    fill(d, 7, DUMP_READINGS)
+    fill(d, 8, 1)
+    s = socket.socket()
+    s.connect(("127.0.0.1", d.http_port))
+    s.sendall(b"GET /api/v1/sensors/7/readings?limit=1000000 HTTP/1.1\r\nHost: x\r\n\r\n")
+    head = recv_exact(s, 1000, timeout_s=30)
+    c.check(head.startswith(b"HTTP/1.1 200"), "the dump began")
+    # The reader pauses (the socket buffers fill, the server waits); the ring turns over under it: a million newer readings of sensor 7.
+    subprocess.run([LOAD, "--target", "tcp://127.0.0.1:%d" % d.tcp_port, "--sensors", "1",
+                    "--sensor-id-base", "7", "--stream-id-base", "70", "--readings", str(DUMP_READINGS),
+                    "--batch", "5000",
+                    "--start-time-us", "-%ds" % (DUMP_READINGS - 100000), "--interval-us", "500000",
+                    "--quiet"], check=True, stdout=subprocess.DEVNULL, timeout=120)
+    got = d.wait_metric("sluice_readings_accepted_total", 2 * DUMP_READINGS + 1, timeout_s=60)
+    c.check(got is not None and got >= 2 * DUMP_READINGS + 1, "a million newer readings stored")
+    d.get("/api/v1/sensors/8")  # another sensor's snapshot takes the views the dump's pieces held
+    body = head
+    s.settimeout(30)
+    try:
+        while True:
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            body += chunk
+    except OSError:
+        pass
+    s.close()
+    c.check(not body.endswith(b"]}\r\n0\r\n\r\n"), "the dump was cut, not finished (%d B)" % len(body))
+    m = d.metrics()
+    c.check(m.get('sluice_http_responses_cut_total{reason="overwritten"}', 0) >= 1,
+            "the cut is counted as overwritten")
+    d.stop()
+
+
 def test_non_reading_clients():
     d = Daemon("--max-http-connections", "128", sensors=16, ring=DUMP_READINGS)
     fill(d, 3, DUMP_READINGS)
@@ -316,7 +357,7 @@ def test_head_and_limits():
 
 
 TESTS = [test_head_and_limits, test_header_deadline, test_slowloris_and_silent, test_non_reading_clients,
-         test_concurrent_dumps]
+         test_concurrent_dumps, test_cut_when_overwritten]
 # Arguments name the tests to run (all by default), e.g. to see one fail against an older build.
 for test in TESTS:
     if len(sys.argv) < 2 or test.__name__ in sys.argv[1:]:
