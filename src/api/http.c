@@ -1,28 +1,80 @@
 /*
  * The HTTP query API and /metrics (docs/spec/HTTP_API.md; contract in http.h).
  *
- * How. libmicrohttpd (MHD) runs exactly one internal polling thread (epoll
- * where MHD has it), with no thread pool: every handler shares the one
- * preallocated sensor view (context->view_memory) and the sorted id list
- * (context->sorted_ids), so one thread is what makes them safe without a
- * lock. We bind and listen on the socket ourselves and hand it to MHD
- * (MHD_OPTION_LISTEN_SOCKET), so a failed bind reports its errno exactly;
- * MHD then owns the socket and closes it in MHD_stop_daemon. Every request
- * is answered from the first access-handler call (a GET has no body); the
- * body is built into one malloc'd buffer whose size is bounded up front,
- * and MHD frees it after sending (MHD_RESPMEM_MUST_FREE), so every response
- * has a Content-Length.
+ * How. libmicrohttpd (MHD) runs a pool of `threads` workers (epoll where
+ * MHD has it); each connection stays on the worker that accepted it, and a
+ * worker runs one callback at a time, so at most `threads` handlers run at
+ * once. We bind the socket with net/sock.h (or take the daemon's, prebound)
+ * and hand it to MHD (MHD_OPTION_LISTEN_SOCKET); MHD then owns it.
  *
- * Reading the store. Only the store's reader API: sl_store_snapshot into
- * the shared view (a seqlock copy that never blocks the store's writer;
- * -EBUSY becomes 503 with Retry-After: 1), sl_view_window and
- * sl_view_lower_bound. The sensor list wants ascending ids while the store
- * keeps dense indices in arrival order and never removes a sensor, so the
- * first half of sorted_ids holds the ids of the first sorted_count sensors
- * in order, and each listing request extends it with the newcomers: their
- * ids go into the second half, are heap-sorted there (glibc's qsort may
- * malloc, heapsort never does and needs no recursion), and are merged in
- * from the back, in place. No allocation on that path.
+ * Views. Every handler that reads a sensor takes one of `threads` views
+ * (view_memory: a snapshot's arrays and a /metrics buffer each) from a
+ * small pool under http->lock, and gives it back before it returns: since
+ * at most `threads` callbacks run at once, one is always free. A view
+ * remembers which readings it holds (sensor id and absolute reading
+ * numbers: a sensor's readings are appended in time order and dropped
+ * oldest first, so reading k of a view is number readings_total - count + k
+ * for good), and a piece of a response reuses a view that still holds what
+ * it needs instead of taking a new snapshot.
+ *
+ * Bounded pieces. No response body is ever built whole. The readings and
+ * the sensor list are MHD callback responses: at the request the handler
+ * fixes what will be sent (the readings' absolute numbers [start, end), or
+ * the list's total, first id and count) in the connection's cursor, and each
+ * callback fills the connection's piece buffer (SL_HTTP_PIECE_BYTES, from
+ * the arena) with the next readings that fit, from a view, and hands it out.
+ * When the ring has dropped the next reading before it was sent (a reader
+ * slower than the ring turns over), the response ends with an error (MHD
+ * closes the connection mid-body) and sluice_http_responses_cut_total
+ * {reason="overwritten"} counts it. json and csv go out chunked; bin knows
+ * its length (12 B a reading) and sends Content-Length. Small bodies (a
+ * sensor, a window, an error) are built in the piece buffer or on the stack;
+ * /metrics in the worker's buffer, copied once by MHD (<= 64 KiB).
+ *
+ * The connection table. MHD tells us when a connection starts and closes
+ * (MHD_OPTION_NOTIFY_CONNECTION), when its request line arrives
+ * (MHD_OPTION_URI_LOG_CALLBACK), when its headers are complete (the first
+ * access-handler call) and when its request is done
+ * (MHD_OPTION_NOTIFY_COMPLETED); each reader callback is progress. A slot
+ * holds the state (incomplete, active, idle), the time it entered it or
+ * last made progress, the descriptor and the peer address. MHD's own limit
+ * is ours plus SL_HTTP_CONNECTIONS_SLACK slots, so a newcomer is always
+ * accepted and seen; then, under the lock: when its address holds more
+ * than the per-address cap, the connection of that address idle or
+ * incomplete longest is shut down; when the table holds more than
+ * connections_max, the one idle or incomplete longest of all is. A
+ * newcomer is never the one chosen: one address flooding the table churns
+ * its own connections and cannot keep a new client (even from the same
+ * address, as in the tests) from being answered. A watchdog thread shuts
+ * down every connection whose request line and headers are not complete
+ * header_timeout_ms after it was accepted (or after its request line, for
+ * a later request on a kept-alive connection). Shutting down is
+ * shutdown(fd, SHUT_RDWR) under the lock: MHD sees the socket fail and
+ * closes it on its own worker. MHD calls the CLOSED notification, where the
+ * slot is freed under the same lock, before it closes the descriptor, so a
+ * shutdown never reaches a reused descriptor. The inactivity timeout is
+ * MHD's (per connection, from live->http_timeout_ms when the connection
+ * starts): it counts time the socket made no progress, which with a pool
+ * and pieces is the client's own inactivity.
+ *
+ * Hostile requests. MHD answers 414 to a request line and 431 to headers
+ * larger than its pool. More than SL_HTTP_QUERY_PARAMS_MAX query parameters
+ * get 400: the URI log callback counts them in the raw request line before
+ * MHD parses them, and then cuts the query off (it writes a NUL after the
+ * '?' in MHD's own read buffer, the one mutable byte MHD has not parsed
+ * yet), so the parameters never fill the pool.
+ *
+ * Reading the store. Only the store's reader API: sl_store_snapshot into a
+ * view (a seqlock copy that never blocks the store's writer; -EBUSY becomes
+ * 503 with Retry-After: 1), sl_view_window and sl_view_lower_bound. The
+ * sensor list wants ascending ids while the store keeps dense indices in
+ * arrival order and never removes a sensor, so the first half of
+ * sorted_ids holds the ids of the first sorted_count sensors in order, and
+ * each listing piece extends it with the newcomers under http->sorted_lock:
+ * their ids go into the second half, are heap-sorted there (glibc's qsort
+ * may malloc, heapsort never does and needs no recursion), and are merged
+ * in from the back, in place. A list piece resumes at the first id above
+ * the last one sent.
  *
  * Parameters. Query values come from MHD_lookup_connection_value_n; when a
  * parameter is repeated the first one wins. Numbers are parsed strictly:
@@ -39,43 +91,46 @@
  * value prints as null, so the JSON is always valid. This relies on the C
  * locale for '.' (the daemon never calls setlocale).
  *
- * Memory and limits. The struct sl_http (a few hundred bytes) is calloc'd at
- * start. Per connection, MHD's pool of connection_memory_bytes, for at most
- * connections_max connections, each closed after timeout_s of inactivity,
- * so a slow, idle or hostile client costs a bounded amount (a request line
- * or header block larger than the pool gets MHD's 414/431 or a close).
- * Response bodies are transient mallocs bounded by the request's limits:
- * readings at most 48 B each (limit <= 1,000,000 and <= ring_readings),
- * the sensor list at most ~128 B per entry (limit <= 10,000), /metrics 64 KiB.
- * These allocations are the HTTP thread's, counted as SL_ALLOC_HTTP.
+ * Memory and limits (all in the plan, sl_http_plan). From the arena: the
+ * views (threads x (view + 64 KiB)), the sorted ids, the connection table
+ * ((connections_max + slack) x (record + 32 KiB piece)). Malloc'd by MHD
+ * and stated in the plan as SL_HTTP_PLAN_MHD_PART: per connection slot its
+ * pool (connection_memory_bytes), one response (a callback response's
+ * block of SL_HTTP_PIECE_BYTES, or a copied body of at most 64 KiB) and its
+ * connection record. The struct sl_http (a few KiB) is calloc'd at start.
+ * Allocations on the workers are counted as SL_ALLOC_HTTP.
  *
- * Threads. sl_http_start and sl_http_stop run on the main thread; every
- * handler runs on MHD's single internal thread; counters shared with other
- * threads (connections open, requests by code) are relaxed atomics.
+ * Threads. sl_http_start and sl_http_stop run on the main thread; handlers
+ * on MHD's workers; the watchdog on its own thread. http->lock guards the
+ * connection table and the view pool, http->sorted_lock the sorted ids;
+ * neither is ever held across a call into MHD or the store, except that
+ * list pieces read summaries (O(1), lock-free) under sorted_lock. Counters
+ * read by /metrics are relaxed atomics.
  */
 #include "api/http.h"
 
-#include <arpa/inet.h>
 #include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
 #include <math.h>
 #include <microhttpd.h>
-#include <netdb.h>
 #include <netinet/in.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "core/alloc_count.h"
 #include "core/assert.h"
+#include "net/sock.h"
 
 /*
  * The allocation counter is linked only into binaries that want it
@@ -86,33 +141,160 @@
 #pragma weak sl_alloc_count
 
 #define SL_HTTP_LIST_LIMIT_DEFAULT 100u
-#define SL_HTTP_LISTEN_BACKLOG 128
 #define SL_HTTP_CONNECTION_MEMORY_MIN 4096u /* below this MHD cannot hold a request line */
-#define SL_HTTP_METRICS_BODY_BYTES (64u * 1024)
-#define SL_HTTP_READING_TEXT_BYTES 48u /* one reading in JSON or CSV: 20 + 1 + 16 + 1 < 48 */
-#define SL_HTTP_LIST_ENTRY_BYTES 128u  /* one entry of the sensor list */
-#define SL_HTTP_WINDOW_TEXT_BYTES 256u /* one window object and its key */
-#define SL_HTTP_NUMBER_BYTES 32u       /* the longest number we print, with its NUL */
-#define SL_HTTP_LABEL_BYTES_MAX 256u   /* longer label values (the version) are cut */
+#define SL_HTTP_READING_TEXT_BYTES 48u      /* one reading in JSON or CSV: 20 + 1 + 16 + 1 < 48 */
+#define SL_HTTP_LIST_ENTRY_BYTES 128u       /* one entry of the sensor list */
+#define SL_HTTP_WINDOW_TEXT_BYTES 256u      /* one window object and its key */
+#define SL_HTTP_NUMBER_BYTES 32u            /* the longest number we print, with its NUL */
+#define SL_HTTP_LABEL_BYTES_MAX 256u        /* longer label values (the version) are cut */
+#define SL_HTTP_PIECE_HEAD_BYTES 64u        /* room for a response's opening or closing text */
+#define SL_HTTP_WATCHDOG_TICK_MS 50u        /* how often the header deadline is checked */
+#define SL_HTTP_EVICT_PROBES 8u             /* candidates with input waiting passed over, at most */
+
+_Static_assert(512 + SL_WINDOWS_MAX * SL_HTTP_WINDOW_TEXT_BYTES <= SL_HTTP_PIECE_BYTES,
+               "a sensor's JSON fits one piece");
+_Static_assert(SL_HTTP_PIECE_BYTES >= 4 * (SL_HTTP_PIECE_HEAD_BYTES + SL_HTTP_LIST_ENTRY_BYTES),
+               "a piece holds a few entries besides its head");
 
 /* The status codes we answer with, for sluice_http_requests_total{code}. */
 static const unsigned http_codes[] = {200, 400, 404, 405, 500, 503};
 #define SL_HTTP_CODES_COUNT (sizeof http_codes / sizeof http_codes[0])
 
+enum conn_state { CONN_FREE, CONN_INCOMPLETE, CONN_ACTIVE, CONN_IDLE };
+
+/* Why a connection was shut down or a response cut, for the metrics. */
+enum evict_reason { EVICT_IDLE, EVICT_INCOMPLETE, EVICT_COUNT };
+static const char *const evict_names[EVICT_COUNT] = {"idle", "incomplete"};
+enum cut_reason { CUT_OVERWRITTEN, CUT_BUSY, CUT_UNKNOWN, CUT_COUNT };
+static const char *const cut_names[CUT_COUNT] = {"overwritten", "busy", "no_view"};
+
+enum readings_format { FORMAT_JSON, FORMAT_CSV, FORMAT_BIN };
+enum piece_kind { PIECE_NONE, PIECE_READINGS, PIECE_LIST };
+/* Where a piecewise response is: its opening, the times (or rows, or list entries), between, the
+ * values, its end. */
+enum piece_phase { PHASE_HEAD, PHASE_TIMES, PHASE_MID, PHASE_VALUES, PHASE_TAIL, PHASE_DONE };
+
+/* What a piecewise response still has to send; fixed at the request except the positions. */
+struct cursor {
+    enum piece_kind kind;
+    enum readings_format format;
+    enum piece_phase phase;
+    uint32_t sensor_id;
+    uint64_t start_abs, next_abs, end_abs; /* readings: absolute reading numbers */
+    uint64_t next_id;                      /* list: the next entry is the first id >= next_id */
+    uint32_t left;                         /* list: entries still to send */
+    uint32_t total;                        /* list: sensors known at the request */
+    bool first;                            /* list: no entry sent yet */
+    uint32_t piece_bytes, piece_sent;      /* of the piece buffer */
+};
+
+/* One slot of the connection table. The fields before `cursor` are under http->lock. */
+struct conn {
+    enum conn_state state;
+    bool shut; /* shutdown issued; the CLOSED notification frees the slot */
+    int fd;
+    int64_t since_ms; /* incomplete: since accepted or its request line; else its last progress */
+    uint8_t family;
+    uint8_t addr[16];
+    struct sl_http *http;
+    /* The worker's own, between the request line and the request's end: */
+    bool answered;        /* this request has its response */
+    bool too_many_params; /* the request line held more than SL_HTTP_QUERY_PARAMS_MAX */
+    struct cursor cursor;
+    char *piece; /* SL_HTTP_PIECE_BYTES, from connection_memory */
+};
+
+/* A worker's snapshot and /metrics buffer, taken for one callback at a time. */
+struct view_slot {
+    struct sl_sensor_view view;
+    char *text; /* SL_HTTP_METRICS_BODY_BYTES */
+    bool busy;  /* under http->lock */
+    bool valid; /* view holds sensor view.id's readings [lo_abs, hi_abs) */
+    uint64_t lo_abs, hi_abs;
+};
+
 struct sl_http {
     struct MHD_Daemon *daemon;
     struct sl_http_context context;
-    struct sl_sensor_view view; /* points into context.view_memory; MHD thread only */
-    uint32_t sorted_count;      /* sorted_ids[0, sorted_count) is sorted; MHD thread only */
-    int64_t window_s_max;       /* the longest configured window, in seconds */
+    struct sl_http_config config; /* effective: defaults filled in */
+    pthread_mutex_t lock;         /* conns, views[].busy */
+    pthread_mutex_t sorted_lock;  /* sorted_ids, sorted_count */
+    pthread_cond_t watchdog_wake;
+    pthread_t watchdog;
+    bool watchdog_started;
+    bool stopping; /* under lock */
+    struct conn *conns;
+    uint32_t slots_count; /* connections_max + SL_HTTP_CONNECTIONS_SLACK */
+    struct view_slot views[SL_HTTP_THREADS_MAX];
+    uint32_t sorted_count; /* sorted_ids[0, sorted_count) is sorted */
+    int64_t window_s_max;  /* the longest configured window, in seconds */
     uint16_t port;
     _Atomic uint32_t connections_open;
     _Atomic uint64_t requests[SL_HTTP_CODES_COUNT];
+    _Atomic uint64_t evicted[EVICT_COUNT];
+    _Atomic uint64_t over_ip_cap;     /* newcomers that found their address at its cap */
+    _Atomic uint64_t header_timeouts; /* shut for not completing headers in time */
+    _Atomic uint64_t no_slot;         /* newcomers with no free slot (slack exhausted) */
+    _Atomic uint64_t cut[CUT_COUNT];  /* piecewise responses ended early */
+    _Atomic uint64_t params_refused;  /* requests with too many query parameters */
 };
+
+static void count(_Atomic uint64_t *c)
+{
+    atomic_fetch_add_explicit(c, 1, memory_order_relaxed);
+}
+
+static uint64_t counted(const _Atomic uint64_t *c)
+{
+    return atomic_load_explicit((_Atomic uint64_t *)c, memory_order_relaxed);
+}
+
+static int64_t now_ms(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (int64_t)t.tv_sec * 1000 + t.tv_nsec / 1000000;
+}
+
+/* The live value when the daemon gave one, else the start-up value. */
+static uint32_t live_or(const _Atomic uint32_t *live_field, uint32_t fixed)
+{
+    return live_field != NULL ? sl_live_get(live_field) : fixed;
+}
+
+static uint32_t header_timeout_ms(const struct sl_http *http)
+{
+    const struct sl_live *live = http->config.live;
+    return live_or(live ? &live->http_header_timeout_ms : NULL, http->config.header_timeout_ms);
+}
+
+static uint32_t per_ip_max(const struct sl_http *http)
+{
+    const struct sl_live *live = http->config.live;
+    return live_or(live ? &live->http_connections_per_ip_max : NULL,
+                   http->config.connections_per_ip_max);
+}
+
+static uint32_t idle_timeout_s(const struct sl_http *http)
+{
+    const struct sl_live *live = http->config.live;
+    uint32_t ms = live_or(live ? &live->http_timeout_ms : NULL, http->config.timeout_s * 1000);
+    return ms / 1000 + (ms % 1000 != 0); /* MHD counts whole seconds: round up */
+}
+
+static void track_allocations(void)
+{
+    if (sl_alloc_track != NULL) {
+        sl_alloc_track(SL_ALLOC_HTTP); /* a thread-local store: cheap every time */
+    }
+}
+
+static void conn_progress(struct sl_http *http, struct conn *c);
+static void conn_headers_complete(struct sl_http *http, struct conn *c);
 
 /* ---- response bodies ---- */
 
-/* A body under construction: a fixed-capacity malloc'd buffer (sizes are bounded up front). */
+/* A body under construction in a caller's buffer (a piece, the worker's, the stack). */
 struct body {
     char *data;
     size_t len;
@@ -120,13 +302,17 @@ struct body {
     bool overflow; /* a write did not fit: a bug in our bound, answered 500 */
 };
 
-static int body_open(struct body *b, size_t cap)
+static void body_open(struct body *b, char *buf, size_t cap)
 {
-    b->data = malloc(cap > 0 ? cap : 1);
+    b->data = buf;
     b->len = 0;
     b->cap = cap;
     b->overflow = false;
-    return b->data == NULL ? -ENOMEM : 0;
+}
+
+static size_t body_room(const struct body *b)
+{
+    return b->cap - b->len;
 }
 
 static void body_put(struct body *b, const char *s, size_t n)
@@ -204,6 +390,7 @@ static void body_f64(struct body *b, double v)
 struct request {
     struct sl_http *http;
     struct MHD_Connection *connection;
+    struct conn *conn;
     const char *id_text; /* the {id} path segment, not NUL-terminated */
     size_t id_len;
 };
@@ -212,7 +399,7 @@ static void count_request(struct sl_http *http, unsigned code)
 {
     for (uint32_t i = 0; i < SL_HTTP_CODES_COUNT; i++) {
         if (http_codes[i] == code) {
-            atomic_fetch_add_explicit(&http->requests[i], 1, memory_order_relaxed);
+            count(&http->requests[i]);
             return;
         }
     }
@@ -236,6 +423,7 @@ static enum MHD_Result queue(struct request *req, unsigned code, struct MHD_Resp
     }
     MHD_destroy_response(response);
     if (ok == MHD_YES) {
+        req->conn->answered = true;
         count_request(req->http, code);
     }
     return ok;
@@ -256,7 +444,7 @@ reply_error(struct request *req, unsigned code, const char *fmt, ...)
     struct MHD_Response *response =
         MHD_create_response_from_buffer((size_t)n, text, MHD_RESPMEM_MUST_COPY);
     if (code == MHD_HTTP_METHOD_NOT_ALLOWED) {
-        return queue(req, code, response, "application/json", "Allow", "GET");
+        return queue(req, code, response, "application/json", "Allow", "GET, HEAD");
     }
     if (code == MHD_HTTP_SERVICE_UNAVAILABLE) {
         return queue(req, code, response, "application/json", "Retry-After", "1");
@@ -264,29 +452,22 @@ reply_error(struct request *req, unsigned code, const char *fmt, ...)
     return queue(req, code, response, "application/json", NULL, NULL);
 }
 
-/* Hand a built body to MHD (which frees it); 500 when it overflowed its bound. */
-static enum MHD_Result reply_body(struct request *req, struct body *b, const char *content_type,
-                                  const char *extra_name, const char *extra_value)
+/*
+ * Send a body built in the connection's piece buffer: MHD reads it from
+ * there (the buffer is this connection's until its next request). 500 when
+ * it overflowed its bound.
+ */
+static enum MHD_Result reply_piece(struct request *req, struct body *b, const char *content_type)
 {
+    SL_ASSERT(b->data == req->conn->piece);
     if (b->overflow) {
         /* A bug in a size bound, not a reason to take the daemon down from the query path. */
-        free(b->data);
         return reply_error(req, 500, "internal error: response larger than planned");
     }
     struct MHD_Response *response =
-        MHD_create_response_from_buffer(b->len, b->data, MHD_RESPMEM_MUST_FREE);
-    if (response == NULL) {
-        free(b->data);
-        return MHD_NO;
-    }
-    return queue(req, MHD_HTTP_OK, response, content_type, extra_name, extra_value);
+        MHD_create_response_from_buffer(b->len, b->data, MHD_RESPMEM_PERSISTENT);
+    return queue(req, MHD_HTTP_OK, response, content_type, NULL, NULL);
 }
-
-static enum MHD_Result reply_no_memory(struct request *req)
-{
-    return reply_error(req, 503, "out of memory, retry");
-}
-
 /* ---- parameters ---- */
 
 /*
@@ -356,18 +537,95 @@ static int path_sensor_id(const struct request *req, uint32_t *id)
     return 0;
 }
 
-/* Snapshot a sensor into the shared view; on failure the error is answered. */
-static int snapshot(struct request *req, uint32_t id, enum MHD_Result *answered)
+/* ---- the view pool ---- */
+
+static bool view_covers(const struct view_slot *v, uint32_t sensor_id, uint64_t abs)
 {
-    int rc = sl_store_snapshot(req->http->context.store, id, &req->http->view);
-    if (rc == -ENOENT) {
-        *answered = reply_error(req, 404, "unknown sensor");
-    } else if (rc == -EBUSY) {
-        *answered = reply_error(req, 503, "sensor busy, retry");
-    } else {
-        SL_ASSERT(rc == 0);
+    return v->valid && v->view.id == sensor_id && v->lo_abs <= abs && abs < v->hi_abs;
+}
+
+/*
+ * Take a free view, preferring one that already holds reading `abs` of
+ * `sensor_id`. NULL only if more callbacks run than there are workers (a
+ * bug in that bound; the caller answers 503).
+ */
+static struct view_slot *view_take(struct sl_http *http, uint32_t sensor_id, uint64_t abs)
+{
+    struct view_slot *found = NULL;
+    pthread_mutex_lock(&http->lock);
+    for (uint32_t i = 0; i < http->config.threads; i++) {
+        struct view_slot *v = &http->views[i];
+        if (v->busy) {
+            continue;
+        }
+        if (found == NULL || view_covers(v, sensor_id, abs)) {
+            found = v;
+        }
+        if (view_covers(v, sensor_id, abs)) {
+            break;
+        }
+    }
+    if (found != NULL) {
+        found->busy = true;
+    }
+    pthread_mutex_unlock(&http->lock);
+    return found;
+}
+
+static void view_give(struct sl_http *http, struct view_slot *v)
+{
+    pthread_mutex_lock(&http->lock);
+    SL_ASSERT(v->busy);
+    v->busy = false;
+    pthread_mutex_unlock(&http->lock);
+}
+
+/* Snapshot a sensor into a taken view: 0, -ENOENT or -EBUSY (the view is then invalid). */
+static int view_fill(struct sl_http *http, struct view_slot *v, uint32_t sensor_id)
+{
+    SL_ASSERT(v->busy);
+    int rc = sl_store_snapshot(http->context.store, sensor_id, &v->view);
+    v->valid = rc == 0;
+    if (rc == 0) {
+        SL_ASSERT(v->view.readings_total >= v->view.count);
+        v->lo_abs = v->view.readings_total - v->view.count;
+        v->hi_abs = v->view.readings_total;
     }
     return rc;
+}
+
+/*
+ * Take a view holding sensor `id` as it is now; on failure the error is
+ * answered (NULL). A view that already holds the sensor at its current
+ * readings_total (its summary, O(1)) is the same as a new snapshot: every
+ * change to a sensor appends a reading. So a burst of requests for one
+ * quiet sensor costs one snapshot, not one each.
+ */
+static struct view_slot *snapshot(struct request *req, uint32_t id, enum MHD_Result *answered)
+{
+    struct sl_sensor_summary now;
+    int rc = sl_store_summary(req->http->context.store, id, &now);
+    uint64_t newest = rc == 0 && now.readings_total > 0 ? now.readings_total - 1 : UINT64_MAX;
+    struct view_slot *v = view_take(req->http, id, newest);
+    if (v == NULL) {
+        *answered = reply_error(req, 503, "server busy, retry");
+        return NULL;
+    }
+    if (rc == 0 && view_covers(v, id, newest) && v->hi_abs == now.readings_total) {
+        return v;
+    }
+    rc = view_fill(req->http, v, id);
+    if (rc == 0) {
+        return v;
+    }
+    view_give(req->http, v);
+    if (rc == -ENOENT) {
+        *answered = reply_error(req, 404, "unknown sensor");
+    } else {
+        SL_ASSERT(rc == -EBUSY);
+        *answered = reply_error(req, 503, "sensor busy, retry");
+    }
+    return NULL;
 }
 
 /* ---- the sorted id list ---- */
@@ -404,7 +662,8 @@ static void heap_sort_u32(uint32_t *ids, uint32_t n)
     }
 }
 
-/* Bring sorted_ids up to the store's current sensor count; returns that count. */
+/* Bring sorted_ids up to the store's current sensor count; returns that count. Under sorted_lock.
+ */
 static uint32_t sorted_extend(struct sl_http *http)
 {
     const struct sl_store *store = http->context.store;
@@ -435,6 +694,61 @@ static uint32_t sorted_extend(struct sl_http *http)
     return count;
 }
 
+/* The index of the first id >= id in sorted_ids[0, n). Under sorted_lock. */
+static uint32_t sorted_lower_bound(const uint32_t *sorted, uint32_t n, uint64_t id)
+{
+    uint32_t lo = 0, hi = n;
+    while (lo < hi) { /* halves each step */
+        uint32_t mid = lo + (hi - lo) / 2;
+        if (sorted[mid] < id) {
+            lo = mid + 1;
+        } else {
+            hi = mid;
+        }
+    }
+    return lo;
+}
+
+/* ---- piecewise responses ---- */
+
+static ssize_t read_piece(void *cls, uint64_t pos, char *buf, size_t max);
+
+static int fill_list(struct sl_http *http, struct cursor *cur, struct body *b);
+static int fill_readings(struct sl_http *http, struct cursor *cur, struct body *b);
+
+/* Fill the connection's piece buffer with what its cursor sends next. 0, or a negative status. */
+static int fill_piece(struct sl_http *http, struct conn *c)
+{
+    struct cursor *cur = &c->cursor;
+    struct body b;
+    body_open(&b, c->piece, SL_HTTP_PIECE_BYTES);
+    int rc = cur->kind == PIECE_LIST ? fill_list(http, cur, &b) : fill_readings(http, cur, &b);
+    SL_ASSERT(!b.overflow); /* every write checked its room first */
+    cur->piece_bytes = rc == 0 ? (uint32_t)b.len : 0;
+    cur->piece_sent = 0;
+    return rc;
+}
+
+/*
+ * Queue the connection's cursor as a callback response (size
+ * MHD_SIZE_UNKNOWN: chunked). The first piece is filled here, so a sensor
+ * busy from the start still gets its 503 (later pieces can only cut).
+ */
+static enum MHD_Result reply_pieces(struct request *req, uint64_t size, const char *content_type,
+                                    const char *extra_name, const char *extra_value)
+{
+    int rc = fill_piece(req->http, req->conn);
+    if (rc == -EBUSY) {
+        return reply_error(req, 503, "sensor busy, retry");
+    }
+    if (rc != 0) {
+        return reply_error(req, 503, "server busy, retry");
+    }
+    struct MHD_Response *response =
+        MHD_create_response_from_callback(size, SL_HTTP_PIECE_BYTES, read_piece, req->conn, NULL);
+    return queue(req, MHD_HTTP_OK, response, content_type, extra_name, extra_value);
+}
+
 /* ---- JSON endpoints ---- */
 
 static enum MHD_Result handle_list(struct request *req)
@@ -449,34 +763,80 @@ static enum MHD_Result handle_list(struct request *req)
                            SL_HTTP_LIST_LIMIT_MAX);
     }
     struct sl_http *http = req->http;
+    struct cursor *cur = &req->conn->cursor;
+    memset(cur, 0, sizeof *cur);
+    cur->kind = PIECE_LIST;
+    cur->phase = PHASE_HEAD;
+    cur->first = true;
+    pthread_mutex_lock(&http->sorted_lock);
     uint32_t total = sorted_extend(http);
     uint64_t from = (uint64_t)offset < total ? (uint64_t)offset : total;
     uint64_t to = from + (uint64_t)limit < total ? from + (uint64_t)limit : total;
-    struct body b;
-    if (body_open(&b, 64 + (to - from) * SL_HTTP_LIST_ENTRY_BYTES) != 0) {
-        return reply_no_memory(req);
-    }
-    body_fmt(&b, "{\"total\":%" PRIu32 ",\"sensors\":[", total);
-    for (uint64_t i = from; i < to; i++) {
+    cur->total = total;
+    cur->left = (uint32_t)(to - from);
+    cur->next_id = from < total ? http->context.sorted_ids[from] : 0;
+    pthread_mutex_unlock(&http->sorted_lock);
+    return reply_pieces(req, MHD_SIZE_UNKNOWN, "application/json", NULL, NULL);
+}
+
+/* The next entries of a listing into b. 0, or -EBUSY (a sensor kept meeting the writer). */
+static int fill_list_entries(struct sl_http *http, struct cursor *cur, struct body *b)
+{
+    const uint32_t *sorted = http->context.sorted_ids;
+    int rc = 0;
+    pthread_mutex_lock(&http->sorted_lock);
+    uint32_t n = sorted_extend(http);
+    uint32_t at = sorted_lower_bound(sorted, n, cur->next_id);
+    while (cur->left > 0 && at < n && body_room(b) >= SL_HTTP_LIST_ENTRY_BYTES) {
         struct sl_sensor_summary v;
-        int rc = sl_store_summary(http->context.store, http->context.sorted_ids[i], &v);
+        rc = sl_store_summary(http->context.store, sorted[at], &v);
         if (rc != 0) {
             SL_ASSERT(rc == -EBUSY); /* a listed sensor is never unknown */
-            free(b.data);
-            return reply_error(req, 503, "sensor busy, retry");
+            break;
         }
-        body_fmt(&b, "%s{\"id\":%" PRIu32 ",\"readings_total\":%" PRIu64 ",\"last_t_us\":",
-                 i == from ? "" : ",", v.id, v.readings_total);
+        body_fmt(b, "%s{\"id\":%" PRIu32 ",\"readings_total\":%" PRIu64 ",\"last_t_us\":",
+                 cur->first ? "" : ",", v.id, v.readings_total);
         if (v.count == 0) {
-            body_str(&b, "null,\"last_value\":null}");
-            continue;
+            body_str(b, "null,\"last_value\":null}");
+        } else {
+            body_fmt(b, "%" PRId64 ",\"last_value\":", v.last_t_us);
+            body_f32(b, v.last_value);
+            body_str(b, "}");
         }
-        body_fmt(&b, "%" PRId64 ",\"last_value\":", v.last_t_us);
-        body_f32(&b, v.last_value);
-        body_str(&b, "}");
+        cur->first = false;
+        cur->next_id = (uint64_t)sorted[at] + 1;
+        cur->left--;
+        at++;
     }
-    body_str(&b, "]}");
-    return reply_body(req, &b, "application/json", NULL, NULL);
+    pthread_mutex_unlock(&http->sorted_lock);
+    if (rc == 0 && (cur->left == 0 || at == n)) {
+        cur->phase = PHASE_TAIL;
+    }
+    return rc;
+}
+
+static int fill_list(struct sl_http *http, struct cursor *cur, struct body *b)
+{
+    while (cur->phase != PHASE_DONE && body_room(b) >= SL_HTTP_PIECE_HEAD_BYTES) {
+        if (cur->phase == PHASE_HEAD) {
+            body_fmt(b, "{\"total\":%" PRIu32 ",\"sensors\":[", cur->total);
+            cur->phase = PHASE_TIMES;
+        } else if (cur->phase == PHASE_TIMES) {
+            size_t before = b->len;
+            int rc = fill_list_entries(http, cur, b);
+            if (rc != 0) {
+                return rc;
+            }
+            if (cur->phase == PHASE_TIMES && b->len == before) {
+                break; /* the piece is full */
+            }
+        } else {
+            SL_ASSERT(cur->phase == PHASE_TAIL);
+            body_str(b, "]}");
+            cur->phase = PHASE_DONE;
+        }
+    }
+    return 0;
 }
 
 /* 10s, 1m, 1h, 90s, 1d: the largest of d, h, m, s that divides the window exactly. */
@@ -545,15 +905,14 @@ static enum MHD_Result handle_sensor(struct request *req)
         return reply_error(req, 400, "sensor id must be a decimal u32");
     }
     enum MHD_Result answered = MHD_NO;
-    if (snapshot(req, id, &answered) != 0) {
+    struct view_slot *slot = snapshot(req, id, &answered);
+    if (slot == NULL) {
         return answered;
     }
     const struct sl_store_config *config = &req->http->context.store->config;
-    const struct sl_sensor_view *v = &req->http->view;
+    const struct sl_sensor_view *v = &slot->view;
     struct body b;
-    if (body_open(&b, 512 + config->windows_count * SL_HTTP_WINDOW_TEXT_BYTES) != 0) {
-        return reply_no_memory(req);
-    }
+    body_open(&b, req->conn->piece, SL_HTTP_PIECE_BYTES);
     json_sensor_head(&b, v);
     body_str(&b, ",\"windows\":{");
     for (uint32_t i = 0; i < config->windows_count; i++) {
@@ -571,7 +930,8 @@ static enum MHD_Result handle_sensor(struct request *req)
         body_f64(&b, v->ewma);
     }
     body_str(&b, "}");
-    return reply_body(req, &b, "application/json", NULL, NULL);
+    view_give(req->http, slot);
+    return reply_piece(req, &b, "application/json");
 }
 
 static enum MHD_Result handle_stats(struct request *req)
@@ -590,22 +950,19 @@ static enum MHD_Result handle_stats(struct request *req)
                            req->http->window_s_max);
     }
     enum MHD_Result answered = MHD_NO;
-    if (snapshot(req, id, &answered) != 0) {
+    struct view_slot *slot = snapshot(req, id, &answered);
+    if (slot == NULL) {
         return answered;
     }
     struct sl_window_stats w;
-    sl_view_window(&req->http->view, window_s * 1000000, &w);
+    sl_view_window(&slot->view, window_s * 1000000, &w);
+    view_give(req->http, slot);
     struct body b;
-    if (body_open(&b, SL_HTTP_WINDOW_TEXT_BYTES) != 0) {
-        return reply_no_memory(req);
-    }
+    body_open(&b, req->conn->piece, SL_HTTP_PIECE_BYTES);
     json_window(&b, &w);
-    return reply_body(req, &b, "application/json", NULL, NULL);
+    return reply_piece(req, &b, "application/json");
 }
-
 /* ---- readings ---- */
-
-enum readings_format { FORMAT_JSON, FORMAT_CSV, FORMAT_BIN };
 
 struct readings_query {
     int64_t from_us, to_us, limit;
@@ -643,47 +1000,11 @@ static int readings_params(struct request *req, struct readings_query *q, enum M
     return 0;
 }
 
-static void readings_json(struct body *b, const struct sl_sensor_view *v, uint32_t from, uint32_t n)
-{
-    body_fmt(b, "{\"id\":%" PRIu32 ",\"t_us\":[", v->id);
-    for (uint32_t i = 0; i < n; i++) {
-        body_fmt(b, "%s%" PRId64, i == 0 ? "" : ",", v->t_us[from + i]);
-    }
-    body_str(b, "],\"value\":[");
-    for (uint32_t i = 0; i < n; i++) {
-        if (i > 0) {
-            body_str(b, ",");
-        }
-        body_f32(b, v->value[from + i]);
-    }
-    body_str(b, "]}");
-}
-
-static void readings_csv(struct body *b, const struct sl_sensor_view *v, uint32_t from, uint32_t n)
-{
-    body_str(b, "t_us,value\n");
-    for (uint32_t i = 0; i < n; i++) {
-        body_fmt(b, "%" PRId64 ",", v->t_us[from + i]);
-        body_f32(b, v->value[from + i]);
-        body_str(b, "\n");
-    }
-}
-
-/* n times as i64 LE, then n values as f32 LE. */
-static void readings_bin(struct body *b, const struct sl_sensor_view *v, uint32_t from, uint32_t n)
-{
-    SL_ASSERT(b->cap - b->len >= (size_t)n * 12);
-    uint8_t *p = (uint8_t *)b->data + b->len;
-    for (uint32_t i = 0; i < n; i++) {
-        sl_store_u64(p + (size_t)i * 8, (uint64_t)v->t_us[from + i]);
-    }
-    p += (size_t)n * 8;
-    for (uint32_t i = 0; i < n; i++) {
-        sl_store_f32(p + (size_t)i * 4, v->value[from + i]);
-    }
-    b->len += (size_t)n * 12;
-}
-
+/*
+ * Fix what a readings response sends: the absolute numbers [start, end) of
+ * the oldest `limit` readings with from_us <= t <= to_us in a snapshot
+ * taken now; the pieces then send exactly those.
+ */
 static enum MHD_Result handle_readings(struct request *req)
 {
     uint32_t id = 0;
@@ -692,33 +1013,205 @@ static enum MHD_Result handle_readings(struct request *req)
     if (path_sensor_id(req, &id) != 0) {
         return reply_error(req, 400, "sensor id must be a decimal u32");
     }
-    if (readings_params(req, &q, &answered) != 0 || snapshot(req, id, &answered) != 0) {
+    if (readings_params(req, &q, &answered) != 0) {
         return answered;
     }
-    const struct sl_sensor_view *v = &req->http->view;
+    struct view_slot *slot = snapshot(req, id, &answered);
+    if (slot == NULL) {
+        return answered;
+    }
+    const struct sl_sensor_view *v = &slot->view;
     uint32_t from = sl_view_lower_bound(v, q.from_us);
     uint32_t to = q.to_us == INT64_MAX ? v->count : sl_view_lower_bound(v, q.to_us + 1);
     uint32_t n = to > from ? to - from : 0;
     n = (int64_t)n > q.limit ? (uint32_t)q.limit : n; /* the oldest `limit` of them */
-    struct body b;
-    size_t per_reading = q.format == FORMAT_BIN ? 12 : SL_HTTP_READING_TEXT_BYTES;
-    if (body_open(&b, 64 + (size_t)n * per_reading) != 0) {
-        return reply_no_memory(req);
-    }
+    struct cursor *cur = &req->conn->cursor;
+    memset(cur, 0, sizeof *cur);
+    cur->kind = PIECE_READINGS;
+    cur->format = q.format;
+    cur->sensor_id = id;
+    cur->start_abs = slot->lo_abs + from;
+    cur->next_abs = cur->start_abs;
+    cur->end_abs = cur->start_abs + n;
+    cur->phase = q.format == FORMAT_BIN ? PHASE_TIMES : PHASE_HEAD;
+    view_give(req->http, slot); /* still valid: the first piece likely reuses it */
     if (q.format == FORMAT_JSON) {
-        readings_json(&b, v, from, n);
-        return reply_body(req, &b, "application/json", NULL, NULL);
+        return reply_pieces(req, MHD_SIZE_UNKNOWN, "application/json", NULL, NULL);
     }
     if (q.format == FORMAT_CSV) {
-        readings_csv(&b, v, from, n);
-        return reply_body(req, &b, "text/csv", NULL, NULL);
+        return reply_pieces(req, MHD_SIZE_UNKNOWN, "text/csv", NULL, NULL);
     }
     char count_text[SL_HTTP_NUMBER_BYTES];
     snprintf(count_text, sizeof count_text, "%" PRIu32, n);
-    readings_bin(&b, v, from, n);
-    return reply_body(req, &b, "application/octet-stream", "X-Count", count_text);
+    return reply_pieces(req, (uint64_t)n * 12, "application/octet-stream", "X-Count", count_text);
 }
 
+/*
+ * Make *slot a view holding reading cur->next_abs: the one held if it
+ * does, else a free one that does, else a fresh snapshot. 0, -ESTALE when
+ * the ring dropped that reading, -EBUSY or -ENOENT from the snapshot, or
+ * -EAGAIN when no view is free (a bug in that bound).
+ */
+static int view_for(struct sl_http *http, struct cursor *cur, struct view_slot **slot)
+{
+    if (*slot != NULL && view_covers(*slot, cur->sensor_id, cur->next_abs)) {
+        return 0;
+    }
+    if (*slot == NULL) {
+        *slot = view_take(http, cur->sensor_id, cur->next_abs);
+        if (*slot == NULL) {
+            return -EAGAIN;
+        }
+        if (view_covers(*slot, cur->sensor_id, cur->next_abs)) {
+            return 0;
+        }
+    }
+    int rc = view_fill(http, *slot, cur->sensor_id);
+    if (rc != 0) {
+        return rc;
+    }
+    if (cur->next_abs < (*slot)->lo_abs) {
+        return -ESTALE;
+    }
+    SL_ASSERT(cur->next_abs < (*slot)->hi_abs); /* readings before end were there at the request */
+    return 0;
+}
+
+/* The next readings of the times (or csv rows) or the values phase, as many as fit. */
+static void fill_readings_run(struct cursor *cur, const struct view_slot *slot, struct body *b)
+{
+    const struct sl_sensor_view *v = &slot->view;
+    uint64_t stop = cur->end_abs < slot->hi_abs ? cur->end_abs : slot->hi_abs;
+    bool text = cur->format != FORMAT_BIN;
+    size_t item = text ? SL_HTTP_READING_TEXT_BYTES : cur->phase == PHASE_TIMES ? 8 : 4;
+    while (cur->next_abs < stop && body_room(b) >= item) { /* next_abs rises each step */
+        uint32_t k = (uint32_t)(cur->next_abs - slot->lo_abs);
+        const char *sep = cur->next_abs == cur->start_abs ? "" : ",";
+        if (cur->format == FORMAT_BIN) {
+            uint8_t *p = (uint8_t *)b->data + b->len;
+            if (cur->phase == PHASE_TIMES) {
+                sl_store_u64(p, (uint64_t)v->t_us[k]);
+            } else {
+                sl_store_f32(p, v->value[k]);
+            }
+            b->len += item;
+        } else if (cur->format == FORMAT_CSV) {
+            body_fmt(b, "%" PRId64 ",", v->t_us[k]);
+            body_f32(b, v->value[k]);
+            body_str(b, "\n");
+        } else if (cur->phase == PHASE_TIMES) {
+            body_fmt(b, "%s%" PRId64, sep, v->t_us[k]);
+        } else {
+            body_str(b, sep);
+            body_f32(b, v->value[k]);
+        }
+        cur->next_abs++;
+    }
+}
+
+/* Advance past a finished phase: times to mid (json), to values (bin) or to done (csv). */
+static void readings_phase_done(struct cursor *cur)
+{
+    if (cur->phase == PHASE_VALUES) {
+        cur->phase = cur->format == FORMAT_BIN ? PHASE_DONE : PHASE_TAIL;
+    } else if (cur->format == FORMAT_CSV) {
+        cur->phase = PHASE_DONE;
+    } else if (cur->format == FORMAT_BIN) {
+        cur->phase = PHASE_VALUES;
+        cur->next_abs = cur->start_abs;
+    } else {
+        cur->phase = PHASE_MID;
+    }
+}
+
+/* Fill the piece with what comes next. 0, or a negative status from view_for (the response is cut).
+ */
+static int fill_readings(struct sl_http *http, struct cursor *cur, struct body *b)
+{
+    struct view_slot *slot = NULL;
+    int rc = 0;
+    while (rc == 0 && cur->phase != PHASE_DONE && body_room(b) >= SL_HTTP_PIECE_HEAD_BYTES) {
+        size_t before = b->len;
+        switch (cur->phase) {
+        case PHASE_HEAD:
+            if (cur->format == FORMAT_JSON) {
+                body_fmt(b, "{\"id\":%" PRIu32 ",\"t_us\":[", cur->sensor_id);
+            } else {
+                body_str(b, "t_us,value\n");
+            }
+            cur->phase = PHASE_TIMES;
+            break;
+        case PHASE_TIMES:
+        case PHASE_VALUES:
+            if (cur->next_abs == cur->end_abs) {
+                readings_phase_done(cur);
+                break;
+            }
+            rc = view_for(http, cur, &slot);
+            if (rc == 0) {
+                fill_readings_run(cur, slot, b);
+            }
+            break;
+        case PHASE_MID:
+            body_str(b, "],\"value\":[");
+            cur->next_abs = cur->start_abs;
+            cur->phase = PHASE_VALUES;
+            break;
+        case PHASE_TAIL:
+            body_str(b, "]}");
+            cur->phase = PHASE_DONE;
+            break;
+        case PHASE_DONE:
+            break;
+        }
+        if (rc == 0 && b->len == before &&
+            (cur->phase == PHASE_TIMES || cur->phase == PHASE_VALUES) &&
+            cur->next_abs != cur->end_abs) {
+            break; /* the piece is full */
+        }
+    }
+    if (slot != NULL) {
+        view_give(http, slot);
+    }
+    return rc;
+}
+
+/*
+ * MHD's reader: hand out the rest of the current piece, filling the next
+ * one when it is all sent. Runs on the connection's worker; `pos` is what
+ * MHD has taken so far (the pieces keep their own place).
+ */
+static ssize_t read_piece(void *cls, uint64_t pos, char *buf, size_t max)
+{
+    struct conn *c = cls;
+    struct sl_http *http = c->http;
+    struct cursor *cur = &c->cursor;
+    (void)pos;
+    track_allocations();
+    conn_progress(http, c);
+    if (cur->piece_sent == cur->piece_bytes) {
+        if (cur->phase == PHASE_DONE) {
+            return MHD_CONTENT_READER_END_OF_STREAM;
+        }
+        int rc = fill_piece(http, c);
+        if (rc != 0) {
+            enum cut_reason why = rc == -ESTALE  ? CUT_OVERWRITTEN
+                                  : rc == -EBUSY ? CUT_BUSY
+                                                 : CUT_UNKNOWN;
+            count(&http->cut[why]);
+            return MHD_CONTENT_READER_END_WITH_ERROR;
+        }
+        if (cur->piece_bytes == 0) {
+            SL_ASSERT(cur->phase == PHASE_DONE);
+            return MHD_CONTENT_READER_END_OF_STREAM;
+        }
+    }
+    size_t n = cur->piece_bytes - cur->piece_sent;
+    n = n < max ? n : max;
+    memcpy(buf, c->piece + cur->piece_sent, n);
+    cur->piece_sent += (uint32_t)n;
+    return (ssize_t)n;
+}
 /* ---- /metrics ---- */
 
 static void prom_family(struct body *b, const char *name, const char *type, const char *help)
@@ -980,7 +1473,7 @@ static void metrics_memory(struct body *b, const struct sl_http *http)
          "Heap allocations by the ingest thread since start-up finished (the aim is 0).",
          sl_alloc_count(SL_ALLOC_INGEST)},
         {"sluice_http_heap_allocations_total", "counter",
-         "Heap allocations by the HTTP thread (bounded: response bodies, MHD pools).",
+         "Heap allocations by the HTTP workers (bounded and planned: MHD's pools and responses).",
          sl_alloc_count(SL_ALLOC_HTTP)},
     };
     prom_scalars(b, allocs, SL_ARRAY_COUNT(allocs));
@@ -1001,6 +1494,39 @@ static void metrics_http(struct body *b, const struct sl_http *http)
     int64_t started_us = atomic_load_explicit(
         &((struct sl_net_counters *)http->context.net)->started_at_us, memory_order_relaxed);
     double uptime_s = started_us > 0 && now_us > started_us ? (now_us - started_us) / 1e6 : 0;
+    prom_family(b, "sluice_http_connections_evicted_total", "counter",
+                "HTTP connections shut to make room (table full or address at its cap), by the "
+                "state they were in: idle (no progress) or incomplete (headers not complete).");
+    for (uint32_t r = 0; r < EVICT_COUNT; r++) {
+        body_fmt(b, "sluice_http_connections_evicted_total{reason=\"%s\"} %" PRIu64 "\n",
+                 evict_names[r], counted(&http->evicted[r]));
+    }
+    prom_family(b, "sluice_http_responses_cut_total", "counter",
+                "Piecewise responses ended early, by reason (overwritten: the ring dropped the "
+                "next reading before it was sent).");
+    for (uint32_t r = 0; r < CUT_COUNT; r++) {
+        body_fmt(b, "sluice_http_responses_cut_total{reason=\"%s\"} %" PRIu64 "\n", cut_names[r],
+                 counted(&http->cut[r]));
+    }
+    const struct prom_scalar m[] = {
+        {"sluice_http_header_timeouts_total", "counter",
+         "HTTP connections shut because their request line and headers were not complete within "
+         "the header timeout.",
+         counted(&http->header_timeouts)},
+        {"sluice_http_connections_over_ip_cap_total", "counter",
+         "New HTTP connections that found their address at its cap (that address's connection "
+         "idle or incomplete longest was shut for it).",
+         counted(&http->over_ip_cap)},
+        {"sluice_http_connections_refused_total", "counter",
+         "New HTTP connections shut at once because no slot was free.", counted(&http->no_slot)},
+        {"sluice_http_query_params_refused_total", "counter",
+         "HTTP requests answered 400 for more query parameters than the limit.",
+         counted(&http->params_refused)},
+        {"sluice_http_threads", "gauge", "HTTP worker threads.", http->config.threads},
+        {"sluice_http_connections_capacity", "gauge", "The HTTP connection limit.",
+         http->config.connections_max},
+    };
+    prom_scalars(b, m, SL_ARRAY_COUNT(m));
     prom_family(b, "sluice_uptime_seconds", "gauge", "Seconds since ingestion began.");
     body_fmt(b, "sluice_uptime_seconds %.3f\n", uptime_s);
     prom_family(b, "sluice_build_info", "gauge", "Build information; the value is always 1.");
@@ -1094,11 +1620,13 @@ static void metrics_recovery(struct body *b, const struct sl_http *http)
 
 static enum MHD_Result handle_metrics(struct request *req)
 {
-    struct body b;
-    if (body_open(&b, SL_HTTP_METRICS_BODY_BYTES) != 0) {
-        return reply_no_memory(req);
+    struct sl_http *http = req->http;
+    struct view_slot *slot = view_take(http, 0, UINT64_MAX);
+    if (slot == NULL) {
+        return reply_error(req, 503, "server busy, retry");
     }
-    const struct sl_http *http = req->http;
+    struct body b;
+    body_open(&b, slot->text, SL_HTTP_METRICS_BODY_BYTES);
     metrics_store(&b, http);
     metrics_frames(&b, http->context.net);
     metrics_net(&b, http->context.net);
@@ -1107,9 +1635,17 @@ static enum MHD_Result handle_metrics(struct request *req)
     metrics_http(&b, http);
     metrics_log(&b, http);
     metrics_recovery(&b, http);
-    return reply_body(req, &b, "text/plain; version=0.0.4; charset=utf-8", NULL, NULL);
+    struct MHD_Response *response = NULL;
+    if (!b.overflow) {
+        response = MHD_create_response_from_buffer(b.len, b.data, MHD_RESPMEM_MUST_COPY);
+    }
+    view_give(http, slot);
+    if (b.overflow) {
+        return reply_error(req, 500, "internal error: response larger than planned");
+    }
+    return queue(req, MHD_HTTP_OK, response, "text/plain; version=0.0.4; charset=utf-8", NULL,
+                 NULL);
 }
-
 /* ---- routing ---- */
 
 enum route {
@@ -1173,32 +1709,41 @@ static enum MHD_Result reply_health(struct request *req)
     return queue(req, MHD_HTTP_OK, response, "text/plain", NULL, NULL);
 }
 
-static void track_allocations(void)
-{
-    if (sl_alloc_track != NULL) {
-        sl_alloc_track(SL_ALLOC_HTTP); /* a thread-local store: cheap every time */
-    }
-}
-
+/*
+ * The access handler. *request_state is the connection's slot (the URI log
+ * callback returned it); the first call of a request means its headers are
+ * complete. HEAD runs the GET handler: MHD sends the same headers and no
+ * body (a piecewise response's reader is never called).
+ */
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *connection, const char *url,
                                   const char *method, const char *version, const char *upload_data,
                                   size_t *upload_data_size, void **request_state)
 {
     (void)version;
     (void)upload_data;
+    struct sl_http *http = cls;
+    struct conn *c = *request_state;
     track_allocations();
-    if (*request_state != NULL) {
+    if (c == NULL) {
+        return MHD_NO; /* a connection refused in conn_started */
+    }
+    SL_ASSERT(c->http == http);
+    if (c->answered) {
         *upload_data_size = 0; /* already answered: discard any body */
         return MHD_YES;
     }
-    *request_state = cls;
-    struct request req = {.http = cls, .connection = connection};
+    conn_headers_complete(http, c);
+    struct request req = {.http = http, .connection = connection, .conn = c};
+    if (c->too_many_params) {
+        count(&http->params_refused);
+        return reply_error(&req, 400, "too many query parameters");
+    }
     enum route route = route_of(url, &req);
     if (route == ROUTE_NOT_FOUND) {
         return reply_error(&req, 404, "not found");
     }
-    if (strcmp(method, MHD_HTTP_METHOD_GET) != 0) {
-        return reply_error(&req, 405, "method not allowed, use GET");
+    if (strcmp(method, MHD_HTTP_METHOD_GET) != 0 && strcmp(method, MHD_HTTP_METHOD_HEAD) != 0) {
+        return reply_error(&req, 405, "method not allowed, use GET or HEAD");
     }
     switch (route) {
     case ROUTE_HEALTH:
@@ -1220,104 +1765,290 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *connection, 
     return MHD_NO;
 }
 
+/* ---- the connection table ---- */
+
+static struct conn *conn_of(struct MHD_Connection *connection)
+{
+    const union MHD_ConnectionInfo *info =
+        MHD_get_connection_info(connection, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+    return info != NULL ? info->socket_context : NULL;
+}
+
+/* Shut a connection down (MHD then closes it on its worker). Under lock. */
+static void conn_shut(struct sl_http *http, struct conn *c)
+{
+    SL_ASSERT(c->state != CONN_FREE);
+    SL_ASSERT(!c->shut);
+    (void)http;
+    shutdown(c->fd, SHUT_RDWR); /* the fd is still this connection's: CLOSED comes before close */
+    c->shut = true;
+}
+
+/* True when the kernel holds bytes MHD has not read yet: the peer is sending, not stalling. */
+static bool conn_has_input(const struct conn *c)
+{
+    int pending = 0;
+    return ioctl(c->fd, FIONREAD, &pending) == 0 && pending > 0;
+}
+
+/*
+ * The connection idle or incomplete longest, other than `except`, among
+ * those from `addr`'s address (any when family is 0): the one with the
+ * oldest since_ms, passing over (at most SL_HTTP_EVICT_PROBES times) one
+ * whose unread input is already waiting in the kernel (a client whose
+ * request arrived but whose worker has not read it yet, as a new client
+ * is right after a burst of accepts). NULL when there is none. Under lock.
+ */
+static struct conn *conn_oldest(struct sl_http *http, const struct conn *except, uint8_t family,
+                                const uint8_t *addr)
+{
+    struct conn *passed[SL_HTTP_EVICT_PROBES];
+    uint32_t passed_count = 0;
+    struct conn *oldest = NULL;
+    for (uint32_t probe = 0; probe <= SL_HTTP_EVICT_PROBES; probe++) {
+        oldest = NULL;
+        for (uint32_t i = 0; i < http->slots_count; i++) {
+            struct conn *c = &http->conns[i];
+            if (c->state == CONN_FREE || c->shut || c == except) {
+                continue;
+            }
+            if (family != 0 && (c->family != family || memcmp(c->addr, addr, 16) != 0)) {
+                continue;
+            }
+            bool was_passed = false;
+            for (uint32_t k = 0; k < passed_count; k++) {
+                was_passed |= passed[k] == c;
+            }
+            if (!was_passed && (oldest == NULL || c->since_ms < oldest->since_ms)) {
+                oldest = c;
+            }
+        }
+        if (oldest == NULL || probe == SL_HTTP_EVICT_PROBES || !conn_has_input(oldest)) {
+            break;
+        }
+        passed[passed_count++] = oldest;
+    }
+    if (oldest == NULL && passed_count > 0) {
+        oldest = passed[0]; /* every candidate is sending: the oldest of them */
+    }
+    return oldest;
+}
+
+static void conn_evict(struct sl_http *http, struct conn *victim)
+{
+    count(&http->evicted[victim->state == CONN_INCOMPLETE ? EVICT_INCOMPLETE : EVICT_IDLE]);
+    conn_shut(http, victim);
+}
+
+/* Live (not shut) connections, and those from c's address. Under lock. */
+static void conn_census(const struct sl_http *http, const struct conn *c, uint32_t *all,
+                        uint32_t *same_addr)
+{
+    *all = 0;
+    *same_addr = 0;
+    for (uint32_t i = 0; i < http->slots_count; i++) {
+        const struct conn *o = &http->conns[i];
+        if (o->state == CONN_FREE || o->shut) {
+            continue;
+        }
+        (*all)++;
+        *same_addr += o->family == c->family && memcmp(o->addr, c->addr, 16) == 0;
+    }
+}
+
+/* The peer's address as (family, 16 bytes); family 1 when MHD does not say. */
+static void conn_address(struct MHD_Connection *connection, struct conn *c)
+{
+    const union MHD_ConnectionInfo *info =
+        MHD_get_connection_info(connection, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+    memset(c->addr, 0, sizeof c->addr);
+    c->family = 1;
+    if (info == NULL || info->client_addr == NULL) {
+        return;
+    }
+    const struct sockaddr *sa = info->client_addr;
+    if (sa->sa_family == AF_INET) {
+        memcpy(c->addr, &((const struct sockaddr_in *)(const void *)sa)->sin_addr, 4);
+        c->family = 4;
+    } else if (sa->sa_family == AF_INET6) {
+        memcpy(c->addr, &((const struct sockaddr_in6 *)(const void *)sa)->sin6_addr, 16);
+        c->family = 6;
+    }
+}
+
+/* A newcomer: take a slot, then make room (its address's cap, then the table's). */
+static void conn_started(struct sl_http *http, struct MHD_Connection *connection,
+                         void **socket_context)
+{
+    const union MHD_ConnectionInfo *fd_info =
+        MHD_get_connection_info(connection, MHD_CONNECTION_INFO_CONNECTION_FD);
+    SL_ASSERT(fd_info != NULL);
+    int fd = fd_info->connect_fd;
+    int64_t now = now_ms();
+    pthread_mutex_lock(&http->lock);
+    struct conn *c = NULL;
+    for (uint32_t i = 0; i < http->slots_count && c == NULL; i++) {
+        c = http->conns[i].state == CONN_FREE ? &http->conns[i] : NULL;
+    }
+    if (c == NULL) {
+        /* MHD holds at most slots_count: only a bug gets here. Refuse the newcomer. */
+        count(&http->no_slot);
+        shutdown(fd, SHUT_RDWR);
+        pthread_mutex_unlock(&http->lock);
+        return;
+    }
+    c->state = CONN_INCOMPLETE;
+    c->shut = false;
+    c->fd = fd;
+    c->since_ms = now;
+    c->answered = false;
+    c->too_many_params = false;
+    conn_address(connection, c);
+    *socket_context = c;
+    uint32_t all = 0, same = 0;
+    conn_census(http, c, &all, &same);
+    if (same > per_ip_max(http)) {
+        count(&http->over_ip_cap);
+        struct conn *victim = conn_oldest(http, c, c->family, c->addr);
+        SL_ASSERT(victim != NULL); /* same > cap >= 1: another from this address */
+        conn_evict(http, victim);
+        all--;
+    }
+    if (all > http->config.connections_max) {
+        struct conn *victim = conn_oldest(http, c, 0, NULL);
+        SL_ASSERT(victim != NULL);
+        conn_evict(http, victim);
+    }
+    pthread_mutex_unlock(&http->lock);
+    atomic_fetch_add_explicit(&http->connections_open, 1, memory_order_relaxed);
+    MHD_set_connection_option(connection, MHD_CONNECTION_OPTION_TIMEOUT,
+                              (unsigned int)idle_timeout_s(http));
+}
+
 static void on_connection(void *cls, struct MHD_Connection *connection, void **socket_context,
                           enum MHD_ConnectionNotificationCode code)
 {
     struct sl_http *http = cls;
-    (void)connection;
-    (void)socket_context;
     track_allocations();
     if (code == MHD_CONNECTION_NOTIFY_STARTED) {
-        atomic_fetch_add_explicit(&http->connections_open, 1, memory_order_relaxed);
-    } else if (code == MHD_CONNECTION_NOTIFY_CLOSED) {
-        atomic_fetch_sub_explicit(&http->connections_open, 1, memory_order_relaxed);
+        conn_started(http, connection, socket_context);
+        return;
     }
+    SL_ASSERT(code == MHD_CONNECTION_NOTIFY_CLOSED);
+    struct conn *c = *socket_context;
+    if (c == NULL) {
+        return; /* refused in conn_started */
+    }
+    pthread_mutex_lock(&http->lock);
+    SL_ASSERT(c->state != CONN_FREE);
+    c->state = CONN_FREE; /* before MHD closes the fd: no later shutdown can reach it */
+    c->fd = -1;
+    pthread_mutex_unlock(&http->lock);
+    *socket_context = NULL;
+    atomic_fetch_sub_explicit(&http->connections_open, 1, memory_order_relaxed);
+}
+
+/*
+ * A request line arrived (before MHD parses its query): a kept-alive
+ * connection is incomplete again from now; too many query parameters are
+ * noted and cut off. Returns the slot as the request's state.
+ */
+static void *on_uri(void *cls, const char *uri, struct MHD_Connection *connection)
+{
+    struct sl_http *http = cls;
+    struct conn *c = conn_of(connection);
+    track_allocations();
+    if (c == NULL) {
+        return NULL; /* refused in conn_started: on_request closes it */
+    }
+    SL_ASSERT(c->http == http);
+    pthread_mutex_lock(&http->lock);
+    if (c->state != CONN_INCOMPLETE) {
+        c->state = CONN_INCOMPLETE;
+        c->since_ms = now_ms();
+    }
+    pthread_mutex_unlock(&http->lock);
+    c->answered = false;
+    c->cursor.kind = PIECE_NONE;
+    const char *query = strchr(uri, '?');
+    uint32_t params = 0;
+    for (const char *p = query; p != NULL && *p != '\0'; p++) { /* bounded by the request line */
+        params += *p == '&' || *p == '?';
+    }
+    c->too_many_params = params > SL_HTTP_QUERY_PARAMS_MAX;
+    if (c->too_many_params) {
+        /* MHD's own read buffer, not yet parsed: an empty query keeps the pool free. */
+        ((char *)query)[1] = '\0';
+    }
+    return c;
+}
+
+/* The request is done (sent, or its connection closed): idle from now. */
+static void on_completed(void *cls, struct MHD_Connection *connection, void **request_state,
+                         enum MHD_RequestTerminationCode code)
+{
+    struct sl_http *http = cls;
+    (void)connection;
+    (void)code;
+    track_allocations();
+    struct conn *c = *request_state;
+    if (c == NULL) {
+        return;
+    }
+    pthread_mutex_lock(&http->lock);
+    if (c->state != CONN_FREE) {
+        c->state = CONN_IDLE;
+        c->since_ms = now_ms();
+    }
+    pthread_mutex_unlock(&http->lock);
+    c->cursor.kind = PIECE_NONE;
+    *request_state = NULL;
+}
+
+/* The first access-handler call: headers complete, the request is active. */
+static void conn_headers_complete(struct sl_http *http, struct conn *c)
+{
+    pthread_mutex_lock(&http->lock);
+    c->state = CONN_ACTIVE;
+    c->since_ms = now_ms();
+    pthread_mutex_unlock(&http->lock);
+}
+
+/* A response piece went out: progress. */
+static void conn_progress(struct sl_http *http, struct conn *c)
+{
+    pthread_mutex_lock(&http->lock);
+    c->since_ms = now_ms();
+    pthread_mutex_unlock(&http->lock);
+}
+
+/* Shut every connection whose headers are overdue. */
+static void *watchdog_run(void *arg)
+{
+    struct sl_http *http = arg;
+    pthread_mutex_lock(&http->lock);
+    while (!http->stopping) { /* one pass per tick until sl_http_stop */
+        int64_t now = now_ms();
+        int64_t limit_ms = header_timeout_ms(http);
+        for (uint32_t i = 0; i < http->slots_count; i++) {
+            struct conn *c = &http->conns[i];
+            if (c->state == CONN_INCOMPLETE && !c->shut && now - c->since_ms >= limit_ms) {
+                count(&http->header_timeouts);
+                conn_shut(http, c);
+            }
+        }
+        struct timespec wake;
+        clock_gettime(CLOCK_MONOTONIC, &wake);
+        wake.tv_nsec += (long)SL_HTTP_WATCHDOG_TICK_MS * 1000000;
+        wake.tv_sec += wake.tv_nsec / 1000000000;
+        wake.tv_nsec %= 1000000000;
+        pthread_cond_timedwait(&http->watchdog_wake, &http->lock, &wake);
+    }
+    pthread_mutex_unlock(&http->lock);
+    return NULL;
 }
 
 /* ---- start and stop ---- */
-
-void sl_http_plan(const struct sl_store_config *store_config, struct sl_plan *plan)
-{
-    sl_plan_add(plan, "http_view", sl_store_view_bytes(store_config),
-                "the HTTP thread's sensor snapshot (times, values, coarse buckets, scratch)");
-    sl_plan_add(plan, "http_sorted_ids", (uint64_t)store_config->sensors_max * 2 * sizeof(uint32_t),
-                "sensor ids in ascending order for listing, and merge scratch, 8 B a sensor");
-}
-
-/* "[::1]:80" for IPv6, "127.0.0.1:80" otherwise, for messages. */
-static void endpoint_name(char *out, size_t out_bytes, const char *host, uint16_t port)
-{
-    bool v6 = strchr(host, ':') != NULL && host[0] != '[';
-    snprintf(out, out_bytes, "%s%s%s:%u", v6 ? "[" : "", host, v6 ? "]" : "", (unsigned)port);
-}
-
-/* A numeric IPv4/IPv6 address (brackets allowed) or "localhost" (127.0.0.1). 0 or -EINVAL. */
-static int resolve_host(const char *host, uint16_t port, struct sockaddr_storage *addr,
-                        socklen_t *addr_bytes)
-{
-    char name[sizeof((struct sl_http_config *)0)->host];
-    size_t len = strnlen(host, sizeof name);
-    if (len == sizeof name) {
-        return -EINVAL;
-    }
-    if (len >= 2 && host[0] == '[' && host[len - 1] == ']') {
-        memcpy(name, host + 1, len - 2);
-        name[len - 2] = '\0';
-    } else {
-        memcpy(name, host, len + 1);
-    }
-    const char *numeric = strcmp(name, "localhost") == 0 ? "127.0.0.1" : name;
-    char service[8];
-    snprintf(service, sizeof service, "%u", (unsigned)port);
-    struct addrinfo hints = {.ai_flags = AI_NUMERICHOST | AI_NUMERICSERV | AI_PASSIVE,
-                             .ai_family = AF_UNSPEC,
-                             .ai_socktype = SOCK_STREAM};
-    struct addrinfo *found = NULL;
-    if (getaddrinfo(numeric, service, &hints, &found) != 0 || found == NULL) {
-        return -EINVAL;
-    }
-    SL_ASSERT(found->ai_addrlen <= sizeof *addr);
-    memcpy(addr, found->ai_addr, found->ai_addrlen);
-    *addr_bytes = found->ai_addrlen;
-    freeaddrinfo(found);
-    return 0;
-}
-
-/* Socket, SO_REUSEADDR, bind, listen: the descriptor, or -errno. */
-static int listen_on(const struct sockaddr_storage *addr, socklen_t addr_bytes)
-{
-    int fd = socket(addr->ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    if (fd < 0) {
-        return -errno;
-    }
-    int one = 1;
-    int rc = setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-    if (rc == 0) {
-        rc = bind(fd, (const struct sockaddr *)addr, addr_bytes);
-    }
-    if (rc == 0) {
-        rc = listen(fd, SL_HTTP_LISTEN_BACKLOG);
-    }
-    if (rc != 0) {
-        int e = errno;
-        close(fd);
-        return -e;
-    }
-    return fd;
-}
-
-static uint16_t bound_port(int fd)
-{
-    struct sockaddr_storage addr;
-    socklen_t addr_bytes = sizeof addr;
-    if (getsockname(fd, (struct sockaddr *)&addr, &addr_bytes) != 0) {
-        return 0;
-    }
-    if (addr.ss_family == AF_INET6) {
-        return ntohs(((struct sockaddr_in6 *)&addr)->sin6_port);
-    }
-    return ntohs(((struct sockaddr_in *)&addr)->sin_port);
-}
 
 /* Limits with 0 meaning "the default"; -EINVAL with a reason when out of range. */
 static int effective_config(const struct sl_http_config *in, struct sl_http_config *out,
@@ -1328,6 +2059,12 @@ static int effective_config(const struct sl_http_config *in, struct sl_http_conf
     out->connection_memory_bytes = in->connection_memory_bytes ? in->connection_memory_bytes
                                                                : SL_HTTP_CONNECTION_MEMORY_DEFAULT;
     out->timeout_s = in->timeout_s ? in->timeout_s : SL_HTTP_TIMEOUT_S_DEFAULT;
+    out->threads = in->threads ? in->threads : SL_HTTP_THREADS_DEFAULT;
+    out->header_timeout_ms =
+        in->header_timeout_ms ? in->header_timeout_ms : SL_HTTP_HEADER_TIMEOUT_MS_DEFAULT;
+    if (in->connections_per_ip_max == 0) {
+        out->connections_per_ip_max = out->connections_max / 4 > 0 ? out->connections_max / 4 : 1;
+    }
     if (out->connections_max > SL_HTTP_CONNECTIONS_MAX) {
         *why = "connections must be 1 .. 4096";
         return -EINVAL;
@@ -1336,7 +2073,67 @@ static int effective_config(const struct sl_http_config *in, struct sl_http_conf
         *why = "connection memory must be at least 4096 bytes";
         return -EINVAL;
     }
+    if (out->threads > SL_HTTP_THREADS_MAX) {
+        *why = "threads must be 1 .. 64";
+        return -EINVAL;
+    }
     return 0;
+}
+
+/* The effective config for planning: out-of-range values are planned at their maximum. */
+static void plan_config(const struct sl_http_config *in, struct sl_http_config *out)
+{
+    const char *why = NULL;
+    if (effective_config(in, out, &why) != 0) {
+        out->connections_max = out->connections_max > SL_HTTP_CONNECTIONS_MAX
+                                   ? SL_HTTP_CONNECTIONS_MAX
+                                   : out->connections_max;
+        out->threads = out->threads > SL_HTTP_THREADS_MAX ? SL_HTTP_THREADS_MAX : out->threads;
+    }
+}
+
+static uint64_t view_slot_bytes(const struct sl_store_config *store_config)
+{
+    return sl_align_up(sl_store_view_bytes(store_config), 64) + SL_HTTP_METRICS_BODY_BYTES;
+}
+
+static uint64_t conn_record_bytes(void)
+{
+    return sl_align_up(sizeof(struct conn), 64);
+}
+
+uint64_t sl_http_views_bytes(const struct sl_store_config *store_config,
+                             const struct sl_http_config *config)
+{
+    struct sl_http_config c;
+    plan_config(config, &c);
+    return (uint64_t)c.threads * view_slot_bytes(store_config);
+}
+
+uint64_t sl_http_connections_bytes(const struct sl_http_config *config)
+{
+    struct sl_http_config c;
+    plan_config(config, &c);
+    uint64_t slots = (uint64_t)c.connections_max + SL_HTTP_CONNECTIONS_SLACK;
+    return slots * (conn_record_bytes() + SL_HTTP_PIECE_BYTES);
+}
+
+void sl_http_plan(const struct sl_store_config *store_config, const struct sl_http_config *config,
+                  struct sl_plan *plan)
+{
+    struct sl_http_config c;
+    plan_config(config, &c);
+    uint64_t slots = (uint64_t)c.connections_max + SL_HTTP_CONNECTIONS_SLACK;
+    sl_plan_add(plan, "http_views", sl_http_views_bytes(store_config, config),
+                "per HTTP worker: a sensor snapshot and a /metrics buffer");
+    sl_plan_add(plan, "http_sorted_ids", (uint64_t)store_config->sensors_max * 2 * sizeof(uint32_t),
+                "sensor ids in ascending order for listing, and merge scratch, 8 B a sensor");
+    sl_plan_add(plan, "http_connections", sl_http_connections_bytes(config),
+                "per HTTP connection slot: its record, cursor and 32 KiB response piece");
+    sl_plan_add(plan, SL_HTTP_PLAN_MHD_PART,
+                slots * ((uint64_t)c.connection_memory_bytes + SL_HTTP_METRICS_BODY_BYTES +
+                         SL_HTTP_MHD_CONNECTION_BYTES),
+                "per HTTP connection slot, malloc'd by libmicrohttpd: pool, one response, record");
 }
 
 static void check_context(const struct sl_http_context *ctx)
@@ -1349,19 +2146,110 @@ static void check_context(const struct sl_http_context *ctx)
     SL_ASSERT(ctx->view_memory != NULL);
     SL_ASSERT((uintptr_t)ctx->view_memory % 8 == 0);
     SL_ASSERT(ctx->sorted_ids != NULL);
+    SL_ASSERT(ctx->connection_memory != NULL);
+    SL_ASSERT((uintptr_t)ctx->connection_memory % 8 == 0);
 }
 
-/* Hand the listening socket to MHD with one internal thread. NULL when MHD refuses. */
-static struct MHD_Daemon *start_daemon(struct sl_http *http, const struct sl_http_config *c, int fd)
+/* Point the views and the connection slots into the context's memory. */
+static void lay_out(struct sl_http *http)
 {
+    const struct sl_store_config *store_config = &http->context.store->config;
+    uint8_t *p = http->context.view_memory;
+    for (uint32_t i = 0; i < http->config.threads; i++) {
+        struct view_slot *v = &http->views[i];
+        sl_store_view_init(&v->view, store_config, p);
+        v->text = (char *)p + sl_align_up(sl_store_view_bytes(store_config), 64);
+        p += view_slot_bytes(store_config);
+    }
+    http->slots_count = http->config.connections_max + SL_HTTP_CONNECTIONS_SLACK;
+    uint8_t *q = http->context.connection_memory;
+    http->conns = (struct conn *)(void *)q;
+    char *pieces = (char *)q + sl_align_up((uint64_t)http->slots_count * sizeof(struct conn), 64);
+    SL_ASSERT((uint64_t)(pieces - (char *)q) + (uint64_t)http->slots_count * SL_HTTP_PIECE_BYTES <=
+              sl_http_connections_bytes(&http->config));
+    for (uint32_t i = 0; i < http->slots_count; i++) {
+        struct conn *c = &http->conns[i];
+        memset(c, 0, sizeof *c);
+        c->state = CONN_FREE;
+        c->fd = -1;
+        c->http = http;
+        c->piece = pieces + (uint64_t)i * SL_HTTP_PIECE_BYTES;
+    }
+}
+
+/* Hand the listening socket to MHD's thread pool. NULL when MHD refuses. */
+static struct MHD_Daemon *start_daemon(struct sl_http *http, int fd)
+{
+    const struct sl_http_config *c = &http->config;
     unsigned int flags = MHD_USE_INTERNAL_POLLING_THREAD;
     flags |= MHD_is_feature_supported(MHD_FEATURE_EPOLL) == MHD_YES ? MHD_USE_EPOLL : MHD_USE_AUTO;
     return MHD_start_daemon(flags, 0, NULL, NULL, on_request, http, MHD_OPTION_LISTEN_SOCKET,
-                            (MHD_socket)fd, MHD_OPTION_CONNECTION_LIMIT,
-                            (unsigned int)c->connections_max, MHD_OPTION_CONNECTION_MEMORY_LIMIT,
-                            (size_t)c->connection_memory_bytes, MHD_OPTION_CONNECTION_TIMEOUT,
-                            (unsigned int)c->timeout_s, MHD_OPTION_NOTIFY_CONNECTION, on_connection,
-                            http, MHD_OPTION_END);
+                            (MHD_socket)fd, MHD_OPTION_THREAD_POOL_SIZE, (unsigned int)c->threads,
+                            MHD_OPTION_CONNECTION_LIMIT, (unsigned int)http->slots_count,
+                            MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)c->connection_memory_bytes,
+                            MHD_OPTION_CONNECTION_TIMEOUT, (unsigned int)c->timeout_s,
+                            MHD_OPTION_NOTIFY_CONNECTION, on_connection, http,
+                            MHD_OPTION_URI_LOG_CALLBACK, on_uri, http, MHD_OPTION_NOTIFY_COMPLETED,
+                            on_completed, http, MHD_OPTION_END);
+}
+
+/* The listening socket: the daemon's when prebound, else bound here. -1 with err filled. */
+static int listening_socket(const struct sl_http_config *config, char *err, uint32_t err_bytes)
+{
+    if (config->prebound) {
+        SL_ASSERT(config->listen_fd >= 0);
+        return config->listen_fd;
+    }
+    return sl_sock_listen("http", config->host, config->port, SOCK_STREAM, err, err_bytes);
+}
+
+static void http_free(struct sl_http *http)
+{
+    pthread_cond_destroy(&http->watchdog_wake);
+    pthread_mutex_destroy(&http->sorted_lock);
+    pthread_mutex_destroy(&http->lock);
+    free(http);
+}
+
+/* The server's state, locks and watchdog. NULL when out of memory or threads. */
+static struct sl_http *http_new(const struct sl_http_config *c,
+                                const struct sl_http_context *context)
+{
+    struct sl_http *http = calloc(1, sizeof *http);
+    if (http == NULL) {
+        return NULL;
+    }
+    http->context = *context;
+    http->config = *c;
+    pthread_mutex_init(&http->lock, NULL);
+    pthread_mutex_init(&http->sorted_lock, NULL);
+    pthread_condattr_t attr;
+    pthread_condattr_init(&attr);
+    pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
+    pthread_cond_init(&http->watchdog_wake, &attr);
+    pthread_condattr_destroy(&attr);
+    const struct sl_store_config *store_config = &context->store->config;
+    http->window_s_max = store_config->windows_us[store_config->windows_count - 1] / 1000000;
+    lay_out(http);
+    if (pthread_create(&http->watchdog, NULL, watchdog_run, http) != 0) {
+        http_free(http);
+        return NULL;
+    }
+    http->watchdog_started = true;
+    return http;
+}
+
+static void watchdog_stop(struct sl_http *http)
+{
+    if (!http->watchdog_started) {
+        return;
+    }
+    pthread_mutex_lock(&http->lock);
+    http->stopping = true;
+    pthread_cond_signal(&http->watchdog_wake);
+    pthread_mutex_unlock(&http->lock);
+    pthread_join(http->watchdog, NULL);
+    http->watchdog_started = false;
 }
 
 struct sl_http *sl_http_start(const struct sl_http_config *config,
@@ -1370,42 +2258,34 @@ struct sl_http *sl_http_start(const struct sl_http_config *config,
     char where[300];
     struct sl_http_config c;
     const char *why = NULL;
-    struct sockaddr_storage addr;
-    socklen_t addr_bytes = 0;
     check_context(context);
-    endpoint_name(where, sizeof where, config->host, config->port);
+    sl_sock_endpoint(where, sizeof where, config->host, config->port);
     if (effective_config(config, &c, &why) != 0) {
         snprintf(err, err_bytes, "http %s: %s", where, why);
+        if (config->prebound) {
+            close(config->listen_fd);
+        }
         return NULL;
     }
-    if (resolve_host(config->host, config->port, &addr, &addr_bytes) != 0) {
-        snprintf(err, err_bytes, "http %s: host must be an IPv4 or IPv6 address or localhost",
-                 where);
-        return NULL;
-    }
-    int fd = config->prebound ? config->listen_fd : listen_on(&addr, addr_bytes);
+    int fd = listening_socket(&c, err, err_bytes);
     if (fd < 0) {
-        snprintf(err, err_bytes, "http %s: %s", where, strerror(-fd));
         return NULL;
     }
-    struct sl_http *http = calloc(1, sizeof *http);
+    struct sl_http *http = http_new(&c, context);
     if (http == NULL) {
         close(fd);
         snprintf(err, err_bytes, "http %s: out of memory", where);
         return NULL;
     }
-    http->context = *context;
-    const struct sl_store_config *store_config = &context->store->config;
-    http->window_s_max = store_config->windows_us[store_config->windows_count - 1] / 1000000;
-    http->port = bound_port(fd);
-    sl_store_view_init(&http->view, store_config, context->view_memory);
-    http->daemon = start_daemon(http, &c, fd);
+    http->port = sl_sock_port(fd);
+    http->daemon = start_daemon(http, fd);
     if (http->daemon == NULL) {
         /* MHD closes the socket on some failure paths and not on others. */
         if (fcntl(fd, F_GETFD) != -1) {
             close(fd);
         }
-        free(http);
+        watchdog_stop(http);
+        http_free(http);
         snprintf(err, err_bytes, "http %s: libmicrohttpd failed to start", where);
         return NULL;
     }
@@ -1422,6 +2302,7 @@ void sl_http_stop(struct sl_http *http)
     if (http == NULL) {
         return;
     }
-    MHD_stop_daemon(http->daemon); /* joins the thread and closes the listening socket */
-    free(http);
+    watchdog_stop(http);
+    MHD_stop_daemon(http->daemon); /* joins the workers, closes every connection and the socket */
+    http_free(http);
 }

@@ -1,10 +1,14 @@
 /*
  * The HTTP query API and /metrics (docs/spec/HTTP_API.md), served by
- * libmicrohttpd from one internal thread, with a connection limit, a
- * per-connection memory limit and a timeout, so a slow or hostile client
- * costs a bounded amount and never reaches the ingest thread. Handlers read
- * the store only through its lock-free reader API (snapshots), so serving
- * HTTP never blocks ingestion.
+ * libmicrohttpd's thread pool (`threads` workers), with a connection table
+ * of our own (a limit, a per-address cap, a header deadline, eviction of the
+ * connection idle or incomplete longest when the table is full), a
+ * per-connection memory limit and an inactivity timeout, so a slow or
+ * hostile client costs a bounded, planned amount, never delays another
+ * client and never reaches the ingest thread. Large responses are produced
+ * in bounded pieces from planned buffers. Handlers read the store only
+ * through its lock-free reader API (snapshots), so serving HTTP never
+ * blocks ingestion.
  */
 #ifndef SL_API_HTTP_H
 #define SL_API_HTTP_H
@@ -32,6 +36,18 @@
 #define SL_HTTP_THREADS_DEFAULT 4u
 #define SL_HTTP_THREADS_MAX 64u
 #define SL_HTTP_HEADER_TIMEOUT_MS_DEFAULT 5000u
+/* MHD's limit is ours plus this: room for newcomers while evicted connections close. */
+#define SL_HTTP_CONNECTIONS_SLACK 16u
+/* One piece of a large response (readings, the sensor list): a planned buffer per connection. */
+#define SL_HTTP_PIECE_BYTES (32u * 1024)
+/* The /metrics text, built in the worker's planned buffer (then copied once by MHD). */
+#define SL_HTTP_METRICS_BODY_BYTES (64u * 1024)
+/* More query parameters than this: 400 (counted in the raw request line, before MHD parses them). */
+#define SL_HTTP_QUERY_PARAMS_MAX 64u
+/* MHD's own cost per connection beyond its pool: struct MHD_Connection, address, epoll entry. */
+#define SL_HTTP_MHD_CONNECTION_BYTES 2048u
+/* The plan part for memory libmicrohttpd allocates itself (stated in the plan, not in the arena). */
+#define SL_HTTP_PLAN_MHD_PART "http_mhd"
 
 struct sl_http_config {
     /* prebound: listen_fd is a listening socket the daemon bound (sl_sock_listen); else bind host:port. */
@@ -58,10 +74,12 @@ struct sl_http_context {
     const struct sl_log *log;                   /* health and counters; NULL in tests without one */
     const struct sl_checkpointer *checkpointer; /* counters; may be NULL */
     const struct sl_recover_result *recovery;   /* what start-up found; may be NULL */
-    /* The API thread's snapshot arrays: sl_store_view_bytes(&store->config), from the arena. */
+    /* One snapshot view and /metrics buffer per worker thread: sl_http_views_bytes, from the arena. */
     void *view_memory;
     /* The sorted id list for /api/v1/sensors: 2 x sensors_max u32, from the arena. */
     uint32_t *sorted_ids;
+    /* The connection table and each connection's piece buffer: sl_http_connections_bytes. */
+    void *connection_memory;
     const char *version;
     bool memory_locked;                /* the arena is mlocked (sluice_memory_locked) */
     uint64_t udp_receive_buffer_bytes; /* granted UDP SO_RCVBUF, read back and halved; 0: UDP off */
@@ -69,12 +87,31 @@ struct sl_http_context {
 
 struct sl_http; /* opaque; allocated by sl_http_start (start-up, off the ingest path) */
 
-/* Parts of the plan the API needs (view_memory, sorted_ids). */
-void sl_http_plan(const struct sl_store_config *store_config, struct sl_plan *plan);
+/*
+ * Parts of the plan the API needs, in this order: "http_views"
+ * (view_memory), "http_sorted_ids" (sorted_ids), "http_connections"
+ * (connection_memory), all taken from the arena in that order; then
+ * SL_HTTP_PLAN_MHD_PART, what libmicrohttpd mallocs itself (its pool, one
+ * response buffer and its connection record, for every connection it may
+ * hold), which the daemon states but does not map. `config`'s zero fields
+ * mean their defaults, as in sl_http_start.
+ */
+void sl_http_plan(const struct sl_store_config *store_config, const struct sl_http_config *config,
+                  struct sl_plan *plan);
+
+/* Bytes of view_memory: threads x (sl_store_view_bytes + SL_HTTP_METRICS_BODY_BYTES), aligned. */
+uint64_t sl_http_views_bytes(const struct sl_store_config *store_config,
+                             const struct sl_http_config *config);
+
+/* Bytes of connection_memory: (connections_max + SL_HTTP_CONNECTIONS_SLACK) x (record + piece). */
+uint64_t sl_http_connections_bytes(const struct sl_http_config *config);
 
 /*
- * Bind and start serving. Returns the server, or NULL with a reason in
- * err (e.g. "127.0.0.1:7401: Address already in use"). Main thread.
+ * Bind (or, when config->prebound, take config->listen_fd) and start
+ * serving. Returns the server, or NULL with a reason in err (e.g. "http
+ * 127.0.0.1:7401: Address already in use"). On failure a prebound socket
+ * is closed. The context's memory blocks belong to this server alone while
+ * it runs. Main thread; starts `threads` MHD workers and one watchdog.
  */
 struct sl_http *sl_http_start(const struct sl_http_config *config,
                               const struct sl_http_context *context, char *err, uint32_t err_bytes);
@@ -82,7 +119,7 @@ struct sl_http *sl_http_start(const struct sl_http_config *config,
 /* The port actually bound (useful with port 0). */
 uint16_t sl_http_port(const struct sl_http *http);
 
-/* Stop serving and free the server. Main thread. */
+/* Stop serving (joins the watchdog and the workers) and free the server. Main thread. */
 void sl_http_stop(struct sl_http *http);
 
 #endif

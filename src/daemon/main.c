@@ -180,7 +180,7 @@ static void build_plan(struct daemon *dm)
     sl_store_plan(&dm->config.store, &dm->plan);
     sl_ingest_plan(&dm->ingest_config, &dm->plan);
     sl_log_plan(&dm->config.log, &dm->plan);
-    sl_http_plan(&dm->config.store, &dm->plan);
+    sl_http_plan(&dm->config.store, &dm->http_config, &dm->plan);
 }
 
 /* MemAvailable from /proc/meminfo, in bytes; 0 when it cannot be read. */
@@ -470,7 +470,8 @@ static int open_state(struct daemon *dm, char *err, uint32_t err_bytes)
         lock_data_dir(dm->config.data_dir, err, err_bytes) != 0) {
         return -1;
     }
-    int rc = sl_arena_map(&dm->arena, dm->plan.total_bytes);
+    /* libmicrohttpd mallocs its part of the plan itself: stated (and checked above), not mapped. */
+    int rc = sl_arena_map(&dm->arena, dm->plan.total_bytes - sl_plan_part_bytes(&dm->plan, SL_HTTP_PLAN_MHD_PART));
     if (rc != 0) {
         snprintf(err, err_bytes, "cannot map the memory plan of %llu bytes: %s",
                  (unsigned long long)dm->plan.total_bytes, strerror(-rc));
@@ -515,9 +516,10 @@ static int start_http(struct daemon *dm, char *err, uint32_t err_bytes)
     ctx->log = dm->log;
     ctx->checkpointer = &dm->checkpointer;
     ctx->recovery = &dm->recovery;
-    ctx->view_memory = sl_arena_take(&dm->arena, sl_store_view_bytes(&dm->config.store));
-    ctx->sorted_ids =
-        sl_arena_take(&dm->arena, 2ull * dm->config.store.sensors_max * sizeof(uint32_t));
+    ctx->view_memory =
+        sl_arena_take(&dm->arena, sl_http_views_bytes(&dm->config.store, &dm->http_config));
+    ctx->sorted_ids = sl_arena_take(&dm->arena, 2ull * dm->config.store.sensors_max * sizeof(uint32_t));
+    ctx->connection_memory = sl_arena_take(&dm->arena, sl_http_connections_bytes(&dm->http_config));
     ctx->version = SL_VERSION;
     ctx->memory_locked = dm->arena.locked;
     ctx->udp_receive_buffer_bytes = dm->udp_rcvbuf_granted_bytes;

@@ -77,8 +77,12 @@ def check_summary(c, s):
     growth = s["rss_growth_after_warmup"]
     c.check(growth is not None and growth <= 0.01, "RSS growth after warm-up %r <= 1 %%" % growth)
     c.eq(s["heap_allocations_after_start"], 0, "heap allocations after start")
-    c.check(s["peak_rss_bytes"] and s["peak_rss_bytes"] >= ctx["memory_planned_bytes"],
-            "peak RSS %r covers the plan %r" % (s["peak_rss_bytes"], ctx["memory_planned_bytes"]))
+    # The arena maps the plan but for libmicrohttpd's part, which it mallocs as connections come.
+    c.check(s["peak_rss_bytes"] and s["peak_rss_bytes"] >= ctx["memory_mapped_bytes"],
+            "peak RSS %r covers the mapped plan %r" % (s["peak_rss_bytes"], ctx["memory_mapped_bytes"]))
+    c.check(s["peak_rss_bytes"] <= ctx["memory_planned_bytes"] + (64 << 20),
+            "peak RSS %r within the plan %r (+64 MiB for libc and thread stacks)"
+            % (s["peak_rss_bytes"], ctx["memory_planned_bytes"]))
     c.check(s["log_bytes_written"] and s["log_bytes_written"] > READINGS * 12,
             "the durable log was written: %r bytes" % s["log_bytes_written"])
     c.eq(s["bars"]["speed"]["checked"], False, "speed is not a bar at %d h" % HOURS)

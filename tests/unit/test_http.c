@@ -25,8 +25,14 @@
  * - hostile clients (a 100 KB request line, a header flood, garbage, silent
  *   connections up to the connection limit) never stop the server from
  *   answering another client, and silent connections are closed on timeout;
- * - the server runs exactly one thread (the handlers share one view);
- * - start-up errors: the port in use, a bad host.
+ * - the server runs its pool of workers and one watchdog thread;
+ * - HEAD on every GET route (the GET's status and headers, no body, bin's
+ *   Content-Length); 64 query parameters served, 65 and 1,500 get 400;
+ * - the connection table: silent connections over the per-address cap and
+ *   over the table (from eight addresses) are evicted, oldest first, and a
+ *   new client is answered; a request trickling its headers is shut at the
+ *   header deadline; all of it counted in /metrics;
+ * - start-up errors: the port in use, a bad host; a prebound socket is served.
  * Sockets go to 127.0.0.1 only and every wait is bounded.
  */
 #include <arpa/inet.h>
@@ -47,6 +53,7 @@
 #include "api/http.h"
 #include "core/assert.h"
 #include "core/plan.h"
+#include "net/sock.h"
 #include "store/store.h"
 #include "store/streams.h"
 #include "testlib.h"
@@ -81,7 +88,37 @@ struct reply {
     char *body; /* into raw */
     size_t body_bytes;
     size_t head_bytes; /* status line and headers, up to the blank line */
+    bool chunked;      /* Transfer-Encoding: chunked, decoded in place into body */
+    bool chunks_ended; /* the last (zero) chunk arrived: the body is complete */
 };
+
+static bool header(const struct reply *r, const char *name, char *out, size_t out_bytes);
+
+/* Decode a chunked body in place (strict: hex size, CRLF, data, CRLF; ends at the 0 chunk). */
+static void dechunk(struct reply *r)
+{
+    char *in = r->body, *out = r->body, *end = r->body + r->body_bytes;
+    while (in < end) { /* each pass consumes one chunk, or stops */
+        char *stop = NULL;
+        unsigned long n = strtoul(in, &stop, 16);
+        if (stop == in || stop + 2 > end || stop[0] != '\r' || stop[1] != '\n') {
+            break;
+        }
+        in = stop + 2;
+        if (n == 0) {
+            r->chunks_ended = true;
+            break;
+        }
+        if ((size_t)(end - in) < n + 2 || in[n] != '\r' || in[n + 1] != '\n') {
+            break;
+        }
+        memmove(out, in, n);
+        out += n;
+        in += n + 2;
+    }
+    r->body_bytes = (size_t)(out - r->body);
+    *out = '\0';
+}
 
 static int connect_local(uint16_t port)
 {
@@ -140,6 +177,11 @@ static void read_reply(int fd, struct reply *r)
         r->head_bytes = (size_t)(end - r->raw) + 2;
         r->body = end + 4;
         r->body_bytes = r->raw_bytes - (size_t)(r->body - r->raw);
+        char te[64];
+        r->chunked = header(r, "Transfer-Encoding", te, sizeof te) && strcmp(te, "chunked") == 0;
+        if (r->chunked) {
+            dechunk(r);
+        }
     } else {
         r->body = r->raw + r->raw_bytes;
     }
@@ -208,9 +250,13 @@ static bool header_is(const struct reply *r, const char *name, const char *value
     return header(r, name, v, sizeof v) && strcmp(v, value) == 0;
 }
 
+/* The body is complete by its framing: a matching Content-Length, or chunks through the last. */
 static bool content_length_ok(const struct reply *r)
 {
     char v[64];
+    if (r->chunked) {
+        return r->chunks_ended && !header(r, "Content-Length", v, sizeof v);
+    }
     return header(r, "Content-Length", v, sizeof v) && strtoull(v, NULL, 10) == r->body_bytes;
 }
 
@@ -320,16 +366,20 @@ static uint32_t thread_count(void)
     return n;
 }
 
+/* The server's configuration (the plan and the start use the same one). */
+static const struct sl_http_config server_config = {.host = "127.0.0.1",
+                                                    .port = 0,
+                                                    .connections_max = 8,
+                                                    .connections_per_ip_max = 8,
+                                                    .connection_memory_bytes = 32 * 1024,
+                                                    .timeout_s = 2,
+                                                    .threads = 3};
+
 static void start_server(void)
 {
     uint32_t threads_before = thread_count();
-    struct sl_http_config c = {.host = "127.0.0.1",
-                               .port = 0,
-                               .connections_max = 8,
-                               .connection_memory_bytes = 32 * 1024,
-                               .timeout_s = 2};
     char err[256] = "";
-    fx.http = sl_http_start(&c, &fx.context, err, sizeof err);
+    fx.http = sl_http_start(&server_config, &fx.context, err, sizeof err);
     CHECK(fx.http != NULL);
     if (fx.http == NULL) {
         fprintf(stderr, "sl_http_start: %s\n", err);
@@ -337,7 +387,14 @@ static void start_server(void)
     }
     fx.port = sl_http_port(fx.http);
     CHECK(fx.port != 0);
-    CHECK_EQ_U64(thread_count(), threads_before + 1); /* exactly one server thread */
+    /* the pool's workers and the header watchdog (and TSan's own thread, started with the first) */
+    uint32_t extra = 0;
+#if defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+    extra = 1;
+#endif
+#endif
+    CHECK_EQ_U64(thread_count(), threads_before + server_config.threads + 1 + extra);
 }
 
 static void fixture_open(void)
@@ -350,15 +407,22 @@ static void fixture_open(void)
     sl_store_plan(&c, &fx.plan);
     sl_streams_plan(STREAMS, &fx.plan, "tcp_streams");
     sl_streams_plan(STREAMS, &fx.plan, "udp_streams");
-    sl_http_plan(&c, &fx.plan);
+    sl_http_plan(&c, &server_config, &fx.plan);
     CHECK(sl_plan_part_bytes(&fx.plan, "http_sorted_ids") == SENSORS_MAX * 8);
-    CHECK(sl_arena_map(&fx.arena, fx.plan.total_bytes) == 0);
+    CHECK(sl_plan_part_bytes(&fx.plan, "http_views") == sl_http_views_bytes(&c, &server_config));
+    CHECK(sl_plan_part_bytes(&fx.plan, "http_connections") ==
+          sl_http_connections_bytes(&server_config));
+    uint64_t mhd_bytes = sl_plan_part_bytes(&fx.plan, SL_HTTP_PLAN_MHD_PART);
+    CHECK(mhd_bytes >= (8 + SL_HTTP_CONNECTIONS_SLACK) * 32 * 1024);
+    CHECK(sl_arena_map(&fx.arena, fx.plan.total_bytes - mhd_bytes) == 0);
     sl_store_init(&fx.store, &c, &fx.arena);
     sl_streams_init(&fx.tcp, STREAMS, &fx.arena);
     sl_streams_init(&fx.udp, STREAMS, &fx.arena);
-    fx.context.view_memory = sl_arena_take(&fx.arena, sl_store_view_bytes(&c));
+    fx.context.view_memory = sl_arena_take(&fx.arena, sl_http_views_bytes(&c, &server_config));
     fx.context.sorted_ids = sl_arena_take(&fx.arena, (uint64_t)SENSORS_MAX * 2 * sizeof(uint32_t));
-    CHECK_EQ_U64(fx.arena.used_bytes, fx.plan.total_bytes);
+    fx.context.connection_memory =
+        sl_arena_take(&fx.arena, sl_http_connections_bytes(&server_config));
+    CHECK_EQ_U64(fx.arena.used_bytes, fx.plan.total_bytes - mhd_bytes);
     sl_arena_seal(&fx.arena);
     fx.context.store = &fx.store;
     fx.context.net = &fx.net;
@@ -675,7 +739,7 @@ static void test_not_found_and_methods(void)
         struct reply r;
         request(methods[i], i % 2 ? "/api/v1/sensors/1" : "/healthz", &r);
         CHECK_EQ_U64(r.status, 405);
-        CHECK(header_is(&r, "Allow", "GET"));
+        CHECK(header_is(&r, "Allow", "GET, HEAD"));
         CHECK(header_is(&r, "Content-Type", "application/json"));
         CHECK(strstr(r.body, "\"error\"") != NULL && content_length_ok(&r));
         json_enqueue(methods[i], &r);
@@ -686,7 +750,7 @@ static void test_not_found_and_methods(void)
                                "Connection: close\r\n\r\nhello";
     struct reply r;
     exchange(post, sizeof post - 1, &r);
-    CHECK(r.status == 405 && header_is(&r, "Allow", "GET"));
+    CHECK(r.status == 405 && header_is(&r, "Allow", "GET, HEAD"));
     reply_free(&r);
 }
 
@@ -939,13 +1003,189 @@ static void test_hostile_clients(void)
     expect_healthy();
 }
 
+/* A context of its own for a second server (its memory blocks must not be the running one's). */
+static void spare_context(const struct sl_http_config *config, struct sl_http_context *out)
+{
+    *out = fx.context;
+    out->view_memory = aligned_alloc(64, sl_http_views_bytes(&fx.store.config, config));
+    out->sorted_ids = malloc((size_t)SENSORS_MAX * 2 * sizeof(uint32_t));
+    out->connection_memory = aligned_alloc(64, sl_http_connections_bytes(config));
+    CHECK(out->view_memory != NULL && out->sorted_ids != NULL && out->connection_memory != NULL);
+}
+
+static void spare_free(struct sl_http_context *ctx)
+{
+    free(ctx->view_memory);
+    free(ctx->sorted_ids);
+    free(ctx->connection_memory);
+}
+
+/* ---- HEAD, query limits ---- */
+
+static void test_head_and_params(void)
+{
+    static const char *const paths[] = {"/healthz",
+                                        "/metrics",
+                                        "/api/v1/sensors",
+                                        "/api/v1/sensors/1",
+                                        "/api/v1/sensors/1/stats?window_s=10",
+                                        "/api/v1/sensors/1/readings",
+                                        "/api/v1/sensors/1/readings?format=bin",
+                                        "/api/v1/sensors/99"};
+    for (uint32_t i = 0; i < SL_ARRAY_COUNT(paths); i++) {
+        struct reply g, h;
+        get(paths[i], &g);
+        request("HEAD", paths[i], &h);
+        CHECK_EQ_U64(h.status, g.status);
+        CHECK_EQ_U64(h.body_bytes, 0);
+        char a[64] = "", b[64] = "";
+        CHECK(header(&h, "Content-Type", a, sizeof a) && header(&g, "Content-Type", b, sizeof b));
+        CHECK(strcmp(a, b) == 0);
+        reply_free(&g);
+        reply_free(&h);
+    }
+    struct reply r;
+    request("HEAD", "/api/v1/sensors/1/readings?format=bin", &r);
+    CHECK(header_is(&r, "X-Count", "2") && header_is(&r, "Content-Length", "24"));
+    reply_free(&r);
+
+    /* 64 parameters are served; 65 and 1,500 get 400 before MHD parses them. */
+    static const uint32_t counts[] = {SL_HTTP_QUERY_PARAMS_MAX, SL_HTTP_QUERY_PARAMS_MAX + 1, 1500};
+    char *path = malloc(32 * 1024);
+    for (uint32_t k = 0; k < SL_ARRAY_COUNT(counts); k++) {
+        size_t n = (size_t)snprintf(path, 64, "/api/v1/sensors?limit=1");
+        for (uint32_t i = 1; i < counts[k]; i++) {
+            n += (size_t)snprintf(path + n, 32 * 1024 - n, "&p%u=%u", i, i);
+        }
+        char *text = malloc(n + 128);
+        int len = snprintf(text, n + 128, "GET %s HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+                           path);
+        exchange(text, (size_t)len, &r);
+        if (counts[k] <= SL_HTTP_QUERY_PARAMS_MAX) {
+            CHECK_EQ_U64(r.status, 200);
+        } else {
+            CHECK_EQ_U64(r.status, 400);
+            CHECK(strcmp(r.body, "{\"error\": \"too many query parameters\"}") == 0);
+        }
+        reply_free(&r);
+        free(text);
+    }
+    free(path);
+}
+
+/* ---- the connection table: per-address cap, eviction, header deadline ---- */
+
+/* A connection to 127.0.0.1:port from source address 127.0.0.<host>. */
+static int connect_from(uint16_t port, uint8_t host)
+{
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    CHECK(fd >= 0);
+    struct timeval tv = {.tv_sec = IO_TIMEOUT_S};
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    struct sockaddr_in src = {.sin_family = AF_INET};
+    src.sin_addr.s_addr = htonl(0x7f000000u | host);
+    CHECK(bind(fd, (struct sockaddr *)&src, sizeof src) == 0);
+    struct sockaddr_in addr = {.sin_family = AF_INET, .sin_port = htons(port)};
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    CHECK(connect(fd, (struct sockaddr *)&addr, sizeof addr) == 0);
+    return fd;
+}
+
+/* A sample from /metrics (the current server, fx.port): "name{labels} ", or -1 when absent. */
+static double metric(const char *line_prefix)
+{
+    struct reply r;
+    char key[256];
+    snprintf(key, sizeof key, "\n%s", line_prefix);
+    get("/metrics", &r);
+    const char *at = strstr(r.body, key);
+    double v = at != NULL ? strtod(at + strlen(key), NULL) : -1;
+    reply_free(&r);
+    return v;
+}
+
+static void test_connection_table(void)
+{
+    struct sl_http_config c = {.host = "127.0.0.1",
+                               .connections_max = 4,
+                               .connections_per_ip_max = 2,
+                               .header_timeout_ms = 400,
+                               .timeout_s = 60,
+                               .threads = 2};
+    struct sl_http_context spare;
+    spare_context(&c, &spare);
+    char err[256] = "";
+    struct sl_http *h = sl_http_start(&c, &spare, err, sizeof err);
+    CHECK(h != NULL);
+    if (h == NULL) {
+        return;
+    }
+    uint16_t saved = fx.port;
+    fx.port = sl_http_port(h);
+
+    /* Silent connections from 127.0.0.1, three times its cap: a new client from there is answered.
+     */
+    int silent[6];
+    for (int i = 0; i < 6; i++) {
+        silent[i] = connect_from(fx.port, 1);
+    }
+    expect_healthy();
+    CHECK(metric("sluice_http_connections_over_ip_cap_total ") >= 4);
+    CHECK(metric("sluice_http_connections_evicted_total{reason=\"incomplete\"} ") >= 4);
+    /* The oldest of them were shut: EOF, well before any timeout. */
+    CHECK(closed_by_server(silent[0]));
+    for (int i = 0; i < 6; i++) {
+        close(silent[i]);
+    }
+
+    /* Eight silent addresses, twice the table: the table evicts the oldest, a newcomer is answered.
+     */
+    double evicted = metric("sluice_http_connections_evicted_total{reason=\"incomplete\"} ");
+    int many[8];
+    for (int i = 0; i < 8; i++) {
+        many[i] = connect_from(fx.port, (uint8_t)(10 + i));
+    }
+    expect_healthy();
+    CHECK(metric("sluice_http_connections_evicted_total{reason=\"incomplete\"} ") >= evicted + 4);
+    for (int i = 0; i < 8; i++) {
+        close(many[i]);
+    }
+
+    /* A request whose headers trickle forever is shut at the header deadline (400 ms). */
+    int slow = connect_from(fx.port, 3);
+    send_all(slow, "GET /healthz HTTP/1.1\r\n", 23);
+    bool closed = false;
+    struct timeval tv = {.tv_usec = 100 * 1000};
+    setsockopt(slow, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    for (int i = 0; i < 100 && !closed; i++) { /* 10 s at most; the deadline is 0.4 s */
+        if (send(slow, "X: y\r\n", 6, MSG_NOSIGNAL) != 6) {
+            closed = true;
+            break;
+        }
+        char byte;
+        ssize_t n = recv(slow, &byte, 1, 0);
+        closed = n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK);
+    }
+    CHECK(closed);
+    close(slow);
+    CHECK(metric("sluice_http_header_timeouts_total ") >= 1);
+    expect_healthy();
+
+    fx.port = saved;
+    sl_http_stop(h);
+    spare_free(&spare);
+}
+
 /* ---- start-up errors ---- */
 
 static void test_start_errors(void)
 {
+    struct sl_http_context spare;
+    struct sl_http_config defaults = {.host = "127.0.0.1"};
+    spare_context(&defaults, &spare);
     char err[256] = "";
     struct sl_http_config c = {.host = "127.0.0.1", .port = fx.port};
-    CHECK(sl_http_start(&c, &fx.context, err, sizeof err) == NULL);
+    CHECK(sl_http_start(&c, &spare, err, sizeof err) == NULL);
     char want[64];
     snprintf(want, sizeof want, "http 127.0.0.1:%u: Address already in use", fx.port);
     CHECK(strcmp(err, want) == 0);
@@ -953,18 +1193,18 @@ static void test_start_errors(void)
         fprintf(stderr, "  got \"%s\"\n", err);
     }
     struct sl_http_config named = {.host = "example.invalid", .port = 0};
-    CHECK(sl_http_start(&named, &fx.context, err, sizeof err) == NULL);
-    CHECK(strstr(err, "example.invalid") != NULL && strstr(err, "address") != NULL);
+    CHECK(sl_http_start(&named, &spare, err, sizeof err) == NULL);
+    CHECK(strstr(err, "http example.invalid:0: ") == err);
     struct sl_http_config many = {.host = "127.0.0.1", .connections_max = 5000};
-    CHECK(sl_http_start(&many, &fx.context, err, sizeof err) == NULL);
+    CHECK(sl_http_start(&many, &spare, err, sizeof err) == NULL);
     CHECK(strstr(err, "connections") != NULL);
-    /* localhost and an IPv6 literal bind (no traffic: they would share the view). */
+    /* localhost and an IPv6 literal bind. */
     struct sl_http_config local = {.host = "localhost", .port = 0};
-    struct sl_http *h = sl_http_start(&local, &fx.context, err, sizeof err);
+    struct sl_http *h = sl_http_start(&local, &spare, err, sizeof err);
     CHECK(h != NULL && sl_http_port(h) != 0);
     sl_http_stop(h);
     struct sl_http_config v6 = {.host = "::1", .port = 0};
-    h = sl_http_start(&v6, &fx.context, err, sizeof err);
+    h = sl_http_start(&v6, &spare, err, sizeof err);
     if (h == NULL) {
         CHECK(strstr(err, "http [::1]:0: ") == err); /* a host without IPv6 */
         printf("note: IPv6 loopback unavailable: %s\n", err);
@@ -972,7 +1212,22 @@ static void test_start_errors(void)
         CHECK(sl_http_port(h) != 0);
         sl_http_stop(h);
     }
+    /* Prebound: the daemon's socket (sl_sock_listen) is served as it is, on its port. */
+    int fd = sl_sock_listen("http", "127.0.0.1", 0, SOCK_STREAM, err, sizeof err);
+    CHECK(fd >= 0);
+    uint16_t bound = sl_sock_port(fd);
+    struct sl_http_config pre = {.host = "127.0.0.1", .prebound = true, .listen_fd = fd};
+    h = sl_http_start(&pre, &spare, err, sizeof err);
+    CHECK(h != NULL && sl_http_port(h) == bound);
+    if (h != NULL) {
+        uint16_t saved = fx.port;
+        fx.port = bound;
+        expect_healthy();
+        fx.port = saved;
+        sl_http_stop(h);
+    }
     sl_http_stop(NULL);
+    spare_free(&spare);
 }
 
 int main(void)
@@ -990,6 +1245,8 @@ int main(void)
     test_busy_sensor();
     test_metrics();
     test_hostile_clients();
+    test_head_and_params();
+    test_connection_table();
     test_start_errors();
     expect_healthy();
     sl_http_stop(fx.http);
