@@ -4,8 +4,7 @@
  * subsystem, as text or as one JSON object a line (--log-format json, for
  * journald and log shippers):
  *
- *   2026-12-03T07:41:02.123456Z warn tcp: connection table full: evicted 10.0.0.7:51234 (idle 12.0
- * s)
+ *   2026-12-03T07:41:02.123456Z warn tcp: connection table full: evicted 10.0.0.7:51234 (idle 12.0 s)
  *   {"time":"2026-12-03T07:41:02.123456Z","level":"warn","subsystem":"tcp","msg":"connection ..."}
  *
  * Each line is formatted into a stack buffer (SL_SAY_FORMAT_BYTES, longer
