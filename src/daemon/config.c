@@ -322,6 +322,16 @@ static int parse_windows(const char *text, struct sl_store_config *store, char *
             return fail(err, err_bytes, "--windows: '%s' is not a list of durations like 10s,1m,1h",
                         text);
         }
+        /* What sl_store_config_check asks, said here so that the error names the flag. */
+        if (us < 1000000 || us > SL_WINDOW_US_MAX || us % 1000000 != 0) {
+            return fail(err, err_bytes,
+                        "--windows: '%s' is not a whole number of seconds from 1s to 366d", tok);
+        }
+        if (count > 0 && us <= store->windows_us[count - 1]) {
+            return fail(err, err_bytes,
+                        "--windows: '%s' must ascend: '%s' is not longer than the one before", text,
+                        tok);
+        }
         store->windows_us[count++] = us;
     }
     store->windows_count = count;
@@ -481,6 +491,9 @@ static int apply_bytes(struct sl_config *c, const struct opt *o, const char *val
     if (strcmp(o->name, "log-bytes-max") == 0) {
         c->log.bytes_max = bytes;
     } else if (strcmp(o->name, "log-segment-bytes") == 0) {
+        if (bytes % 4096 != 0) { /* segments are preallocated and written in pages */
+            return fail(err, err_bytes, "--%s: '%s' is not a multiple of 4 KiB", o->name, value);
+        }
         c->log.segment_bytes = bytes;
     } else if (strcmp(o->name, "log-buffer-bytes") == 0) {
         c->log.buffer_bytes = bytes;
@@ -864,6 +877,12 @@ static int finish(struct sl_config *c, char *err, uint32_t err_bytes)
     }
     if (set_string(c->log.dir, sizeof c->log.dir, c->data_dir) != 0) {
         return fail(err, err_bytes, "--data-dir: path too long");
+    }
+    if (c->log.bytes_max / 2 < c->log.segment_bytes) {
+        return fail(err, err_bytes,
+                    "--log-bytes-max: %" PRIu64
+                    " holds fewer than two --log-segment-bytes (%" PRIu64 ")",
+                    c->log.bytes_max, c->log.segment_bytes);
     }
     if (sl_log_config_check(&c->log, &why) != 0) {
         return fail(err, err_bytes, "log: %s", why);

@@ -13,7 +13,11 @@
  * message, never doubled; the per-address caps default to a quarter of
  * their tables (at least 1) and may not exceed them; the boundary values
  * (a 1024-byte line, a file of exactly 1 MiB) are accepted; the diff names
- * each changed key once and says which are live.
+ * each changed key once and says which are live. The checks that span
+ * values (a window of whole seconds, windows ascending, a segment a
+ * multiple of 4 KiB, a log of at least two segments) name the flag, and in
+ * a file FILE:LINE, like every other error (found by fuzz_config: they
+ * used to come back as the store's or the log's bare reason).
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -198,6 +202,28 @@ static void test_values(void)
     CHECK_EQ(parse("--http-threads", "64", NULL), 0);
 }
 
+static void test_cross_checks(void)
+{
+    CHECK_EQ(parse("--windows", "5ms", NULL), -1);
+    CHECK(says("--windows: '5ms' is not a whole number of seconds from 1s to 366d"));
+    CHECK_EQ(parse("--windows", "10s,367d", NULL), -1);
+    CHECK(says("--windows: '367d' is not a whole number of seconds"));
+    CHECK_EQ(parse("--windows", "1m,10s", NULL), -1);
+    CHECK(says("--windows: '1m,10s' must ascend: '10s' is not longer than the one before"));
+    CHECK_EQ(parse("--windows", "10s,10s", NULL), -1);
+    CHECK(says("must ascend"));
+    const char *p = write_file("w.conf", "\nwindows = 1s, 1500ms\n", 22);
+    CHECK_EQ(parse("--config", p, NULL), -1);
+    CHECK(says("w.conf:2: --windows: '1500ms' is not a whole number of seconds"));
+    CHECK_EQ(parse("--windows", "1s,366d", NULL), 0);
+
+    CHECK_EQ(parse("--log-segment-bytes", "2100000", NULL), -1);
+    CHECK(says("--log-segment-bytes: '2100000' is not a multiple of 4 KiB"));
+    CHECK_EQ(parse("--log-bytes-max", "4M", "--log-segment-bytes", "4M", NULL), -1);
+    CHECK(says("--log-bytes-max: 4194304 holds fewer than two --log-segment-bytes (4194304)"));
+    CHECK_EQ(parse("--log-bytes-max", "8M", "--log-segment-bytes", "4M", NULL), 0);
+}
+
 static void test_per_ip(void)
 {
     CHECK_EQ(parse(NULL), 0);
@@ -257,6 +283,7 @@ int main(void)
     test_bytes();
     test_duplicates();
     test_values();
+    test_cross_checks();
     test_per_ip();
     test_diff();
     char cmd[512];
