@@ -166,8 +166,10 @@ size_t sl_say_format(char out[SL_SAY_FORMAT_BYTES], int64_t t_us, enum sl_say_le
     /* Room kept for what follows the message: the suffix, "} in JSON, the newline and the NUL. */
     size_t tail = suffix_bytes + (json ? 2 : 0) + 2;
     append_message(out, &len, SL_SAY_FORMAT_BYTES - tail, msg, json);
-    memcpy(out + len, suffix, suffix_bytes);
-    len += suffix_bytes;
+    if (suffix_bytes > 0) { /* memcpy from NULL is undefined even for 0 bytes */
+        memcpy(out + len, suffix, suffix_bytes);
+        len += suffix_bytes;
+    }
     if (json) {
         memcpy(out + len, "\"}", 2);
         len += 2;
