@@ -788,20 +788,48 @@ static const char *take_value(int argc, char **argv, int *i, const char *eq)
     return argv[++*i];
 }
 
-/* Pass 1: the config file, so that flags override it. At most one --config. */
+/* The option a command-line word names ("--name" or "--name=value"), or -1; *eq: its '=' or NULL.
+ */
+static int word_option(const char *word, const char **eq)
+{
+    *eq = NULL;
+    if (strncmp(word, "--", 2) != 0) {
+        return -1;
+    }
+    char name[64];
+    *eq = strchr(word, '=');
+    size_t n = *eq != NULL ? (size_t)(*eq - word - 2) : strlen(word + 2);
+    if (n >= sizeof name) {
+        return -1;
+    }
+    memcpy(name, word + 2, n);
+    name[n] = '\0';
+    return opt_index(name);
+}
+
+/*
+ * Pass 1: the config file, so that flags override it. At most one
+ * --config. Words are taken as pass 2 takes them, so that a value that
+ * looks like --config (`--data-dir --config`) is a value here too.
+ */
 static int parse_config_flag(struct sl_config *c, int argc, char **argv, char *err,
                              uint32_t err_bytes)
 {
     bool seen = false;
     for (int i = 1; i < argc; i++) {
-        if (strncmp(argv[i], "--config", 8) != 0 || (argv[i][8] != '\0' && argv[i][8] != '=')) {
+        const char *eq;
+        int k = word_option(argv[i], &eq);
+        if (k < 0 || opts[k].kind == OPT_FLAG) {
+            continue; /* pass 2 says what is wrong with it */
+        }
+        const char *v = take_value(argc, argv, &i, eq);
+        if (strcmp(opts[k].name, "config") != 0) {
             continue;
         }
         if (seen) {
             return fail(err, err_bytes, "--config given twice");
         }
         seen = true;
-        const char *v = take_value(argc, argv, &i, argv[i][8] == '=' ? argv[i] + 8 : NULL);
         if (v == NULL || set_string(c->config_file, SL_PATH_BYTES, v) != 0) {
             return fail(err, err_bytes, "--config needs a file name");
         }
@@ -816,15 +844,8 @@ static int parse_flags(struct sl_config *c, int argc, char **argv, char *err, ui
         if (strncmp(argv[i], "--", 2) != 0) {
             return fail(err, err_bytes, "unexpected argument '%s' (see --help)", argv[i]);
         }
-        char name[64];
-        const char *eq = strchr(argv[i], '=');
-        size_t n = eq ? (size_t)(eq - argv[i] - 2) : strlen(argv[i] + 2);
-        int k = -1;
-        if (n < sizeof name) {
-            memcpy(name, argv[i] + 2, n);
-            name[n] = '\0';
-            k = opt_index(name);
-        }
+        const char *eq;
+        int k = word_option(argv[i], &eq);
         if (k < 0) {
             return fail(err, err_bytes, "unknown option '%s' (see --help)", argv[i]);
         }
