@@ -329,8 +329,8 @@ static int parse_windows(const char *text, struct sl_store_config *store, char *
         }
         if (count > 0 && us <= store->windows_us[count - 1]) {
             return fail(err, err_bytes,
-                        "--windows: '%s' must ascend: '%s' is not longer than the one before", text,
-                        tok);
+                        "--windows: '%s' must be ascending: '%s' is not longer than the one before",
+                        text, tok);
         }
         store->windows_us[count++] = us;
     }

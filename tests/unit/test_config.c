@@ -226,8 +226,9 @@ static void test_cross_checks(void)
     } refused[] = {
         {"5ms", "--windows: '5ms' is not a whole number of seconds from 1s to 366d"},
         {"10s,367d", "--windows: '367d' is not a whole number of seconds"},
-        {"1m,10s", "--windows: '1m,10s' must ascend: '10s' is not longer than the one before"},
-        {"10s,10s", "must ascend"},
+        {"1m,10s",
+         "--windows: '1m,10s' must be ascending: '10s' is not longer than the one before"},
+        {"10s,10s", "must be ascending"},
     };
     for (size_t i = 0; i < sizeof refused / sizeof refused[0]; i++) {
         CHECK_EQ(parse("--windows", refused[i].windows, NULL), -1);
