@@ -7,7 +7,7 @@
  *   2026-12-03T07:41:02.123456Z warn tcp: connection table full: evicted 10.0.0.7:51234 (idle 12.0 s)
  *   {"time":"2026-12-03T07:41:02.123456Z","level":"warn","subsystem":"tcp","msg":"connection ..."}
  *
- * Each line is formatted into a stack buffer (SL_SAY_LINE_BYTES, longer
+ * Each line is formatted into a stack buffer (SL_SAY_FORMAT_BYTES, longer
  * messages are cut) and written with one write(2), so lines from different
  * threads never interleave, and nothing allocates: safe on the ingest path.
  * Events a peer can cause (a bad frame, an eviction) go through a limiter,
@@ -21,10 +21,15 @@
 
 #include <stdatomic.h>
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 enum sl_say_level { SL_SAY_ERROR = 0, SL_SAY_WARN = 1, SL_SAY_INFO = 2, SL_SAY_DEBUG = 3 };
 #define SL_SAY_LINE_BYTES 1024u
+/* One formatted line, its NUL included: the message and the time, level and subsystem. */
+#define SL_SAY_FORMAT_BYTES (SL_SAY_LINE_BYTES + 128u)
+/* A suffix sl_say_format never cuts (the limiter's count): at most this many bytes. */
+#define SL_SAY_SUFFIX_BYTES_MAX 64u
 
 /* Lines below `level` are dropped; json: one JSON object a line. */
 void sl_say_configure(enum sl_say_level level, bool json);
@@ -51,6 +56,24 @@ struct sl_say_limit {
 
 void sl_say_limited(struct sl_say_limit *limit, enum sl_say_level level, const char *subsystem,
                     const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+
+/*
+ * Format one event line into out, NUL-terminated, exactly as sl_say writes
+ * it: the time t_us (microseconds since the epoch), the level, the
+ * subsystem (a short word of ours, not escaped), the message escaped for
+ * the format (json, or text), then `suffix` (NULL for none; printable
+ * ASCII other than '"' and '\\', at most SL_SAY_SUFFIX_BYTES_MAX bytes,
+ * never cut), then '\n'. The line is one line whatever msg holds: text
+ * writes control bytes (C0, DEL and C1) and bytes that are not UTF-8 as
+ * \xNN; JSON escapes quotes, backslashes and control characters and writes
+ * \ufffd for bytes that are not UTF-8, so the line is a JSON object. A
+ * message too long for the line is cut before the first character or
+ * escape that does not fit. Returns the line's length without the NUL (at
+ * most SL_SAY_FORMAT_BYTES - 1), or 0 (out is "") for a subsystem too long
+ * to leave room. Pure: no I/O, no allocation; any thread.
+ */
+size_t sl_say_format(char out[SL_SAY_FORMAT_BYTES], int64_t t_us, enum sl_say_level level,
+                     bool json, const char *subsystem, const char *msg, const char *suffix);
 
 /* Format `us` (microseconds since the epoch) as RFC 3339 UTC with microseconds into out[32]. */
 void sl_say_time(char out[32], int64_t us);

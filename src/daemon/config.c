@@ -322,6 +322,16 @@ static int parse_windows(const char *text, struct sl_store_config *store, char *
             return fail(err, err_bytes, "--windows: '%s' is not a list of durations like 10s,1m,1h",
                         text);
         }
+        /* What sl_store_config_check asks, said here so that the error names the flag. */
+        if (us < 1000000 || us > SL_WINDOW_US_MAX || us % 1000000 != 0) {
+            return fail(err, err_bytes,
+                        "--windows: '%s' is not a whole number of seconds from 1s to 366d", tok);
+        }
+        if (count > 0 && us <= store->windows_us[count - 1]) {
+            return fail(err, err_bytes,
+                        "--windows: '%s' must be ascending: '%s' is not longer than the one before",
+                        text, tok);
+        }
         store->windows_us[count++] = us;
     }
     store->windows_count = count;
@@ -481,6 +491,9 @@ static int apply_bytes(struct sl_config *c, const struct opt *o, const char *val
     if (strcmp(o->name, "log-bytes-max") == 0) {
         c->log.bytes_max = bytes;
     } else if (strcmp(o->name, "log-segment-bytes") == 0) {
+        if (bytes % 4096 != 0) { /* segments are preallocated and written in pages */
+            return fail(err, err_bytes, "--%s: '%s' is not a multiple of 4 KiB", o->name, value);
+        }
         c->log.segment_bytes = bytes;
     } else if (strcmp(o->name, "log-buffer-bytes") == 0) {
         c->log.buffer_bytes = bytes;
@@ -775,20 +788,48 @@ static const char *take_value(int argc, char **argv, int *i, const char *eq)
     return argv[++*i];
 }
 
-/* Pass 1: the config file, so that flags override it. At most one --config. */
+/* The option a command-line word names ("--name" or "--name=value"), or -1; *eq: its '=' or NULL.
+ */
+static int word_option(const char *word, const char **eq)
+{
+    *eq = NULL;
+    if (strncmp(word, "--", 2) != 0) {
+        return -1;
+    }
+    char name[64];
+    *eq = strchr(word, '=');
+    size_t n = *eq != NULL ? (size_t)(*eq - word - 2) : strlen(word + 2);
+    if (n >= sizeof name) {
+        return -1;
+    }
+    memcpy(name, word + 2, n);
+    name[n] = '\0';
+    return opt_index(name);
+}
+
+/*
+ * Pass 1: the config file, so that flags override it. At most one
+ * --config. Words are taken as pass 2 takes them, so that a value that
+ * looks like --config (`--data-dir --config`) is a value here too.
+ */
 static int parse_config_flag(struct sl_config *c, int argc, char **argv, char *err,
                              uint32_t err_bytes)
 {
     bool seen = false;
     for (int i = 1; i < argc; i++) {
-        if (strncmp(argv[i], "--config", 8) != 0 || (argv[i][8] != '\0' && argv[i][8] != '=')) {
+        const char *eq;
+        int k = word_option(argv[i], &eq);
+        if (k < 0 || opts[k].kind == OPT_FLAG) {
+            continue; /* pass 2 says what is wrong with it */
+        }
+        const char *v = take_value(argc, argv, &i, eq);
+        if (strcmp(opts[k].name, "config") != 0) {
             continue;
         }
         if (seen) {
             return fail(err, err_bytes, "--config given twice");
         }
         seen = true;
-        const char *v = take_value(argc, argv, &i, argv[i][8] == '=' ? argv[i] + 8 : NULL);
         if (v == NULL || set_string(c->config_file, SL_PATH_BYTES, v) != 0) {
             return fail(err, err_bytes, "--config needs a file name");
         }
@@ -803,15 +844,8 @@ static int parse_flags(struct sl_config *c, int argc, char **argv, char *err, ui
         if (strncmp(argv[i], "--", 2) != 0) {
             return fail(err, err_bytes, "unexpected argument '%s' (see --help)", argv[i]);
         }
-        char name[64];
-        const char *eq = strchr(argv[i], '=');
-        size_t n = eq ? (size_t)(eq - argv[i] - 2) : strlen(argv[i] + 2);
-        int k = -1;
-        if (n < sizeof name) {
-            memcpy(name, argv[i] + 2, n);
-            name[n] = '\0';
-            k = opt_index(name);
-        }
+        const char *eq;
+        int k = word_option(argv[i], &eq);
         if (k < 0) {
             return fail(err, err_bytes, "unknown option '%s' (see --help)", argv[i]);
         }
@@ -864,6 +898,12 @@ static int finish(struct sl_config *c, char *err, uint32_t err_bytes)
     }
     if (set_string(c->log.dir, sizeof c->log.dir, c->data_dir) != 0) {
         return fail(err, err_bytes, "--data-dir: path too long");
+    }
+    if (c->log.bytes_max / 2 < c->log.segment_bytes) {
+        return fail(err, err_bytes,
+                    "--log-bytes-max: %" PRIu64
+                    " holds fewer than two --log-segment-bytes (%" PRIu64 ")",
+                    c->log.bytes_max, c->log.segment_bytes);
     }
     if (sl_log_config_check(&c->log, &why) != 0) {
         return fail(err, err_bytes, "log: %s", why);

@@ -10,7 +10,14 @@
  * line (and its JSON object), never mid-escape or mid-character; lines
  * below the level are dropped; the limiter lets one line through, holds
  * the next back while its interval lasts and says how many it held when it
- * lets one through again, even when that message is cut.
+ * lets one through again, even when that message is cut (also when it is
+ * cut because escaping made it longer than the line). sl_say_format, the
+ * pure formatter sl_say uses: exact lines for a given time, a long message
+ * fills the line to its last byte, a suffix is never cut. C1 control
+ * characters (U+0080..U+009F: U+009B is a terminal's CSI, U+0085 a line
+ * break) are escaped in both formats; a message longer than sl_say's
+ * buffer is cut by the line at a character, never by vsnprintf in the
+ * middle of one.
  *
  * Lines are captured by pointing fd 2 at a pipe.
  */
@@ -181,6 +188,86 @@ static void test_limiter(void)
     CHECK(strstr(out, "z (1 more like this since the last)\n") != NULL);
 }
 
+static void test_format(void)
+{
+    char out[SL_SAY_FORMAT_BYTES];
+    size_t len = sl_say_format(out, 0, SL_SAY_WARN, false, "tcp", "hi\x01", NULL);
+    CHECK(strcmp(out, "1970-01-01T00:00:00.000000Z warn tcp: hi\\x01\n") == 0);
+    CHECK_EQ(len, strlen(out));
+    len = sl_say_format(out, 7, SL_SAY_ERROR, true, "log", "q\"", " (2 more)");
+    CHECK(strcmp(out, "{\"time\":\"1970-01-01T00:00:00.000007Z\",\"level\":\"error\","
+                      "\"subsystem\":\"log\",\"msg\":\"q\\\" (2 more)\"}\n") == 0);
+    CHECK_EQ(len, strlen(out));
+    sl_say_format(out, 0, (enum sl_say_level)9, false, "x", "", NULL);
+    CHECK(strcmp(out, "1970-01-01T00:00:00.000000Z ? x: \n") == 0);
+
+    /* A long message fills the line to its last byte; the suffix survives it. */
+    char msg[2 * SL_SAY_FORMAT_BYTES];
+    memset(msg, 'a', sizeof msg - 1);
+    msg[sizeof msg - 1] = '\0';
+    for (int json = 0; json <= 1; json++) {
+        len = sl_say_format(out, 0, SL_SAY_INFO, json == 1, "tcp", msg, NULL);
+        CHECK_EQ(len, SL_SAY_FORMAT_BYTES - 1);
+        CHECK(out[len - 1] == '\n' && out[len] == '\0');
+        len = sl_say_format(out, 0, SL_SAY_INFO, json == 1, "tcp", msg, " (7 more)");
+        CHECK_EQ(len, SL_SAY_FORMAT_BYTES - 1);
+        CHECK(strstr(out, json ? "a (7 more)\"}\n" : "a (7 more)\n") != NULL);
+    }
+}
+
+/* C1 controls are escaped like C0 ones; the next code point (NBSP) is kept. */
+static void test_c1(void)
+{
+    char out[SL_SAY_FORMAT_BYTES];
+    const char *msg = "\xc2\x9b"
+                      "31m \xc2\x85 \xc2\x80\xc2\x9f \xc2\xa0";
+    sl_say_format(out, 0, SL_SAY_WARN, false, "tcp", msg, NULL);
+    CHECK(strstr(out, "tcp: \\xc2\\x9b31m \\xc2\\x85 \\xc2\\x80\\xc2\\x9f \xc2\xa0\n") != NULL);
+    sl_say_format(out, 0, SL_SAY_WARN, true, "tcp", msg, NULL);
+    CHECK(strstr(out, "\"msg\":\"\\u009b31m \\u0085 \\u0080\\u009f \xc2\xa0\"}\n") != NULL);
+}
+
+/* A message just past sl_say's old 1,024-byte buffer: cut by nobody, its last character whole. */
+static void test_cut_character(void)
+{
+    char msg[1100], out[4 * SL_SAY_LINE_BYTES];
+    memset(msg, 'a', 1022);
+    memcpy(msg + 1022,
+           "\xc3\xa9"
+           "bc",
+           5);
+    sl_say_configure(SL_SAY_INFO, false);
+    capture_begin();
+    sl_say(SL_SAY_INFO, "log", "%s", msg);
+    capture_end(out, sizeof out);
+    CHECK(strstr(out, "a\xc3\xa9"
+                      "bc\n") != NULL);
+    CHECK(strstr(out, "\\xc3") == NULL);
+}
+
+/* The held-back count survives a message that escaping makes longer than the line. */
+static void test_limiter_escaped(void)
+{
+    static struct sl_say_limit limit;
+    char msg[401], out[8192];
+    memset(msg, 0x01, 400); /* 400 bytes, 1,600 escaped */
+    msg[400] = '\0';
+    for (int json = 0; json <= 1; json++) {
+        sl_say_configure(SL_SAY_INFO, json == 1);
+        capture_begin();
+        atomic_store(&limit.next_ns, INT64_MAX);
+        sl_say_limited(&limit, SL_SAY_WARN, "tcp", "%s", msg);
+        atomic_store(&limit.next_ns, 0);
+        sl_say_limited(&limit, SL_SAY_WARN, "tcp", "%s", msg);
+        size_t len = capture_end(out, sizeof out);
+        CHECK_EQ(count_char(out, '\n'), 1);
+        CHECK(len <= SL_SAY_FORMAT_BYTES - 1);
+        CHECK(strstr(out, json ? "1 (1 more like this since the last)\"}\n"
+                               : "1 (1 more like this since the last)\n") != NULL);
+    }
+    sl_say_configure(SL_SAY_INFO, false);
+}
+
 int main(void)
 {
     test_time();
@@ -188,5 +275,9 @@ int main(void)
     test_json();
     test_cut();
     test_limiter();
+    test_format();
+    test_c1();
+    test_cut_character();
+    test_limiter_escaped();
     TEST_END("test_say");
 }
