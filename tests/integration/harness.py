@@ -231,7 +231,9 @@ class Daemon:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             rc = None
-        return rc, time.time() - t0
+        secs = time.time() - t0
+        self._events_thread.join(timeout=5)  # every event line it wrote is in self.events
+        return rc, secs
 
     def kill(self):
         if self.proc.poll() is None:
