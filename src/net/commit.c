@@ -26,6 +26,8 @@
 #include "core/clock.h"
 #include "core/say.h"
 
+_Static_assert(sizeof(struct sl_intent) == 64, "an intent is one cache line (commit.h, DESIGN.md's plan)");
+
 void sl_commit_plan(const struct sl_commit_config *config, struct sl_plan *plan)
 {
     uint64_t groups = SL_APPLY_GROUPS_IN_FLIGHT;

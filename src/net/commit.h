@@ -42,12 +42,13 @@
 #include "store/store.h"
 #include "store/streams.h"
 
-/* Intents per commit group: more forces an early commit. 56 B each. */
+/* Intents per commit group: more forces an early commit. 64 B each. */
 #define SL_INTENTS_MAX 16384u
 /* Groups the apply side holds: one being applied while the next waits, so the owner rarely does. */
 #define SL_APPLY_GROUPS_IN_FLIGHT 2u
 /* Producers one pipeline serves. */
 #define SL_COMMIT_PRODUCERS_MAX 8u
+
 
 /*
  * What to do with one batch once its commit group is written: apply a
