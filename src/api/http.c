@@ -1799,18 +1799,30 @@ static bool conn_has_input(const struct conn *c)
  * request arrived but whose worker has not read it yet, as a new client
  * is right after a burst of accepts). NULL when there is none. Under lock.
  */
+/*
+ * A connection whose response is under way and made progress this recently
+ * is never chosen: on a busy machine a worker may not have noticed that the
+ * earlier connections of a sequential client closed, and those stale slots
+ * must not make the one request being answered the oldest.
+ */
+#define SL_HTTP_ACTIVE_GRACE_MS 1000
+
 static struct conn *conn_oldest(struct sl_http *http, const struct conn *except, uint8_t family,
                                 const uint8_t *addr)
 {
     struct conn *passed[SL_HTTP_EVICT_PROBES];
     uint32_t passed_count = 0;
     struct conn *oldest = NULL;
+    int64_t now = now_ms();
     for (uint32_t probe = 0; probe <= SL_HTTP_EVICT_PROBES; probe++) {
         oldest = NULL;
         for (uint32_t i = 0; i < http->slots_count; i++) {
             struct conn *c = &http->conns[i];
             if (c->state == CONN_FREE || c->shut || c == except) {
                 continue;
+            }
+            if (c->state == CONN_ACTIVE && now - c->since_ms < SL_HTTP_ACTIVE_GRACE_MS) {
+                continue; /* a response under way that made progress lately is not idle */
             }
             if (family != 0 && (c->family != family || memcmp(c->addr, addr, 16) != 0)) {
                 continue;
