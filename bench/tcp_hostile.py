@@ -295,7 +295,7 @@ class Hostile:
 
 # ---- the legitimate sender (a child process) ----
 
-def legit_child(port, seconds, stream, timeout, pause):
+def legit_child(port, seconds, stream, timeout, pause, delay):
     samples, fails = [], {"refused": 0, "reset": 0, "timeout": 0, "status": 0}
     base_us = int(time.time() * 1e6) - 1000000
     end = time.monotonic() + seconds
@@ -311,6 +311,8 @@ def legit_child(port, seconds, stream, timeout, pause):
         t0 = time.perf_counter()
         try:
             s.connect(("127.0.0.1", port))
+            if delay > 0:
+                time.sleep(delay)  # a sender slow to its first byte
             s.sendall(frame)
             ack = b""
             while len(ack) < 32:
@@ -358,14 +360,16 @@ def one_run(args, kind, sources, run, log_path):
         cpu0, t0 = g.cpu_seconds(), time.monotonic()
         self0 = resource.getrusage(resource.RUSAGE_SELF)
         connects0 = hostile.connects if hostile else 0
+        drops0 = listen_drops()
         child = subprocess.run([sys.executable, os.path.abspath(__file__), "--legit-child", str(g.port),
-                                str(args.seconds), str(500000 + run), str(args.timeout), str(args.pause)],
+                                str(args.seconds), str(500000 + run), str(args.timeout), str(args.pause), str(args.legit_delay)],
                                stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
                                timeout=args.seconds + 120)
         elapsed = time.monotonic() - t0
         cpu = (g.cpu_seconds() - cpu0) / elapsed * 100
         self1 = resource.getrusage(resource.RUSAGE_SELF)
         connects = ((hostile.connects if hostile else 0) - connects0) / elapsed
+        overflows = listen_drops()[0] - drops0[0]
         after = g.metrics()
         if hostile:
             hostile.stop.set()
@@ -376,12 +380,23 @@ def one_run(args, kind, sources, run, log_path):
         s = res["samples"]
         return {"n": len(s), "p50": pct(s, 0.5), "p99": pct(s, 0.99), "max": max(s) if s else float("nan"),
                 "fails": sum(res["fails"].values()), "fail_kinds": res["fails"], "counters": counters,
-                "cpu": cpu, "bench_cpu": bench_cpu, "connects": connects}
+                "cpu": cpu, "bench_cpu": bench_cpu, "connects": connects, "overflows": overflows}
     finally:
         if hostile and hostile.thread.is_alive():
             hostile.stop.set()
             hostile.thread.join(timeout=30)
         g.stop()
+
+
+def listen_drops():
+    """The host's TcpExt ListenOverflows and ListenDrops (accept queue full, SYNs or ACKs dropped)."""
+    with open("/proc/net/netstat") as f:
+        lines = f.read().splitlines()
+    for names, values in zip(lines[::2], lines[1::2]):
+        if names.startswith("TcpExt:"):
+            d = dict(zip(names.split()[1:], map(int, values.split()[1:])))
+            return d.get("ListenOverflows", 0), d.get("ListenDrops", 0)
+    return 0, 0
 
 
 def loadavg():
@@ -391,8 +406,8 @@ def loadavg():
 
 def main():
     if len(sys.argv) > 1 and sys.argv[1] == "--legit-child":
-        port, seconds, stream, timeout, pause = sys.argv[2:7]
-        legit_child(int(port), float(seconds), int(stream), float(timeout), float(pause))
+        port, seconds, stream, timeout, pause, delay = sys.argv[2:8]
+        legit_child(int(port), float(seconds), int(stream), float(timeout), float(pause), float(delay))
         return
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
@@ -408,6 +423,8 @@ def main():
                     help="hostile: seconds from being closed to reconnecting (default 0: at once)")
     ap.add_argument("--timeout", type=float, default=5.0, help="legit attempt's deadline, seconds (default 5)")
     ap.add_argument("--pause", type=float, default=0.02, help="legit: seconds between attempts (default 0.02)")
+    ap.add_argument("--legit-delay", type=float, default=0.0,
+                    help="legit: seconds from connect to sending its batch (default 0)")
     ap.add_argument("--kinds", default="baseline,slowloris,header,silent,no-read")
     ap.add_argument("--log", default=None, help="sluiced's stderr goes here (default: a temp file)")
     args = ap.parse_args()
@@ -429,18 +446,20 @@ def main():
           "legit sender from %s, %.0f s a row, medians of %d runs" % (
               args.connections, max(1, args.connections // 4), args.factor * args.connections,
               args.reconnect_delay, LEGIT_ADDR, args.seconds, args.runs))
+    if args.legit_delay > 0:
+        print("the legit sender waits %.3f s between connect and its batch" % args.legit_delay)
     print("load average at start: %s; sluiced stderr: %s" % (loadavg(), log_path))
     print()
     labels = [label for label, _ in COUNTERS]
     print("| hostile kind | from | attempts | p50 ms | p99 ms | max ms | p99 / baseline | failed | "
-          + " | ".join(labels) + " | hostile connects/s | sluiced CPU % | bench CPU % |")
-    print("|" + "---|" * (12 + len(labels)))
+          + " | ".join(labels) + " | listen overflows (host) | hostile connects/s | sluiced CPU % | bench CPU % |")
+    print("|" + "---|" * (13 + len(labels)))
     sys.stdout.flush()
     base_p99 = None
     for kind, variant, sources in rows:
         runs = [one_run(args, kind, sources, r, log_path) for r in range(args.runs)]
         med = {k: statistics.median(r[k] for r in runs) for k in
-               ("n", "p50", "p99", "max", "fails", "cpu", "bench_cpu", "connects")}
+               ("n", "p50", "p99", "max", "fails", "cpu", "bench_cpu", "connects", "overflows")}
         cnt = {label: statistics.median(r["counters"][label] for r in runs) for label in labels}
         if kind == "baseline":
             base_p99 = med["p99"]
@@ -452,9 +471,10 @@ def main():
         fails = "%d" % med["fails"]
         if any(fk.values()):
             fails += " (" + ", ".join("%s %d" % (k, v) for k, v in fk.items() if v) + " in all runs)"
-        print("| %s | %s | %d | %.2f | %.2f | %.1f | %s | %s | %s | %.0f | %.0f | %.0f |" % (
+        print("| %s | %s | %d | %.2f | %.2f | %.1f | %s | %s | %s | %d | %.0f | %.0f | %.0f |" % (
             kind, variant, med["n"], med["p50"], med["p99"], med["max"], ratio, fails,
-            " | ".join("%d" % cnt[label] for label in labels), med["connects"], med["cpu"], med["bench_cpu"]))
+            " | ".join("%d" % cnt[label] for label in labels), med["overflows"], med["connects"], med["cpu"],
+            med["bench_cpu"]))
         sys.stdout.flush()
     print()
     print("load average at end: %s" % loadavg())
