@@ -449,7 +449,7 @@ def main():
     print("load average at start: %s; sluiced stderr: %s" % (loadavg(), log_path))
     print()
     labels = [label for label, _ in COUNTERS]
-    print("| hostile kind | from | attempts | p50 ms | p99 ms | max ms | p99 / baseline | connect() p99 ms | failed | "
+    print("| hostile kind | from | acked attempts | p50 ms | p99 ms | max ms | p99 / baseline | connect() p99 ms | failed | "
           + " | ".join(labels) + " | listen overflows (host) | hostile connects/s | sluiced CPU % | bench CPU % |")
     print("|" + "---|" * (13 + len(labels)))
     sys.stdout.flush()
