@@ -1145,7 +1145,7 @@ static int fill_readings(struct sl_http *http, struct cursor *cur, struct body *
         case PHASE_VALUES:
             if (cur->next_abs == cur->end_abs) {
                 readings_phase_done(cur);
-                break;
+                continue; /* a phase change writes nothing: not a full piece (bin times end one exactly) */
             }
             rc = view_for(http, cur, &slot);
             if (rc == 0) {

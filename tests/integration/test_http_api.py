@@ -98,6 +98,28 @@ promtool = shutil.which("promtool")
 if c.check(promtool is not None, "promtool installed (Debian's prometheus package)"):
     p = subprocess.run([promtool, "check", "metrics"], input=body, capture_output=True, timeout=30)
     c.check(p.returncode == 0, "promtool check metrics: %s" % (p.stdout + p.stderr).decode()[:500])
+# Dumps whose sizes fall on the 32 KiB piece boundary: 4,096 bin times fill one piece
+# exactly, and the values must follow (the daemon once asserted there), in every format.
+d2 = Daemon(ring=16384)
+s = d2.tcp()
+for n, sensor in ((4096, 500), (4095, 501), (4097, 502), (8192, 503)):
+    frames = b"".join(batch(sensor, seq + 1, T0 + seq * 1000,
+                            [(sensor, i, float(seq * 1000 + i)) for i in range(min(1000, n - seq * 1000))])
+                      for seq in range((n + 999) // 1000))
+    s.sendall(frames)
+    c.check(all(parse_ack(recv_exact(s, 32))["status"] == 0 for _ in range((n + 999) // 1000)),
+            "%d readings for sensor %d acked" % (n, sensor))
+    status, hdrs, body = d2.get("/api/v1/sensors/%d/readings?format=bin&limit=1000000" % sensor)
+    c.eq((status, hdrs.get("x-count"), len(body)), (200, str(n), 12 * n), "bin dump of %d readings whole" % n)
+    vals = struct.unpack("<%df" % n, body[8 * n:])
+    c.eq(vals[-1], float((n - 1) // 1000 * 1000 + (n - 1) % 1000), "bin dump of %d: the last value" % n)
+    status, _, jbody = d2.get("/api/v1/sensors/%d/readings?format=json&limit=1000000" % sensor)
+    c.eq((status, len(json.loads(jbody)["value"])), (200, n), "json dump of %d readings whole" % n)
+    status, _, cbody = d2.get("/api/v1/sensors/%d/readings?format=csv&limit=1000000" % sensor)
+    c.eq((status, len(cbody.decode().splitlines())), (200, n + 1), "csv dump of %d readings whole" % n)
+s.close()
+rc2, _ = d2.stop()
+c.eq(rc2, 0, "the second gateway exits 0")
 rc, _ = d.stop()
 c.eq(rc, 0, "SIGTERM exits 0")
 c.finish()
