@@ -14,8 +14,8 @@ import struct
 
 # Every key a file may hold, each with a good value.
 GOOD = """# every key a config file may hold
-udp = 127.0.0.1:7400
-tcp = [::1]:7400
+udp = 127.0.0.1:17400
+tcp = [::1]:17400
 http = off
 data-dir = /var/lib/sluice
 max-sensors = 65536
@@ -78,7 +78,7 @@ CONFIG = {
     "duration_too_long": b"--tcp-frame-timeout 2h\n",
     "addr_no_port": b"\ntcp = 127.0.0.1\n",
     "addr_port_too_big": b"--http=127.0.0.1:99999\n",
-    "addr_v6_unclosed": b"\nudp = [::1:7400\n",
+    "addr_v6_unclosed": b"\nudp = [::1:17400\n",
     "log_words_bad": b"--log-format xml\nlog-level = loud\n",
     "per_ip_over_table": b"--max-tcp-connections 16\nmax-tcp-connections-per-ip = 17\n",
     "per_ip_default": b"--max-tcp-connections 3 --max-http-connections 40\n",
