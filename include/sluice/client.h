@@ -138,6 +138,8 @@ struct sl_client_counts {
     uint64_t connect_failures; /* connection attempts that failed or timed out */
     uint64_t ack_timeouts;     /* connections given up for want of an ack */
     uint64_t refused;     /* BAD_CRC, MALFORMED, UNAUTHORIZED answers (the client stops) */
+    uint64_t refused_seq; /* the batch_seq of the refused batch */
+    uint8_t refused_status; /* and its status (enum sl_status) */
     uint64_t udp_errors;  /* UDP sends the kernel refused (e.g. nothing listening) */
     uint64_t pending;     /* TCP: batches cut and not yet acked; UDP: not yet sent */
     uint64_t buffered;    /* readings in the frame being filled */
@@ -194,7 +196,18 @@ int sl_client_finish(struct sl_client *c, int timeout_ms);
 /* Drive the connection once: wait at most timeout_ms for the socket or a timer, then read and write. */
 int sl_client_poll(struct sl_client *c, int timeout_ms);
 
-/* For an outside event loop: the socket (-1 while none), the poll events it waits for, the next timer. */
+/*
+ * For an outside event loop (epoll, edge- or level-triggered): after a
+ * readiness event, pass its poll-style revents (POLLIN, POLLOUT, POLLERR,
+ * POLLHUP; 0 for a timer) to sl_client_service, which reads, writes and
+ * reconnects without waiting. The socket can change across reconnects:
+ * re-register when sl_client_fd() returns another descriptor. The client
+ * remembers readiness until a read or write returns EAGAIN, so edge-triggered
+ * registration works.
+ */
+int sl_client_service(struct sl_client *c, short revents);
+
+/* The socket (-1 while none), the poll events it waits for, the next timer. */
 int sl_client_fd(const struct sl_client *c);
 short sl_client_events(const struct sl_client *c);
 int sl_client_timeout_ms(const struct sl_client *c); /* -1: no timer */
