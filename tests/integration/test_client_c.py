@@ -121,7 +121,7 @@ ports = (d.tcp_port, d.udp_port, d.http_port)
 data_dir = d.data_dir
 N = 400000
 proc = start_send("tcp://127.0.0.1:%d" % d.tcp_port, stream=6, readings=N, sensors=100, batch=500, chunk=1000,
-                  pace_us=2000, flush_ms=120000)
+                  pace_us=5000, flush_ms=120000)
 c.check(wait_until(lambda: d.metrics().get("sluice_readings_accepted_total", 0) >= N // 4, 60),
         "a quarter went in before the kill")
 d.proc.send_signal(signal.SIGKILL)
