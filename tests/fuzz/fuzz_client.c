@@ -26,17 +26,11 @@
 #include <unistd.h>
 
 #include "core/crc32c.h"
+#include "fuzz_check.h"
 #include "sluice/client.h"
 #include "sluice/protocol.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
-
-#define FUZZ_CHECK(cond)                                                                           \
-    do {                                                                                           \
-        if (!(cond)) {                                                                             \
-            abort();                                                                               \
-        }                                                                                          \
-    } while (0)
 
 #define FUZZ_STREAM 7u
 #define FUZZ_FIRST_SEQ 1000u
