@@ -33,6 +33,9 @@ extension = Extension(
     # Paths relative to this directory for setuptools; the library's as absolute paths.
     sources=["sluice/_sluice.c"] + [os.path.join(ROOT, s) for s in LIBRARY_SOURCES],
     include_dirs=[os.path.join(ROOT, "include"), os.path.join(ROOT, "src")],
+    # Headers: a change rebuilds the extension (setuptools compares times with these too).
+    depends=[os.path.join(ROOT, h) for h in ("include/sluice/client.h", "include/sluice/protocol.h",
+                                             "src/core/crc32c.h", "src/core/assert.h")],
     define_macros=[("_GNU_SOURCE", None), ("SL_VERSION", '"0.1.0"')],
     extra_compile_args=["-std=gnu11", "-O2", "-Wall", "-Wextra", "-Wno-missing-field-initializers",
                         "-fno-strict-aliasing", "-fvisibility=hidden"],
