@@ -93,3 +93,47 @@ def test_bad_crc_answer_names_the_batch():
     finally:
         fake.close()
     assert fake.frames[0] == (205, 5000, 10)
+
+
+def test_blocking_calls_release_the_gil_and_take_signals():
+    """While flush waits (with the GIL released, in slices), another thread runs, and a SIGINT
+    ends an unbounded flush with KeyboardInterrupt instead of hanging it."""
+    import os
+    import signal
+    import threading
+
+    silent = FakeGateway(status=None)
+    try:
+        c = sluice.Client(silent.target, 206)
+        c.send(*readings(10))
+        ticks = [0]
+        done = threading.Event()
+
+        def count():
+            while not done.is_set():
+                ticks[0] += 1
+                done.wait(0.001)
+
+        t = threading.Thread(target=count)
+        t.start()
+        try:
+            before = ticks[0]
+            with pytest.raises(sluice.Timeout):
+                c.flush(timeout=1.0)
+            during = ticks[0] - before
+        finally:
+            done.set()
+            t.join()
+        # The other thread ran while flush waited: with the GIL held it could not have ticked
+        # more than once or twice (a switch interval is 5 ms; a tick waits 1 ms).
+        assert during >= 10, during
+        timer = threading.Timer(0.2, os.kill, (os.getpid(), signal.SIGINT))
+        timer.start()
+        try:
+            with pytest.raises(KeyboardInterrupt):
+                c.flush(timeout=None)
+        finally:
+            timer.cancel()
+        c._core.close()
+    finally:
+        silent.close()
