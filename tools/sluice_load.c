@@ -10,48 +10,38 @@
  * How: single-threaded, so that on a small box the gateway keeps the other
  * cores. Each stream owns a cursor (next sensor, next per-sensor reading
  * index) and its own seeded PRNGs, so what a stream sends depends only on the
- * flags, never on timing. A batch is written straight into its frame slot:
- * the 32-byte header is a per-stream template patched with count, batch_seq
- * and base_time_us; each reading is three stores (id, offset, value from a
- * precomputed sine table, the walk state or the drift model); then one
- * CRC-32C over the frame.
- * Whole-frame templates were rejected: a batch's sensor/offset layout depends
- * on (batch_index x batch) mod sensors, so up to `sensors` templates would be
- * needed, and the stores they would save cost less than the CRC.
- * UDP hands up to 1024 frames to the kernel per sendmmsg; with UDP GSO
- * (UDP_SEGMENT, default on, --no-gso) each message carries up to 64 whole
- * frames that the kernel splits into one datagram per frame, which cuts the
- * sender's per-datagram stack cost several times. TCP keeps up to --window
- * frames in flight per connection, writes all pending ones with one sendmsg
- * per ready connection, and reads acks in bulk; one edge-triggered epoll set
- * drives all connections. --rate is a token bucket refilled from
- * CLOCK_MONOTONIC once per batch.
+ * flags, never on timing. A batch is generated into three arrays (ids,
+ * times, values) and handed to the stream's libsluice client
+ * (include/sluice/client.h), which packs, checksums, sends, matches acks and
+ * resends: the load generator and the client library are one code path.
+ * TCP: one client a stream, non-blocking, driven by one edge-triggered epoll
+ * set (sl_client_service on readiness, re-registered when a reconnect opens a
+ * new socket); up to --window batches in flight each. UDP: one client a
+ * stream, frames handed to the kernel in rounds of about 4 MiB per sendmmsg,
+ * with UDP GSO (UDP_SEGMENT, default on, --no-gso) carrying several whole
+ * frames a message that the kernel splits into one datagram per frame.
+ * --rate is a token bucket refilled from CLOCK_MONOTONIC once per batch.
  *
- * Memory: taken once at start from one block sized by the flags (its size
- * is printed on stderr): UDP 64..1024 frame slots (about 4 MiB); TCP
- * streams x window frame slots (kept until acked, for OVERLOADED resends)
- * plus per-slot metadata; 4 B per sensor for --pattern walk, 16 B per
- * sensor for --pattern drift and 8 B per sensor for --ooo-rate; a 58 KiB
- * latency histogram (log-linear, 1/128 relative precision, any u64 ns).
- * Nothing is allocated per batch. The plan is capped at 1 GiB.
+ * Memory: taken once at start (its size is printed on stderr): the clients'
+ * buffers (sl_client_memory: TCP window + 1 frames a stream, UDP a round of
+ * frames a stream), a batch of scratch arrays (16 B a reading), 4 B per
+ * sensor for --pattern walk, 16 B per sensor for --pattern drift and 8 B per
+ * sensor for --ooo-rate, and a 58 KiB latency histogram (log-linear, 1/128
+ * relative precision, any u64 ns). Nothing is allocated per batch. The plan
+ * is capped at 1 GiB.
  *
  * Limits: streams <= 4096, window <= 65536, batch <= 5455 (UDP) / 65535
  * (TCP); a batch is cut short when its readings would span more than
- * 2^32-1 us. No reconnect: a dropped connection is an error. An OVERLOADED
- * batch is resent with its own batch_seq, after a backoff; the gateway
- * refuses the stream's later batches until it is (they come back OVERLOADED
- * in order and are resent behind it), so no batch is lost or applied twice.
+ * 2^32-1 us. A lost connection or OVERLOADED is retried by the library
+ * (capped backoff, resend in order with the original batch_seq, so no batch
+ * is lost or applied twice); a stream that makes no progress for --retry-for
+ * seconds fails the run.
  */
 #include <endian.h>
 #include <errno.h>
-#include <fcntl.h>
 #include <getopt.h>
 #include <inttypes.h>
 #include <math.h>
-#include <netdb.h>
-#include <netinet/in.h>
-#include <netinet/tcp.h>
-#include <netinet/udp.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -61,11 +51,10 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
-#include <sys/socket.h>
-#include <sys/uio.h>
 #include <time.h>
 #include <unistd.h>
 
+#include "sluice/client.h"
 #include "sluice/protocol.h"
 #include "core/assert.h"
 #include "core/clock.h"
@@ -78,11 +67,9 @@
 
 #define LOAD_STREAMS_MAX 4096u
 #define LOAD_WINDOW_MAX 65536u
-#define LOAD_UDP_SLOTS_MIN 64u   /* UDP frames generated per sendmmsg round ... */
+#define LOAD_UDP_SLOTS_MIN 64u   /* UDP frames a sendmmsg round, over all streams ... */
 #define LOAD_UDP_SLOTS_MAX 1024u /* ... sized to about LOAD_UDP_ROUND_BYTES */
 #define LOAD_UDP_ROUND_BYTES (4u << 20)
-#define LOAD_GSO_SEGMENTS_MAX 64u    /* UDP_MAX_SEGMENTS of older kernels */
-#define LOAD_IOV_MAX 1024u           /* frames per sendmsg (Linux IOV_MAX) */
 #define LOAD_EVENTS_MAX 256u         /* epoll events per wait */
 #define LOAD_MEMORY_MAX (1ull << 30) /* refuse plans above 1 GiB */
 #define LOAD_ALIGN 64u
@@ -104,18 +91,15 @@
 #define LOAD_DRIFT_WALK_STEP 0.02f
 #define LOAD_DRIFT_WALK_KEEP (1.0f - 1.0f / 4096.0f)
 #define LOAD_DRIFT_NOISE_SD 0.05f
-#define LOAD_ACK_BUFFER_BYTES (SL_ACK_BYTES * 256u)
-#define LOAD_READS_PER_TICK 16u /* ack reads per connection per loop turn */
 #define LOAD_READINGS_DEFAULT 1000000u
 #define LOAD_READINGS_MAX (1ull << 50)
 #define LOAD_INTERVAL_MAX_US (1ull << 40) /* about 12.7 days */
 #define LOAD_START_MAX_US (1ll << 62)
 #define LOAD_FUTURE_SKEW_US 300000000ll /* the gateway's default max future skew */
-#define LOAD_BACKOFF_MIN_NS 1000000ll   /* OVERLOADED: first pause 1 ms ... */
-#define LOAD_BACKOFF_MAX_NS 100000000ll /* ... doubling up to 100 ms */
-#define LOAD_ACK_TIMEOUT_NS 30000000000ll
-#define LOAD_CONNECT_TIMEOUT_MS 10000
-#define LOAD_DRAIN_TIMEOUT_NS 5000000000ll /* --no-ack: wait this long for the gateway's EOF */
+#define LOAD_DRAIN_TIMEOUT_MS 5000 /* --no-ack: wait this long for the gateway's EOF */
+#define LOAD_RETRY_FOR_DEFAULT_S 15.0
+#define LOAD_FLUSH_TIMEOUT_MS 10000 /* UDP: hand the last round to the kernel */
+#define LOAD_UDP_PAUSE_NS 50000ll   /* UDP: the local queue is full, let it drain */
 #define LOAD_PROGRESS_NS 1000000000ll
 #define LOAD_NS_PER_S 1000000000ll
 
@@ -123,8 +107,6 @@
 #define HIST_SUB_COUNT (1u << HIST_SUB_BITS)
 #define HIST_BUCKETS ((64u - HIST_SUB_BITS + 1u) * HIST_SUB_COUNT)
 
-_Static_assert(LOAD_UDP_SLOTS_MAX <= LOAD_IOV_MAX, "messages per sendmmsg within UIO_MAXIOV");
-_Static_assert(LOAD_ACK_BUFFER_BYTES % SL_ACK_BYTES == 0, "ack buffer holds whole acks");
 _Static_assert(SL_UDP_COUNT_MAX < SL_BATCH_COUNT_MAX, "UDP frames are the smaller ones");
 
 enum load_transport { LOAD_UDP, LOAD_TCP };
@@ -135,13 +117,10 @@ enum load_pattern {
     LOAD_PATTERN_DRIFT
 };
 enum load_kind { LOAD_KIND_NORMAL, LOAD_KIND_NAN, LOAD_KIND_OOO };
-enum conn_state { CONN_RUNNING, CONN_DRAINING, CONN_DONE, CONN_FAILED };
 
 struct load_config {
     const char *target; /* as given, for the report */
     enum load_transport transport;
-    struct sockaddr_storage addr;
-    socklen_t addr_bytes;
     uint32_t streams;
     uint32_t sensors; /* total, split evenly across streams */
     uint32_t batch;   /* readings per batch */
@@ -160,6 +139,7 @@ struct load_config {
     double nan_rate;
     double ooo_rate;
     uint64_t start_seq;
+    double retry_for_s; /* a stream without progress this long fails the run */
     bool ack; /* TCP: set ACK_REQUESTED */
     bool gso; /* UDP: use UDP_SEGMENT when the kernel has it */
     bool quiet;
@@ -192,7 +172,6 @@ struct load_stream {
     uint32_t sensor_index; /* sensor of the next reading, 0-based in this stream */
     uint64_t reading_k;    /* per-sensor index of the next reading */
     uint64_t readings_left;
-    uint64_t next_seq;
     uint64_t rng_walk;
     uint64_t rng_inject;
     float *walk_value;        /* sensor_count, or NULL unless --pattern walk */
@@ -201,7 +180,13 @@ struct load_stream {
     float drift_sin;          /* sin and cos of the drift's angle at reading drift_k */
     float drift_cos;
     int64_t *last_good_us; /* sensor_count, or NULL unless --ooo-rate > 0 */
-    uint8_t header[SL_BATCH_HEADER_BYTES];
+};
+
+/* One generated batch, handed to a client (which copies it into its frame). */
+struct load_scratch {
+    uint32_t *ids;
+    int64_t *times;
+    float *values;
 };
 
 struct load_hist {
@@ -210,15 +195,8 @@ struct load_hist {
     uint64_t max;
 };
 
+/* What the generator itself injected; the rest of the report is the clients' counts. */
 struct load_counts {
-    uint64_t sent_readings;
-    uint64_t sent_batches;
-    uint64_t acked_batches;
-    uint64_t accepted;
-    uint64_t rejected;
-    uint64_t duplicate_batches;
-    uint64_t overloaded_batches;
-    uint64_t error_batches;
     uint64_t injected_nan;
     uint64_t injected_ooo;
 };
@@ -231,34 +209,15 @@ struct load_pacer {
     int64_t last_ns;
 };
 
-struct tcp_slot {
-    uint64_t seq;
-    int64_t sent_ns; /* start of the write call that completed the frame */
-    uint32_t bytes;
-    uint32_t count;
-    bool resent; /* already counted in sent_* */
-};
-
-struct tcp_conn {
-    int fd;
-    enum conn_state state;
-    bool readable; /* edge seen, not yet read to a short read */
-    bool writable; /* no short write since the last EPOLLOUT */
+/* One stream's sender. */
+struct load_conn {
+    struct sl_client *client;
     struct load_stream *stream;
-    uint8_t *frames;        /* window slots of run.stride bytes */
-    struct tcp_slot *slots; /* window */
-    uint32_t *free_slots;   /* stack of free slot indexes */
-    uint32_t free_count;
-    uint32_t *queue; /* ring of slot indexes in send order, capacity window */
-    uint32_t queue_head;
-    uint32_t queue_count;
-    uint32_t unsent;        /* queue position of the first frame not fully written */
-    uint32_t unsent_offset; /* bytes of that frame already written */
-    int64_t resume_ns;      /* OVERLOADED backoff: write nothing before this */
-    int64_t backoff_ns;
-    int64_t drain_deadline_ns;
-    uint32_t ack_bytes; /* partial ack bytes held in ack_buffer */
-    uint8_t ack_buffer[LOAD_ACK_BUFFER_BYTES];
+    uint64_t sockets;  /* counts.sockets when the socket was put in the epoll set */
+    short revents;     /* readiness seen since the last service */
+    bool live;
+    int64_t progress_ns;    /* when progress_mark last changed */
+    uint64_t progress_mark; /* sent + acked + duplicate + overloaded + resent */
 };
 
 struct load_run {
@@ -269,19 +228,13 @@ struct load_run {
     struct load_pacer pacer;
     struct load_hist *hist;
     struct load_stream *streams;
-    uint32_t streams_left;    /* streams with readings_left > 0 */
-    uint32_t stride;          /* bytes per frame slot */
-    uint32_t rr;              /* UDP round-robin position */
-    uint32_t udp_slots;       /* frames per round, from the frame size */
-    uint32_t udp_gso_frames;  /* frames per message: 1, or more with UDP GSO */
-    uint8_t *udp_frames;      /* udp_slots frame slots */
-    struct mmsghdr *udp_msgs; /* udp_slots (at most one message per frame) */
-    struct iovec *udp_iovs;   /* one per frame slot */
-    uint32_t *udp_counts;     /* readings per frame slot */
-    struct tcp_conn *conns;
-    bool checked; /* the first frame was verified with the codec */
-    bool failed;  /* exit 1 at the end */
-    bool aborted; /* protocol error: stop now */
+    struct load_conn *conns;
+    struct load_scratch scratch;
+    uint32_t streams_left; /* streams with readings_left > 0 */
+    uint64_t batches_generated;
+    uint32_t window;       /* per client: TCP --window; UDP frames a round */
+    size_t client_bytes;   /* what the clients allocate, in the plan */
+    bool failed;           /* exit 1 at the end */
     int64_t started_ns;
     int64_t finished_ns;
     int64_t deadline_ns; /* --duration, or INT64_MAX */
@@ -488,33 +441,16 @@ static inline enum load_kind gen_kind(const struct load_gen *gen, struct load_st
 }
 
 /* Header, base time, CRC; offsets were written relative to t_first and move to t_min. */
-static void gen_seal(struct load_stream *s, uint8_t *frame, uint32_t count, int64_t t_first,
-                     int64_t t_min)
-{
-    if (t_min != t_first) {
-        uint32_t delta = (uint32_t)(uint64_t)(t_first - t_min);
-        uint8_t *p = frame + SL_BATCH_HEADER_BYTES + SL_READING_OFF_OFFSET_US;
-        for (uint32_t i = 0; i < count; i++, p += SL_READING_BYTES) {
-            sl_store_u32(p, sl_load_u32(p) + delta);
-        }
-    }
-    memcpy(frame, s->header, SL_BATCH_HEADER_BYTES);
-    sl_store_u16(frame + SL_BATCH_OFF_COUNT, (uint16_t)count);
-    sl_store_u64(frame + SL_BATCH_OFF_BATCH_SEQ, s->next_seq++);
-    sl_store_u64(frame + SL_BATCH_OFF_BASE_TIME, (uint64_t)t_min);
-    uint32_t body_bytes = SL_BATCH_HEADER_BYTES + SL_READING_BYTES * count;
-    sl_store_u32(frame + body_bytes, sl_crc32c(frame, body_bytes));
-}
-
 /*
- * Write the stream's next batch (at most count_max readings) into frame and
- * return its count, or 0 when the stream is exhausted. A sensor's k-th reading
+ * Write the stream's next batch (at most count_max readings) into the
+ * scratch arrays and return its count, or 0 when the stream is exhausted. A sensor's k-th reading
  * is stamped start + k x interval; an injected out-of-order reading is
  * stamped one interval before the sensor's last good reading, so a fresh
  * gateway rejects exactly the injected ones.
  */
-static uint32_t gen_batch(const struct load_gen *gen, struct load_stream *s, uint8_t *frame,
-                          uint32_t count_max, struct load_counts *counts)
+static uint32_t gen_batch(const struct load_gen *gen, struct load_stream *s,
+                          const struct load_scratch *out, uint32_t count_max,
+                          struct load_counts *counts)
 {
     uint64_t want = s->readings_left < count_max ? s->readings_left : count_max;
     if (want == 0 || s->reading_k >= gen->k_limit) {
@@ -525,9 +461,8 @@ static uint32_t gen_batch(const struct load_gen *gen, struct load_stream *s, uin
     uint64_t k = s->reading_k;
     uint32_t k_mod = (uint32_t)(k % LOAD_SINE_PERIOD);
     int64_t t_nominal = gen->start_us + (int64_t)k * gen->interval_us;
-    int64_t t_first = t_nominal, t_min = INT64_MAX, t_max = INT64_MIN;
+    int64_t t_min = INT64_MAX, t_max = INT64_MIN;
     uint64_t nan_count = 0, ooo_count = 0;
-    uint8_t *p = frame + SL_BATCH_HEADER_BYTES;
     uint32_t n;
     for (n = 0; n < want; n++) {
         int64_t t = t_nominal;
@@ -554,10 +489,9 @@ static uint32_t gen_batch(const struct load_gen *gen, struct load_stream *s, uin
         } else if (s->last_good_us != NULL) {
             s->last_good_us[index] = t;
         }
-        sl_store_u32(p, s->sensor_id_first + index);
-        sl_store_u32(p + SL_READING_OFF_OFFSET_US, (uint32_t)(uint64_t)(t - t_first));
-        sl_store_f32(p + SL_READING_OFF_VALUE, value);
-        p += SL_READING_BYTES;
+        out->ids[n] = s->sensor_id_first + index;
+        out->times[n] = t;
+        out->values[n] = value;
         if (++index == s->sensor_count) {
             index = 0;
             k++;
@@ -566,7 +500,6 @@ static uint32_t gen_batch(const struct load_gen *gen, struct load_stream *s, uin
         }
     }
     SL_ASSERT(n >= 1);
-    gen_seal(s, frame, n, t_first, t_min);
     s->sensor_index = index;
     s->reading_k = k;
     s->readings_left -= n;
@@ -575,30 +508,10 @@ static uint32_t gen_batch(const struct load_gen *gen, struct load_stream *s, uin
     return n;
 }
 
-/* Pair the fast encoder with the codec: the first frame must decode as written. */
-static void gen_verify(const uint8_t *frame, uint32_t count, const struct load_stream *s)
-{
-    struct sl_batch batch;
-    int rc = sl_batch_decode(frame, SL_BATCH_BYTES(count), &batch);
-    SL_ASSERT(rc == 0);
-    SL_ASSERT(batch.header.count == count);
-    SL_ASSERT(batch.header.stream_id == s->stream_id);
-    SL_ASSERT(batch.header.key_id == 0);
-}
-
 /* gen_batch plus the run's bookkeeping. Returns the count, 0 when the stream is done. */
-static uint32_t run_gen(struct load_run *run, struct load_stream *s, uint8_t *frame)
+static uint32_t run_gen(struct load_run *run, struct load_stream *s)
 {
-    uint32_t count = gen_batch(&run->gen, s, frame, run->cfg.batch, &run->counts);
-    if (count > 0) {
-#ifdef SL_DEBUG
-        run->checked = false;
-#endif
-        if (!run->checked) {
-            gen_verify(frame, count, s);
-            run->checked = true;
-        }
-    }
+    uint32_t count = gen_batch(&run->gen, s, &run->scratch, run->cfg.batch, &run->counts);
     if (s->readings_left == 0) {
         SL_ASSERT(run->streams_left > 0);
         run->streams_left--;
@@ -625,10 +538,15 @@ static void run_tick(struct load_run *run, int64_t now)
     }
     double elapsed_s = (double)(now - run->started_ns) / 1e9;
     double window_s = 1.0 + (double)(now - run->progress_ns) / 1e9;
+    uint64_t sent = 0;
+    for (uint32_t i = 0; i < run->cfg.streams; i++) {
+        struct sl_client_counts n;
+        sl_client_counts(run->conns[i].client, &n);
+        sent += n.sent_readings;
+    }
     fprintf(stderr, "sluice-load: %.1f s  %" PRIu64 " readings sent  %.0f readings/s\n", elapsed_s,
-            run->counts.sent_readings,
-            (double)(run->counts.sent_readings - run->progress_readings) / window_s);
-    run->progress_readings = run->counts.sent_readings;
+            sent, (double)(sent - run->progress_readings) / window_s);
+    run->progress_readings = sent;
     run->progress_ns = now + LOAD_PROGRESS_NS;
 }
 
@@ -644,622 +562,274 @@ static void run_start(struct load_run *run)
     pacer_init(&run->pacer, run->cfg.rate_per_s, run->cfg.batch, run->started_ns);
 }
 
-/* ---------------------------------------------------------------- UDP */
+/* ---------------------------------------------------------------- senders */
 
-static int udp_open(const struct load_config *cfg)
+static void on_ack(void *context, const struct sl_client_ack *ack)
 {
-    int fd = socket(cfg->addr.ss_family, SOCK_DGRAM | SOCK_CLOEXEC, 0);
-    if (fd < 0) {
-        log_error("udp socket: %s", strerror(errno));
-        return -1;
-    }
-    int sndbuf_bytes = 4 << 20;
-    (void)setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &sndbuf_bytes, sizeof sndbuf_bytes);
-    if (connect(fd, (const struct sockaddr *)&cfg->addr, cfg->addr_bytes) != 0) {
-        log_error("udp connect to %s: %s", cfg->target, strerror(errno));
-        close(fd);
-        return -1;
-    }
-    return fd;
-}
-
-/*
- * UDP GSO: with UDP_SEGMENT = the full frame size, one message carrying k
- * whole frames leaves the kernel as k ordinary datagrams, one frame each, so
- * the receiver sees exactly what plain sends produce while the sender pays
- * the stack once per message. Off when unsupported or --no-gso.
- */
-static void udp_gso_init(struct load_run *run, int fd)
-{
-    uint32_t frame_bytes = SL_BATCH_BYTES(run->cfg.batch);
-    uint32_t frames = SL_UDP_PAYLOAD_MAX / frame_bytes;
-    int gso_bytes = (int)frame_bytes;
-    run->udp_gso_frames = 1;
-    if (!run->cfg.gso || frames < 2) {
-        return;
-    }
-    if (setsockopt(fd, SOL_UDP, UDP_SEGMENT, &gso_bytes, sizeof gso_bytes) != 0) {
-        return;
-    }
-    run->udp_gso_frames = frames < LOAD_GSO_SEGMENTS_MAX ? frames : LOAD_GSO_SEGMENTS_MAX;
-}
-
-static void udp_gso_disable(struct load_run *run, int fd, int err)
-{
-    int off = 0;
-    (void)setsockopt(fd, SOL_UDP, UDP_SEGMENT, &off, sizeof off);
-    run->udp_gso_frames = 1;
-    if (!run->cfg.quiet) {
-        fprintf(stderr, "sluice-load: UDP GSO refused (%s): one datagram per message\n",
-                strerror(err));
+    struct load_run *run = context;
+    if (ack->status == SL_STATUS_OK || ack->status == SL_STATUS_DUPLICATE) {
+        hist_record(run->hist, ack->latency_ns > 0 ? (uint64_t)ack->latency_ns : 0);
     }
 }
 
-/*
- * Group frames [first, first + frames) into messages from index msg_first on:
- * up to udp_gso_frames per message, and only whole frames before the last one
- * of a message (the kernel cuts at the full frame size). Returns the message count.
- */
-static uint32_t udp_layout(struct load_run *run, uint32_t first, uint32_t frames,
-                           uint32_t msg_first)
+static void client_options(const struct load_run *run, uint32_t index, struct sl_client_options *o)
 {
-    uint32_t full_bytes = SL_BATCH_BYTES(run->cfg.batch);
-    uint32_t end = first + frames;
-    uint32_t m = msg_first;
-    for (uint32_t i = first; i < end; m++) {
-        uint32_t n = 0;
-        run->udp_msgs[m].msg_hdr.msg_iov = &run->udp_iovs[i];
-        do {
-            n++;
-            i++;
-        } while (i < end && n < run->udp_gso_frames && run->udp_iovs[i - 1].iov_len == full_bytes);
-        run->udp_msgs[m].msg_hdr.msg_iovlen = n;
-    }
-    return m - msg_first;
+    const struct load_config *cfg = &run->cfg;
+    sl_client_options_init(o);
+    o->stream_id = cfg->stream_id_base + index;
+    o->first_seq = cfg->start_seq;
+    o->batch_readings = cfg->batch;
+    o->frame_bytes_max = SL_BATCH_BYTES(cfg->batch);
+    o->window = run->window;
+    o->flags = SL_CLIENT_NONBLOCK | (cfg->ack ? 0 : SL_CLIENT_NO_ACK) | (cfg->gso ? 0 : SL_CLIENT_NO_GSO);
+    o->socket_buffer_bytes = cfg->transport == LOAD_UDP ? 4u << 20 : 0;
+    o->on_ack = on_ack;
+    o->context = (void *)run;
 }
 
-/* Generate up to udp_slots frames round-robin over the streams. */
-static uint32_t udp_fill(struct load_run *run, int64_t now, int64_t *wait_ns)
+static uint64_t progress_mark(const struct sl_client_counts *n)
 {
-    uint32_t n = 0;
-    while (n < run->udp_slots && run->streams_left > 0) {
-        struct load_stream *s = &run->streams[run->rr];
-        run->rr = run->rr + 1 == run->cfg.streams ? 0 : run->rr + 1;
-        if (s->readings_left == 0) {
-            continue;
-        }
-        if (run->pacer.on) {
-            uint64_t want = s->readings_left < run->cfg.batch ? s->readings_left : run->cfg.batch;
-            *wait_ns = pacer_wait_ns(&run->pacer, want, n == 0 ? now : sl_clock_monotonic_ns());
-            if (*wait_ns > 0) {
-                break;
-            }
-        }
-        uint32_t count = run_gen(run, s, run->udp_iovs[n].iov_base);
-        if (count == 0) {
-            continue;
-        }
-        pacer_charge(&run->pacer, count);
-        run->udp_iovs[n].iov_len = SL_BATCH_BYTES(count);
-        run->udp_counts[n] = count;
-        n++;
-    }
-    return n;
+    return n->sent + n->acked + n->duplicate + n->overloaded + n->resent;
 }
 
-static void udp_account(struct load_run *run, const struct mmsghdr *msg)
+/* Stop a stream for good: its readings are no longer generated. */
+static void conn_fail(struct load_run *run, struct load_conn *c)
 {
-    uint32_t first = (uint32_t)(msg->msg_hdr.msg_iov - run->udp_iovs);
-    for (uint32_t i = first; i < first + msg->msg_hdr.msg_iovlen; i++) {
-        run->counts.sent_readings += run->udp_counts[i];
-        run->counts.sent_batches++;
-    }
-}
-
-/* Send `frames` generated frames. 0, or a negative errno (reported). */
-static int udp_send(struct load_run *run, int fd, uint32_t frames)
-{
-    uint32_t msgs = udp_layout(run, 0, frames, 0);
-    uint32_t done = 0;
-    uint32_t retries = 0;
-    while (done < msgs) {
-        int sent = sendmmsg(fd, run->udp_msgs + done, msgs - done, 0);
-        if (sent > 0) {
-            for (uint32_t m = done; m < done + (uint32_t)sent; m++) {
-                udp_account(run, &run->udp_msgs[m]);
-            }
-            done += (uint32_t)sent;
-            continue;
-        }
-        int err = errno;
-        if (err == EINTR) {
-            continue;
-        }
-        if ((err == ENOBUFS || err == EAGAIN) && retries++ < 10000) {
-            sleep_ns(50000); /* the local queue is full: let it drain */
-            continue;
-        }
-        if ((err == EINVAL || err == EIO || err == EMSGSIZE) && run->udp_gso_frames > 1) {
-            /* e.g. a path MTU below the frame size, or no checksum offload */
-            uint32_t first = (uint32_t)(run->udp_msgs[done].msg_hdr.msg_iov - run->udp_iovs);
-            udp_gso_disable(run, fd, err);
-            msgs = done + udp_layout(run, first, frames - first, done);
-            continue;
-        }
-        log_error("udp send to %s: %s", run->cfg.target,
-                  err == ECONNREFUSED ? "connection refused (nothing listening?)" : strerror(err));
-        return -err;
-    }
-    return 0;
-}
-
-static int udp_run(struct load_run *run)
-{
-    int fd = udp_open(&run->cfg);
-    if (fd < 0) {
-        return -1;
-    }
-    udp_gso_init(run, fd);
-    for (uint32_t i = 0; i < run->udp_slots; i++) {
-        run->udp_iovs[i].iov_base = run->udp_frames + (size_t)i * run->stride;
-    }
-    int rc = 0;
-    run_start(run);
-    while (run->streams_left > 0) {
-        int64_t now = sl_clock_monotonic_ns();
-        int64_t wait_ns = 0;
-        run_tick(run, now);
-        uint32_t n = udp_fill(run, now, &wait_ns);
-        if (n > 0) {
-            rc = udp_send(run, fd, n);
-            if (rc != 0) {
-                break;
-            }
-        } else if (wait_ns > 0) {
-            sleep_ns(wait_ns);
-        }
-    }
-    run->finished_ns = sl_clock_monotonic_ns();
-    close(fd);
-    return rc;
-}
-
-/* ---------------------------------------------------------------- TCP */
-
-static struct tcp_slot *conn_slot_at(struct tcp_conn *c, uint32_t window, uint32_t position)
-{
-    SL_ASSERT(position < c->queue_count);
-    return &c->slots[c->queue[(c->queue_head + position) % window]];
-}
-
-static uint8_t *conn_frame(struct load_run *run, struct tcp_conn *c, uint32_t slot_index)
-{
-    return c->frames + (size_t)slot_index * run->stride;
-}
-
-static void conn_push(struct tcp_conn *c, uint32_t window, uint32_t slot_index)
-{
-    SL_ASSERT(c->queue_count < window);
-    c->queue[(c->queue_head + c->queue_count) % window] = slot_index;
-    c->queue_count++;
-}
-
-static uint32_t conn_pop(struct tcp_conn *c, uint32_t window)
-{
-    SL_ASSERT(c->queue_count > 0);
-    SL_ASSERT(c->unsent > 0);
-    uint32_t slot_index = c->queue[c->queue_head];
-    c->queue_head = (c->queue_head + 1) % window;
-    c->queue_count--;
-    c->unsent--;
-    return slot_index;
-}
-
-static void conn_close(struct tcp_conn *c, enum conn_state state)
-{
-    if (c->fd >= 0) {
-        close(c->fd);
-        c->fd = -1;
-    }
-    c->state = state;
-}
-
-static int tcp_connect_one(const struct load_config *cfg)
-{
-    int fd = socket(cfg->addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    if (fd < 0) {
-        log_error("tcp socket: %s", strerror(errno));
-        return -1;
-    }
-    int err = 0;
-    if (connect(fd, (const struct sockaddr *)&cfg->addr, cfg->addr_bytes) != 0) {
-        err = errno;
-        if (err == EINPROGRESS) {
-            struct pollfd pfd = {.fd = fd, .events = POLLOUT};
-            int ready = poll(&pfd, 1, LOAD_CONNECT_TIMEOUT_MS);
-            socklen_t err_bytes = sizeof err;
-            err = ETIMEDOUT;
-            if (ready == 1) {
-                (void)getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &err_bytes);
-            }
-        }
-    }
-    if (err != 0) {
-        log_error("tcp connect to %s: %s", cfg->target, strerror(err));
-        close(fd);
-        return -1;
-    }
-    int one = 1;
-    (void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-    return fd;
-}
-
-static int tcp_connect_all(struct load_run *run, int epoll_fd)
-{
-    for (uint32_t i = 0; i < run->cfg.streams; i++) {
-        struct tcp_conn *c = &run->conns[i];
-        c->fd = tcp_connect_one(&run->cfg);
-        if (c->fd < 0) {
-            return -1;
-        }
-        struct epoll_event ev = {.events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET,
-                                 .data.ptr = c};
-        if (epoll_ctl(epoll_fd, EPOLL_CTL_ADD, c->fd, &ev) != 0) {
-            log_error("epoll_ctl: %s", strerror(errno));
-            return -1;
-        }
-        c->state = CONN_RUNNING;
-        c->writable = true;
-    }
-    return 0;
-}
-
-/* A fatal protocol violation: report, stop the whole run. */
-static void tcp_protocol_error(struct load_run *run, struct tcp_conn *c, const char *what,
-                               const struct sl_ack *ack, uint64_t expected_seq)
-{
-    log_error("protocol error on stream %" PRIu32 ": %s (ack stream %" PRIu32 " seq %" PRIu64
-              " status %u, expected seq %" PRIu64 ")",
-              c->stream->stream_id, what, ack->stream_id, ack->batch_seq, ack->status,
-              expected_seq);
     run->failed = true;
-    run->aborted = true;
-    conn_close(c, CONN_FAILED);
-}
-
-/* Without ACK_REQUESTED nothing is tracked; error acks still count. */
-static void tcp_on_unrequested_ack(struct load_run *run, struct tcp_conn *c,
-                                   const struct sl_ack *ack)
-{
-    if (ack->status == SL_STATUS_OK) {
-        run->counts.accepted += ack->accepted;
-        run->counts.rejected += ack->rejected;
-    } else if (ack->status == SL_STATUS_DUPLICATE) {
-        run->counts.duplicate_batches++;
-    } else {
-        run->counts.error_batches++;
-        log_error("stream %" PRIu32 ": gateway answered status %u (%s) for batch_seq %" PRIu64,
-                  c->stream->stream_id, ack->status,
-                  ack->status < SL_STATUS_COUNT ? sl_status_name((enum sl_status)ack->status)
-                                                : "unknown",
-                  ack->batch_seq);
-        run->failed = true;
+    c->live = false;
+    if (c->stream->readings_left > 0) {
+        c->stream->readings_left = 0;
+        SL_ASSERT(run->streams_left > 0);
+        run->streams_left--;
     }
 }
 
-static void tcp_on_overloaded(struct load_run *run, struct tcp_conn *c, int64_t now)
+static void report_client_error(struct load_conn *c, int rc)
 {
-    uint32_t window = run->cfg.window;
-    /*
-     * Resend it with the same batch_seq, behind what is in flight: the
-     * gateway answers every later batch of the stream OVERLOADED until this
-     * one is resent (so the later ones come back here in order, behind it),
-     * which keeps exactly-once intact. A fresh seq would make the original
-     * a DUPLICATE-in-waiting and the batch could be lost.
-     */
-    uint32_t slot_index = conn_pop(c, window);
-    struct tcp_slot *slot = &c->slots[slot_index];
-    slot->resent = true;
-    conn_push(c, window, slot_index);
-    run->counts.overloaded_batches++;
-    c->resume_ns = now + c->backoff_ns;
-    c->backoff_ns =
-        c->backoff_ns * 2 < LOAD_BACKOFF_MAX_NS ? c->backoff_ns * 2 : LOAD_BACKOFF_MAX_NS;
-}
-
-/* One ack for the oldest outstanding batch of this connection. */
-static void tcp_on_ack(struct load_run *run, struct tcp_conn *c, const uint8_t *bytes, int64_t now)
-{
-    struct sl_ack ack = {0};
-    int rc = sl_ack_decode(bytes, SL_ACK_BYTES, &ack);
-    if (rc != 0) {
-        tcp_protocol_error(run, c, sl_decode_error_name(-rc), &ack, 0);
-        return;
-    }
-    if (!run->cfg.ack) {
-        tcp_on_unrequested_ack(run, c, &ack);
-        return;
-    }
-    if (c->unsent == 0) {
-        tcp_protocol_error(run, c, "ack with no batch outstanding", &ack, 0);
-        return;
-    }
-    struct tcp_slot *slot = conn_slot_at(c, run->cfg.window, 0);
-    if (ack.stream_id != c->stream->stream_id || ack.batch_seq != slot->seq) {
-        tcp_protocol_error(run, c, "ack out of order", &ack, slot->seq);
-        return;
-    }
-    switch (ack.status) {
-    case SL_STATUS_OK:
-    case SL_STATUS_DUPLICATE:
-        if (ack.status == SL_STATUS_OK) {
-            run->counts.accepted += ack.accepted;
-            run->counts.rejected += ack.rejected;
-        } else {
-            run->counts.duplicate_batches++;
-        }
-        run->counts.acked_batches++;
-        hist_record(run->hist, (uint64_t)(now - slot->sent_ns));
-        c->free_slots[c->free_count++] = conn_pop(c, run->cfg.window);
-        c->backoff_ns = LOAD_BACKOFF_MIN_NS;
-        return;
-    case SL_STATUS_OVERLOADED:
-        tcp_on_overloaded(run, c, now);
-        return;
-    case SL_STATUS_BAD_CRC:
-    case SL_STATUS_MALFORMED:
-    case SL_STATUS_UNAUTHORIZED:
-        run->counts.error_batches++;
+    struct sl_client_counts n;
+    sl_client_counts(c->client, &n);
+    if (rc == SL_CLIENT_EREFUSED) {
         log_error("stream %" PRIu32 ": gateway answered %s for batch_seq %" PRIu64
                   "; it closes the connection",
-                  c->stream->stream_id, sl_status_name((enum sl_status)ack.status), slot->seq);
-        run->failed = true;
-        conn_close(c, CONN_FAILED);
-        return;
-    default:
-        tcp_protocol_error(run, c, "unknown ack status", &ack, slot->seq);
+                  c->stream->stream_id,
+                  n.refused_status < SL_STATUS_COUNT ? sl_status_name((enum sl_status)n.refused_status)
+                                                     : "an unknown status",
+                  n.refused_seq);
         return;
     }
+    log_error("stream %" PRIu32 ": %s", c->stream->stream_id, sl_client_strerror(rc));
 }
 
-static void tcp_on_eof(struct load_run *run, struct tcp_conn *c)
+/* A stream whose client made no progress for --retry-for while it had work fails. */
+static void check_progress(struct load_run *run, struct load_conn *c, int64_t now)
 {
-    if (c->state == CONN_DRAINING) {
-        conn_close(c, CONN_DONE);
+    struct sl_client_counts n;
+    sl_client_counts(c->client, &n);
+    uint64_t mark = progress_mark(&n);
+    if (mark != c->progress_mark || (n.pending == 0 && n.buffered == 0)) {
+        c->progress_mark = mark;
+        c->progress_ns = now;
         return;
     }
-    log_error("stream %" PRIu32 ": connection closed by the gateway with %" PRIu32
-              " batches unacknowledged",
-              c->stream->stream_id, c->queue_count);
-    run->failed = true;
-    conn_close(c, CONN_FAILED);
-}
-
-static void tcp_read(struct load_run *run, struct tcp_conn *c)
-{
-    for (uint32_t reads = 0; reads < LOAD_READS_PER_TICK && c->readable; reads++) {
-        size_t room = sizeof c->ack_buffer - c->ack_bytes;
-        ssize_t got = read(c->fd, c->ack_buffer + c->ack_bytes, room);
-        if (got == 0) {
-            tcp_on_eof(run, c);
-            return;
-        }
-        if (got < 0) {
-            int err = errno;
-            if (err == EAGAIN || err == EINTR) {
-                c->readable = err == EINTR;
-                continue;
-            }
-            log_error("stream %" PRIu32 ": read: %s", c->stream->stream_id, strerror(err));
-            run->failed = true;
-            conn_close(c, CONN_FAILED);
-            return;
-        }
-        int64_t now = sl_clock_monotonic_ns();
-        c->readable = (size_t)got == room; /* a short read drained the socket */
-        c->ack_bytes += (uint32_t)got;
-        uint32_t used = 0;
-        while (c->ack_bytes - used >= SL_ACK_BYTES && c->state != CONN_FAILED) {
-            tcp_on_ack(run, c, c->ack_buffer + used, now);
-            used += SL_ACK_BYTES;
-        }
-        if (c->state == CONN_FAILED) {
-            return;
-        }
-        memmove(c->ack_buffer, c->ack_buffer + used, c->ack_bytes - used);
-        c->ack_bytes -= used;
+    if ((double)(now - c->progress_ns) / 1e9 >= run->cfg.retry_for_s) {
+        int why = sl_client_last_error(c->client);
+        log_error("stream %" PRIu32 ": no progress for %.0f s with %" PRIu64
+                  " batches unacknowledged (%s)",
+                  c->stream->stream_id, run->cfg.retry_for_s, n.pending,
+                  why != 0 ? sl_client_strerror(why) : "no answer");
+        conn_fail(run, c);
     }
 }
 
-/* Generate batches into free slots while the window, the budget and the pacer allow. */
-static void tcp_fill(struct load_run *run, struct tcp_conn *c, int64_t now, int64_t *wait_ns)
+/*
+ * Generate batches into the stream's client while it can cut them without
+ * waiting and the pacer allows. *wait_ns gets the pacer's wait when it said no.
+ */
+static void conn_fill(struct load_run *run, struct load_conn *c, int64_t now, int64_t *wait_ns,
+                      uint32_t batches_max)
 {
     struct load_stream *s = c->stream;
-    while (c->free_count > 0 && s->readings_left > 0 && now >= c->resume_ns) {
+    for (uint32_t b = 0; b < batches_max && s->readings_left > 0 && c->live; b++) {
         uint64_t want = s->readings_left < run->cfg.batch ? s->readings_left : run->cfg.batch;
+        if (sl_client_room(c->client) < want) {
+            return;
+        }
         int64_t pace_ns = pacer_wait_ns(&run->pacer, want, now);
         if (pace_ns > 0) {
             *wait_ns = pace_ns < *wait_ns ? pace_ns : *wait_ns;
             return;
         }
-        uint32_t slot_index = c->free_slots[c->free_count - 1];
-        uint8_t *frame = conn_frame(run, c, slot_index);
-        uint32_t count = run_gen(run, s, frame);
+        uint32_t count = run_gen(run, s);
         if (count == 0) {
             return;
         }
-        c->free_count--;
+        run->batches_generated++;
         pacer_charge(&run->pacer, count);
-        c->slots[slot_index] = (struct tcp_slot){
-            .seq = sl_load_u64(frame + SL_BATCH_OFF_BATCH_SEQ), .bytes = SL_BATCH_BYTES(count), .count = count};
-        conn_push(c, run->cfg.window, slot_index);
+        const struct load_scratch *out = &run->scratch;
+        int64_t taken = sl_client_append_array(c->client, out->ids, out->values, out->times, count);
+        int rc = taken == (int64_t)count ? 0 : (taken < 0 ? (int)taken : -EAGAIN);
+        if (rc == 0 && count < run->cfg.batch) {
+            rc = sl_client_push(c->client); /* a short batch: cut it as generated */
+        }
+        if (rc != 0) {
+            report_client_error(c, rc);
+            conn_fail(run, c);
+            return;
+        }
         if (run->pacer.on) {
             now = sl_clock_monotonic_ns();
         }
     }
 }
 
-/* Account frames that the last write completed. */
-static void tcp_advance(struct load_run *run, struct tcp_conn *c, size_t written, int64_t now)
+static int open_clients(struct load_run *run)
 {
-    while (written > 0) {
-        struct tcp_slot *slot = conn_slot_at(c, run->cfg.window, c->unsent);
-        uint32_t remaining = slot->bytes - c->unsent_offset;
-        if (written < remaining) {
-            c->unsent_offset += (uint32_t)written;
-            return;
+    for (uint32_t i = 0; i < run->cfg.streams; i++) {
+        struct sl_client_options o;
+        client_options(run, i, &o);
+        struct load_conn *c = &run->conns[i];
+        c->stream = &run->streams[i];
+        int rc = sl_client_open(&c->client, run->cfg.target, &o);
+        if (rc < 0) {
+            log_error("stream %" PRIu32 ": %s: %s", c->stream->stream_id, run->cfg.target,
+                      sl_client_strerror(rc));
+            return -1;
         }
-        written -= remaining;
-        slot->sent_ns = now;
-        if (!slot->resent) {
-            run->counts.sent_batches++;
-            run->counts.sent_readings += slot->count;
-        }
-        c->unsent++;
-        c->unsent_offset = 0;
-        if (!run->cfg.ack) {
-            c->free_slots[c->free_count++] = conn_pop(c, run->cfg.window);
-        }
+        c->live = true;
     }
+    return 0;
 }
 
-/* Write every pending frame with one sendmsg. Returns true when bytes went out. */
-static bool tcp_flush(struct load_run *run, struct tcp_conn *c, int64_t now)
-{
-    /* `now` is the turn's clock, for the backoff; the send stamp is read fresh below. */
-    struct iovec iov[LOAD_IOV_MAX];
-    uint32_t pending = c->queue_count - c->unsent;
-    uint32_t frames = pending < LOAD_IOV_MAX ? pending : LOAD_IOV_MAX;
-    if (frames == 0 || !c->writable || now < c->resume_ns) {
-        return false;
-    }
-    for (uint32_t i = 0; i < frames; i++) {
-        uint32_t slot_index = c->queue[(c->queue_head + c->unsent + i) % run->cfg.window];
-        uint32_t skip = i == 0 ? c->unsent_offset : 0;
-        iov[i].iov_base = conn_frame(run, c, slot_index) + skip;
-        iov[i].iov_len = c->slots[slot_index].bytes - skip;
-    }
-    struct msghdr msg = {.msg_iov = iov, .msg_iovlen = frames};
-    size_t total = 0;
-    for (uint32_t i = 0; i < frames; i++) {
-        total += iov[i].iov_len;
-    }
-    /* Stamped before the call: on loopback the acks may be queued before it returns. */
-    int64_t sent_ns = sl_clock_monotonic_ns();
-    ssize_t written = sendmsg(c->fd, &msg, MSG_NOSIGNAL | MSG_DONTWAIT);
-    if (written < 0) {
-        int err = errno;
-        if (err == EAGAIN || err == EINTR) {
-            c->writable = err == EINTR;
-            return false;
-        }
-        log_error("stream %" PRIu32 ": write: %s", c->stream->stream_id, strerror(err));
-        run->failed = true;
-        conn_close(c, CONN_FAILED);
-        return false;
-    }
-    c->writable = (size_t)written == total; /* short: the kernel will signal EPOLLOUT */
-    tcp_advance(run, c, (size_t)written, sent_ns);
-    return written > 0;
-}
+/* ---------------------------------------------------------------- UDP */
 
-/* End of a connection's stream: close (acked) or half-close and wait for EOF. */
-static void tcp_check_done(struct load_run *run, struct tcp_conn *c, int64_t now)
+static int udp_run(struct load_run *run)
 {
-    if (c->stream->readings_left > 0 || c->queue_count > 0) {
-        return;
+    run_start(run);
+    for (uint32_t i = 0; i < run->cfg.streams; i++) {
+        run->conns[i].progress_ns = run->started_ns;
     }
-    if (run->cfg.ack) {
-        conn_close(c, CONN_DONE);
-        return;
-    }
-    (void)shutdown(c->fd, SHUT_WR);
-    c->state = CONN_DRAINING;
-    c->drain_deadline_ns = now + LOAD_DRAIN_TIMEOUT_NS;
-}
-
-static void tcp_check_timeouts(struct load_run *run, struct tcp_conn *c, int64_t now,
-                               int64_t *wait_ns)
-{
-    int64_t due_ns = INT64_MAX;
-    if (c->state == CONN_DRAINING) {
-        due_ns = c->drain_deadline_ns;
-        if (now >= due_ns) {
-            log_error("stream %" PRIu32 ": no EOF from the gateway after the last frame",
-                      c->stream->stream_id);
-            conn_close(c, CONN_DONE);
-            return;
+    uint32_t rr = 0;
+    while (run->streams_left > 0) {
+        int64_t now = sl_clock_monotonic_ns();
+        int64_t wait_ns = INT64_MAX;
+        run_tick(run, now);
+        uint64_t generated = run->batches_generated;
+        /* One batch from each stream in turn, so the streams' datagrams interleave. */
+        for (uint32_t turn = 0; turn < run->cfg.streams; turn++) {
+            struct load_conn *c = &run->conns[rr];
+            rr = rr + 1 == run->cfg.streams ? 0 : rr + 1;
+            if (c->live && c->stream->readings_left > 0) {
+                (void)sl_client_service(c->client, sl_client_events(c->client));
+                conn_fill(run, c, now, &wait_ns, 1);
+                check_progress(run, c, now);
+            }
         }
-    } else if (run->cfg.ack && c->unsent > 0) {
-        due_ns = conn_slot_at(c, run->cfg.window, 0)->sent_ns + LOAD_ACK_TIMEOUT_NS;
-        if (now >= due_ns) {
-            log_error("stream %" PRIu32 ": no ack for %lld s", c->stream->stream_id,
-                      LOAD_ACK_TIMEOUT_NS / LOAD_NS_PER_S);
+        if (run->batches_generated == generated) {
+            /* Paced, or every round waits for the socket: send partial rounds, then pause. */
+            for (uint32_t i = 0; i < run->cfg.streams; i++) {
+                if (run->conns[i].live) {
+                    (void)sl_client_push(run->conns[i].client);
+                }
+            }
+            sleep_ns(wait_ns != INT64_MAX ? wait_ns : LOAD_UDP_PAUSE_NS);
+        }
+    }
+    for (uint32_t i = 0; i < run->cfg.streams; i++) {
+        struct load_conn *c = &run->conns[i];
+        int rc = c->live ? sl_client_flush(c->client, LOAD_FLUSH_TIMEOUT_MS) : 0;
+        if (rc != 0) {
+            report_client_error(c, rc);
             run->failed = true;
-            conn_close(c, CONN_FAILED);
-            return;
         }
     }
-    if (c->resume_ns > now && c->resume_ns < due_ns) {
-        due_ns = c->resume_ns;
-    }
-    if (due_ns != INT64_MAX && due_ns - now < *wait_ns) {
-        *wait_ns = due_ns - now;
-    }
+    run->finished_ns = sl_clock_monotonic_ns();
+    return run->failed ? -1 : 0;
 }
 
-/* One turn for one connection. Returns true when it can make progress right away. */
-static bool tcp_service(struct load_run *run, struct tcp_conn *c, int64_t now, int64_t *wait_ns)
-{
-    if (c->readable) {
-        tcp_read(run, c);
-    }
-    for (uint32_t turn = 0; turn < 4 && c->state == CONN_RUNNING; turn++) {
-        tcp_fill(run, c, now, wait_ns);
-        if (!tcp_flush(run, c, now)) {
-            break;
-        }
-    }
-    if (c->state == CONN_RUNNING) {
-        tcp_check_done(run, c, now);
-    }
-    if (c->state == CONN_RUNNING || c->state == CONN_DRAINING) {
-        tcp_check_timeouts(run, c, now, wait_ns);
-    }
-    if (c->state != CONN_RUNNING && c->state != CONN_DRAINING) {
-        return false;
-    }
-    bool can_write = c->writable && c->unsent < c->queue_count && now >= c->resume_ns;
-    return c->readable || can_write;
-}
+/* ---------------------------------------------------------------- TCP */
 
-static int tcp_wait(struct load_run *run, int epoll_fd, bool busy, int64_t wait_ns)
+/* Put the client's current socket in the epoll set when a (re)connect opened a new one. */
+static int conn_register(struct load_run *run, struct load_conn *c, int epoll_fd)
 {
-    struct epoll_event events[LOAD_EVENTS_MAX];
-    int timeout_ms = 0;
-    if (!busy) {
-        int64_t capped_ns = wait_ns < LOAD_PROGRESS_NS ? wait_ns : LOAD_PROGRESS_NS;
-        timeout_ms = (int)((capped_ns + 999999) / 1000000);
+    struct sl_client_counts n;
+    sl_client_counts(c->client, &n);
+    int fd = sl_client_fd(c->client);
+    if (fd < 0 || n.sockets == c->sockets) {
+        return 0;
     }
-    int n = epoll_wait(epoll_fd, events, LOAD_EVENTS_MAX, timeout_ms);
-    if (n < 0) {
-        if (errno == EINTR) {
-            return 0;
-        }
-        log_error("epoll_wait: %s", strerror(errno));
+    struct epoll_event ev = {.events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET, .data.ptr = c};
+    if (epoll_ctl(epoll_fd, EPOLL_CTL_ADD, fd, &ev) != 0 &&
+        (errno != EEXIST || epoll_ctl(epoll_fd, EPOLL_CTL_MOD, fd, &ev) != 0)) {
+        log_error("epoll_ctl: %s", strerror(errno));
         run->failed = true;
         return -1;
     }
-    for (int i = 0; i < n; i++) {
-        struct tcp_conn *c = events[i].data.ptr;
-        if (events[i].events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) {
-            c->readable = true;
-        }
-        if (events[i].events & (EPOLLOUT | EPOLLERR)) {
-            c->writable = true;
+    c->sockets = n.sockets;
+    return 0;
+}
+
+/* Every batch of a stream answered: done (acked), or half-close and wait for EOF (no acks). */
+static void conn_check_done(struct load_run *run, struct load_conn *c)
+{
+    struct sl_client_counts n;
+    sl_client_counts(c->client, &n);
+    if (c->stream->readings_left > 0 || n.pending > 0 || n.buffered > 0) {
+        return;
+    }
+    c->live = false;
+    if (!run->cfg.ack) {
+        int rc = sl_client_finish(c->client, LOAD_DRAIN_TIMEOUT_MS);
+        if (rc == -ETIMEDOUT) {
+            log_error("stream %" PRIu32 ": no EOF from the gateway after the last frame",
+                      c->stream->stream_id);
+        } else if (rc != 0) {
+            report_client_error(c, rc);
+            run->failed = true;
         }
     }
-    return 0;
+}
+
+/* One turn for one stream. */
+static void conn_turn(struct load_run *run, struct load_conn *c, int epoll_fd, int64_t now,
+                      int64_t *wait_ns)
+{
+    int rc = sl_client_service(c->client, c->revents);
+    c->revents = 0;
+    if (rc != 0) {
+        report_client_error(c, rc);
+        conn_fail(run, c);
+        return;
+    }
+    conn_fill(run, c, now, wait_ns, UINT32_MAX);
+    if (!c->live || conn_register(run, c, epoll_fd) != 0) {
+        return;
+    }
+    check_progress(run, c, now);
+    if (c->live) {
+        conn_check_done(run, c);
+    }
+    int timer_ms = c->live ? sl_client_timeout_ms(c->client) : -1;
+    if (timer_ms >= 0 && (int64_t)timer_ms * 1000000 < *wait_ns) {
+        *wait_ns = (int64_t)timer_ms * 1000000;
+    }
+}
+
+static void tcp_wait(struct load_run *run, int epoll_fd, int64_t wait_ns)
+{
+    struct epoll_event events[LOAD_EVENTS_MAX];
+    int64_t capped_ns = wait_ns < LOAD_PROGRESS_NS ? wait_ns : LOAD_PROGRESS_NS;
+    int timeout_ms = (int)((capped_ns + 999999) / 1000000);
+    int n = epoll_wait(epoll_fd, events, LOAD_EVENTS_MAX, timeout_ms);
+    if (n < 0 && errno != EINTR) {
+        log_error("epoll_wait: %s", strerror(errno));
+        run->failed = true;
+    }
+    for (int i = 0; i < n; i++) {
+        struct load_conn *c = events[i].data.ptr;
+        uint32_t e = events[i].events;
+        c->revents |= (short)(((e & (EPOLLIN | EPOLLRDHUP)) ? POLLIN : 0) | ((e & EPOLLOUT) ? POLLOUT : 0) |
+                              ((e & EPOLLERR) ? POLLERR : 0) | ((e & EPOLLHUP) ? POLLHUP : 0));
+    }
 }
 
 static int tcp_run(struct load_run *run)
@@ -1269,34 +839,31 @@ static int tcp_run(struct load_run *run)
         log_error("epoll_create1: %s", strerror(errno));
         return -1;
     }
-    int rc = tcp_connect_all(run, epoll_fd);
     run_start(run);
-    uint32_t live = rc == 0 ? run->cfg.streams : 0;
-    while (live > 0 && !run->aborted) {
+    for (uint32_t i = 0; i < run->cfg.streams; i++) {
+        run->conns[i].progress_ns = run->started_ns;
+        (void)conn_register(run, &run->conns[i], epoll_fd);
+    }
+    uint32_t live = run->cfg.streams;
+    while (live > 0) {
         int64_t now = sl_clock_monotonic_ns();
         int64_t wait_ns = INT64_MAX;
-        bool busy = false;
         run_tick(run, now);
         live = 0;
         for (uint32_t i = 0; i < run->cfg.streams; i++) {
-            struct tcp_conn *c = &run->conns[i];
-            if (c->state == CONN_RUNNING || c->state == CONN_DRAINING) {
-                busy |= tcp_service(run, c, now, &wait_ns);
-                live += c->state == CONN_RUNNING || c->state == CONN_DRAINING;
+            struct load_conn *c = &run->conns[i];
+            if (c->live) {
+                conn_turn(run, c, epoll_fd, now, &wait_ns);
+                live += c->live;
             }
         }
-        if (live > 0 && tcp_wait(run, epoll_fd, busy, wait_ns) != 0) {
-            break;
+        if (live > 0) {
+            tcp_wait(run, epoll_fd, wait_ns);
         }
     }
     run->finished_ns = sl_clock_monotonic_ns();
-    for (uint32_t i = 0; i < run->cfg.streams; i++) {
-        if (run->conns[i].fd >= 0) {
-            conn_close(&run->conns[i], run->conns[i].state);
-        }
-    }
     close(epoll_fd);
-    return rc != 0 || run->failed ? -1 : 0;
+    return run->failed ? -1 : 0;
 }
 
 /* ---------------------------------------------------------------- output */
@@ -1317,11 +884,36 @@ static void print_json_string(const char *text)
     putchar('"');
 }
 
+/* The clients' counts, summed over the streams. */
+static struct sl_client_counts sum_counts(const struct load_run *run)
+{
+    struct sl_client_counts sum = {0};
+    for (uint32_t i = 0; i < run->cfg.streams; i++) {
+        struct sl_client_counts n;
+        if (run->conns[i].client == NULL) {
+            continue;
+        }
+        sl_client_counts(run->conns[i].client, &n);
+        sum.sent += n.sent;
+        sum.sent_readings += n.sent_readings;
+        sum.acked += n.acked;
+        sum.duplicate += n.duplicate;
+        sum.accepted += n.accepted;
+        sum.rejected += n.rejected;
+        sum.overloaded += n.overloaded;
+        sum.resent += n.resent;
+        sum.reconnects += n.reconnects;
+        sum.refused += n.refused;
+        sum.udp_errors += n.udp_errors;
+    }
+    return sum;
+}
+
 static void print_report(const struct load_run *run)
 {
-    const struct load_counts *n = &run->counts;
+    struct sl_client_counts n = sum_counts(run);
     double elapsed_s = (double)(run->finished_ns - run->started_ns) / 1e9;
-    double rate = elapsed_s > 0 ? (double)n->sent_readings / elapsed_s : 0.0;
+    double rate = elapsed_s > 0 ? (double)n.sent_readings / elapsed_s : 0.0;
     fputs("{\"target\":", stdout);
     print_json_string(run->cfg.target);
     printf(",\"transport\":\"%s\",\"streams\":%" PRIu32 ",\"sensors\":%" PRIu32
@@ -1331,10 +923,11 @@ static void print_report(const struct load_run *run)
     printf(",\"sent_readings\":%" PRIu64 ",\"sent_batches\":%" PRIu64 ",\"acked_batches\":%" PRIu64
            ",\"accepted\":%" PRIu64 ",\"rejected\":%" PRIu64 ",\"duplicate_batches\":%" PRIu64
            ",\"overloaded_batches\":%" PRIu64 ",\"error_batches\":%" PRIu64
+           ",\"resent_batches\":%" PRIu64 ",\"reconnects\":%" PRIu64
            ",\"injected_nan\":%" PRIu64 ",\"injected_ooo\":%" PRIu64,
-           n->sent_readings, n->sent_batches, n->acked_batches, n->accepted, n->rejected,
-           n->duplicate_batches, n->overloaded_batches, n->error_batches, n->injected_nan,
-           n->injected_ooo);
+           n.sent_readings, n.sent, n.acked + n.duplicate, n.accepted, n.rejected, n.duplicate,
+           n.overloaded, n.refused + n.udp_errors, n.resent, n.reconnects, run->counts.injected_nan,
+           run->counts.injected_ooo);
     printf(",\"elapsed_s\":%.6f,\"rate_readings_per_s\":%.1f,\"latency_us\":", elapsed_s, rate);
     const struct load_hist *h = run->hist;
     if (run->cfg.transport == LOAD_TCP && run->cfg.ack && h->total > 0) {
@@ -1379,11 +972,14 @@ static void print_help(void)
           "                        injected_nan and injected_ooo equal its nonfinite and\n"
           "                        out_of_order rejects exactly\n"
           "  --start-seq N         first batch_seq of each stream [1]\n"
+          "  --retry-for S         a stream that makes no progress (nothing written, no ack)\n"
+          "                        for S seconds fails the run [15]; until then a lost\n"
+          "                        connection or OVERLOADED is retried (libsluice)\n"
           "  --quiet               no progress on stderr\n"
           "  --help, --version\n"
           "\n"
           "Exit status: 0 success, 1 runtime failure (the report is still printed), 2 bad usage.\n"
-          "Memory is taken at start (TCP: streams x window x frame bytes), at most 1 GiB.\n",
+          "Memory is taken at start (TCP: streams x (window + 1) x frame bytes), at most 1 GiB.\n",
           stdout);
 }
 
@@ -1409,6 +1005,7 @@ enum load_option {
     OPT_NAN_RATE,
     OPT_OOO_RATE,
     OPT_START_SEQ,
+    OPT_RETRY_FOR,
     OPT_QUIET,
     OPT_HELP,
     OPT_VERSION,
@@ -1434,6 +1031,7 @@ static const struct option load_options[] = {
     {"nan-rate", required_argument, NULL, OPT_NAN_RATE},
     {"ooo-rate", required_argument, NULL, OPT_OOO_RATE},
     {"start-seq", required_argument, NULL, OPT_START_SEQ},
+    {"retry-for", required_argument, NULL, OPT_RETRY_FOR},
     {"quiet", no_argument, NULL, OPT_QUIET},
     {"help", no_argument, NULL, OPT_HELP},
     {"version", no_argument, NULL, OPT_VERSION},
@@ -1512,48 +1110,17 @@ static int opt_double(const char *name, const char *text, double min, double max
     return 0;
 }
 
-/* udp://HOST:PORT or tcp://HOST:PORT; HOST may be [IPv6]. Resolved now. */
+/* udp://HOST:PORT or tcp://HOST:PORT; HOST may be [IPv6]. Checked by libsluice, resolved at open. */
 static int parse_target(const char *text, struct load_config *cfg)
 {
-    char host[256];
-    const char *rest = text + 6;
-    if (strncmp(text, "udp://", 6) == 0) {
-        cfg->transport = LOAD_UDP;
-    } else if (strncmp(text, "tcp://", 6) == 0) {
-        cfg->transport = LOAD_TCP;
-    } else {
-        return usage_error("--target '%s': expected udp://HOST:PORT or tcp://HOST:PORT", text);
+    struct sl_client_options o;
+    sl_client_options_init(&o);
+    if (sl_client_memory(text, &o) < 0) {
+        return usage_error("--target '%s': expected udp://HOST:PORT or tcp://HOST:PORT "
+                           "(HOST a name, an IPv4 address or [IPv6], PORT 1..65535)",
+                           text);
     }
-    const char *colon = strrchr(rest, ':');
-    const char *host_start = rest, *host_end = colon;
-    if (rest[0] == '[') {
-        host_start = rest + 1;
-        host_end = strchr(rest, ']');
-        if (host_end == NULL || host_end[1] != ':') {
-            return usage_error("--target '%s': expected [IPv6]:PORT", text);
-        }
-        colon = host_end + 1;
-    }
-    if (colon == NULL || host_end <= host_start || (size_t)(host_end - host_start) >= sizeof host ||
-        memchr(host_start, ':', (size_t)(host_end - host_start)) != NULL) {
-        return usage_error("--target '%s': expected HOST:PORT after the scheme", text);
-    }
-    uint64_t port;
-    if (!text_to_u64(colon + 1, &port) || port == 0 || port > 65535) {
-        return usage_error("--target '%s': the port must be 1..65535", text);
-    }
-    memcpy(host, host_start, (size_t)(host_end - host_start));
-    host[host_end - host_start] = '\0';
-    struct addrinfo hints = {.ai_socktype = cfg->transport == LOAD_UDP ? SOCK_DGRAM : SOCK_STREAM,
-                             .ai_flags = AI_NUMERICSERV};
-    struct addrinfo *found = NULL;
-    int rc = getaddrinfo(host, colon + 1, &hints, &found);
-    if (rc != 0) {
-        return usage_error("--target '%s': cannot resolve '%s': %s", text, host, gai_strerror(rc));
-    }
-    memcpy(&cfg->addr, found->ai_addr, found->ai_addrlen);
-    cfg->addr_bytes = found->ai_addrlen;
-    freeaddrinfo(found);
+    cfg->transport = strncmp(text, "udp://", 6) == 0 ? LOAD_UDP : LOAD_TCP;
     cfg->target = text;
     return 0;
 }
@@ -1650,7 +1217,9 @@ static int parse_option_numbers(int opt, const char *arg, struct load_config *cf
     case OPT_OOO_RATE:
         return opt_double("ooo-rate", arg, 0, 1, &cfg->ooo_rate);
     case OPT_START_SEQ:
-        return opt_u64("start-seq", arg, 0, UINT64_MAX >> 1, &cfg->start_seq);
+        return opt_u64("start-seq", arg, 1, UINT64_MAX >> 1, &cfg->start_seq);
+    case OPT_RETRY_FOR:
+        return opt_double("retry-for", arg, 0.001, 86400, &cfg->retry_for_s);
     default:
         return usage_error("internal: unhandled option %d", opt);
     }
@@ -1754,6 +1323,7 @@ static void config_defaults(struct load_config *cfg)
     cfg->seed = 1;
     cfg->interval_us = 1000000;
     cfg->start_seq = 1;
+    cfg->retry_for_s = LOAD_RETRY_FOR_DEFAULT_S;
     cfg->ack = true;
     cfg->gso = true;
 }
@@ -1815,26 +1385,10 @@ static void run_carve(struct load_run *run, struct load_arena *arena)
         run->streams[i].sensor_id_first = cfg->sensor_id_base + first;
         first += count;
     }
-    if (cfg->transport == LOAD_UDP) {
-        run->udp_frames = arena_take(arena, (size_t)run->stride * run->udp_slots);
-        run->udp_msgs = arena_take(arena, sizeof *run->udp_msgs * run->udp_slots);
-        run->udp_iovs = arena_take(arena, sizeof *run->udp_iovs * run->udp_slots);
-        run->udp_counts = arena_take(arena, sizeof *run->udp_counts * run->udp_slots);
-        return;
-    }
+    run->scratch.ids = arena_take(arena, sizeof *run->scratch.ids * cfg->batch);
+    run->scratch.times = arena_take(arena, sizeof *run->scratch.times * cfg->batch);
+    run->scratch.values = arena_take(arena, sizeof *run->scratch.values * cfg->batch);
     run->conns = arena_take(arena, sizeof *run->conns * cfg->streams);
-    for (uint32_t i = 0; i < cfg->streams; i++) {
-        uint8_t *frames = arena_take(arena, (size_t)run->stride * cfg->window);
-        struct tcp_slot *slots = arena_take(arena, sizeof *slots * cfg->window);
-        uint32_t *free_slots = arena_take(arena, sizeof *free_slots * cfg->window);
-        uint32_t *queue = arena_take(arena, sizeof *queue * cfg->window);
-        if (arena->base != NULL) {
-            run->conns[i].frames = frames;
-            run->conns[i].slots = slots;
-            run->conns[i].free_slots = free_slots;
-            run->conns[i].queue = queue;
-        }
-    }
 }
 
 /* A sensor's drift parameters depend only on the seed and its id, not on the stream split. */
@@ -1858,7 +1412,6 @@ static void stream_init(struct load_stream *s, const struct load_config *cfg, ui
     s->readings_left = cfg->readings == UINT64_MAX
                            ? UINT64_MAX
                            : cfg->readings / cfg->streams + (index < cfg->readings % cfg->streams);
-    s->next_seq = cfg->start_seq;
     s->rng_walk = splitmix64(&seed_state) | 1;
     s->rng_inject = splitmix64(&seed_state) | 1;
     for (uint32_t i = 0; s->walk_value != NULL && i < s->sensor_count; i++) {
@@ -1871,15 +1424,6 @@ static void stream_init(struct load_stream *s, const struct load_config *cfg, ui
     for (uint32_t i = 0; s->last_good_us != NULL && i < s->sensor_count; i++) {
         s->last_good_us[i] = INT64_MIN;
     }
-    uint8_t *h = s->header;
-    h[0] = SL_BATCH_MAGIC_0;
-    h[1] = SL_BATCH_MAGIC_1;
-    h[2] = SL_BATCH_MAGIC_2;
-    h[3] = SL_BATCH_MAGIC_3;
-    h[SL_BATCH_OFF_VERSION] = SL_PROTOCOL_VERSION;
-    h[SL_BATCH_OFF_FLAGS] = cfg->transport == LOAD_TCP && cfg->ack ? SL_FLAG_ACK_REQUESTED : 0;
-    sl_store_u32(h + SL_BATCH_OFF_STREAM_ID, s->stream_id);
-    sl_store_u32(h + SL_BATCH_OFF_KEY_ID, 0);
 }
 
 static void gen_init(struct load_gen *gen, const struct load_config *cfg)
@@ -1897,34 +1441,32 @@ static void gen_init(struct load_gen *gen, const struct load_config *cfg)
     }
 }
 
-static void conns_init(struct load_run *run)
-{
-    for (uint32_t i = 0; run->conns != NULL && i < run->cfg.streams; i++) {
-        struct tcp_conn *c = &run->conns[i];
-        c->fd = -1;
-        c->state = CONN_DONE;
-        c->stream = &run->streams[i];
-        c->backoff_ns = LOAD_BACKOFF_MIN_NS;
-        c->free_count = run->cfg.window;
-        for (uint32_t slot = 0; slot < run->cfg.window; slot++) {
-            c->free_slots[slot] = run->cfg.window - 1 - slot;
-        }
-    }
-}
-
 /* Take the whole plan in one block, touch it, and initialise. 0, or -1 when refused. */
 static int run_setup(struct load_run *run)
 {
+    const struct load_config *cfg = &run->cfg;
     struct load_arena measure = {0};
-    run->stride = (SL_BATCH_BYTES(run->cfg.batch) + LOAD_ALIGN - 1) & ~(LOAD_ALIGN - 1);
-    run->udp_slots = LOAD_UDP_ROUND_BYTES / run->stride;
-    run->udp_slots = run->udp_slots < LOAD_UDP_SLOTS_MIN ? LOAD_UDP_SLOTS_MIN : run->udp_slots;
-    run->udp_slots = run->udp_slots > LOAD_UDP_SLOTS_MAX ? LOAD_UDP_SLOTS_MAX : run->udp_slots;
+    run->window = cfg->window;
+    if (cfg->transport == LOAD_UDP) {
+        /* About LOAD_UDP_ROUND_BYTES of frames a round, over all streams. */
+        uint32_t frames = LOAD_UDP_ROUND_BYTES / SL_BATCH_BYTES(cfg->batch);
+        frames = frames < LOAD_UDP_SLOTS_MIN ? LOAD_UDP_SLOTS_MIN : frames;
+        frames = frames > LOAD_UDP_SLOTS_MAX ? LOAD_UDP_SLOTS_MAX : frames;
+        run->window = frames / cfg->streams > 0 ? frames / cfg->streams : 1;
+    }
+    struct sl_client_options o;
+    client_options(run, 0, &o);
+    int64_t client_bytes = sl_client_memory(cfg->target, &o);
+    if (client_bytes < 0) {
+        return usage_error("%s", sl_client_strerror((int)client_bytes));
+    }
+    run->client_bytes = (size_t)client_bytes * cfg->streams;
     run_carve(run, &measure);
-    if (measure.used > LOAD_MEMORY_MAX) {
+    size_t total = measure.used + run->client_bytes;
+    if (total > LOAD_MEMORY_MAX) {
         return usage_error("the memory plan needs %zu bytes, more than the %llu limit: lower "
                            "--window, --batch or --streams",
-                           measure.used, LOAD_MEMORY_MAX);
+                           total, LOAD_MEMORY_MAX);
     }
     uint8_t *block = aligned_alloc(LOAD_ALIGN, (measure.used + LOAD_ALIGN - 1) & ~(LOAD_ALIGN - 1));
     if (block == NULL) {
@@ -1935,16 +1477,18 @@ static int run_setup(struct load_run *run)
     struct load_arena arena = {.base = block};
     run_carve(run, &arena);
     SL_ASSERT(arena.used == measure.used);
-    gen_init(&run->gen, &run->cfg);
-    for (uint32_t i = 0; i < run->cfg.streams; i++) {
-        stream_init(&run->streams[i], &run->cfg, i);
+    gen_init(&run->gen, cfg);
+    for (uint32_t i = 0; i < cfg->streams; i++) {
+        stream_init(&run->streams[i], cfg, i);
         run->streams_left += run->streams[i].readings_left > 0;
     }
-    conns_init(run);
-    if (!run->cfg.quiet) {
+    if (open_clients(run) != 0) {
+        return -1;
+    }
+    if (!cfg->quiet) {
         fprintf(stderr,
                 "sluice-load: %s, %" PRIu32 " streams, batch %" PRIu32 ", memory %zu bytes\n",
-                run->cfg.target, run->cfg.streams, run->cfg.batch, measure.used);
+                cfg->target, cfg->streams, cfg->batch, total);
     }
     return 0;
 }
@@ -1967,6 +1511,9 @@ int main(int argc, char **argv)
     (void)signal(SIGPIPE, SIG_IGN);
     rc = run.cfg.transport == LOAD_UDP ? udp_run(&run) : tcp_run(&run);
     print_report(&run);
+    for (uint32_t i = 0; i < run.cfg.streams; i++) {
+        sl_client_close(run.conns[i].client);
+    }
     free(run.memory);
     return rc == 0 && !run.failed ? 0 : 1;
 }

@@ -127,7 +127,8 @@ struct sl_client_options {
 struct sl_client_counts {
     uint64_t batches;     /* frames cut */
     uint64_t readings;    /* readings in them */
-    uint64_t sent;        /* frames written whole to a socket, resends included */
+    uint64_t sent;        /* frames written whole to a socket (TCP) or handed to the kernel (UDP), each once */
+    uint64_t sent_readings; /* readings in them */
     uint64_t acked;       /* batches answered OK */
     uint64_t duplicate;   /* batches answered DUPLICATE (already stored) */
     uint64_t accepted;    /* readings stored, from OK acks */
@@ -135,6 +136,7 @@ struct sl_client_counts {
     uint64_t overloaded;  /* OVERLOADED answers */
     uint64_t resent;      /* frames written again after OVERLOADED or a lost connection */
     uint64_t reconnects;  /* connections opened after the first one */
+    uint64_t sockets;     /* sockets opened (an outside event loop re-registers when this changes) */
     uint64_t connect_failures; /* connection attempts that failed or timed out */
     uint64_t ack_timeouts;     /* connections given up for want of an ack */
     uint64_t refused;     /* BAD_CRC, MALFORMED, UNAUTHORIZED answers (the client stops) */
@@ -172,7 +174,7 @@ int sl_client_append(struct sl_client *c, uint32_t sensor_id, int64_t time_us, f
 int64_t sl_client_append_array(struct sl_client *c, const uint32_t *ids, const float *values,
                                const int64_t *times_us, size_t n);
 
-/* Readings that can be appended now without waiting. */
+/* Readings that can be appended and cut into frames now, without waiting (times in order). */
 uint64_t sl_client_room(const struct sl_client *c);
 
 /* Cut the frame being filled and write what the socket takes now (no wait for acks). */

@@ -213,9 +213,9 @@ class Client:
 
     def counts(self):
         """The report: a dict of every count of struct sl_client_counts (client.h): batches,
-        readings, sent, acked, duplicate, accepted, rejected, overloaded, resent, reconnects,
-        connect_failures, ack_timeouts, refused, refused_seq, refused_status, udp_errors, pending,
-        buffered, next_seq."""
+        readings, sent, sent_readings, acked, duplicate, accepted, rejected, overloaded, resent,
+        reconnects, sockets, connect_failures, ack_timeouts, refused, refused_seq, refused_status,
+        udp_errors, pending, buffered, next_seq."""
         return self._core.counts()
 
     @property

@@ -413,7 +413,7 @@ static PyObject *core_push(struct core *self, PyObject *unused)
  * Every field of struct sl_client_counts, by name. The size check makes a field added to the
  * header break this build until it is added here too, so the report stays complete.
  */
-_Static_assert(sizeof(struct sl_client_counts) == 19 * sizeof(uint64_t),
+_Static_assert(sizeof(struct sl_client_counts) == 21 * sizeof(uint64_t),
                "struct sl_client_counts changed: bring core_counts up to date");
 
 static int put_count(PyObject *d, const char *name, unsigned long long value)
@@ -440,8 +440,9 @@ static PyObject *core_counts(struct core *self, PyObject *unused)
 #define PUT(field)                                                                                 \
     if (put_count(d, #field, n.field) < 0)                                                         \
         goto fail;
-    PUT(batches) PUT(readings) PUT(sent) PUT(acked) PUT(duplicate) PUT(accepted) PUT(rejected)
-    PUT(overloaded) PUT(resent) PUT(reconnects) PUT(connect_failures) PUT(ack_timeouts) PUT(refused)
+    PUT(batches) PUT(readings) PUT(sent) PUT(sent_readings) PUT(acked) PUT(duplicate) PUT(accepted)
+    PUT(rejected) PUT(overloaded) PUT(resent) PUT(reconnects) PUT(sockets) PUT(connect_failures)
+    PUT(ack_timeouts) PUT(refused)
     PUT(refused_seq) PUT(refused_status) PUT(udp_errors) PUT(pending) PUT(buffered) PUT(next_seq)
 #undef PUT
     return d;

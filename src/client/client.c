@@ -440,6 +440,7 @@ static int open_socket(struct sl_client *c)
         (void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
     }
     c->fd = fd;
+    c->counts.sockets++;
     return 0;
 }
 
@@ -719,9 +720,11 @@ static void tcp_advance(struct sl_client *c, size_t written, int64_t started_ns)
         written -= remaining;
         c->woff = 0;
         s->written_ns = started_ns;
-        c->counts.sent++;
         if (s->written) {
             c->counts.resent++;
+        } else {
+            c->counts.sent++;
+            c->counts.sent_readings += s->count;
         }
         s->written = true;
         if (!c->ack) {
@@ -864,9 +867,12 @@ static uint32_t udp_layout(struct sl_client *c, uint32_t first)
     return m;
 }
 
-static void udp_retire(struct sl_client *c, uint32_t frames)
+static void udp_retire(struct sl_client *c, uint32_t frames, bool sent)
 {
-    c->counts.sent += frames;
+    for (uint32_t i = 0; sent && i < frames; i++) {
+        c->counts.sent++;
+        c->counts.sent_readings += slot_at(c, i)->count;
+    }
     c->tail = (c->tail + frames) % c->cap;
     c->pending -= frames;
 }
@@ -901,7 +907,8 @@ static int udp_send(struct sl_client *c, int64_t now)
             for (int m = 0; m < sent; m++) {
                 frames += (uint32_t)c->msgs[m].msg_hdr.msg_iovlen;
             }
-            udp_retire(c, frames);
+            udp_retire(c, frames, true);
+            c->resume_ns = 0;
             continue;
         }
         int err = errno;
@@ -925,7 +932,7 @@ static int udp_send(struct sl_client *c, int64_t now)
         if (err == ECONNREFUSED && refused++ == 0) {
             continue; /* an earlier datagram's ICMP error, reported on this call: send again */
         }
-        udp_retire(c, (uint32_t)c->msgs[0].msg_hdr.msg_iovlen); /* dropped: UDP keeps nothing */
+        udp_retire(c, (uint32_t)c->msgs[0].msg_hdr.msg_iovlen, false); /* dropped: UDP keeps nothing */
     }
     return 0;
 }
@@ -949,8 +956,9 @@ int sl_client_service(struct sl_client *c, short revents)
     int64_t now = now_ns();
     if (c->tcp) {
         tcp_service(c, now);
-    } else if (c->pending > 0 && (c->pending >= c->opt.window || c->writable)) {
-        (void)udp_send(c, now);
+    } else if (c->pending > 0 && (c->pending >= c->opt.window || (revents & POLLOUT) ||
+                                  (c->resume_ns != 0 && now >= c->resume_ns))) {
+        (void)udp_send(c, now); /* a full round, or one that waited for room */
     }
     return c->fatal;
 }
@@ -1279,9 +1287,9 @@ uint64_t sl_client_room(const struct sl_client *c)
     if (check_usable(c) != 0) {
         return 0;
     }
-    /* What the frame being filled still takes, plus a whole frame per cut a free slot allows. */
+    /* A whole frame per free slot, less what the frame being filled already holds. */
     uint64_t cuts = c->pending < c->opt.window ? c->opt.window - c->pending : 0;
-    return (uint64_t)(c->readings_max - c->open_count) + cuts * c->readings_max;
+    return cuts == 0 ? 0 : cuts * c->readings_max - c->open_count;
 }
 
 int sl_client_push(struct sl_client *c)

@@ -22,8 +22,8 @@ def test_acks_and_exact_counts(gateway):
     assert report["rejected"] == 0 and report["duplicate"] == 0 and report["pending"] == 0
     assert report["sent"] >= 250 and report["reconnects"] == 0
     for key in ("batches", "readings", "acked", "duplicate", "accepted", "rejected", "resent", "reconnects",
-                "sent", "overloaded", "connect_failures", "ack_timeouts", "refused", "udp_errors", "pending",
-                "buffered", "next_seq"):
+                "sent", "sent_readings", "sockets", "overloaded", "connect_failures", "ack_timeouts", "refused",
+                "refused_seq", "refused_status", "udp_errors", "pending", "buffered", "next_seq"):
         assert key in report
     assert stored(gateway) - before == 250_000
     # The last reading of a sensor is what was sent last for it.
