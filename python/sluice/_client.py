@@ -130,6 +130,7 @@ class Client:
         self.target = target
         self.stream_id = stream_id
         self._close_ms = _ms(close_timeout, "close_timeout")
+        self._ack = bool(ack) and target.startswith("tcp://")
         flags = (0 if ack else _sluice.NO_ACK) | (0 if gso else _sluice.NO_GSO)
         self._core = _sluice.Core(
             target, stream_id, first_seq=first_seq or 0, batch_readings=batch_readings or 0,
@@ -247,13 +248,25 @@ class Client:
 
     def close(self, timeout=None):
         """Flush (waiting at most `timeout` seconds, default close_timeout), then close the socket
-        and free everything. Returns the report. A second close() does nothing but return None.
-        Raises as flush() does; the client is closed all the same."""
+        and free everything. Returns the report. Without acks (ack=False over TCP) it also shuts
+        the write side and waits for the gateway's end of stream, the one sign that the gateway
+        read everything. A second close() does nothing and returns None. Raises as flush() does;
+        the client is closed all the same."""
         if self._core.closed:
             return None
         try:
             ms = self._close_ms if timeout is None else _ms(timeout, "close timeout")
-            return self.flush(None if ms < 0 else ms / 1000.0)
+            if self._ack or not self.target.startswith("tcp://"):
+                return self.flush(None if ms < 0 else ms / 1000.0)
+            rc = self._core.finish(ms)
+            if rc == 0:
+                return self._core.counts()
+            if rc == _sluice.ETIMEDOUT:
+                counts = self._core.counts()
+                raise Timeout("close: the gateway did not end the stream within %s s (%s)" %
+                              (None if ms < 0 else ms / 1000.0, self._why()), counts=counts,
+                              last_error=self._why(), code=rc)
+            self._raise(rc, "close")
         finally:
             self._core.close()
 

@@ -57,6 +57,7 @@ class HTTPError(Error):
         self.status = status
         self.error = error
         self.url = url
+        self.retry_after = None  # the Retry-After header of a 503, if any
 
 
 class GatewayError(Error):

@@ -12,6 +12,7 @@ import http.client
 import json
 import sys
 import threading
+import time
 import urllib.parse
 
 from ._errors import ArgumentError, Error, HTTPError
@@ -23,6 +24,9 @@ except ImportError:
 
 READINGS_MAX = 1000000  # the API's limit on one readings response
 SENSORS_PAGE = 10000    # the API's limit on one page of /api/v1/sensors
+BUSY_RETRIES = 8        # a 503 with Retry-After ("sensor busy, retry") is asked again this often,
+BUSY_PAUSE_S = 0.005    # after 5 ms, doubling up to BUSY_PAUSE_MAX_S (about 1.3 s in all)
+BUSY_PAUSE_MAX_S = 0.5
 _LITTLE = sys.byteorder == "little"
 
 
@@ -88,8 +92,23 @@ class Query:
     # -------------------------------------------------------------- requests
 
     def _request(self, path, read_body):
-        """GET path; read_body(response) reads the body. Reopens the connection once when the
-        gateway had closed it (GET is idempotent)."""
+        """GET path; read_body(response) reads the body. A 503 with Retry-After (the gateway's
+        "busy, retry": a sensor snapshot raced its writer) is asked again up to BUSY_RETRIES
+        times, except for /healthz, whose 503 is the answer."""
+        pause = BUSY_PAUSE_S
+        for attempt in range(BUSY_RETRIES + 1):
+            try:
+                return self._request_once(path, read_body)
+            except HTTPError as e:
+                if e.status != 503 or not e.retry_after or path == "/healthz" or attempt == BUSY_RETRIES:
+                    raise
+            time.sleep(pause)
+            pause = min(pause * 2, BUSY_PAUSE_MAX_S)
+        raise AssertionError("not reached")
+
+    def _request_once(self, path, read_body):
+        """One GET, reopening the connection once when the gateway had closed it (GET is
+        idempotent)."""
         url = self._prefix + path
         with self._lock:
             for attempt in (0, 1):
@@ -101,7 +120,9 @@ class Query:
                     resp = self._conn.getresponse()
                     if resp.status != 200:
                         body = resp.read()
-                        raise HTTPError(resp.status, _error_text(body), url)
+                        err = HTTPError(resp.status, _error_text(body), url)
+                        err.retry_after = resp.getheader("Retry-After")
+                        raise err
                     return read_body(resp)
                 except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError,
                         http.client.CannotSendRequest, http.client.ResponseNotReady) as e:

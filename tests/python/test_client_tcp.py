@@ -8,7 +8,7 @@ import array
 import pytest
 
 import sluice
-from conftest import np, readings, stored
+from conftest import np, readings, stored, wait_until
 
 
 def test_acks_and_exact_counts(gateway):
@@ -154,3 +154,15 @@ def test_close_and_context_manager(gateway):
             raise KeyError("mine")
     assert c2.closed
     assert c2.memory_bytes > 0
+
+
+def test_without_acks(gateway):
+    """ack=False: frames without ACK_REQUESTED; close() waits for the gateway's end of stream,
+    after which every reading is stored."""
+    before = stored(gateway)
+    c = gateway.client(stream_id=109, ack=False)
+    c.send(*readings(50_000, sensors=10, id_base=5200))
+    report = c.close(timeout=60)
+    assert report["acked"] == 0 and report["readings"] == 50_000 and report["pending"] == 0
+    # Read, not yet applied, perhaps: without acks nothing waits for the store.
+    assert wait_until(lambda: stored(gateway) - before == 50_000)
