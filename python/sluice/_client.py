@@ -3,9 +3,11 @@
 The fast path is the extension's: send() hands three buffers to
 _sluice.Core.send, which reads them in place with the GIL released. Only
 arguments that are not C-contiguous uint32 / float32 / int64 buffers come
-back here, and they are converted CHUNK readings at a time (numpy when it is
-importable, else array.array), so converting a billion readings takes
-CHUNK x 16 bytes, not a copy of the input.
+back here. They are checked whole (a bad value sends nothing) and converted
+CHUNK readings at a time: a numpy array of another dtype is viewed, never
+copied whole, so converting it takes CHUNK x 16 bytes at most; a list or
+other sequence becomes one numpy array of its numbers first (smaller than
+the list itself), or, without numpy, array.array chunks.
 """
 import array
 import math

@@ -149,17 +149,20 @@ static int core_init(struct core *self, PyObject *args, PyObject *kwargs)
 static void core_dealloc(struct core *self)
 {
     if (self->client != NULL) {
+        PyObject *type, *value, *traceback;
+        PyErr_Fetch(&type, &value, &traceback); /* a dealloc must leave the current exception be */
         struct sl_client_counts n;
         sl_client_counts(self->client, &n);
-        if (n.pending > 0 || n.buffered > 0) {
-            /* Readings the caller never flushed are lost: say so, as an unclosed file does. */
+        /* Readings the caller never flushed are lost: say so, as an unclosed file does. */
+        if ((n.pending > 0 || n.buffered > 0) &&
             PyErr_WarnFormat(PyExc_ResourceWarning, 1,
-                             "sluice client dropped without close(): %llu batches and %llu readings "
-                             "not acknowledged are lost",
-                             (unsigned long long)n.pending, (unsigned long long)n.buffered);
-        }
+                             "sluice client dropped without close(): %llu batches not acknowledged and "
+                             "%llu readings not cut are lost",
+                             (unsigned long long)n.pending, (unsigned long long)n.buffered) < 0)
+            PyErr_WriteUnraisable((PyObject *)self);
         sl_client_close(self->client);
         self->client = NULL;
+        PyErr_Restore(type, value, traceback);
     }
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
