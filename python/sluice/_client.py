@@ -19,6 +19,7 @@ try:
     import numpy as _np
 except ImportError:  # numpy is optional: array.array converts instead
     _np = None
+_FLATITER = _np.flatiter if _np is not None else ()
 
 CHUNK = 65536  # readings converted at a time: 1 MiB of ids, values and times at most
 
@@ -58,22 +59,27 @@ def _length(obj, what):
 
 
 def _prepare(obj, kind):
-    """An argument ready to be cut into chunks: itself when the extension reads it in place,
-    else a numpy array checked whole (a view of a numpy input, no copy; a list becomes one array
-    of its numbers, smaller than the list) or, without numpy, the sequence as it is."""
+    """An argument ready to be cut into chunks, flat, in C order: itself when the extension reads
+    it in place (or, without numpy, the sequence as it is), else a numpy array or flat iterator
+    over it, checked whole chunk by chunk (no temporary larger than a chunk). A numpy input is
+    viewed, not copied (a non-contiguous one of several dimensions is read through .flat); a
+    list becomes one array of its numbers (smaller than the list)."""
     if _sluice.matches(obj, kind) or _np is None:
         return obj
     what = _NAMES[kind]
     a = _np.asarray(obj)
     if a.dtype.kind not in "biuf":
         raise ArgumentError("send: %s must be numbers, not %s" % (what, a.dtype))
-    a = a.reshape(-1)
-    if kind != _F32 and a.size:
-        if a.dtype.kind == "f" and not _np.all(_np.isfinite(a) & (a == _np.floor(a))):
-            raise ArgumentError("send: %s must be whole numbers" % what)
+    if a.ndim != 1:
+        a = a.reshape(-1) if a.flags.c_contiguous else a.flat
+    if kind != _F32:
         lo, hi = (0, 2**32 - 1) if kind == _U32 else (-2**63, 2**63 - 1)
-        if a.min() < lo or a.max() > hi:
-            raise ArgumentError("send: %s must lie in %d .. %d" % (what, lo, hi))
+        for i in range(0, len(a), CHUNK):
+            part = a[i:i + CHUNK]
+            if part.dtype.kind == "f" and not _np.all(_np.isfinite(part) & (part == _np.floor(part))):
+                raise ArgumentError("send: %s must be whole numbers" % what)
+            if part.min() < lo or part.max() > hi:
+                raise ArgumentError("send: %s must lie in %d .. %d" % (what, lo, hi))
     return a
 
 
@@ -163,17 +169,22 @@ class Client:
         return self.send((sensor_id,), (value,), None if time_us is None else (time_us,))
 
     def _send_converted(self, ids, values, times_us):
-        n = _length(ids, "ids")
-        if _length(values, "values") != n or (times_us is not None and _length(times_us, "times_us") != n):
-            raise ArgumentError("send: lengths differ: %d ids, %d values, %d times_us" %
-                                (n, len(values), n if times_us is None else len(times_us)))
+        for obj, what in ((ids, "ids"), (values, "values"), (times_us, "times_us")):
+            if obj is not None:
+                _length(obj, what)  # a sequence, or say which argument is not
         args = [(ids, _U32), (values, _F32)] + ([(times_us, _I64)] if times_us is not None else [])
         # With numpy every argument is checked whole before anything is sent (a bad value sends
         # nothing); without it, chunk by chunk (the chunks before a bad one were taken).
         args = [(_prepare(obj, kind), kind) for obj, kind in args]
+        lengths = [len(obj) for obj, _ in args]
+        if len(set(lengths)) != 1:
+            raise ArgumentError("send: lengths differ: %d ids, %d values, %d times_us" %
+                                (lengths[0], lengths[1], lengths[2] if len(lengths) > 2 else lengths[0]))
+        n = lengths[0]
         total = 0
         for i in range(0, n, CHUNK):
-            parts = [_chunk(obj if n <= CHUNK else obj[i:i + CHUNK], kind) for obj, kind in args]
+            parts = [_chunk(obj if n <= CHUNK and not isinstance(obj, _FLATITER) else obj[i:i + CHUNK], kind)
+                     for obj, kind in args]
             r = self._core.send(*parts)
             if r is NotImplemented:  # cannot happen: every part was made to match
                 raise Error("send: a converted chunk was not taken in place")

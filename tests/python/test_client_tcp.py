@@ -166,3 +166,18 @@ def test_without_acks(gateway):
     assert report["acked"] == 0 and report["readings"] == 50_000 and report["pending"] == 0
     # Read, not yet applied, perhaps: without acks nothing waits for the store.
     assert wait_until(lambda: stored(gateway) - before == 50_000)
+
+
+def test_many_dimensions_and_strides(gateway):
+    """A 2-D or non-contiguous input is read in C order, however many chunks it takes."""
+    n = sluice._client.CHUNK + 1000
+    flat_ids = (np.arange(2 * n) % 10 + 5300).astype(np.int64)
+    ids = flat_ids.reshape(2, n)[:, ::2]  # non-contiguous, 2-D: n readings, C order
+    values = np.arange(n, dtype=np.float64)
+    times = readings(n)[2]
+    with gateway.client(stream_id=110) as c:
+        assert c.send(ids, values, times) == n
+        assert c.flush(timeout=60)["accepted"] == n
+    with pytest.raises(sluice.ArgumentError, match="lengths differ"):
+        with gateway.client(stream_id=111) as c:
+            c.send(np.zeros((2, 3), np.uint32), np.zeros(5, np.float32))
