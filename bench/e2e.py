@@ -4,7 +4,11 @@ bare sink, on loopback, same traffic, same run. Prints a Markdown table of
 medians and the ratio to the bare sink. A benchmark: it never fails on a
 figure.
 
-    bench/e2e.py [--build build] [--runs 3] [--seconds 3]
+    bench/e2e.py [--build build] [--runs 3] [--seconds 3] [--load PATH ...]
+
+--load (repeatable) names the sluice-load binaries to compare, each against
+the same receivers in the same run (default: the build's own); the table
+then has a row per sender.
 
 UDP: sluice-load sends unpaced; the receiver's rate is the readings it
 processed (sluiced: accepted, from /metrics; sink: counted) divided by the
@@ -74,15 +78,15 @@ def start_sink(build, transport, port):
                              "--quiet"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
-def load(build, transport, port, batch, seconds, stream_base):
-    cmd = [os.path.join(build, "sluice-load"), "--target", "%s://127.0.0.1:%d" % (transport, port),
+def load(binary, transport, port, batch, seconds, stream_base):
+    cmd = [binary, "--target", "%s://127.0.0.1:%d" % (transport, port),
            "--streams", "4", "--sensors", "10000", "--batch", str(batch), "--duration", str(seconds),
            "--start-time-us", "-24h", "--stream-id-base", str(stream_base), "--quiet"]
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 60)
     return json.loads(out.stdout)
 
 
-def one_run(args, transport, batch, receiver, run):
+def one_run(args, transport, batch, receiver, run, binary):
     port, http_port = free_port(), free_port()
     os.sync()  # earlier runs' log pages written back now, not during this run's fsyncs
     tmp = tempfile.mkdtemp(prefix="sluice-e2e-")
@@ -90,7 +94,7 @@ def one_run(args, transport, batch, receiver, run):
         start_sink(args.build, transport, port)
     time.sleep(0.5)
     try:
-        res = load(args.build, transport, port, batch, args.seconds, 1000 * run + 1)
+        res = load(binary, transport, port, batch, args.seconds, 1000 * run + 1)
         if transport == "tcp":
             return res["rate_readings_per_s"], 1.0, res["latency_us"]["p50"]
         time.sleep(0.5)
@@ -113,24 +117,28 @@ def main():
     ap.add_argument("--build", default=os.path.join(os.path.dirname(__file__), "..", "build"))
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--seconds", type=float, default=3)
+    ap.add_argument("--load", action="append", default=None,
+                    help="a sluice-load binary to drive the traffic (repeat to compare senders)")
     args = ap.parse_args()
-    print("| transport | batch | receiver | readings/s (median of %d) | delivered | ack p50 us | ratio to bare sink |"
-          % args.runs)
-    print("|---|---|---|---|---|---|---|")
+    loads = args.load or [os.path.join(args.build, "sluice-load")]
+    print("| transport | batch | sender | receiver | readings/s (median of %d) | delivered | ack p50 us | "
+          "ratio to bare sink |" % args.runs)
+    print("|---|---|---|---|---|---|---|---|")
     for transport in ("udp", "tcp"):
         for batch in (100, 1000):
-            medians = {}
-            for receiver in ("sink", "sluiced"):
-                runs = [one_run(args, transport, batch, receiver, r) for r in range(args.runs)]
-                rate = statistics.median(r[0] for r in runs)
-                delivered = statistics.median(r[1] for r in runs)
-                p50 = statistics.median(r[2] for r in runs) if runs[0][2] is not None else None
-                medians[receiver] = rate
-                ratio = "%.2f" % (rate / medians["sink"]) if receiver == "sluiced" else "1"
-                print("| %s | %d | %s | %.1f M | %.3f | %s | %s |" % (
-                    transport, batch, receiver, rate / 1e6, delivered, "%.0f" % p50 if p50 else "-", ratio))
-                sys.stdout.flush()
-
+            for binary in loads:
+                medians = {}
+                for receiver in ("sink", "sluiced"):
+                    runs = [one_run(args, transport, batch, receiver, r, binary) for r in range(args.runs)]
+                    rate = statistics.median(r[0] for r in runs)
+                    delivered = statistics.median(r[1] for r in runs)
+                    p50 = statistics.median(r[2] for r in runs) if runs[0][2] is not None else None
+                    medians[receiver] = rate
+                    ratio = "%.2f" % (rate / medians["sink"]) if receiver == "sluiced" else "1"
+                    print("| %s | %d | %s | %s | %.1f M | %.3f | %s | %s |" % (
+                        transport, batch, binary, receiver, rate / 1e6, delivered,
+                        "%.0f" % p50 if p50 else "-", ratio))
+                    sys.stdout.flush()
 
 if __name__ == "__main__":
     main()

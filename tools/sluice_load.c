@@ -100,6 +100,7 @@
 #define LOAD_RETRY_FOR_DEFAULT_S 15.0
 #define LOAD_FLUSH_TIMEOUT_MS 10000 /* UDP: hand the last round to the kernel */
 #define LOAD_UDP_PAUSE_NS 50000ll   /* UDP: the local queue is full, let it drain */
+#define LOAD_PROGRESS_CHECK_NS 100000000ll /* a stream's progress is looked at every 100 ms */
 #define LOAD_PROGRESS_NS 1000000000ll
 #define LOAD_NS_PER_S 1000000000ll
 
@@ -217,6 +218,7 @@ struct load_conn {
     short revents;     /* readiness seen since the last service */
     bool live;
     int64_t progress_ns;    /* when progress_mark last changed */
+    int64_t checked_ns;     /* when progress was last looked at */
     uint64_t progress_mark; /* sent + acked + duplicate + overloaded + resent */
 };
 
@@ -623,6 +625,10 @@ static void report_client_error(struct load_conn *c, int rc)
 /* A stream whose client made no progress for --retry-for while it had work fails. */
 static void check_progress(struct load_run *run, struct load_conn *c, int64_t now)
 {
+    if (now - c->checked_ns < LOAD_PROGRESS_CHECK_NS) {
+        return;
+    }
+    c->checked_ns = now;
     struct sl_client_counts n;
     sl_client_counts(c->client, &n);
     uint64_t mark = progress_mark(&n);
@@ -801,6 +807,13 @@ static void conn_turn(struct load_run *run, struct load_conn *c, int epoll_fd, i
         return;
     }
     conn_fill(run, c, now, wait_ns, UINT32_MAX);
+    if (c->live) {
+        rc = sl_client_service(c->client, 0); /* the frames just cut, in one sendmsg */
+        if (rc != 0) {
+            report_client_error(c, rc);
+            conn_fail(run, c);
+        }
+    }
     if (!c->live || conn_register(run, c, epoll_fd) != 0) {
         return;
     }
@@ -1510,6 +1523,13 @@ int main(int argc, char **argv)
     (void)sigaction(SIGTERM, &sa, NULL);
     (void)signal(SIGPIPE, SIG_IGN);
     rc = run.cfg.transport == LOAD_UDP ? udp_run(&run) : tcp_run(&run);
+    struct sl_client_counts total = sum_counts(&run);
+    if (run.cfg.transport == LOAD_TCP && !run.cfg.ack && total.overloaded > 0) {
+        /* Without acks nothing is kept for a resend: those batches are lost. */
+        log_error("the gateway answered OVERLOADED to %" PRIu64 " batches sent without acks",
+                  total.overloaded);
+        run.failed = true;
+    }
     print_report(&run);
     for (uint32_t i = 0; i < run.cfg.streams; i++) {
         sl_client_close(run.conns[i].client);

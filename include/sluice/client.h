@@ -49,7 +49,9 @@
  *   connection (default 60 s; SL_CLIENT_FOREVER waits without a bound; the
  *   flag SL_CLIENT_NONBLOCK never waits and returns -EAGAIN). A non-blocking
  *   caller drives the client from its own event loop with sl_client_fd(),
- *   sl_client_events(), sl_client_timeout_ms() and sl_client_poll(c, 0).
+ *   sl_client_events(), sl_client_timeout_ms() and sl_client_service(); under
+ *   SL_CLIENT_NONBLOCK appends never touch the socket (frames cut by them are
+ *   written by the next service, push or flush, several in one system call).
  */
 #ifndef SLUICE_CLIENT_H
 #define SLUICE_CLIENT_H

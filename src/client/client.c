@@ -880,18 +880,21 @@ static void udp_retire(struct sl_client *c, uint32_t frames, bool sent)
 /* Hand every pending frame to the kernel. 0, or -EAGAIN when the socket is full (frames stay). */
 static int udp_send(struct sl_client *c, int64_t now)
 {
+    if (now < c->resume_ns) {
+        return -EAGAIN;
+    }
     if (c->fd < 0) {
         int rc = open_socket(c);
-        if (rc < 0) {
-            set_error(c, rc);
-            return rc;
-        }
-        if (connect(c->fd, (const struct sockaddr *)&c->addr, c->addr_bytes) != 0) {
+        if (rc == 0 && connect(c->fd, (const struct sockaddr *)&c->addr, c->addr_bytes) != 0) {
             rc = -errno;
-            set_error(c, rc);
             close_socket(c);
+        }
+        if (rc < 0) {
+            set_error(c, rc); /* e.g. no route: try again after a backoff */
+            c->resume_ns = now + backoff_ns(c);
             return rc;
         }
+        c->backoff_attempt = 0;
         c->writable = true;
         udp_gso_init(c);
     }
@@ -1012,8 +1015,12 @@ static int64_t next_timer_ns(const struct sl_client *c, int64_t now)
             if (c->resume_ns > now) {
                 due = c->resume_ns;
             }
-            if (c->ack && c->apos < c->wpos) {
-                int64_t ack_due = c->slots[(c->tail + c->apos) % c->cap].written_ns +
+            uint32_t p = c->apos; /* the oldest frame awaiting its ack (done ones are skipped) */
+            while (p < c->wpos && c->slots[(c->tail + p) % c->cap].done) {
+                p++;
+            }
+            if (c->ack && p < c->wpos) {
+                int64_t ack_due = c->slots[(c->tail + p) % c->cap].written_ns +
                                   (int64_t)c->opt.ack_timeout_ms * NS_PER_MS;
                 due = ack_due < due ? ack_due : due;
             }
@@ -1132,9 +1139,16 @@ static int64_t block_deadline(const struct sl_client *c)
     return now_ns() + (int64_t)c->opt.block_timeout_ms * NS_PER_MS;
 }
 
-/* Start writing what was just cut. */
+/*
+ * Start writing what was just cut. Not under SL_CLIENT_NONBLOCK: there the
+ * caller's event loop writes (sl_client_service), so that a turn's frames go
+ * out in one sendmsg rather than one a frame.
+ */
 static void kick(struct sl_client *c)
 {
+    if (c->opt.flags & SL_CLIENT_NONBLOCK) {
+        return;
+    }
     if (c->tcp) {
         tcp_service(c, now_ns());
     } else if (c->pending >= c->opt.window) {
@@ -1157,13 +1171,14 @@ static int cut(struct sl_client *c, int64_t deadline_ns)
     return 0;
 }
 
-/* A frame that just filled goes out at once when a slot is free; else the next append waits. */
-static void cut_if_full(struct sl_client *c)
+/* A frame that just filled is cut at once when a slot is free; else the next append waits. */
+static bool cut_if_full(struct sl_client *c)
 {
     if (c->open_count == c->readings_max && c->pending < c->opt.window) {
         seal(c);
-        kick(c);
+        return true;
     }
+    return false;
 }
 
 static int check_usable(const struct sl_client *c)
@@ -1218,7 +1233,9 @@ int sl_client_append(struct sl_client *c, uint32_t sensor_id, int64_t time_us, f
         c->open_base = time_us;
     }
     put_reading(c, sensor_id, time_us, value);
-    cut_if_full(c);
+    if (cut_if_full(c)) {
+        kick(c);
+    }
     return 0;
 }
 
@@ -1238,6 +1255,21 @@ static int64_t fresh_base(const int64_t *times, size_t n)
     return lo < floor ? floor : lo;
 }
 
+/* One pass: whether the n times span at most 2^32 - 1 us; if so *base is the smallest. */
+static bool span_fits(const int64_t *times, size_t n, int64_t *base)
+{
+    int64_t lo = times[0], hi = times[0];
+    for (size_t i = 1; i < n; i++) {
+        lo = times[i] < lo ? times[i] : lo;
+        hi = times[i] > hi ? times[i] : hi;
+    }
+    if ((uint64_t)hi - (uint64_t)lo > UINT32_MAX) {
+        return false;
+    }
+    *base = lo;
+    return true;
+}
+
 int64_t sl_client_append_array(struct sl_client *c, const uint32_t *ids, const float *values,
                                const int64_t *times_us, size_t n)
 {
@@ -1253,31 +1285,53 @@ int64_t sl_client_append_array(struct sl_client *c, const uint32_t *ids, const f
     }
     int64_t now_us = times_us == NULL ? realtime_us() : 0;
     size_t i = 0;
+    bool cut_any = false; /* frames cut here are written once, at the end (or by a wait) */
     while (i < n) {
         if (!fits(c, times_us != NULL ? times_us[i] : now_us)) {
             rc = cut(c, block_deadline(c));
             if (rc < 0) {
+                if (cut_any) {
+                    kick(c);
+                }
                 return i > 0 ? (int64_t)i : rc;
             }
         }
         size_t room = c->readings_max - c->open_count;
         size_t end = i + (n - i < room ? n - i : room);
+        size_t fit = end;
         if (times_us == NULL) {
             if (c->open_count == 0) {
                 c->open_base = now_us;
             }
-            for (; i < end; i++) {
-                put_reading(c, ids[i], now_us, values[i]);
-            }
+        } else if (c->open_count == 0 && span_fits(times_us + i, end - i, &c->open_base)) {
+            /* the common case: one pass found the base and that every reading fits */
         } else {
             if (c->open_count == 0) {
                 c->open_base = fresh_base(times_us + i, end - i);
             }
-            for (; i < end && fits(c, times_us[i]); i++) {
-                put_reading(c, ids[i], times_us[i], values[i]);
+            /* The run that fits the frame's span: (t - base) as unsigned is at most
+             * 2^32 - 1 exactly when base <= t <= base + 2^32 - 1. */
+            uint64_t lo = (uint64_t)c->open_base;
+            fit = i;
+            while (fit < end && (uint64_t)times_us[fit] - lo <= UINT32_MAX) {
+                fit++;
             }
         }
-        cut_if_full(c);
+        uint64_t base = (uint64_t)c->open_base;
+        uint8_t *p = frame_at(c, c->pending) + SL_BATCH_HEADER_BYTES +
+                     (size_t)c->open_count * SL_READING_BYTES;
+        for (size_t k = i; k < fit; k++, p += SL_READING_BYTES) {
+            uint64_t t = times_us != NULL ? (uint64_t)times_us[k] : (uint64_t)now_us;
+            sl_store_u32(p + SL_READING_OFF_SENSOR_ID, ids[k]);
+            sl_store_u32(p + SL_READING_OFF_OFFSET_US, (uint32_t)(t - base));
+            sl_store_f32(p + SL_READING_OFF_VALUE, values[k]);
+        }
+        c->open_count += (uint32_t)(fit - i);
+        i = fit;
+        cut_any |= cut_if_full(c);
+    }
+    if (cut_any) {
+        kick(c);
     }
     return (int64_t)n;
 }
@@ -1302,8 +1356,11 @@ int sl_client_push(struct sl_client *c)
     if (rc < 0) {
         return rc;
     }
-    if (!c->tcp && c->pending > 0) {
-        (void)udp_send(c, now_ns()); /* what the socket does not take now, a later call sends */
+    /* What the socket does not take now, a later call sends. */
+    if (c->tcp) {
+        tcp_service(c, now_ns());
+    } else if (c->pending > 0) {
+        (void)udp_send(c, now_ns());
     }
     return 0;
 }
