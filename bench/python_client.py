@@ -126,7 +126,7 @@ def bench_read(args):
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--build", default="build", help="the build directory (sluiced, sluice-load)")
-    p.add_argument("--readings", type=int, default=5_000_000, help="readings a send run [5,000,000]")
+    p.add_argument("--readings", type=int, default=20_000_000, help="readings a send run [20,000,000]")
     p.add_argument("--batch", type=int, default=1000, help="readings a batch, both senders [1000]")
     p.add_argument("--window", type=int, default=256, help="batches in flight, both senders [256]")
     p.add_argument("--runs", type=int, default=5, help="send runs of each sender [5]")
