@@ -10,6 +10,8 @@ PACKAGES=(
   prometheus                                # promtool, to check /metrics
   curl                                      # the README's tour
   gnuplot-nox python3-numpy                 # bench/soak plots; bench/compare's numpy gateway
+  python3-dev python3-setuptools python3-wheel  # the sluice Python package's C extension (python/)
+  python3-pytest python3-venv python3-pip   # its tests (tests/python), the pip install test
 )
 missing=()
 for p in "${PACKAGES[@]}"; do
