@@ -1255,19 +1255,37 @@ static int64_t fresh_base(const int64_t *times, size_t n)
     return lo < floor ? floor : lo;
 }
 
-/* One pass: whether the n times span at most 2^32 - 1 us; if so *base is the smallest. */
-static bool span_fits(const int64_t *times, size_t n, int64_t *base)
+/*
+ * Pack readings into a frame at p while each lies within the frame's span:
+ * (t - base) as unsigned is at most 2^32 - 1 exactly when base <= t <=
+ * base + 2^32 - 1. Returns how many were packed.
+ */
+static size_t store_run(uint8_t *p, const uint32_t *ids, const float *values, const int64_t *times,
+                        size_t n, int64_t base)
 {
-    int64_t lo = times[0], hi = times[0];
-    for (size_t i = 1; i < n; i++) {
-        lo = times[i] < lo ? times[i] : lo;
-        hi = times[i] > hi ? times[i] : hi;
+    size_t k;
+    for (k = 0; k < n; k++, p += SL_READING_BYTES) {
+        uint64_t offset = (uint64_t)times[k] - (uint64_t)base;
+        if (offset > UINT32_MAX) {
+            break;
+        }
+        sl_store_u32(p + SL_READING_OFF_SENSOR_ID, ids[k]);
+        sl_store_u32(p + SL_READING_OFF_OFFSET_US, (uint32_t)offset);
+        sl_store_f32(p + SL_READING_OFF_VALUE, values[k]);
     }
-    if ((uint64_t)hi - (uint64_t)lo > UINT32_MAX) {
-        return false;
+    return k;
+}
+
+/* Pack n readings that all share one time (offset from the frame's base). */
+static size_t store_now(uint8_t *p, const uint32_t *ids, const float *values, size_t n,
+                        uint32_t offset)
+{
+    for (size_t k = 0; k < n; k++, p += SL_READING_BYTES) {
+        sl_store_u32(p + SL_READING_OFF_SENSOR_ID, ids[k]);
+        sl_store_u32(p + SL_READING_OFF_OFFSET_US, offset);
+        sl_store_f32(p + SL_READING_OFF_VALUE, values[k]);
     }
-    *base = lo;
-    return true;
+    return n;
 }
 
 int64_t sl_client_append_array(struct sl_client *c, const uint32_t *ids, const float *values,
@@ -1298,36 +1316,28 @@ int64_t sl_client_append_array(struct sl_client *c, const uint32_t *ids, const f
         }
         size_t room = c->readings_max - c->open_count;
         size_t end = i + (n - i < room ? n - i : room);
-        size_t fit = end;
+        uint8_t *p = frame_at(c, c->pending) + SL_BATCH_HEADER_BYTES +
+                     (size_t)c->open_count * SL_READING_BYTES;
+        size_t taken;
         if (times_us == NULL) {
             if (c->open_count == 0) {
                 c->open_base = now_us;
             }
-        } else if (c->open_count == 0 && span_fits(times_us + i, end - i, &c->open_base)) {
-            /* the common case: one pass found the base and that every reading fits */
+            taken = store_now(p, ids + i, values + i, end - i, (uint32_t)(now_us - c->open_base));
         } else {
-            if (c->open_count == 0) {
+            bool fresh = c->open_count == 0;
+            if (fresh) {
+                c->open_base = times_us[i]; /* times in order: the first is the smallest */
+            }
+            taken = store_run(p, ids + i, values + i, times_us + i, end - i, c->open_base);
+            if (fresh && taken < end - i && times_us[i + taken] < c->open_base) {
+                /* An earlier time in a fresh frame: take the base from the whole share, again. */
                 c->open_base = fresh_base(times_us + i, end - i);
-            }
-            /* The run that fits the frame's span: (t - base) as unsigned is at most
-             * 2^32 - 1 exactly when base <= t <= base + 2^32 - 1. */
-            uint64_t lo = (uint64_t)c->open_base;
-            fit = i;
-            while (fit < end && (uint64_t)times_us[fit] - lo <= UINT32_MAX) {
-                fit++;
+                taken = store_run(p, ids + i, values + i, times_us + i, end - i, c->open_base);
             }
         }
-        uint64_t base = (uint64_t)c->open_base;
-        uint8_t *p = frame_at(c, c->pending) + SL_BATCH_HEADER_BYTES +
-                     (size_t)c->open_count * SL_READING_BYTES;
-        for (size_t k = i; k < fit; k++, p += SL_READING_BYTES) {
-            uint64_t t = times_us != NULL ? (uint64_t)times_us[k] : (uint64_t)now_us;
-            sl_store_u32(p + SL_READING_OFF_SENSOR_ID, ids[k]);
-            sl_store_u32(p + SL_READING_OFF_OFFSET_US, (uint32_t)(t - base));
-            sl_store_f32(p + SL_READING_OFF_VALUE, values[k]);
-        }
-        c->open_count += (uint32_t)(fit - i);
-        i = fit;
+        c->open_count += (uint32_t)taken;
+        i += taken;
         cut_any |= cut_if_full(c);
     }
     if (cut_any) {
