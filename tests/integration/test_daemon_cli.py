@@ -227,14 +227,17 @@ c.check(rc == 0 and secs < 2.0, "SIGINT: exit 0 within 2 s (rc %r, %.2f s)" % (r
 
 # SIGTERM under pipelined, acked TCP load.
 d = Daemon(sensors=20000, ring=64)
+# sluice-load (libsluice) retries a lost gateway; --retry-for 2 makes it give up 2 s after the last progress.
 load = subprocess.Popen([LOAD, "--target", "tcp://127.0.0.1:%d" % d.tcp_port, "--streams", "4",
-                         "--sensors", "10000", "--batch", "100", "--duration", "10", "--quiet"],
-                        stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                         "--sensors", "10000", "--batch", "100", "--duration", "10", "--retry-for", "2",
+                         "--quiet"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 d.wait_metric("sluice_readings_accepted_total", 100000)
 rc, secs = d.stop(signal.SIGTERM)
 c.check(rc == 0 and secs < 2.0, "SIGTERM under load: exit 0 within 2 s (rc %r, %.2f s)" % (rc, secs))
 try:
-    load.wait(timeout=15)
+    out, err = load.communicate(timeout=60)
+    c.check(load.returncode == 1 and b"no progress" in err,
+            "the load generator noticed the daemon leave and exited 1 (%r, %r)" % (load.returncode, err[-300:]))
 except subprocess.TimeoutExpired:
     load.kill()
     c.check(False, "the load generator noticed the daemon leave")
