@@ -7,17 +7,23 @@
  * mantissa is at most 2^24 and whose power of ten is within 10^-10..10^10
  * takes an exact fast path: one IEEE multiplication or division of two
  * exactly represented floats is the correctly rounded result (Clinger).
- * Any other literal is checked against the grammar and handed to strtof on a
- * bounded, NUL-terminated copy (correctly rounded in glibc; the process never
- * calls setlocale, so the C locale's '.' holds).
+ * Any other literal is checked against the grammar and handed to strtof as a
+ * canonical copy of at most 120 significant digits and a sticky digit, exact
+ * for a literal of any length (float_slow; strtof is correctly rounded in
+ * glibc, and the process never calls setlocale, so the C locale's '.' holds).
  *
  * Nothing is allocated; nothing outside [p, p + n) is read.
  */
 #include "proto/line.h"
 
 #include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+#define FLOAT_DIGITS_KEPT 120          /* significant digits handed to strtof (see float_slow) */
+#define FLOAT_EXPONENT_CAP 1000000000ll /* an exponent past this is as good as infinite */
 
 static const char *const error_names[SL_LINE_ERROR_COUNT] = {
     [0] = "ok",
@@ -103,6 +109,66 @@ static inline bool is_digit(char c)
 }
 
 /*
+ * A literal the fast path cannot take (its grammar already checked), through
+ * strtof on a canonical copy: sign, "0.", the first FLOAT_DIGITS_KEPT
+ * significant digits, a sticky '1' when any later digit is not zero, and the
+ * exponent. No halfway point between two f32 values has more than about 112
+ * significant digits, so the copy rounds exactly as the whole literal would,
+ * whatever its length; the exponent saturates far beyond the f32 range.
+ */
+static float float_slow(const char *t, size_t n)
+{
+    char copy[FLOAT_DIGITS_KEPT + 40];
+    size_t o = 0, i = 0;
+    if (t[i] == '-' || t[i] == '+') {
+        copy[o++] = t[i++];
+    }
+    copy[o++] = '0';
+    copy[o++] = '.';
+    int64_t int_digits = 0, leading_zeros = 0;
+    size_t kept = 0;
+    bool started = false, fraction = false, sticky = false;
+    for (; i < n && (is_digit(t[i]) || t[i] == '.'); i++) {
+        if (t[i] == '.') {
+            fraction = true;
+            continue;
+        }
+        int_digits += !fraction;
+        if (!started && t[i] == '0') {
+            leading_zeros++;
+            continue;
+        }
+        started = true;
+        if (kept < FLOAT_DIGITS_KEPT) {
+            copy[o++] = t[i];
+            kept++;
+        } else if (t[i] != '0') {
+            sticky = true;
+        }
+    }
+    if (!started) {
+        return copy[0] == '-' ? -0.0f : 0.0f;
+    }
+    if (sticky) {
+        copy[o++] = '1';
+    }
+    int64_t exponent = 0;
+    if (i < n && (t[i] == 'e' || t[i] == 'E')) {
+        i++;
+        bool negative = i < n && t[i] == '-';
+        i += i < n && (t[i] == '-' || t[i] == '+');
+        for (; i < n && is_digit(t[i]); i++) {
+            if (exponent < FLOAT_EXPONENT_CAP) {
+                exponent = exponent * 10 + (t[i] - '0');
+            }
+        }
+        exponent = negative ? -exponent : exponent;
+    }
+    snprintf(copy + o, sizeof copy - o, "e%" PRId64, int_digits - leading_zeros + exponent);
+    return strtof(copy, NULL);
+}
+
+/*
  * A float literal: [-+]?(digits[.digits*]|.digits)([eE][-+]?digits)?
  * Returns false when the text is not one.
  */
@@ -161,7 +227,7 @@ static bool parse_float(const char *t, size_t n, float *out)
         }
         size_t exp_digits = 0;
         while (i < n && is_digit(t[i])) {
-            if (exponent < 100000) {
+            if (exponent < FLOAT_EXPONENT_CAP) {
                 exponent = exponent * 10 + (t[i] - '0');
             }
             i++;
@@ -186,13 +252,7 @@ static bool parse_float(const char *t, size_t n, float *out)
         *out = negative ? -f : f;
         return true;
     }
-    char copy[SL_LINE_FLOAT_TEXT_MAX + 1];
-    if (n > SL_LINE_FLOAT_TEXT_MAX) {
-        return false;
-    }
-    memcpy(copy, t, n);
-    copy[n] = '\0';
-    *out = strtof(copy, NULL); /* the grammar is checked: strtof takes all of it */
+    *out = float_slow(t, n);
     return true;
 }
 

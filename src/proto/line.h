@@ -26,7 +26,6 @@
 #define SL_LINE_TAGS_MAX 256u   /* tags a line (over: too_many_tags) */
 #define SL_LINE_FIELDS_MAX 256u /* fields a line (over: too_many_fields) */
 #define SL_LINE_NAME_MAX 1024u  /* bytes of a canonical series name (LINE_PROTOCOL.md) */
-#define SL_LINE_FLOAT_TEXT_MAX 320u /* a float literal longer than this is a bad value */
 
 enum sl_line_type {
     SL_LINE_FLOAT = 0,

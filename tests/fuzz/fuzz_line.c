@@ -20,6 +20,8 @@
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
+#define TEXT_CHECKED_MAX 4096u /* values up to this long are checked against strtof of the whole text */
+
 static struct sl_line line, again;
 static char scratch[1 << 16];
 static char name[SL_LINE_NAME_MAX];
@@ -33,21 +35,21 @@ static void check_span(struct sl_line_span s, const char *p, size_t n)
 
 static void check_field(const struct sl_line_field *f)
 {
-    char text[SL_LINE_FLOAT_TEXT_MAX + 2];
-    if (f->type == SL_LINE_FLOAT && f->text.n <= SL_LINE_FLOAT_TEXT_MAX) {
+    char text[TEXT_CHECKED_MAX + 2];
+    if (f->type == SL_LINE_FLOAT && f->text.n <= TEXT_CHECKED_MAX) {
         memcpy(text, f->text.p, f->text.n);
         text[f->text.n] = '\0';
         float ref = strtof(text, NULL);
         FUZZ_CHECK(memcmp(&ref, &f->value, sizeof ref) == 0);
     }
-    if (f->type == SL_LINE_INT && f->text.n <= SL_LINE_FLOAT_TEXT_MAX) { /* leading zeros allowed */
+    if (f->type == SL_LINE_INT && f->text.n <= TEXT_CHECKED_MAX) { /* leading zeros allowed */
         FUZZ_CHECK(f->text.n >= 2);
         memcpy(text, f->text.p, f->text.n - 1);
         text[f->text.n - 1] = '\0';
         FUZZ_CHECK(strtoll(text, NULL, 10) == f->integer);
         FUZZ_CHECK(f->value == (float)f->integer);
     }
-    if (f->type == SL_LINE_UINT && f->text.n <= SL_LINE_FLOAT_TEXT_MAX) {
+    if (f->type == SL_LINE_UINT && f->text.n <= TEXT_CHECKED_MAX) {
         FUZZ_CHECK(f->text.n >= 2);
         memcpy(text, f->text.p, f->text.n - 1);
         text[f->text.n - 1] = '\0';
