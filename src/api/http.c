@@ -157,7 +157,7 @@ _Static_assert(SL_HTTP_PIECE_BYTES >= 4 * (SL_HTTP_PIECE_HEAD_BYTES + SL_HTTP_LI
                "a piece holds a few entries besides its head");
 
 /* The status codes we answer with, for sluice_http_requests_total{code}. */
-static const unsigned http_codes[] = {200, 400, 404, 405, 500, 503};
+static const unsigned http_codes[] = {200, 204, 400, 404, 405, 500, 503};
 #define SL_HTTP_CODES_COUNT (sizeof http_codes / sizeof http_codes[0])
 
 enum conn_state { CONN_FREE, CONN_INCOMPLETE, CONN_ACTIVE, CONN_IDLE };
@@ -1651,6 +1651,7 @@ static enum MHD_Result handle_metrics(struct request *req)
 enum route {
     ROUTE_NOT_FOUND,
     ROUTE_HEALTH,
+    ROUTE_PING,
     ROUTE_METRICS,
     ROUTE_LIST,
     ROUTE_SENSOR,
@@ -1664,6 +1665,9 @@ static enum route route_of(const char *url, struct request *req)
     static const char sensors[] = "/api/v1/sensors";
     if (strcmp(url, "/healthz") == 0) {
         return ROUTE_HEALTH;
+    }
+    if (strcmp(url, "/ping") == 0) {
+        return ROUTE_PING;
     }
     if (strcmp(url, "/metrics") == 0) {
         return ROUTE_METRICS;
@@ -1710,6 +1714,33 @@ static enum MHD_Result reply_health(struct request *req)
 }
 
 /*
+ * GET|HEAD /ping (LINE_PROTOCOL.md): 204 with the headers InfluxDB clients
+ * and Telegraf's outputs.influxdb look for before they write. The version is
+ * the InfluxDB 1.x API Sluice speaks; the build names Sluice.
+ */
+static enum MHD_Result reply_ping(struct request *req)
+{
+    struct MHD_Response *response =
+        MHD_create_response_from_buffer(0, (void *)"", MHD_RESPMEM_PERSISTENT);
+    if (response == NULL) {
+        return MHD_NO;
+    }
+    enum MHD_Result ok = MHD_add_response_header(response, "X-Influxdb-Version", SL_HTTP_INFLUX_VERSION);
+    if (ok == MHD_YES) {
+        ok = MHD_add_response_header(response, "X-Influxdb-Build", "Sluice " SL_VERSION);
+    }
+    if (ok == MHD_YES) {
+        ok = MHD_queue_response(req->connection, MHD_HTTP_NO_CONTENT, response);
+    }
+    MHD_destroy_response(response);
+    if (ok == MHD_YES) {
+        req->conn->answered = true;
+        count_request(req->http, MHD_HTTP_NO_CONTENT);
+    }
+    return ok;
+}
+
+/*
  * The access handler. *request_state is the connection's slot (the URI log
  * callback returned it); the first call of a request means its headers are
  * complete. HEAD runs the GET handler: MHD sends the same headers and no
@@ -1748,6 +1779,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *connection, 
     switch (route) {
     case ROUTE_HEALTH:
         return reply_health(&req);
+    case ROUTE_PING:
+        return reply_ping(&req);
     case ROUTE_METRICS:
         return handle_metrics(&req);
     case ROUTE_LIST:

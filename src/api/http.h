@@ -25,6 +25,8 @@
 #include "store/store.h"
 #include "store/streams.h"
 
+/* The InfluxDB 1.x API version GET /ping announces (X-Influxdb-Version). */
+#define SL_HTTP_INFLUX_VERSION "1.8.10"
 #define SL_HTTP_CONNECTIONS_DEFAULT 64u
 #define SL_HTTP_CONNECTIONS_MAX 4096u
 #define SL_HTTP_CONNECTION_MEMORY_DEFAULT (64u * 1024) /* MHD's per-connection pool */

@@ -5,6 +5,7 @@ readings formats carry the same readings; 400 for bad values of known
 parameters, 404 for unknown sensors and paths; /metrics passes
 `promtool check metrics` and carries every metric HTTP_API.md requires.
 """
+import http.client
 import json
 import shutil
 import struct
@@ -120,6 +121,17 @@ for n, sensor in ((4096, 500), (4095, 501), (4097, 502), (8192, 503)):
 s.close()
 rc2, _ = d2.stop()
 c.eq(rc2, 0, "the second gateway exits 0")
+# GET and HEAD /ping: 204 with the headers InfluxDB clients look for (LINE_PROTOCOL.md).
+for method in ("GET", "HEAD"):
+    conn = http.client.HTTPConnection("127.0.0.1", d.http_port, timeout=10)
+    conn.request(method, "/ping")
+    r = conn.getresponse()
+    body = r.read()
+    c.eq((r.status, body), (204, b""), "%s /ping: 204, no body" % method)
+    c.check(r.getheader("X-Influxdb-Version", "").startswith("1.") and "Sluice" in r.getheader("X-Influxdb-Build", ""),
+            "%s /ping: X-Influxdb-Version and X-Influxdb-Build (%r)" % (method, r.getheaders()))
+    conn.close()
+c.check(d.metrics().get('sluice_http_requests_total{code="204"}') == 2.0, "the pings are counted as 204s")
 rc, _ = d.stop()
 c.eq(rc, 0, "SIGTERM exits 0")
 c.finish()
