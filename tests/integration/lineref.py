@@ -31,10 +31,12 @@ The rules, as this parser reads them:
   error); a field key at an unescaped '=', ',' or ' '; a non-string field
   value at ',' or ' '; a string value at its closing '"', which must be
   followed by ',', ' ' or the end (else bad_value); the timestamp at ' ';
-- errors are found left to right; the first one names the line.
+- errors are found left to right; the first one names the line;
+- a canonical name longer than 1,024 bytes (LINE_PROTOCOL.md's limit) is
+  None (line_dump prints null): the gateway rejects it as name_too_long.
 
-Run as a program, it reads bytes on stdin, splits them on '\\n' and prints one
-JSON object a line, the same format as line_dump:
+Run as a program, it reads bytes on stdin, splits them on '\\n' (nothing after
+a last '\\n' is a line) and prints one JSON object a line, as line_dump does:
     python3 tests/integration/lineref.py < lines.txt
 """
 import json
@@ -47,6 +49,7 @@ if hasattr(sys, "set_int_max_str_digits"):
 
 MAX_TAGS = 256
 MAX_FIELDS = 256
+NAME_MAX = 1024  # bytes of a canonical name (LINE_PROTOCOL.md); line_dump prints a longer one as null
 INT64_MIN, INT64_MAX = -(1 << 63), (1 << 63) - 1
 UINT64_MAX = (1 << 64) - 1
 
@@ -280,7 +283,7 @@ def result(measurement, tags, fields, time):
             "tags": [[text(k), text(v)] for k, v in tags],
             "fields": [[text(k), t, text(v) if t == "string" else v] for k, t, v in fields],
             "time": time,
-            "names": [text(n) for n in names]}
+            "names": [text(n) if len(n) <= NAME_MAX else None for n in names]}
 
 
 def parse_line(raw):
@@ -298,7 +301,10 @@ def parse_line(raw):
 def main():
     data = sys.stdin.buffer.read()
     out = sys.stdout
-    for raw in data.split(b"\n"):
+    lines = data.split(b"\n")
+    if lines[-1] == b"":  # the piece after the last '\n' is no line
+        lines.pop()
+    for raw in lines:
         out.write(json.dumps(parse_line(raw)) + "\n")
 
 

@@ -202,12 +202,26 @@ def fixed_cases():
         (b"m f=1\\ 5", err("bad_value")),  # no escapes in a value: "1\" then the timestamp "5"
     ]
     raw, tags = many_tags(256)
-    series = "m," + ",".join("%s=%s" % kv for kv in tags)
+    cases.append((raw, ok("m", tags, [("f", "float", one)], None, [None])))  # a name of 2,456 bytes
+    raw, tags = many_tags(100)
+    series = "m," + ",".join("%s=%s" % kv for kv in tags)  # a name of 893 bytes
     cases.append((raw, ok("m", tags, [("f", "float", one)], None, [series + " f"])))
     cases.append((many_tags(257)[0], err("too_many_tags")))
     cases.append((many_fields(256), ok("m", [], [("f%03d" % i, "int", i) for i in range(256)], None,
                                        ["m f%03d" % i for i in range(256)])))
     cases.append((many_fields(257), err("too_many_fields")))
+    # names up to 1,024 bytes (LINE_PROTOCOL.md), escapes counted; a longer one is null
+    cases.append((b"m" * 1000 + b" " + b"f" * 23 + b"=1",
+                  ok("m" * 1000, [], [("f" * 23, "float", one)], None, ["m" * 1000 + " " + "f" * 23])))
+    cases.append((b"m" * 1000 + b" " + b"f" * 23 + b"=1," + b"f" * 24 + b"=2",
+                  ok("m" * 1000, [], [("f" * 23, "float", one), ("f" * 24, "float", 0x40000000)], None,
+                     ["m" * 1000 + " " + "f" * 23, None])))
+    cases.append((b"\\," * 400 + b",k=" + b"v" * 200 + b" " + b"f" * 20 + b"=1,g" + b"f" * 20 + b"=1",
+                  ok("," * 400, [("k", "v" * 200)], [("f" * 20, "float", one), ("g" + "f" * 20, "float", one)],
+                     None, ["\\," * 400 + ",k=" + "v" * 200 + " " + "f" * 20, None])))
+    cases.append((b"\\ " * 600 + b" f=1", ok(" " * 600, [], [("f", "float", one)], None, [None])))
+    # a float literal of 321 bytes
+    cases.append(m_f(b"1." + b"0" * 318 + b"1", "float", one))
     return cases
 
 
@@ -245,6 +259,8 @@ def unspecified_cases():
         (b'm f="a""b"', "a second string right after a string (lineref: bad_value)"),
         (bad_257th, "a bad 257th tag: bad_tag or too_many_tags (lineref: the first error from the left)"),
         (b"m,t f", "a bad tag and no fields: bad_tag or missing_fields (lineref: bad_tag)"),
+        (many_fields(256) + b",x=1.2.3", "a bad 257th field value: bad_value or too_many_fields "
+         "(lineref: the first error from the left)"),
     ]
 
 
@@ -642,7 +658,7 @@ def where_label(want, got, path):
 
 
 def short(x, limit=300):
-    s = x if isinstance(x, str) else (repr(x) if isinstance(x, bytes) else json.dumps(x))
+    s = repr(x) if isinstance(x, bytes) else json.dumps(x)
     return s if len(s) <= limit else s[:limit] + "... (%d chars)" % len(s)
 
 
@@ -684,7 +700,7 @@ def main():
     cases = ([("fixed", raw) for raw, _ in fixed] + [("names", raw) for raw, _ in NAMES]
              + [("unspecified", raw) for raw, _ in unspecified_cases()] + [(cls, raw) for cls, raw, _ in rand])
     notes = dict(unspecified_cases())
-    data = b"\n".join(raw for _, raw in cases)
+    data = b"".join(raw + b"\n" for _, raw in cases)
     if args.write:
         with open(args.write, "wb") as f:
             f.write(data)
