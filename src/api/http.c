@@ -406,7 +406,7 @@ static void count_request(struct sl_http *http, unsigned code)
     SL_ASSERT(0 && "a status code missing from http_codes");
 }
 
-/* Queue a response; the extra header (name may be NULL) is added when given. */
+/* Queue a response; the content type and the extra header (either name may be NULL) when given. */
 static enum MHD_Result queue(struct request *req, unsigned code, struct MHD_Response *response,
                              const char *content_type, const char *extra_name,
                              const char *extra_value)
@@ -414,7 +414,10 @@ static enum MHD_Result queue(struct request *req, unsigned code, struct MHD_Resp
     if (response == NULL) {
         return MHD_NO; /* out of memory: MHD closes the connection */
     }
-    enum MHD_Result ok = MHD_add_response_header(response, "Content-Type", content_type);
+    enum MHD_Result ok = MHD_YES;
+    if (content_type != NULL) {
+        ok = MHD_add_response_header(response, "Content-Type", content_type);
+    }
     if (ok == MHD_YES && extra_name != NULL) {
         ok = MHD_add_response_header(response, extra_name, extra_value);
     }
@@ -1722,22 +1725,12 @@ static enum MHD_Result reply_ping(struct request *req)
 {
     struct MHD_Response *response =
         MHD_create_response_from_buffer(0, (void *)"", MHD_RESPMEM_PERSISTENT);
-    if (response == NULL) {
+    if (response != NULL &&
+        MHD_add_response_header(response, "X-Influxdb-Build", "Sluice " SL_VERSION) != MHD_YES) {
+        MHD_destroy_response(response);
         return MHD_NO;
     }
-    enum MHD_Result ok = MHD_add_response_header(response, "X-Influxdb-Version", SL_HTTP_INFLUX_VERSION);
-    if (ok == MHD_YES) {
-        ok = MHD_add_response_header(response, "X-Influxdb-Build", "Sluice " SL_VERSION);
-    }
-    if (ok == MHD_YES) {
-        ok = MHD_queue_response(req->connection, MHD_HTTP_NO_CONTENT, response);
-    }
-    MHD_destroy_response(response);
-    if (ok == MHD_YES) {
-        req->conn->answered = true;
-        count_request(req->http, MHD_HTTP_NO_CONTENT);
-    }
-    return ok;
+    return queue(req, MHD_HTTP_NO_CONTENT, response, NULL, "X-Influxdb-Version", SL_HTTP_INFLUX_VERSION);
 }
 
 /*
