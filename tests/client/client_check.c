@@ -197,16 +197,16 @@ static void api_targets(void)
 {
     struct sl_client_options o;
     sl_client_options_init(&o);
-    static const char *bad[] = {"", "127.0.0.1:7400", "http://127.0.0.1:7400", "tcp://127.0.0.1",
-                                "tcp://:7400", "tcp://127.0.0.1:0", "tcp://127.0.0.1:65536",
-                                "tcp://127.0.0.1:74x0", "udp://[::1]7400", "tcp://a:b:1"};
+    static const char *bad[] = {"", "127.0.0.1:7409", "http://127.0.0.1:7409", "tcp://127.0.0.1",
+                                "tcp://:7409", "tcp://127.0.0.1:0", "tcp://127.0.0.1:65536",
+                                "tcp://127.0.0.1:74x9", "udp://[::1]7409", "tcp://a:b:1"};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         expect(open_rc(bad[i], &o) == SL_CLIENT_ETARGET, bad[i]);
     }
     expect(open_rc(NULL, &o) == SL_CLIENT_ETARGET, "NULL target");
-    expect(open_rc("tcp://no-such-host.invalid:7400", &o) == SL_CLIENT_ERESOLVE,
+    expect(open_rc("tcp://no-such-host.invalid:7409", &o) == SL_CLIENT_ERESOLVE,
            "an unknown host is ERESOLVE");
-    expect(open_rc("udp://[::1]:7400", &o) == 0, "an IPv6 literal opens");
+    expect(open_rc("udp://[::1]:7409", &o) == 0, "an IPv6 literal opens");
     expect(sl_client_open(NULL, "tcp://127.0.0.1:1", &o) == -EINVAL, "NULL out is EINVAL");
     expect(open_rc("tcp://127.0.0.1:1", NULL) == -EINVAL, "NULL options is EINVAL");
 }

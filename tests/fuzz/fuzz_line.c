@@ -8,8 +8,8 @@
  * canonical names built within their buffer or refused (-1) when over 1,024
  * bytes; a trailing '\r' changes nothing; every float field equals strtof of
  * its own text bit for bit (the fast path is exact); every int and uint field
- * reads back as its text; and the precision conversions never overflow
- * silently.
+ * reads back as its text; and each precision converts the timestamp exactly
+ * (nanoseconds: the floor) or refuses it when microseconds would overflow.
  */
 #include <stdint.h>
 #include <stdlib.h>
@@ -91,11 +91,18 @@ static void check_line(const char *p, size_t n)
             int len = sl_line_series_name(&line, k, name, (size_t)prefix, sizeof name);
             FUZZ_CHECK(len == -1 || (len > prefix && len <= (int)SL_LINE_NAME_MAX));
         }
+        /* Each precision converts exactly (ns: the floor), or refuses when it would overflow. */
+        static const __int128 us_per[] = {0, 1, 1000, 1000000, 60000000, 3600000000ll};
         for (int prec = SL_LINE_NS; line.has_time && prec <= SL_LINE_H; prec++) {
             int64_t us;
-            if (sl_line_time_us(line.time, (enum sl_line_precision)prec, &us) == 0 && prec != SL_LINE_NS) {
-                FUZZ_CHECK(us / (prec == SL_LINE_US ? 1 : 1000) != 0 || line.time == 0 ||
-                           prec != SL_LINE_MS);
+            int rc_time = sl_line_time_us(line.time, (enum sl_line_precision)prec, &us);
+            __int128 t = line.time;
+            if (prec == SL_LINE_NS) {
+                FUZZ_CHECK(rc_time == 0 && (__int128)us * 1000 <= t && t < (__int128)us * 1000 + 1000);
+            } else {
+                __int128 want = t * us_per[prec];
+                bool fits = want >= INT64_MIN && want <= INT64_MAX;
+                FUZZ_CHECK(fits ? rc_time == 0 && us == want : rc_time == -1);
             }
         }
     }

@@ -18,7 +18,7 @@ def write(name, data):
 
 
 opts = struct.pack("<IIII", 0, 0, 0, 0)
-for i, t in enumerate([b"tcp://127.0.0.1:7400", b"udp://[::1]:7400", b"tcp://host.example:1",
+for i, t in enumerate([b"tcp://127.0.0.1:7409", b"udp://[::1]:7409", b"tcp://host.example:1",
                        b"udp://127.0.0.1:65535", b"tcp://[fe80::1]:80", b"tcp://a:0"]):
     write("target_%d" % i, b"\x00" + opts + t)
 write("options_big", b"\x00" + struct.pack("<IIII", 65535, 786456, 65536, 0) + b"tcp://127.0.0.1:1")
