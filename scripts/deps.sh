@@ -6,6 +6,9 @@ PACKAGES=(
   build-essential cmake pkg-config git      # toolchain
   clang libclang-rt-14-dev llvm             # second compiler, sanitizers, libFuzzer, symbolizer
   libmicrohttpd-dev                         # HTTP API
+  zlib1g-dev                                # gzip bodies of line protocol writes
+  influxdb-client                           # the InfluxDB 1.x CLI (influx -import) in the line protocol tests
+  victoria-metrics                          # the line protocol benchmark's peer (bench/line_http.py)
   python3                                   # integration tests (stdlib only)
   prometheus                                # promtool, to check /metrics
   curl                                      # the README's tour

@@ -61,12 +61,19 @@ struct record_printer {
 
 static int print_record(void *ctx, const struct sl_log_record *r)
 {
+    static const char *const transports[SL_LOG_TRANSPORT_COUNT] = {"udp", "tcp", "line", "series"};
     const struct record_printer *p = ctx;
     if (p->opt->records && !p->opt->json) {
         uint64_t offset = (uint64_t)(uintptr_t)r->batch.readings - SL_LOG_RECORD_HEADER_BYTES - p->base;
+        if (r->transport == SL_LOG_SERIES) {
+            printf("  record lsn %" PRIu64 " at %" PRIu64 ": series %" PRIu32 " named '%.*s'\n",
+                   r->lsn, offset, r->batch.header.stream_id, (int)r->batch.header.count,
+                   (const char *)r->batch.readings);
+            return 0;
+        }
         printf("  record lsn %" PRIu64 " at %" PRIu64 ": %s stream %" PRIu32 " seq %" PRIu64
                ", %u readings from %" PRId64 " us, accepted at %" PRId64 " us\n",
-               r->lsn, offset, r->transport == SL_LOG_TCP ? "tcp" : "udp", r->batch.header.stream_id,
+               r->lsn, offset, transports[r->transport], r->batch.header.stream_id,
                r->batch.header.batch_seq, r->batch.header.count, r->batch.header.base_time_us,
                r->now_us);
     }

@@ -127,6 +127,7 @@
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
+#include <zlib.h>
 
 #include "core/alloc_count.h"
 #include "core/assert.h"
@@ -143,7 +144,12 @@
 #define SL_HTTP_LIST_LIMIT_DEFAULT 100u
 #define SL_HTTP_CONNECTION_MEMORY_MIN 4096u /* below this MHD cannot hold a request line */
 #define SL_HTTP_READING_TEXT_BYTES 48u      /* one reading in JSON or CSV: 20 + 1 + 16 + 1 < 48 */
-#define SL_HTTP_LIST_ENTRY_BYTES 128u       /* one entry of the sensor list */
+#define SL_HTTP_NAME_JSON_BYTES (6u * SL_SERIES_NAME_MAX + 16u) /* a series name as a JSON string */
+#define SL_HTTP_LIST_ENTRY_BYTES (128u + SL_HTTP_NAME_JSON_BYTES) /* one entry of the sensor list */
+#define SL_HTTP_SERIES_LIMIT_DEFAULT 100u
+#define SL_HTTP_SERIES_LIMIT_MAX 1000u
+/* An HTTP write waits at most this long for the ingest thread's outcome (it never should). */
+#define SL_HTTP_WRITE_WAIT_MS 60000u
 #define SL_HTTP_WINDOW_TEXT_BYTES 256u      /* one window object and its key */
 #define SL_HTTP_NUMBER_BYTES 32u            /* the longest number we print, with its NUL */
 #define SL_HTTP_LABEL_BYTES_MAX 256u        /* longer label values (the version) are cut */
@@ -151,13 +157,14 @@
 #define SL_HTTP_WATCHDOG_TICK_MS 50u        /* how often the header deadline is checked */
 #define SL_HTTP_EVICT_PROBES 8u             /* candidates with input waiting passed over, at most */
 
-_Static_assert(512 + SL_WINDOWS_MAX * SL_HTTP_WINDOW_TEXT_BYTES <= SL_HTTP_PIECE_BYTES,
+_Static_assert(512 + SL_HTTP_NAME_JSON_BYTES + SL_WINDOWS_MAX * SL_HTTP_WINDOW_TEXT_BYTES <=
+                   SL_HTTP_PIECE_BYTES,
                "a sensor's JSON fits one piece");
 _Static_assert(SL_HTTP_PIECE_BYTES >= 4 * (SL_HTTP_PIECE_HEAD_BYTES + SL_HTTP_LIST_ENTRY_BYTES),
                "a piece holds a few entries besides its head");
 
 /* The status codes we answer with, for sluice_http_requests_total{code}. */
-static const unsigned http_codes[] = {200, 204, 400, 404, 405, 500, 503};
+static const unsigned http_codes[] = {200, 204, 400, 404, 405, 413, 415, 500, 503};
 #define SL_HTTP_CODES_COUNT (sizeof http_codes / sizeof http_codes[0])
 
 enum conn_state { CONN_FREE, CONN_INCOMPLETE, CONN_ACTIVE, CONN_IDLE };
@@ -201,6 +208,13 @@ struct conn {
     bool answered;        /* this request has its response */
     bool too_many_params; /* the request line held more than SL_HTTP_QUERY_PARAMS_MAX */
     struct cursor cursor;
+    /* An HTTP write: its slot + 1 (0: none), and the body's decoding. */
+    uint32_t write_slot;
+    bool write_gzip;      /* Content-Encoding: gzip, inflated into the slot */
+    bool write_gzip_done; /* the gzip stream ended */
+    bool write_too_big;   /* over --http-max-body: the rest is discarded, 413 */
+    bool write_bad_gzip;  /* not valid gzip: 400 */
+    z_stream zs;
     char *piece; /* SL_HTTP_PIECE_BYTES, from connection_memory */
 };
 
@@ -376,6 +390,73 @@ static void body_f32(struct body *b, float v)
     char text[SL_HTTP_NUMBER_BYTES];
     format_real(text, v, true);
     body_str(b, text);
+}
+
+/* Bytes of the UTF-8 sequence at p[0, n): 1 to 4, or 0 when it is not one (overlong, surrogate). */
+static uint32_t utf8_sequence(const uint8_t *p, size_t n)
+{
+    uint8_t c = p[0];
+    uint32_t len = c < 0xC2 ? 0 : c < 0xE0 ? 2 : c < 0xF0 ? 3 : c < 0xF5 ? 4 : 0;
+    if (len == 0 || len > n) {
+        return 0;
+    }
+    for (uint32_t i = 1; i < len; i++) {
+        if ((p[i] & 0xC0) != 0x80) {
+            return 0;
+        }
+    }
+    if ((c == 0xE0 && p[1] < 0xA0) || (c == 0xED && p[1] > 0x9F) || (c == 0xF0 && p[1] < 0x90) ||
+        (c == 0xF4 && p[1] > 0x8F)) {
+        return 0;
+    }
+    return len;
+}
+
+/*
+ * A series name as a JSON string: quotes and backslashes escaped, control
+ * bytes as \u00XX, a byte that is not UTF-8 as \ufffd (so the body is
+ * always valid JSON; such a name is then not found by ?name= with the
+ * text shown). At most SL_HTTP_NAME_JSON_BYTES.
+ */
+static void body_json_name(struct body *b, const char *name, uint32_t len)
+{
+    const uint8_t *p = (const uint8_t *)name;
+    body_put(b, "\"", 1);
+    for (uint32_t i = 0; i < len;) {
+        uint8_t c = p[i];
+        if (c == '"' || c == '\\') {
+            char e[2] = {'\\', (char)c};
+            body_put(b, e, 2);
+            i++;
+        } else if (c < 0x20 || c == 0x7F) {
+            body_fmt(b, "\\u%04x", c);
+            i++;
+        } else if (c < 0x80) {
+            body_put(b, (const char *)p + i, 1);
+            i++;
+        } else {
+            uint32_t n = utf8_sequence(p + i, len - i);
+            if (n == 0) {
+                body_str(b, "\\ufffd");
+                i++;
+            } else {
+                body_put(b, (const char *)p + i, n);
+                i += n;
+            }
+        }
+    }
+    body_put(b, "\"", 1);
+}
+
+/* ,"name":"..." for a named sensor; nothing for a bare id. */
+static void body_sensor_name(struct body *b, const struct sl_http *http, uint32_t id)
+{
+    const char *name;
+    uint32_t len;
+    if (http->context.series != NULL && sl_series_name(http->context.series, id, &name, &len) == 0) {
+        body_str(b, ",\"name\":");
+        body_json_name(b, name, len);
+    }
 }
 
 static void body_f64(struct body *b, double v)
@@ -797,8 +878,9 @@ static int fill_list_entries(struct sl_http *http, struct cursor *cur, struct bo
             SL_ASSERT(rc == -EBUSY); /* a listed sensor is never unknown */
             break;
         }
-        body_fmt(b, "%s{\"id\":%" PRIu32 ",\"readings_total\":%" PRIu64 ",\"last_t_us\":",
-                 cur->first ? "" : ",", v.id, v.readings_total);
+        body_fmt(b, "%s{\"id\":%" PRIu32, cur->first ? "" : ",", v.id);
+        body_sensor_name(b, http, v.id);
+        body_fmt(b, ",\"readings_total\":%" PRIu64 ",\"last_t_us\":", v.readings_total);
         if (v.count == 0) {
             body_str(b, "null,\"last_value\":null}");
         } else {
@@ -885,10 +967,12 @@ static void json_window(struct body *b, const struct sl_window_stats *w)
     body_str(b, "}");
 }
 
-static void json_sensor_head(struct body *b, const struct sl_sensor_view *v)
+static void json_sensor_head(struct body *b, const struct sl_http *http,
+                             const struct sl_sensor_view *v)
 {
-    body_fmt(b, "{\"id\":%" PRIu32 ",\"readings_total\":%" PRIu64 ",\"last\":", v->id,
-             v->readings_total);
+    body_fmt(b, "{\"id\":%" PRIu32, v->id);
+    body_sensor_name(b, http, v->id);
+    body_fmt(b, ",\"readings_total\":%" PRIu64 ",\"last\":", v->readings_total);
     if (v->count == 0) {
         body_str(b, "null,\"retained\":{\"count\":0,\"from_t_us\":null,\"to_t_us\":null}");
         return;
@@ -916,7 +1000,7 @@ static enum MHD_Result handle_sensor(struct request *req)
     const struct sl_sensor_view *v = &slot->view;
     struct body b;
     body_open(&b, req->conn->piece, SL_HTTP_PIECE_BYTES);
-    json_sensor_head(&b, v);
+    json_sensor_head(&b, req->http, v);
     body_str(&b, ",\"windows\":{");
     for (uint32_t i = 0; i < config->windows_count; i++) {
         char key[SL_HTTP_NUMBER_BYTES];
@@ -1311,6 +1395,10 @@ static void metrics_store(struct body *b, const struct sl_http *http)
                  sl_reject_reason_name((enum sl_reject_reason)r),
                  sl_counter_get(&c->readings_rejected[r]));
     }
+    for (uint32_t r = 0; http->context.lines != NULL && r < SL_LINES_REJECT_COUNT; r++) {
+        body_fmt(b, "sluice_readings_rejected_total{reason=\"%s\"} %" PRIu64 "\n",
+                 sl_lines_reject_name(r), sl_counter_get(&http->context.lines->rejected[r]));
+    }
     const struct prom_scalar gauges[] = {
         {"sluice_sensors", "gauge", "Sensors known.", sl_store_sensors_count(store)},
         {"sluice_sensors_capacity", "gauge", "Sensor table size.", store->config.sensors_max},
@@ -1318,8 +1406,10 @@ static void metrics_store(struct body *b, const struct sl_http *http)
     prom_scalars(b, gauges, SL_ARRAY_COUNT(gauges));
 }
 
-static void metrics_frames(struct body *b, const struct sl_net_counters *net)
+static void metrics_frames(struct body *b, const struct sl_http *http)
 {
+    const struct sl_net_counters *net = http->context.net;
+    const struct sl_lines_counters *l = http->context.lines;
     prom_family(b, "sluice_batches_total", "counter",
                 "Batch frames by transport and ack status (UDP frames get the status they "
                 "would have).");
@@ -1329,6 +1419,15 @@ static void metrics_frames(struct body *b, const struct sl_net_counters *net)
                      transport_names[t], sl_status_name((enum sl_status)s),
                      sl_counter_get(&net->batches[t][s]));
         }
+    }
+    if (l != NULL) {
+        /* HTTP writes' batches (line records): logged and applied, or not made durable. */
+        uint64_t records = sl_counter_get(&l->records[SL_LINES_HTTP]);
+        uint64_t failed = sl_counter_get(&l->records_failed[SL_LINES_HTTP]);
+        body_fmt(b, "sluice_batches_total{transport=\"http\",status=\"ok\"} %" PRIu64 "\n",
+                 records - failed);
+        body_fmt(b, "sluice_batches_total{transport=\"http\",status=\"overloaded\"} %" PRIu64 "\n",
+                 failed);
     }
     prom_family(b, "sluice_frames_refused_total", "counter",
                 "Refused frames by transport and exact decode error.");
@@ -1621,6 +1720,8 @@ static void metrics_recovery(struct body *b, const struct sl_http *http)
     }
 }
 
+static void metrics_lines(struct body *b, const struct sl_http *http);
+
 static enum MHD_Result handle_metrics(struct request *req)
 {
     struct sl_http *http = req->http;
@@ -1631,7 +1732,8 @@ static enum MHD_Result handle_metrics(struct request *req)
     struct body b;
     body_open(&b, slot->text, SL_HTTP_METRICS_BODY_BYTES);
     metrics_store(&b, http);
-    metrics_frames(&b, http->context.net);
+    metrics_frames(&b, http);
+    metrics_lines(&b, http);
     metrics_net(&b, http->context.net);
     metrics_connections(&b, http);
     metrics_memory(&b, http);
@@ -1649,6 +1751,433 @@ static enum MHD_Result handle_metrics(struct request *req)
     return queue(req, MHD_HTTP_OK, response, "text/plain; version=0.0.4; charset=utf-8", NULL,
                  NULL);
 }
+/* ---- named series (LINE_PROTOCOL.md, "Queries by name") ---- */
+
+/* Series index a's name before b's, bytewise (a shorter prefix first). */
+static bool series_less(const struct sl_series *s, uint32_t a, uint32_t b)
+{
+    const char *na, *nb;
+    uint32_t la, lb;
+    (void)sl_series_name(s, s->id_base + a, &na, &la);
+    (void)sl_series_name(s, s->id_base + b, &nb, &lb);
+    int c = memcmp(na, nb, la < lb ? la : lb);
+    return c < 0 || (c == 0 && la < lb);
+}
+
+/* Heap sort of series indices by name: no allocation, O(n log n) worst case. */
+static void series_sort(const struct sl_series *s, uint32_t *v, uint32_t n)
+{
+    for (uint32_t start = n / 2; n > 1;) {
+        uint32_t root;
+        if (start > 0) {
+            root = --start;
+        } else {
+            uint32_t t = v[0];
+            v[0] = v[--n];
+            v[n] = t;
+            root = 0;
+        }
+        for (;;) {
+            uint32_t child = 2 * root + 1;
+            if (child >= n) {
+                break;
+            }
+            if (child + 1 < n && series_less(s, v[child], v[child + 1])) {
+                child++;
+            }
+            if (!series_less(s, v[root], v[child])) {
+                break;
+            }
+            uint32_t t = v[root];
+            v[root] = v[child];
+            v[child] = t;
+            root = child;
+        }
+    }
+}
+
+/*
+ * ?name=N: {"id": ..., "name": ...} or 404. ?prefix=P&offset=&limit=: the
+ * named series whose name starts with P, sorted by name, a page of at
+ * most `limit` (1,000) entries that fits one 32 KiB piece (a page cut
+ * short by the piece still says the total: page on with offset). The
+ * matches are sorted in the second half of sorted_ids (merge scratch,
+ * sensors_max entries >= --max-series) under sorted_lock.
+ */
+static enum MHD_Result handle_series(struct request *req)
+{
+    struct sl_http *http = req->http;
+    const struct sl_series *series = http->context.series;
+    const char *name = query_value(req->connection, "name");
+    const char *prefix = query_value(req->connection, "prefix");
+    if (series == NULL) {
+        return reply_error(req, 404, "unknown series");
+    }
+    struct body b;
+    body_open(&b, req->conn->piece, SL_HTTP_PIECE_BYTES);
+    if (name != NULL) {
+        uint32_t id;
+        if (sl_series_lookup(series, name, (uint32_t)strlen(name), &id) != 0) {
+            return reply_error(req, 404, "unknown series");
+        }
+        const char *stored;
+        uint32_t len;
+        (void)sl_series_name(series, id, &stored, &len);
+        body_fmt(&b, "{\"id\": %" PRIu32 ", \"name\": ", id);
+        body_json_name(&b, stored, len);
+        body_str(&b, "}");
+        return reply_piece(req, &b, "application/json");
+    }
+    if (prefix == NULL) {
+        return reply_error(req, 400, "give name= (exact) or prefix= (may be empty)");
+    }
+    int64_t offset = 0, limit = 0;
+    if (param_i64(req, "offset", 0, INT64_MAX, 0, &offset) != 0) {
+        return reply_error(req, 400, "offset must be an integer >= 0");
+    }
+    if (param_i64(req, "limit", 1, SL_HTTP_SERIES_LIMIT_MAX, SL_HTTP_SERIES_LIMIT_DEFAULT, &limit) !=
+        0) {
+        return reply_error(req, 400, "limit must be an integer from 1 to %u",
+                           SL_HTTP_SERIES_LIMIT_MAX);
+    }
+    size_t plen = strlen(prefix);
+    pthread_mutex_lock(&http->sorted_lock);
+    uint32_t *match = http->context.sorted_ids + http->context.store->config.sensors_max;
+    uint32_t count = sl_series_count(series), total = 0;
+    for (uint32_t i = 0; i < count; i++) {
+        const char *n;
+        uint32_t len;
+        if (sl_series_name(series, series->id_base + i, &n, &len) == 0 && len >= plen &&
+            memcmp(n, prefix, plen) == 0) {
+            match[total++] = i;
+        }
+    }
+    series_sort(series, match, total);
+    body_fmt(&b, "{\"total\": %" PRIu32 ", \"series\": [", total);
+    uint64_t from = (uint64_t)offset < total ? (uint64_t)offset : total;
+    for (uint64_t k = from; k < total && k < from + (uint64_t)limit; k++) {
+        if (body_room(&b) < SL_HTTP_NAME_JSON_BYTES + SL_HTTP_PIECE_HEAD_BYTES) {
+            break; /* the page is as long as one piece holds */
+        }
+        const char *n;
+        uint32_t len;
+        (void)sl_series_name(series, series->id_base + match[k], &n, &len);
+        body_fmt(&b, "%s{\"id\": %" PRIu32 ", \"name\": ", k == from ? "" : ", ",
+                 series->id_base + match[k]);
+        body_json_name(&b, n, len);
+        body_str(&b, "}");
+    }
+    pthread_mutex_unlock(&http->sorted_lock);
+    body_str(&b, "]}");
+    return reply_piece(req, &b, "application/json");
+}
+
+/* ---- HTTP writes (LINE_PROTOCOL.md, "HTTP") ---- */
+
+static struct sl_write *conn_write(struct conn *c)
+{
+    return &c->http->context.writes->writes[c->write_slot - 1];
+}
+
+/* zlib's allocations come from the slot's planned inflate area (a bump allocator, reset per request). */
+static void *inflate_alloc(void *opaque, unsigned items, unsigned size)
+{
+    struct sl_write *w = opaque;
+    uint64_t bytes = sl_align_up((uint64_t)items * size, 16);
+    if (bytes > SL_LINES_INFLATE_BYTES - w->inflate_used) {
+        return NULL; /* zlib reports Z_MEM_ERROR: answered 400 */
+    }
+    void *p = w->inflate_memory + w->inflate_used;
+    w->inflate_used += (uint32_t)bytes;
+    return p;
+}
+
+static void inflate_free(void *opaque, void *p)
+{
+    (void)opaque;
+    (void)p; /* freed whole when the slot is reused */
+}
+
+/* Give the connection's slot back (the request ended, answered or not). */
+static void write_release(struct conn *c)
+{
+    if (c->write_slot == 0) {
+        return;
+    }
+    if (c->write_gzip) {
+        inflateEnd(&c->zs);
+    }
+    sl_lines_write_release(c->http->context.writes, c->write_slot - 1);
+    c->write_slot = 0;
+}
+
+/* Queue a write response with X-Sluice-Accepted/Rejected (and Retry-After on 503). */
+static enum MHD_Result write_reply(struct request *req, unsigned code, const char *json,
+                                   uint64_t accepted, uint64_t rejected)
+{
+    size_t n = json != NULL ? strlen(json) : 0;
+    struct MHD_Response *response =
+        MHD_create_response_from_buffer(n, (void *)(json != NULL ? json : ""), MHD_RESPMEM_MUST_COPY);
+    if (response == NULL) {
+        return MHD_NO;
+    }
+    char a[32], r[32];
+    snprintf(a, sizeof a, "%" PRIu64, accepted);
+    snprintf(r, sizeof r, "%" PRIu64, rejected);
+    if (MHD_add_response_header(response, "X-Sluice-Accepted", a) != MHD_YES ||
+        MHD_add_response_header(response, "X-Sluice-Rejected", r) != MHD_YES ||
+        (code == MHD_HTTP_SERVICE_UNAVAILABLE &&
+         MHD_add_response_header(response, "Retry-After", "1") != MHD_YES)) {
+        MHD_destroy_response(response);
+        return MHD_NO;
+    }
+    return queue(req, code, response, json != NULL ? "application/json" : NULL, NULL, NULL);
+}
+
+/* A refusal before anything is stored: {"error": ...} with the write headers. */
+__attribute__((format(printf, 3, 4))) static enum MHD_Result
+write_refuse(struct request *req, unsigned code, const char *fmt, ...)
+{
+    char message[300], json[400];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(message, sizeof message, fmt, ap);
+    va_end(ap);
+    snprintf(json, sizeof json, "{\"error\": \"%s\"}", message);
+    return write_reply(req, code, json, 0, 0);
+}
+
+/* The first call: headers complete. Check them, take a slot, or answer at once. */
+static enum MHD_Result write_begin(struct request *req)
+{
+    struct sl_http *http = req->http;
+    struct conn *c = req->conn;
+    struct sl_lines_hub *hub = http->context.writes;
+    enum sl_line_precision precision = SL_LINE_NS;
+    const char *p = query_value(req->connection, "precision");
+    if (p != NULL && sl_line_precision_parse(p, &precision) != 0) {
+        return write_refuse(req, 400, "invalid precision: use n, ns, u, us, ms, s, m or h");
+    }
+    const char *encoding =
+        MHD_lookup_connection_value(req->connection, MHD_HEADER_KIND, "Content-Encoding");
+    bool gzip = false;
+    if (encoding != NULL && strcasecmp(encoding, "gzip") == 0) {
+        gzip = true;
+    } else if (encoding != NULL && strcasecmp(encoding, "identity") != 0) {
+        return write_refuse(req, 415, "unsupported Content-Encoding: use gzip or none");
+    }
+    const char *length =
+        MHD_lookup_connection_value(req->connection, MHD_HEADER_KIND, "Content-Length");
+    if (length != NULL && !gzip) {
+        char *end = NULL;
+        errno = 0;
+        unsigned long long n = strtoull(length, &end, 10);
+        if (errno == 0 && end != length && *end == '\0' && n > hub->body_bytes) {
+            return write_refuse(req, 413, "body over --http-max-body (%" PRIu64 " bytes)",
+                                hub->body_bytes);
+        }
+    }
+    char reason[256];
+    const struct sl_log *log = http->context.log;
+    if (log != NULL && sl_log_health(log, reason, sizeof reason) != 0) {
+        return write_refuse(req, 503, "the log cannot take writes now (see /healthz)");
+    }
+    int slot = sl_lines_write_acquire(hub);
+    if (slot < 0) {
+        return write_refuse(req, 503, "every write slot holds a body (--max-http-writes %u)",
+                            hub->count);
+    }
+    c->write_slot = (uint32_t)slot + 1;
+    c->write_gzip = gzip;
+    c->write_gzip_done = c->write_too_big = c->write_bad_gzip = false;
+    struct sl_write *w = conn_write(c);
+    w->precision = (uint8_t)precision;
+    if (gzip) {
+        memset(&c->zs, 0, sizeof c->zs);
+        c->zs.zalloc = inflate_alloc;
+        c->zs.zfree = inflate_free;
+        c->zs.opaque = w;
+        if (inflateInit2(&c->zs, 16 + MAX_WBITS) != Z_OK) { /* 16: gzip framing only */
+            c->write_gzip = false;
+            write_release(c);
+            return write_refuse(req, 503, "cannot inflate now, retry");
+        }
+    }
+    return MHD_YES; /* the body follows */
+}
+
+/* A piece of the body: into the slot, inflated when gzip; past the bound it is only counted. */
+static void write_take(struct conn *c, const char *data, size_t n)
+{
+    struct sl_write *w = conn_write(c);
+    uint64_t cap = c->http->context.writes->body_bytes;
+    if (c->write_too_big || c->write_bad_gzip) {
+        return;
+    }
+    if (!c->write_gzip) {
+        if (n > cap - w->body_len) {
+            c->write_too_big = true;
+            return;
+        }
+        memcpy(w->body + w->body_len, data, n);
+        w->body_len += n;
+        return;
+    }
+    c->zs.next_in = (Bytef *)(uintptr_t)data;
+    c->zs.avail_in = (uInt)n;
+    while (c->zs.avail_in > 0) {
+        if (c->write_gzip_done) {
+            c->write_bad_gzip = true; /* bytes after the stream's end */
+            return;
+        }
+        if (w->body_len == cap) {
+            c->write_too_big = true; /* the zip bomb stops here */
+            return;
+        }
+        uint64_t room = cap - w->body_len;
+        c->zs.next_out = (Bytef *)w->body + w->body_len;
+        c->zs.avail_out = room > UINT32_MAX ? UINT32_MAX : (uInt)room;
+        uInt before = c->zs.avail_out;
+        int rc = inflate(&c->zs, Z_NO_FLUSH);
+        w->body_len += before - c->zs.avail_out;
+        if (rc == Z_STREAM_END) {
+            c->write_gzip_done = true;
+        } else if (rc != Z_OK && rc != Z_BUF_ERROR) {
+            c->write_bad_gzip = true;
+            return;
+        }
+    }
+}
+
+/* The last call: hand the body over, wait for its outcome, answer. */
+static enum MHD_Result write_end(struct request *req)
+{
+    struct conn *c = req->conn;
+    struct sl_lines_hub *hub = req->http->context.writes;
+    if (c->write_too_big) {
+        write_release(c);
+        return write_refuse(req, 413, "body over --http-max-body (%" PRIu64 " bytes%s)",
+                            hub->body_bytes, c->write_gzip ? " after decompression" : "");
+    }
+    if (c->write_gzip && (c->write_bad_gzip || !c->write_gzip_done)) {
+        write_release(c);
+        return write_refuse(req, 400, "the body is not valid gzip");
+    }
+    uint32_t index = c->write_slot - 1;
+    if (c->write_gzip) {
+        inflateEnd(&c->zs);
+        c->write_gzip = false;
+    }
+    sl_lines_write_submit(hub, index);
+    if (sl_lines_write_wait(hub, index, SL_HTTP_WRITE_WAIT_MS) != 0) {
+        c->write_slot = 0; /* abandoned to the ingest thread, which frees it */
+        return write_refuse(req, 503, "the write was not logged in time, retry");
+    }
+    struct sl_write *w = &hub->writes[index];
+    uint64_t accepted = w->accepted, rejected = w->rejected;
+    enum MHD_Result rc;
+    if (w->outcome == SL_WRITE_LOG_REFUSED) {
+        rc = write_reply(req, 503,
+                         "{\"error\": \"the log cannot take writes now (see /healthz)\"}",
+                         accepted, rejected);
+    } else if (w->lines_bad > 0) {
+        char text[160], json[512];
+        snprintf(text, sizeof text, "partial write: line %" PRIu32 ": %s (%" PRIu64
+                 " line%s dropped)", w->first_bad_line, sl_line_error_name(w->first_bad_error),
+                 w->lines_bad, w->lines_bad == 1 ? "" : "s");
+        snprintf(json, sizeof json,
+                 "{\"error\": \"%s\", \"code\": \"invalid\", \"message\": \"%s\", \"line\": %" PRIu32
+                 ", \"lines_dropped\": %" PRIu64 "}",
+                 text, text, w->first_bad_line, w->lines_bad);
+        rc = write_reply(req, 400, json, accepted, rejected);
+    } else {
+        rc = write_reply(req, 204, NULL, accepted, rejected);
+    }
+    write_release(c);
+    return rc;
+}
+
+/* POST /write, /api/v2/write: the access handler's calls for one request. */
+static enum MHD_Result handle_write(struct request *req, const char *upload_data,
+                                    size_t *upload_data_size)
+{
+    struct conn *c = req->conn;
+    if (c->write_slot == 0) {
+        return write_begin(req);
+    }
+    if (*upload_data_size > 0) {
+        write_take(c, upload_data, *upload_data_size);
+        *upload_data_size = 0;
+        return MHD_YES;
+    }
+    return write_end(req);
+}
+
+static void metrics_lines(struct body *b, const struct sl_http *http)
+{
+    static const char *const lt[SL_LINES_TRANSPORT_COUNT] = {"http", "tcp", "udp"};
+    const struct sl_series *s = http->context.series;
+    const struct sl_lines_counters *l = http->context.lines;
+    if (s != NULL) {
+        const struct prom_scalar gauges[] = {
+            {"sluice_series", "gauge", "Named series (line protocol).", sl_series_count(s)},
+            {"sluice_series_capacity", "gauge", "Named series the registry holds (--max-series).",
+             s->capacity},
+        };
+        prom_scalars(b, gauges, SL_ARRAY_COUNT(gauges));
+        prom_family(b, "sluice_series_name_bytes", "gauge",
+                    "Bytes of series names, used and planned (--series-name-bytes).");
+        body_fmt(b, "sluice_series_name_bytes{state=\"used\"} %" PRIu64 "\n",
+                 sl_series_name_bytes(s));
+        body_fmt(b, "sluice_series_name_bytes{state=\"capacity\"} %" PRIu64 "\n", s->name_capacity);
+    }
+    if (l == NULL) {
+        return;
+    }
+    prom_family(b, "sluice_lines_total", "counter", "Line protocol lines by transport and result.");
+    for (uint32_t t = 0; t < SL_LINES_TRANSPORT_COUNT; t++) {
+        body_fmt(b, "sluice_lines_total{transport=\"%s\",result=\"ok\"} %" PRIu64 "\n", lt[t],
+                 sl_counter_get(&l->lines_ok[t]));
+        body_fmt(b, "sluice_lines_total{transport=\"%s\",result=\"bad\"} %" PRIu64 "\n", lt[t],
+                 sl_counter_get(&l->lines_bad[t]));
+    }
+    prom_family(b, "sluice_line_readings_shed_total", "counter",
+                "Line protocol readings the log could not take (the request answered 503).");
+    for (uint32_t t = 0; t < SL_LINES_TRANSPORT_COUNT; t++) {
+        body_fmt(b, "sluice_line_readings_shed_total{transport=\"%s\"} %" PRIu64 "\n", lt[t],
+                 sl_counter_get(&l->shed[t]));
+    }
+    const struct prom_scalar m[] = {
+        {"sluice_line_too_long_total", "counter",
+         "TCP lines over 64 KiB, skipped to their newline.", sl_counter_get(&l->lines_too_long)},
+        {"sluice_series_records_total", "counter",
+         "Series names written to the log (again after a failed commit).",
+         sl_counter_get(&l->series_records)},
+        {"sluice_http_writes_total", "counter", "HTTP write bodies handed to the ingest thread.",
+         sl_counter_get(&l->http_writes)},
+        {"sluice_http_writes_busy_total", "counter",
+         "HTTP writes refused 503: every slot held a body (--max-http-writes).",
+         http->context.writes != NULL
+             ? atomic_load_explicit(&http->context.writes->refused_busy, memory_order_relaxed)
+             : 0},
+        {"sluice_line_tcp_connections", "gauge", "Open line protocol TCP connections.",
+         atomic_load_explicit(&((struct sl_lines_counters *)l)->tcp_open, memory_order_relaxed)},
+        {"sluice_line_tcp_connections_accepted_total", "counter", "Line TCP connections accepted.",
+         sl_counter_get(&l->tcp_accepted)},
+        {"sluice_line_tcp_connections_refused_total", "counter",
+         "Line TCP connections refused (address at its cap, no descriptor).",
+         sl_counter_get(&l->tcp_refused)},
+        {"sluice_line_tcp_connections_evicted_total", "counter",
+         "Line TCP connections closed to make room (idle longest).", sl_counter_get(&l->tcp_evicted)},
+        {"sluice_line_tcp_connections_timed_out_total", "counter",
+         "Line TCP connections closed idle or with a line unfinished past the deadline.",
+         sl_counter_get(&l->tcp_timed_out)},
+        {"sluice_line_udp_datagrams_total", "counter", "Line protocol UDP datagrams.",
+         sl_counter_get(&l->udp_datagrams)},
+    };
+    prom_scalars(b, m, SL_ARRAY_COUNT(m));
+}
+
 /* ---- routing ---- */
 
 enum route {
@@ -1660,6 +2189,8 @@ enum route {
     ROUTE_SENSOR,
     ROUTE_STATS,
     ROUTE_READINGS,
+    ROUTE_WRITE,
+    ROUTE_SERIES,
 };
 
 /* Exact paths only (no trailing slash); the {id} segment is checked by the handler. */
@@ -1674,6 +2205,12 @@ static enum route route_of(const char *url, struct request *req)
     }
     if (strcmp(url, "/metrics") == 0) {
         return ROUTE_METRICS;
+    }
+    if (strcmp(url, "/write") == 0 || strcmp(url, "/api/v2/write") == 0) {
+        return ROUTE_WRITE;
+    }
+    if (strcmp(url, "/api/v1/series") == 0) {
+        return ROUTE_SERIES;
     }
     if (strncmp(url, sensors, sizeof sensors - 1) != 0) {
         return ROUTE_NOT_FOUND;
@@ -1744,7 +2281,6 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *connection, 
                                   size_t *upload_data_size, void **request_state)
 {
     (void)version;
-    (void)upload_data;
     struct sl_http *http = cls;
     struct conn *c = *request_state;
     track_allocations();
@@ -1763,8 +2299,18 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *connection, 
         return reply_error(&req, 400, "too many query parameters");
     }
     enum route route = route_of(url, &req);
-    if (route == ROUTE_NOT_FOUND) {
+    if (route == ROUTE_NOT_FOUND || (route == ROUTE_WRITE && http->context.writes == NULL)) {
         return reply_error(&req, 404, "not found");
+    }
+    if (route == ROUTE_WRITE) {
+        if (strcmp(method, MHD_HTTP_METHOD_POST) != 0) {
+            struct MHD_Response *response = MHD_create_response_from_buffer(
+                strlen("{\"error\": \"method not allowed, use POST\"}"),
+                (void *)"{\"error\": \"method not allowed, use POST\"}", MHD_RESPMEM_PERSISTENT);
+            return queue(&req, MHD_HTTP_METHOD_NOT_ALLOWED, response, "application/json", "Allow",
+                         "POST");
+        }
+        return handle_write(&req, upload_data, upload_data_size);
     }
     if (strcmp(method, MHD_HTTP_METHOD_GET) != 0 && strcmp(method, MHD_HTTP_METHOD_HEAD) != 0) {
         return reply_error(&req, 405, "method not allowed, use GET or HEAD");
@@ -1784,6 +2330,9 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *connection, 
         return handle_stats(&req);
     case ROUTE_READINGS:
         return handle_readings(&req);
+    case ROUTE_SERIES:
+        return handle_series(&req);
+    case ROUTE_WRITE:
     case ROUTE_NOT_FOUND:
         break;
     }
@@ -2040,6 +2589,7 @@ static void on_completed(void *cls, struct MHD_Connection *connection, void **re
     }
     pthread_mutex_unlock(&http->lock);
     c->cursor.kind = PIECE_NONE;
+    write_release(c); /* a write whose client left mid-body (or that was refused) */
     *request_state = NULL;
 }
 

@@ -19,9 +19,11 @@
 #include "core/live.h"
 #include "core/plan.h"
 #include "net/counters.h"
+#include "net/lines.h"
 #include "store/checkpoint.h"
 #include "store/log.h"
 #include "store/recover.h"
+#include "store/series.h"
 #include "store/store.h"
 #include "store/streams.h"
 
@@ -76,6 +78,9 @@ struct sl_http_context {
     const struct sl_log *log;                   /* health and counters; NULL in tests without one */
     const struct sl_checkpointer *checkpointer; /* counters; may be NULL */
     const struct sl_recover_result *recovery;   /* what start-up found; may be NULL */
+    const struct sl_series *series;             /* named series (lookups); may be NULL */
+    struct sl_lines_hub *writes;                /* HTTP writes' slots; NULL: /write answers 404 */
+    const struct sl_lines_counters *lines;      /* line protocol counters; may be NULL */
     /* One snapshot view and /metrics buffer per worker thread: sl_http_views_bytes, from the arena. */
     void *view_memory;
     /* The sorted id list for /api/v1/sensors: 2 x sensors_max u32, from the arena. */

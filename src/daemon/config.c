@@ -59,6 +59,11 @@ static const struct opt opts[] = {
     {"udp", OPT_ADDR, 0, 0, false, "UDP listen address HOST:PORT, or off (default 127.0.0.1:7400)"},
     {"tcp", OPT_ADDR, 0, 0, false, "TCP listen address HOST:PORT, or off (default 127.0.0.1:7400)"},
     {"http", OPT_ADDR, 0, 0, false, "HTTP API address HOST:PORT, or off (default 127.0.0.1:7401)"},
+    {"influx-tcp", OPT_ADDR, 0, 0, false,
+     "line protocol over TCP, HOST:PORT or PORT (loopback), or off (default off; 64 KiB a "
+     "connection)"},
+    {"influx-udp", OPT_ADDR, 0, 0, false,
+     "line protocol over UDP, HOST:PORT or PORT (loopback), or off (default off)"},
     {"data-dir", OPT_PATH, 0, 0, false,
      "data directory, created if missing (default ./sluice-data)"},
     {"config", OPT_PATH, 0, 0, false,
@@ -75,6 +80,13 @@ static const struct opt opts[] = {
      "readings later than now + this are rejected as future (default 300s)"},
     {"coarse-buckets", OPT_U32, 0, SL_COARSE_BUCKETS_MAX, false,
      "coarse-tier buckets spanning the longest window (default 60, 0 = off; 32 B each a sensor)"},
+    {"max-series", OPT_U32, 1, SL_SERIES_MAX, false,
+     "named series of the line protocol (default 65536 or --max-sensors if less, max 16777216; "
+     "32-40 B each + the name; each is a sensor too)"},
+    {"series-name-bytes", OPT_BYTES, 4096, SL_SERIES_NAME_BYTES_MAX, false,
+     "memory for series names (default 128 B a series: 8M, max 1G)"},
+    {"series-id-base", OPT_U32, 0, UINT32_MAX, false,
+     "the first id a named series gets (default 2147483648 = 2^31)"},
     {"max-streams", OPT_U32, 1, SL_STREAMS_MAX, false,
      "streams tracked per transport for dedup and gaps (default 4096, max 1048576; 48 B each)"},
     {"max-tcp-connections", OPT_U32, 1, SL_TCP_CONNECTIONS_MAX, false,
@@ -95,6 +107,10 @@ static const struct opt opts[] = {
      "HTTP connections from one address (default a quarter of --max-http-connections)"},
     {"http-threads", OPT_U32, 1, SL_HTTP_THREADS_MAX, false,
      "HTTP requests served at once (default 4, max 64)"},
+    {"http-max-body", OPT_BYTES, 4096, SL_LINES_HTTP_BODY_MAX, false,
+     "largest write body, after gzip too (default 32M, max 1G)"},
+    {"max-http-writes", OPT_U32, 1, SL_LINES_HTTP_WRITES_MAX, false,
+     "write bodies held at once (default 4, max 64; --http-max-body each)"},
     {"http-timeout", OPT_DURATION, SECONDS(1), SECONDS(3600), true,
      "close an idle HTTP connection (default 10s, max 1h)"},
     {"http-header-timeout", OPT_DURATION, 100000, SECONDS(3600), true,
@@ -135,6 +151,13 @@ void sl_config_default(struct sl_config *config)
     strcpy(config->udp, "127.0.0.1:7400");
     strcpy(config->tcp, "127.0.0.1:7400");
     strcpy(config->http, "127.0.0.1:7401");
+    strcpy(config->influx_tcp, "off");
+    strcpy(config->influx_udp, "off");
+    config->series_max = SL_SERIES_DEFAULT;
+    config->series_name_bytes = SL_SERIES_NAME_BYTES_DEFAULT;
+    config->series_id_base = SL_SERIES_ID_BASE_DEFAULT;
+    config->http_max_body_bytes = SL_LINES_HTTP_BODY_DEFAULT;
+    config->http_writes_max = SL_LINES_HTTP_WRITES_DEFAULT;
     strcpy(config->data_dir, "./sluice-data");
     sl_store_config_default(&config->store);
     config->streams_max = SL_STREAMS_DEFAULT;
@@ -364,7 +387,34 @@ static const struct {
     {"max-http-connections", offsetof(struct sl_config, http_connections_max)},
     {"max-http-connections-per-ip", offsetof(struct sl_config, http_connections_per_ip_max)},
     {"http-threads", offsetof(struct sl_config, http_threads)},
+    {"max-series", offsetof(struct sl_config, series_max)},
+    {"series-id-base", offsetof(struct sl_config, series_id_base)},
+    {"max-http-writes", offsetof(struct sl_config, http_writes_max)},
 };
+
+/* Where each OPT_BYTES option lives. */
+static const struct {
+    const char *name;
+    size_t offset;
+} bytes_fields[] = {
+    {"log-bytes-max", offsetof(struct sl_config, log.bytes_max)},
+    {"log-segment-bytes", offsetof(struct sl_config, log.segment_bytes)},
+    {"log-buffer-bytes", offsetof(struct sl_config, log.buffer_bytes)},
+    {"checkpoint-every", offsetof(struct sl_config, checkpoint_every_bytes)},
+    {"series-name-bytes", offsetof(struct sl_config, series_name_bytes)},
+    {"http-max-body", offsetof(struct sl_config, http_max_body_bytes)},
+};
+
+static uint64_t *bytes_field(struct sl_config *c, const char *name)
+{
+    for (size_t i = 0; i < SL_ARRAY_COUNT(bytes_fields); i++) {
+        if (strcmp(bytes_fields[i].name, name) == 0) {
+            return (uint64_t *)((char *)c + bytes_fields[i].offset);
+        }
+    }
+    SL_ASSERT(!"an OPT_BYTES option without a field");
+    return NULL;
+}
 
 static uint32_t *u32_field(struct sl_config *c, const char *name)
 {
@@ -431,7 +481,11 @@ static int set_string(char *dst, size_t dst_bytes, const char *value)
 
 static char *addr_field(struct sl_config *c, const char *name)
 {
-    return strcmp(name, "udp") == 0 ? c->udp : strcmp(name, "tcp") == 0 ? c->tcp : c->http;
+    return strcmp(name, "udp") == 0          ? c->udp
+           : strcmp(name, "tcp") == 0        ? c->tcp
+           : strcmp(name, "influx-tcp") == 0 ? c->influx_tcp
+           : strcmp(name, "influx-udp") == 0 ? c->influx_udp
+                                             : c->http;
 }
 
 static bool *flag_field(struct sl_config *c, const char *name)
@@ -448,6 +502,16 @@ static bool *flag_field(struct sl_config *c, const char *name)
 static int apply_addr(struct sl_config *c, const struct opt *o, const char *value, char *err,
                       uint32_t err_bytes)
 {
+    char loopback[SL_ADDR_BYTES];
+    bool bare_port = value[0] != '\0' && strspn(value, "0123456789") == strlen(value);
+    if (strncmp(o->name, "influx-", 7) == 0 && (bare_port || value[0] == ':')) {
+        /* The line listeners take a bare port (or :PORT) as loopback (LINE_PROTOCOL.md). */
+        int n = snprintf(loopback, sizeof loopback, "127.0.0.1%s%s", bare_port ? ":" : "", value);
+        if (n < 0 || (size_t)n >= sizeof loopback) {
+            return fail(err, err_bytes, "--%s: bad value '%s'", o->name, value);
+        }
+        value = loopback;
+    }
     if (set_string(addr_field(c, o->name), SL_ADDR_BYTES, value) != 0) {
         return fail(err, err_bytes, "--%s: bad value '%s'", o->name, value);
     }
@@ -488,18 +552,11 @@ static int apply_bytes(struct sl_config *c, const struct opt *o, const char *val
                     "--%s: '%s' is not a size from %" PRIu64 " to %" PRIu64 " bytes", o->name,
                     value, o->min, o->max);
     }
-    if (strcmp(o->name, "log-bytes-max") == 0) {
-        c->log.bytes_max = bytes;
-    } else if (strcmp(o->name, "log-segment-bytes") == 0) {
-        if (bytes % 4096 != 0) { /* segments are preallocated and written in pages */
-            return fail(err, err_bytes, "--%s: '%s' is not a multiple of 4 KiB", o->name, value);
-        }
-        c->log.segment_bytes = bytes;
-    } else if (strcmp(o->name, "log-buffer-bytes") == 0) {
-        c->log.buffer_bytes = bytes;
-    } else {
-        c->checkpoint_every_bytes = bytes;
+    if (strcmp(o->name, "log-segment-bytes") == 0 && bytes % 4096 != 0) {
+        /* segments are preallocated and written in pages */
+        return fail(err, err_bytes, "--%s: '%s' is not a multiple of 4 KiB", o->name, value);
     }
+    *bytes_field(c, o->name) = bytes;
     return 0;
 }
 
@@ -914,6 +971,27 @@ static int finish(struct sl_config *c, char *err, uint32_t err_bytes)
                       c->http_connections_max, "max-http-connections", err, err_bytes) != 0) {
         return -1;
     }
+    /* The registry follows the sensor table unless sized: a named series is a sensor too. */
+    if (c->source[opt_index("max-series")] == SL_CONFIG_DEFAULT &&
+        c->series_max > c->store.sensors_max) {
+        c->series_max = c->store.sensors_max;
+    }
+    if (c->source[opt_index("series-name-bytes")] == SL_CONFIG_DEFAULT) {
+        uint64_t bytes = (uint64_t)c->series_max * SL_SERIES_NAME_BYTES_PER_SERIES;
+        c->series_name_bytes = bytes < 4096 ? 4096 : bytes;
+    }
+    if ((uint64_t)c->series_id_base + c->series_max > (1ull << 32)) {
+        return fail(err, err_bytes,
+                    "--series-id-base: %" PRIu32 " + --max-series %" PRIu32
+                    " passes the last id (4294967295)",
+                    c->series_id_base, c->series_max);
+    }
+    if (c->series_max > c->store.sensors_max) {
+        return fail(err, err_bytes,
+                    "--max-series: %" PRIu32 " is more than --max-sensors (%" PRIu32
+                    "): every named series is a sensor",
+                    c->series_max, c->store.sensors_max);
+    }
     if (c->source[opt_index("checkpoint-every")] == SL_CONFIG_DEFAULT) {
         c->checkpoint_every_bytes = c->log.bytes_max / 4;
     }
@@ -954,11 +1032,7 @@ static void show_opt(const struct sl_config *c, const struct opt *o, char *out, 
         format_duration(out, out_bytes, get_duration(c, o->name));
         return;
     case OPT_BYTES:
-        snprintf(out, out_bytes, "%" PRIu64,
-                 strcmp(o->name, "log-bytes-max") == 0       ? c->log.bytes_max
-                 : strcmp(o->name, "log-segment-bytes") == 0 ? c->log.segment_bytes
-                 : strcmp(o->name, "log-buffer-bytes") == 0  ? c->log.buffer_bytes
-                                                             : c->checkpoint_every_bytes);
+        snprintf(out, out_bytes, "%" PRIu64, *bytes_field(m, o->name));
         return;
     case OPT_SYNC:
         snprintf(out, out_bytes, "%s", sync_words[c->log.sync]);

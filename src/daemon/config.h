@@ -13,7 +13,9 @@
 #include "api/http.h"
 #include "core/say.h"
 #include "net/ingest.h"
+#include "net/lines.h"
 #include "store/log.h"
+#include "store/series.h"
 #include "store/store.h"
 
 #define SL_ADDR_BYTES 256
@@ -31,6 +33,13 @@ struct sl_config {
     char udp[SL_ADDR_BYTES];  /* HOST:PORT, or "off" */
     char tcp[SL_ADDR_BYTES];  /* HOST:PORT, or "off" */
     char http[SL_ADDR_BYTES]; /* HOST:PORT, or "off" */
+    char influx_tcp[SL_ADDR_BYTES]; /* line protocol over TCP: HOST:PORT, or "off" (default) */
+    char influx_udp[SL_ADDR_BYTES]; /* line protocol over UDP: HOST:PORT, or "off" (default) */
+    uint32_t series_max;            /* --max-series */
+    uint32_t series_id_base;        /* --series-id-base */
+    uint64_t series_name_bytes;     /* --series-name-bytes */
+    uint64_t http_max_body_bytes;   /* --http-max-body */
+    uint32_t http_writes_max;       /* --max-http-writes */
     char data_dir[SL_PATH_BYTES];
     char config_file[SL_PATH_BYTES];
     struct sl_store_config store;

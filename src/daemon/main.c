@@ -45,6 +45,7 @@
 #include <fcntl.h>
 #include <sys/file.h>
 #include <sys/mman.h>
+#include <sys/random.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -53,6 +54,7 @@
 #include "api/http.h"
 #include "core/alloc_count.h"
 #include "core/assert.h"
+#include "core/clock.h"
 #include "core/io.h"
 #include "core/live.h"
 #include "core/plan.h"
@@ -64,6 +66,7 @@
 #include "store/checkpoint.h"
 #include "store/log.h"
 #include "store/recover.h"
+#include "store/series.h"
 #include "store/store.h"
 
 #define EXIT_USAGE 2
@@ -79,12 +82,16 @@ struct daemon {
     struct sl_plan plan;
     struct sl_arena arena;
     struct sl_store store;
+    struct sl_series series; /* named series of the line protocol */
     struct sl_ingest ingest;
     struct sl_ingest_config ingest_config;
     struct sl_http_config http_config;
     struct sl_http_context http_context;
     struct sl_http *http;
     int udp_fd, tcp_fd, http_fd; /* bound at step 4; -1: off */
+    int influx_tcp_fd, influx_udp_fd; /* the line listeners, bound at step 4; -1: off */
+    char influx_tcp_host[SL_ADDR_BYTES], influx_udp_host[SL_ADDR_BYTES];
+    uint16_t influx_tcp_port, influx_udp_port;
     uint64_t
         udp_rcvbuf_granted_bytes; /* SO_RCVBUF read back, halved (Linux reports twice the grant) */
     struct sl_io_faults io_faults;
@@ -142,6 +149,31 @@ static int derive_configs(struct daemon *dm, char *err, uint32_t err_bytes)
                              err_bytes) != 0) {
         return -1;
     }
+    in->series = &dm->series;
+    struct sl_lines_config *lc = &in->lines;
+    lc->http_writes = strcmp(c->http, "off") != 0 ? c->http_writes_max : 0;
+    lc->http_body_bytes = c->http_max_body_bytes;
+    lc->tcp_connections_max = c->tcp_connections_max;
+    lc->tcp_idle_timeout_ms = c->tcp_idle_timeout_s * 1000u;
+    lc->tcp_line_timeout_ms = c->tcp_frame_timeout_ms;
+    lc->tcp_per_ip_max = c->tcp_connections_per_ip_max;
+    lc->live = &dm->live;
+    /* On or off for the plan (>= 0: on); the sockets are bound at step 4. */
+    lc->tcp_fd = lc->udp_fd = -1;
+    if (strcmp(c->influx_tcp, "off") != 0) {
+        if (sl_config_split_addr(c->influx_tcp, dm->influx_tcp_host, sizeof dm->influx_tcp_host,
+                                 &dm->influx_tcp_port, err, err_bytes) != 0) {
+            return -1;
+        }
+        lc->tcp_fd = 0;
+    }
+    if (strcmp(c->influx_udp, "off") != 0) {
+        if (sl_config_split_addr(c->influx_udp, dm->influx_udp_host, sizeof dm->influx_udp_host,
+                                 &dm->influx_udp_port, err, err_bytes) != 0) {
+            return -1;
+        }
+        lc->udp_fd = 0;
+    }
     struct sl_http_config *h = &dm->http_config;
     memset(h, 0, sizeof *h);
     h->prebound = true;
@@ -178,6 +210,7 @@ static void build_plan(struct daemon *dm)
 {
     sl_plan_init(&dm->plan);
     sl_store_plan(&dm->config.store, &dm->plan);
+    sl_series_plan(dm->config.series_max, dm->config.series_name_bytes, &dm->plan);
     sl_ingest_plan(&dm->ingest_config, &dm->plan);
     sl_log_plan(&dm->config.log, &dm->plan);
     sl_http_plan(&dm->config.store, &dm->http_config, &dm->plan);
@@ -343,7 +376,7 @@ static int bind_listeners(struct daemon *dm, char *err, uint32_t err_bytes)
 {
     struct sl_ingest_config *in = &dm->ingest_config;
     struct sl_http_config *h = &dm->http_config;
-    dm->udp_fd = dm->tcp_fd = dm->http_fd = -1;
+    dm->udp_fd = dm->tcp_fd = dm->http_fd = dm->influx_tcp_fd = dm->influx_udp_fd = -1;
     if (in->udp_host[0] != '\0') {
         dm->udp_fd = sl_sock_listen("udp", in->udp_host, in->udp_port, SOCK_DGRAM, err, err_bytes);
         if (dm->udp_fd < 0) {
@@ -363,8 +396,25 @@ static int bind_listeners(struct daemon *dm, char *err, uint32_t err_bytes)
             return -1;
         }
     }
+    if (in->lines.tcp_fd >= 0) {
+        dm->influx_tcp_fd = sl_sock_listen("influx-tcp", dm->influx_tcp_host, dm->influx_tcp_port,
+                                           SOCK_STREAM, err, err_bytes);
+        if (dm->influx_tcp_fd < 0) {
+            return -1;
+        }
+    }
+    if (in->lines.udp_fd >= 0) {
+        dm->influx_udp_fd = sl_sock_listen("influx-udp", dm->influx_udp_host, dm->influx_udp_port,
+                                           SOCK_DGRAM, err, err_bytes);
+        if (dm->influx_udp_fd < 0) {
+            return -1;
+        }
+        udp_buffer(dm, dm->influx_udp_fd);
+    }
     in->udp_fd = dm->udp_fd;
     in->tcp_fd = dm->tcp_fd;
+    in->lines.tcp_fd = dm->influx_tcp_fd;
+    in->lines.udp_fd = dm->influx_udp_fd;
     h->listen_fd = dm->http_fd;
     return 0;
 }
@@ -452,7 +502,7 @@ static int recover(struct daemon *dm, char *err, uint32_t err_bytes)
     }
     dm->config.log.io = io;
     dm->log = sl_recover(&dm->config.log, &dm->arena, &dm->store, &dm->ingest.tcp_streams,
-                         &dm->ingest.udp_streams, &dm->recovery, err, err_bytes);
+                         &dm->ingest.udp_streams, &dm->series, &dm->recovery, err, err_bytes);
     if (dm->log == NULL) {
         return -1;
     }
@@ -460,6 +510,7 @@ static int recover(struct daemon *dm, char *err, uint32_t err_bytes)
     snprintf(ck.dir, sizeof ck.dir, "%s", dm->config.data_dir);
     sl_checkpoint_init(&dm->checkpointer, &ck, &dm->store, &dm->ingest.tcp_streams,
                        &dm->ingest.udp_streams, sl_checkpoint_next_seq(dm->config.data_dir));
+    sl_checkpoint_set_series(&dm->checkpointer, &dm->series);
     return 0;
 }
 
@@ -481,6 +532,12 @@ static int open_state(struct daemon *dm, char *err, uint32_t err_bytes)
         say_unlocked(&dm->arena);
     }
     sl_store_init(&dm->store, &dm->config.store, &dm->arena);
+    uint64_t seed = 0;
+    if (getrandom(&seed, sizeof seed, 0) != (ssize_t)sizeof seed) {
+        seed = (uint64_t)sl_clock_realtime_us() ^ ((uint64_t)getpid() << 32); /* no entropy yet */
+    }
+    sl_series_init(&dm->series, dm->config.series_max, dm->config.series_name_bytes,
+                   dm->config.series_id_base, seed, &dm->arena);
     sl_ingest_take_streams(&dm->ingest, &dm->ingest_config, &dm->arena);
     if (recover(dm, err, err_bytes) != 0) {
         return -1;
@@ -489,11 +546,11 @@ static int open_state(struct daemon *dm, char *err, uint32_t err_bytes)
     char line[512];
     snprintf(line, sizeof line,
              "recovered in %.2f s: %s, %llu log records replayed (%llu readings) from %u segments, "
-             "%llu corrupt records skipped, %llu torn bytes cut",
+             "%llu corrupt records skipped, %llu torn bytes cut, %u named series",
              r->seconds, r->checkpoint_used ? "from a checkpoint" : "no checkpoint",
              (unsigned long long)r->records_replayed, (unsigned long long)r->readings_applied,
              r->log.segments, (unsigned long long)r->log.corrupt_records,
-             (unsigned long long)r->log.torn_tail_bytes);
+             (unsigned long long)r->log.torn_tail_bytes, sl_series_count(&dm->series));
     if (!dm->config.quiet) {
         printf("sluiced: %s\n", line);
     }
@@ -516,6 +573,9 @@ static int start_http(struct daemon *dm, char *err, uint32_t err_bytes)
     ctx->log = dm->log;
     ctx->checkpointer = &dm->checkpointer;
     ctx->recovery = &dm->recovery;
+    ctx->series = &dm->series;
+    ctx->writes = dm->ingest_config.lines.http_writes > 0 ? &dm->ingest.lines.hub : NULL;
+    ctx->lines = &dm->ingest.lines.counters;
     ctx->view_memory =
         sl_arena_take(&dm->arena, sl_http_views_bytes(&dm->config.store, &dm->http_config));
     ctx->sorted_ids = sl_arena_take(&dm->arena, 2ull * dm->config.store.sensors_max * sizeof(uint32_t));
@@ -529,7 +589,7 @@ static int start_http(struct daemon *dm, char *err, uint32_t err_bytes)
 
 static void print_started(const struct daemon *dm)
 {
-    char udp[300] = "off", tcp[300] = "off", http[300] = "off", line[SL_PATH_BYTES + 1024];
+    char udp[300] = "off", tcp[300] = "off", http[300] = "off", line[SL_PATH_BYTES + 2048];
     if (dm->udp_fd >= 0) {
         sl_sock_endpoint(udp, sizeof udp, dm->ingest_config.udp_host, sl_sock_port(dm->udp_fd));
     }
@@ -539,10 +599,21 @@ static void print_started(const struct daemon *dm)
     if (dm->http_fd >= 0) {
         sl_sock_endpoint(http, sizeof http, dm->http_config.host, sl_sock_port(dm->http_fd));
     }
+    char influx[700] = "";
+    if (dm->influx_tcp_fd >= 0 || dm->influx_udp_fd >= 0) {
+        char it[300] = "off", iu[300] = "off";
+        if (dm->influx_tcp_fd >= 0) {
+            sl_sock_endpoint(it, sizeof it, dm->influx_tcp_host, sl_sock_port(dm->influx_tcp_fd));
+        }
+        if (dm->influx_udp_fd >= 0) {
+            sl_sock_endpoint(iu, sizeof iu, dm->influx_udp_host, sl_sock_port(dm->influx_udp_fd));
+        }
+        snprintf(influx, sizeof influx, " influx_tcp=%s influx_udp=%s", it, iu);
+    }
     snprintf(line, sizeof line,
-             "listening udp=%s tcp=%s http=%s data=%s memory_planned_bytes=%llu "
+             "listening udp=%s tcp=%s http=%s%s data=%s memory_planned_bytes=%llu "
              "(%.1f MiB; %u sensors x %u readings%s)",
-             udp, tcp, http, dm->config.data_dir, (unsigned long long)dm->plan.total_bytes,
+             udp, tcp, http, influx, dm->config.data_dir, (unsigned long long)dm->plan.total_bytes,
              mib(dm->plan.total_bytes), dm->config.store.sensors_max,
              dm->config.store.ring_readings, dm->arena.locked ? ", locked" : "");
     if (!dm->config.quiet) {

@@ -366,6 +366,11 @@ void sl_commit_flush(struct sl_commit *c)
             sl_commit_stream_failed(in->slot, in->prev_seq, in->prev_has_seq, in->batch_seq);
         }
     }
+    for (uint32_t p = 0; p < c->producers_count; p++) {
+        if (c->producers[p].committed != NULL) {
+            c->producers[p].committed(c->producers[p].ctx, applicable);
+        }
+    }
     group_post(c, applicable);
     group_collect(c, false, false); /* without a worker: delivered at once */
 }

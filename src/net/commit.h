@@ -81,6 +81,13 @@ struct sl_commit_producer {
                     const struct sl_apply_result *result);
     /* After a pass of deliveries: write out what was queued. May be NULL. */
     void (*flush)(void *ctx);
+    /*
+     * After each commit, before its group is applied: records at or below
+     * durable_lsn are durable per the sync mode, those above failed. For a
+     * producer that appends records of its own beside its intents (series
+     * names). May be NULL.
+     */
+    void (*committed)(void *ctx, uint64_t durable_lsn);
     void *ctx;
 };
 

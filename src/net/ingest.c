@@ -64,12 +64,16 @@ void sl_ingest_plan(const struct sl_ingest_config *config, struct sl_plan *plan)
     sl_streams_plan(config->streams_max, plan, "streams_udp");
     struct sl_commit_config cc = commit_config(config);
     sl_commit_plan(&cc, plan);
+    if (config->series != NULL) {
+        sl_lines_plan(&config->lines, plan);
+    }
 }
 
 uint64_t sl_ingest_fds_needed(const struct sl_ingest_config *config)
 {
     /* A descriptor a connection, the listeners, epoll and eventfd, and headroom for accept's newcomer. */
-    return (uint64_t)config->tcp_connections_max + 8;
+    return (uint64_t)config->tcp_connections_max + 8 +
+           (config->series != NULL ? sl_lines_fds_needed(&config->lines) : 0);
 }
 
 void sl_ingest_take_streams(struct sl_ingest *ing, const struct sl_ingest_config *config,
@@ -177,6 +181,11 @@ int sl_ingest_open(struct sl_ingest *ing, const struct sl_ingest_config *config,
     }
     sl_tcp_open(&ing->tcp, &tc, &ing->commit, &ing->tcp_streams, &ing->counters, ing->epoll_fd,
                 ing->tcp_fd, arena);
+    if (config->series != NULL &&
+        sl_lines_open(&ing->lines, &config->lines, &ing->commit, config->series, ing->epoll_fd,
+                      ing->wake_fd, arena, err, err_bytes) != 0) {
+        return -1;
+    }
     if (ing->udp_fd >= 0) {
         udp_configure(ing);
         ing->udp_port_bound = sl_sock_port(ing->udp_fd);
@@ -274,7 +283,9 @@ static void udp_serve(struct sl_ingest *ing)
 static void dispatch(struct sl_ingest *ing, const struct epoll_event *ev)
 {
     uint64_t tag = ev->data.u64;
-    if (tag == SL_TAG_WAKE) {
+    if (tag & SL_LINES_TAG) {
+        sl_lines_event(&ing->lines, tag, ev->events);
+    } else if (tag == SL_TAG_WAKE) {
         uint64_t v;
         ssize_t r = read(ing->wake_fd, &v, sizeof v);
         (void)r;
@@ -291,16 +302,21 @@ void *sl_ingest_run(void *arg)
 {
     struct sl_ingest *ing = arg;
     struct epoll_event events[SL_EVENTS_PER_TICK];
+    bool lines_on = ing->config.series != NULL;
     pthread_setname_np(pthread_self(), "sluice-ingest");
     sl_commit_start(&ing->commit); /* before tracking: starting a thread may allocate */
     sl_alloc_track(SL_ALLOC_INGEST);
     atomic_store(&ing->counters.started_at_us, sl_clock_realtime_us());
     while (!atomic_load_explicit(&ing->stop, memory_order_acquire)) {
+        bool lines_busy = lines_on && sl_lines_busy(&ing->lines);
         int n = epoll_wait(ing->epoll_fd, events, SL_EVENTS_PER_TICK,
-                           sl_commit_busy(&ing->commit) ? 1 : SL_TICK_MS);
+                           lines_busy ? 0 : sl_commit_busy(&ing->commit) ? 1 : SL_TICK_MS);
         int64_t tick_ns = sl_clock_monotonic_ns();
         for (int i = 0; i < n; i++) {
             dispatch(ing, &events[i]);
+        }
+        if (lines_on) {
+            sl_lines_tick(&ing->lines, tick_ns); /* HTTP writes: a slice of their bodies */
         }
         sl_commit_collect(&ing->commit); /* groups the worker finished: their answers go out */
         sl_commit_flush(&ing->commit);   /* group commit: one write (and sync) a tick */
@@ -331,6 +347,9 @@ void *sl_ingest_run(void *arg)
     if (ing->udp_fd >= 0) {
         udp_serve(ing);
     }
+    if (lines_on) {
+        sl_lines_drain(&ing->lines); /* writes being parsed finish: their clients wait */
+    }
     sl_tcp_drain_all(&ing->tcp); /* settles what it reads (and UDP's), flushes acks, closes */
     sl_commit_settle(&ing->commit);
     sl_commit_stop(&ing->commit);
@@ -360,5 +379,14 @@ void sl_ingest_close(struct sl_ingest *ing)
         close(ing->epoll_fd);
     }
     ing->udp_fd = ing->tcp_fd = ing->wake_fd = ing->epoll_fd = -1;
+    if (ing->config.series != NULL) {
+        if (ing->config.lines.tcp_fd >= 0) {
+            close(ing->config.lines.tcp_fd);
+        }
+        if (ing->config.lines.udp_fd >= 0) {
+            close(ing->config.lines.udp_fd);
+        }
+        sl_lines_close(&ing->lines);
+    }
     sl_commit_close(&ing->commit);
 }

@@ -27,6 +27,7 @@
 #include "core/plan.h"
 #include "net/commit.h"
 #include "net/counters.h"
+#include "net/lines.h"
 #include "net/tcp.h"
 #include "store/checkpoint.h"
 #include "store/log.h"
@@ -64,6 +65,9 @@ struct sl_ingest_config {
     uint64_t checkpoint_every_bytes; /* begin a checkpoint after this much log; 0 = never */
     bool apply_thread;               /* apply on a worker thread, overlapping the next group */
     uint64_t apply_area_bytes;       /* the log buffer's size: one group's readings fit */
+    /* Line protocol (net/lines.h): on when `series` is given (the recovered registry). */
+    struct sl_series *series;
+    struct sl_lines_config lines;
 };
 
 struct sl_ingest {
@@ -74,6 +78,7 @@ struct sl_ingest {
     struct sl_net_counters counters;
     struct sl_commit commit; /* the one path to the log, the store and the answers */
     struct sl_tcp tcp;       /* the TCP connection table (tcp.c) */
+    struct sl_lines lines;   /* line protocol in (lines.c), when config.series */
     uint8_t udp_producer;    /* UDP's id in the commit pipeline */
     int epoll_fd;
     int wake_fd; /* eventfd: sl_ingest_stop and the apply worker wake the loop */

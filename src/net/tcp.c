@@ -70,12 +70,6 @@
  */
 enum conn_state { CONN_FREE = 0, CONN_OPEN, CONN_PAUSED, CONN_FAILING, CONN_DRAINING, CONN_CLOSING };
 
-/* A peer address (IPv4 as ::ffff:a.b.c.d) and how many open connections it has. */
-struct sl_tcp_addr {
-    uint8_t ip[16];
-    uint32_t count; /* 0: empty slot */
-};
-
 struct sl_conn {
     int fd;
     uint32_t state; /* enum conn_state */
@@ -95,20 +89,10 @@ struct sl_conn {
 
 static struct sl_say_limit say_evicted, say_refused, say_timeout, say_backoff;
 
-static uint32_t addr_slots(uint32_t connections_max)
-{
-    uint32_t slots = 2;
-    while (slots < 2 * connections_max) {
-        slots *= 2;
-    }
-    return slots;
-}
-
 void sl_tcp_plan(uint32_t n, struct sl_plan *plan)
 {
     sl_plan_add(plan, "tcp_connections",
-                (uint64_t)n * (sizeof(struct sl_conn) + 2 * sizeof(uint32_t)) +
-                    (uint64_t)addr_slots(n) * sizeof(struct sl_tcp_addr),
+                (uint64_t)n * (sizeof(struct sl_conn) + 2 * sizeof(uint32_t)) + sl_peers_bytes(n),
                 "TCP connection table, its free stack, touched list and per-address counts");
     sl_plan_add(plan, "tcp_buffers",
                 (uint64_t)n * (sl_align_up(SL_TCP_RX_BYTES, SL_PLAN_ALIGN) + SL_TCP_TX_BYTES),
@@ -134,9 +118,7 @@ void sl_tcp_open(struct sl_tcp *tcp, const struct sl_tcp_config *config, struct 
     tcp->conns = sl_arena_take(arena, (uint64_t)n * sizeof(struct sl_conn));
     tcp->conn_free = sl_arena_take(arena, (uint64_t)n * sizeof(uint32_t));
     tcp->conn_touched = sl_arena_take(arena, (uint64_t)n * sizeof(uint32_t));
-    uint32_t slots = addr_slots(n);
-    tcp->addrs = sl_arena_take(arena, (uint64_t)slots * sizeof(struct sl_tcp_addr));
-    tcp->addrs_mask = slots - 1;
+    sl_peers_init(&tcp->peers, sl_arena_take(arena, sl_peers_bytes(n)), n);
     uint8_t *buffers = sl_arena_take(
         arena, (uint64_t)n * (sl_align_up(SL_TCP_RX_BYTES, SL_PLAN_ALIGN) + SL_TCP_TX_BYTES));
     for (uint32_t i = 0; i < n; i++) {
@@ -173,58 +155,6 @@ static uint32_t per_ip_max(const struct sl_tcp *tcp)
     return l ? sl_live_get(&l->tcp_connections_per_ip_max) : tcp->config.per_ip_max;
 }
 
-/* ---- per-address counts: linear probing, backward-shift deletion ---- */
-
-static uint32_t addr_home(const struct sl_tcp *tcp, const uint8_t ip[16])
-{
-    uint64_t a, b;
-    memcpy(&a, ip, 8);
-    memcpy(&b, ip + 8, 8);
-    return (uint32_t)(sl_mix64(a ^ sl_mix64(b)) & tcp->addrs_mask);
-}
-
-/* The slot of `ip`, or the empty slot where it would go. */
-static struct sl_tcp_addr *addr_find(struct sl_tcp *tcp, const uint8_t ip[16])
-{
-    uint32_t i = addr_home(tcp, ip);
-    for (uint32_t probes = 0; probes <= tcp->addrs_mask; probes++) {
-        struct sl_tcp_addr *a = &tcp->addrs[i];
-        if (a->count == 0 || memcmp(a->ip, ip, 16) == 0) {
-            return a;
-        }
-        i = (i + 1) & tcp->addrs_mask;
-    }
-    SL_ASSERT(0 && "at most connections_max addresses in 2 x that many slots");
-    return NULL;
-}
-
-static void addr_release(struct sl_tcp *tcp, const uint8_t ip[16])
-{
-    struct sl_tcp_addr *a = addr_find(tcp, ip);
-    SL_ASSERT(a->count > 0);
-    if (--a->count > 0) {
-        return;
-    }
-    /* Backward-shift deletion: move later entries of the run into the hole. */
-    uint32_t hole = (uint32_t)(a - tcp->addrs);
-    uint32_t i = hole;
-    for (;;) {
-        i = (i + 1) & tcp->addrs_mask;
-        struct sl_tcp_addr *next = &tcp->addrs[i];
-        if (next->count == 0) {
-            break;
-        }
-        uint32_t home = addr_home(tcp, next->ip);
-        /* `next` may fill the hole when its home is not cyclically in (hole, i]. */
-        bool stays = hole <= i ? (home > hole && home <= i) : (home > hole || home <= i);
-        if (!stays) {
-            tcp->addrs[hole] = *next;
-            next->count = 0;
-            hole = i;
-        }
-    }
-}
-
 /* ---- connections ---- */
 
 static void conn_set_events(struct sl_tcp *tcp, uint32_t index, uint32_t events)
@@ -243,7 +173,7 @@ static void conn_close(struct sl_tcp *tcp, uint32_t index)
     struct sl_conn *c = &tcp->conns[index];
     SL_ASSERT(c->state != CONN_FREE);
     close(c->fd); /* also removes it from the epoll set */
-    addr_release(tcp, c->ip);
+    sl_peers_release(&tcp->peers, c->ip);
     c->fd = -1;
     c->state = CONN_FREE;
     c->rx_len = c->tx_head = c->tx_len = 0;
@@ -254,33 +184,6 @@ static void conn_close(struct sl_tcp *tcp, uint32_t index)
     tcp->conn_free[tcp->conn_free_count++] = index;
     uint32_t open = atomic_load_explicit(&tcp->counters->tcp_connections, memory_order_relaxed);
     atomic_store_explicit(&tcp->counters->tcp_connections, open - 1, memory_order_relaxed);
-}
-
-/* "10.0.0.7:51234" or "[::1]:51234", for event lines. */
-static void conn_peer(const uint8_t ip[16], uint16_t port, char out[64])
-{
-    static const uint8_t v4_prefix[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
-    char text[INET6_ADDRSTRLEN];
-    bool v4 = memcmp(ip, v4_prefix, 12) == 0;
-    inet_ntop(v4 ? AF_INET : AF_INET6, v4 ? ip + 12 : ip, text, sizeof text);
-    snprintf(out, 64, v4 ? "%s:%u" : "[%s]:%u", text, (unsigned)port);
-}
-
-static void peer_of(const struct sockaddr_storage *ss, uint8_t ip[16], uint16_t *port)
-{
-    memset(ip, 0, 16);
-    if (ss->ss_family == AF_INET6) {
-        const struct sockaddr_in6 *s6 = (const struct sockaddr_in6 *)ss;
-        memcpy(ip, &s6->sin6_addr, 16);
-        *port = ntohs(s6->sin6_port);
-    } else if (ss->ss_family == AF_INET) {
-        const struct sockaddr_in *s4 = (const struct sockaddr_in *)ss;
-        ip[10] = ip[11] = 0xff;
-        memcpy(ip + 12, &s4->sin_addr, 4);
-        *port = ntohs(s4->sin_port);
-    } else {
-        *port = 0; /* unknown family: all such peers share one count */
-    }
 }
 
 /*
@@ -352,7 +255,7 @@ static bool evict_one(struct sl_tcp *tcp, int64_t now_ns, const uint8_t *ip)
     }
     struct sl_conn *c = &tcp->conns[victim];
     char peer[64];
-    conn_peer(c->ip, c->port, peer);
+    sl_peer_text(c->ip, c->port, peer);
     bool incomplete = c->frame_started_ns != 0;
     sl_counter_add(incomplete ? &tcp->counters->tcp_evicted_incomplete : &tcp->counters->tcp_evicted_idle, 1);
     if (c->state != CONN_DRAINING) {
@@ -396,14 +299,14 @@ static void conn_admit(struct sl_tcp *tcp, int fd, const struct sockaddr_storage
 {
     uint8_t ip[16];
     uint16_t port;
-    peer_of(ss, ip, &port);
-    struct sl_tcp_addr *a = addr_find(tcp, ip);
+    sl_peer_of(ss, ip, &port);
+    struct sl_peer_count *a = sl_peers_find(&tcp->peers, ip);
     char peer[64];
     int64_t now_ns = sl_clock_monotonic_ns();
     if (a->count >= per_ip_max(tcp) && !(a->count == per_ip_max(tcp) && evict_one(tcp, now_ns, ip))) {
         close(fd);
         sl_counter_add(&tcp->counters->tcp_refused_per_ip, 1);
-        conn_peer(ip, port, peer);
+        sl_peer_text(ip, port, peer);
         sl_say_limited(&say_refused, SL_SAY_WARN, "tcp",
                        "refused %s: its address holds %u connections (--max-tcp-connections-per-ip), "
                        "each waiting for acks",
@@ -413,12 +316,12 @@ static void conn_admit(struct sl_tcp *tcp, int fd, const struct sockaddr_storage
     if (tcp->conn_free_count == 0 && !evict_one(tcp, now_ns, NULL)) {
         close(fd);
         sl_counter_add(&tcp->counters->tcp_connections_refused, 1);
-        conn_peer(ip, port, peer);
+        sl_peer_text(ip, port, peer);
         sl_say_limited(&say_refused, SL_SAY_WARN, "tcp",
                        "refused %s: every connection of the full table waits for acks", peer);
         return;
     }
-    a = addr_find(tcp, ip); /* the eviction may have moved entries */
+    a = sl_peers_find(&tcp->peers, ip); /* the eviction may have moved entries */
     memcpy(a->ip, ip, 16);
     a->count++;
     uint32_t index = tcp->conn_free[--tcp->conn_free_count];
@@ -869,14 +772,14 @@ void sl_tcp_sweep(struct sl_tcp *tcp, int64_t now_ns)
         } else if (c->state == CONN_OPEN && c->frame_started_ns != 0 &&
                    now_ns - c->frame_started_ns > frame_ns) {
             sl_counter_add(&tcp->counters->tcp_frame_timeouts, 1);
-            conn_peer(c->ip, c->port, peer);
+            sl_peer_text(c->ip, c->port, peer);
             sl_say_limited(&say_timeout, SL_SAY_INFO, "tcp",
                            "closed %s: a frame incomplete for %.1f s (--tcp-frame-timeout), %u bytes of it",
                            peer, (double)(now_ns - c->frame_started_ns) / 1e9, c->rx_len);
             conn_close(tcp, i);
         } else if (c->acks_reserved == 0 && now_ns - c->last_activity_ns > idle_ns) {
             sl_counter_add(&tcp->counters->tcp_connections_timed_out, 1);
-            conn_peer(c->ip, c->port, peer);
+            sl_peer_text(c->ip, c->port, peer);
             sl_say_limited(&say_timeout, SL_SAY_INFO, "tcp", "closed %s: idle for %.1f s (--tcp-idle-timeout)",
                            peer, (double)(now_ns - c->last_activity_ns) / 1e9);
             conn_close(tcp, i);

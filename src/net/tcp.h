@@ -14,6 +14,7 @@
 #include "core/plan.h"
 #include "net/commit.h"
 #include "net/counters.h"
+#include "net/peers.h"
 #include "store/streams.h"
 
 /* TCP: each connection holds one whole maximum frame plus its ack queue. */
@@ -37,7 +38,6 @@ struct sl_tcp_config {
 };
 
 struct sl_conn;
-struct sl_tcp_addr;
 
 struct sl_tcp {
     struct sl_tcp_config config;
@@ -54,8 +54,7 @@ struct sl_tcp {
     uint32_t conn_free_count;
     uint32_t *conn_touched; /* connections with acks queued since the last flush, each once */
     uint32_t conn_touched_count;
-    struct sl_tcp_addr *addrs; /* open connections per peer address, open addressing */
-    uint32_t addrs_mask;
+    struct sl_peers peers; /* open connections per peer address */
 };
 
 void sl_tcp_plan(uint32_t connections_max, struct sl_plan *plan);

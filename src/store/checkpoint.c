@@ -77,7 +77,8 @@
 #include "core/crc32c.h"
 #include "sluice/protocol.h"
 
-#define CK_VERSION 2u        /* written; 1 (separate value and delta arrays) is still read */
+#define CK_VERSION 3u        /* written; 2 (no series chunk) and 1 (split rings) are still read */
+#define CK_VERSION_NO_SERIES 2u /* version 2: the trailer follows the stream chunk */
 #define CK_VERSION_SPLIT 1u  /* version 1: ring values, then ring deltas, unpadded */
 #define CK_V1_BUFFER_BYTES (64u * 1024u) /* loader: version 1 rings pass through this */
 #define CK_V1_WORDS (CK_V1_BUFFER_BYTES / 4u)
@@ -85,6 +86,8 @@
 #define CK_CHUNK_HEADER_BYTES 64u
 #define CK_TRAILER_BYTES 64u
 #define CK_STREAM_ENTRY_BYTES 16u
+#define CK_SERIES_ENTRY_HEADER_BYTES 8u /* u32 id, u32 name length, then the name */
+#define CK_SERIES_WINDOW_BYTES (64u * 1024u) /* loader: series entries pass through this */
 #define CK_NAME_PREFIX "ckpt-"
 #define CK_NAME_DIGITS 16u
 #define CK_DIR_CALLS_MAX (1u << 20) /* getdents64 calls per listing: a sanity bound */
@@ -100,6 +103,10 @@ _Static_assert(offsetof(struct sl_coarse_bucket, sum) == 16, "coarse bucket layo
 _Static_assert(sizeof(struct sl_stream_slot) == 24, "stream slot: entries are written field by field");
 _Static_assert(SL_CHECKPOINT_BUFFER_BYTES % CK_STREAM_ENTRY_BYTES == 0, "whole entries");
 _Static_assert(SL_CHECKPOINT_BUFFER_BYTES >= 4096, "room for directory entries");
+_Static_assert(SL_CHECKPOINT_BUFFER_BYTES >= CK_SERIES_ENTRY_HEADER_BYTES + SL_SERIES_NAME_MAX,
+               "a series entry fits the staging buffer");
+_Static_assert(CK_SERIES_WINDOW_BYTES >= 2 * (CK_SERIES_ENTRY_HEADER_BYTES + SL_SERIES_NAME_MAX),
+               "the loader's window holds a whole entry after any carry");
 
 /* ---- CRC combination: crc(A || B) from crc(A), crc(B) and |B| ---- */
 
@@ -265,6 +272,11 @@ void sl_checkpoint_init(struct sl_checkpointer *ck, const struct sl_checkpoint_c
     ck->udp_streams = udp_streams;
     ck->fd = -1;
     ck->seq = next_seq;
+}
+
+void sl_checkpoint_set_series(struct sl_checkpointer *ck, const struct sl_series *series)
+{
+    ck->series = series;
 }
 
 /* Give up the checkpoint in progress: close and remove the .tmp file. */
@@ -490,6 +502,54 @@ static int write_streams_chunk(struct sl_checkpointer *ck, uint64_t lsn)
     return 0;
 }
 
+/*
+ * The series registry (version 3): every series in id order, as u32 id, u32
+ * name length and the name. Holes (ids whose names were lost) are left out:
+ * the loader re-creates them from the gaps, and a hole is always followed
+ * by a named series, so the next free id comes out the same.
+ */
+static int write_series_chunk(struct sl_checkpointer *ck, uint64_t lsn)
+{
+    struct stage st = {.fill = 0, .offset = ck->offset + CK_CHUNK_HEADER_BYTES, .crc = 0};
+    uint32_t count = ck->series != NULL ? sl_series_count(ck->series) : 0;
+    uint32_t written = 0;
+    for (uint32_t i = 0; i < count; i++) {
+        const char *name;
+        uint32_t len;
+        uint32_t id = ck->series->id_base + i;
+        if (sl_series_name(ck->series, id, &name, &len) != 0) {
+            continue; /* a hole */
+        }
+        if (st.fill + CK_SERIES_ENTRY_HEADER_BYTES + len > SL_CHECKPOINT_BUFFER_BYTES) {
+            int rc = stage_flush(ck, &st);
+            if (rc != 0) {
+                return rc;
+            }
+        }
+        uint8_t *e = ck->buffer + st.fill;
+        sl_store_u32(e, id);
+        sl_store_u32(e + 4, len);
+        memcpy(e + CK_SERIES_ENTRY_HEADER_BYTES, name, len);
+        st.fill += CK_SERIES_ENTRY_HEADER_BYTES + len;
+        written++;
+    }
+    int rc = stage_flush(ck, &st);
+    if (rc != 0) {
+        return rc;
+    }
+    uint64_t payload_bytes = st.offset - ck->offset - CK_CHUNK_HEADER_BYTES;
+    uint8_t header[CK_CHUNK_HEADER_BYTES];
+    chunk_header_encode(header, "SLSR", written, 0, lsn, payload_bytes, st.crc);
+    rc = write_at(ck, header, sizeof header, ck->offset);
+    if (rc != 0) {
+        return rc;
+    }
+    ck->crc_running = sl_crc32c_extend(ck->crc_running, header, sizeof header);
+    ck->crc_running = crc32c_combine(ck->crc_running, st.crc, payload_bytes);
+    ck->offset = st.offset;
+    return 0;
+}
+
 static int write_trailer(struct sl_checkpointer *ck, uint64_t end_lsn)
 {
     uint8_t t[CK_TRAILER_BYTES];
@@ -571,6 +631,9 @@ static int finish(struct sl_checkpointer *ck, uint64_t lsn)
 {
     const struct sl_io *io = ck->config.io;
     int rc = write_streams_chunk(ck, lsn);
+    if (rc == 0) {
+        rc = write_series_chunk(ck, lsn);
+    }
     if (rc == 0) {
         rc = write_trailer(ck, lsn);
     }
@@ -725,6 +788,9 @@ struct loader {
     uint64_t last_lsn; /* of the latest chunk */
     uint64_t streams_lsn;
     uint64_t streams_dropped; /* entries that did not fit the running tables */
+    struct sl_series *series; /* NULL: series entries are checked, not kept */
+    uint32_t series_loaded;
+    uint64_t series_dropped;  /* entries that did not fit the running registry */
     char why[256];            /* why the file was skipped */
     struct sl_checkpoint_header header; /* of the file being read, once header_valid */
     bool header_valid;
@@ -779,6 +845,9 @@ static void loader_reset(struct loader *ld)
                ((uint64_t)tables[t]->mask + 1) * sizeof(struct sl_stream_slot));
         atomic_store_explicit(&tables[t]->count, 0, memory_order_relaxed);
         atomic_store_explicit(&tables[t]->full_total, 0, memory_order_relaxed);
+    }
+    if (ld->series != NULL) {
+        sl_series_reset(ld->series);
     }
     ld->touched = 0;
 }
@@ -871,7 +940,8 @@ static int load_header(struct loader *ld)
     ld->header = hd;
     ld->header_valid = true;
     ld->version = hd.version;
-    if (ld->version != CK_VERSION && ld->version != CK_VERSION_SPLIT) {
+    if (ld->version != CK_VERSION && ld->version != CK_VERSION_NO_SERIES &&
+        ld->version != CK_VERSION_SPLIT) {
         return invalid(ld, "unknown version");
     }
     if (hd.seq != ld->seq) {
@@ -1258,6 +1328,94 @@ static int load_streams_chunk(struct loader *ld, const uint8_t h[CK_CHUNK_HEADER
     return 0;
 }
 
+/* Restore (or, verifying, check) the entries whole in w[0, n); the bytes used in *used. */
+static int series_entries(struct loader *ld, const uint8_t *w, uint64_t n, uint64_t *used,
+                          uint32_t *left, uint64_t *next_id)
+{
+    uint64_t at = 0;
+    while (*left > 0 && n - at >= CK_SERIES_ENTRY_HEADER_BYTES) {
+        uint32_t id = sl_load_u32(w + at), len = sl_load_u32(w + at + 4);
+        if (len == 0 || len > SL_SERIES_NAME_MAX || id < *next_id) {
+            return invalid(ld, "bad series entry");
+        }
+        if (n - at < CK_SERIES_ENTRY_HEADER_BYTES + len) {
+            break; /* the rest comes with the next read */
+        }
+        const char *name = (const char *)w + at + CK_SERIES_ENTRY_HEADER_BYTES;
+        if (ld->series != NULL) {
+            int rc = sl_series_restore(ld->series, id, name, len);
+            if (rc == -SL_SERIES_BAD_ID && id - ld->series->id_base < ld->series->capacity &&
+                id >= ld->series->id_base) {
+                return invalid(ld, "bad series entry");
+            }
+            if (rc != 0) {
+                ld->series_dropped++; /* the running registry is smaller, or based elsewhere */
+            } else {
+                ld->series_loaded++;
+            }
+        }
+        *next_id = (uint64_t)id + 1;
+        at += CK_SERIES_ENTRY_HEADER_BYTES + len;
+        (*left)--;
+    }
+    *used = at;
+    return 0;
+}
+
+static int load_series_chunk(struct loader *ld, const uint8_t h[CK_CHUNK_HEADER_BYTES])
+{
+    uint32_t count = sl_load_u32(h + 4);
+    uint64_t payload_bytes = sl_load_u64(h + 24);
+    if (memcmp(h, "SLSR", 4) != 0) {
+        return invalid(ld, "no series chunk");
+    }
+    if (count > SL_SERIES_MAX || sl_load_u32(h + 8) != 0 ||
+        payload_bytes < (uint64_t)count * (CK_SERIES_ENTRY_HEADER_BYTES + 1) ||
+        payload_bytes > (uint64_t)count * (CK_SERIES_ENTRY_HEADER_BYTES + SL_SERIES_NAME_MAX)) {
+        return invalid(ld, "series chunk counts");
+    }
+    uint8_t *w = malloc(CK_SERIES_WINDOW_BYTES);
+    if (w == NULL) {
+        return -ENOMEM;
+    }
+    uint64_t base = ld->offset + CK_CHUNK_HEADER_BYTES, done = 0, next_id = 0;
+    uint32_t crc = 0, left = count;
+    uint64_t fill = 0;
+    int rc = 0;
+    while (rc == 0 && done < payload_bytes) {
+        uint64_t want = CK_SERIES_WINDOW_BYTES - fill;
+        if (want > payload_bytes - done) {
+            want = payload_bytes - done;
+        }
+        rc = read_at(ld, w + fill, want, base + done);
+        if (rc != 0) {
+            break;
+        }
+        crc = sl_crc32c_extend(crc, w + fill, want);
+        done += want;
+        fill += want;
+        uint64_t used = 0;
+        rc = series_entries(ld, w, fill, &used, &left, &next_id);
+        memmove(w, w + used, fill - used);
+        fill -= used;
+    }
+    free(w);
+    if (rc == 0 && (left != 0 || fill != 0)) {
+        rc = invalid(ld, "series chunk counts");
+    }
+    if (rc == 0 && crc != sl_load_u32(h + 56)) {
+        rc = invalid(ld, "bad series chunk CRC");
+    }
+    if (rc != 0) {
+        return rc;
+    }
+    ld->crc = sl_crc32c_extend(ld->crc, h, CK_CHUNK_HEADER_BYTES);
+    ld->crc = crc32c_combine(ld->crc, crc, payload_bytes);
+    ld->offset = base + payload_bytes;
+    ld->last_lsn = sl_load_u64(h + 16);
+    return 0;
+}
+
 static int load_trailer(struct loader *ld, struct sl_checkpoint_loaded *out)
 {
     uint8_t t[CK_TRAILER_BYTES];
@@ -1289,6 +1447,8 @@ static int load_trailer(struct loader *ld, struct sl_checkpoint_loaded *out)
     out->end_lsn = end_lsn;
     out->sensors = ld->touched;
     out->streams_lsn = ld->streams_lsn;
+    out->series = ld->series_loaded;
+    out->series_dropped = ld->series_dropped;
     out->bytes = total;
     return 0;
 }
@@ -1310,6 +1470,11 @@ static int load_body(struct loader *ld, struct sl_checkpoint_loaded *out)
             rc = load_sensor_chunk(ld, h);
         } else if (memcmp(h, "SLST", 4) == 0) {
             rc = load_streams_chunk(ld, h);
+            if (rc == 0 && ld->version >= CK_VERSION) {
+                rc = read_at(ld, h, sizeof h, ld->offset);
+                rc = rc ? rc : chunk_header_check(ld, h);
+                rc = rc ? rc : load_series_chunk(ld, h);
+            }
             return rc != 0 ? rc : load_trailer(ld, out);
         } else {
             rc = invalid(ld, "bad chunk magic");
@@ -1330,6 +1495,8 @@ static int load_file(struct loader *ld, const char *dir, struct sl_checkpoint_lo
     ld->touched = 0;
     ld->streams_lsn = 0;
     ld->streams_dropped = 0;
+    ld->series_loaded = 0;
+    ld->series_dropped = 0;
     ld->header_valid = false;
     ld->fd = ld->io->open(ld->io, ld->path, O_RDONLY | O_CLOEXEC, 0);
     if (ld->fd == -ENOENT) {
@@ -1361,12 +1528,20 @@ static int load_file(struct loader *ld, const char *dir, struct sl_checkpoint_lo
                 "sluice: checkpoint %s: %" PRIu64 " streams did not fit the stream tables\n",
                 ld->path, ld->streams_dropped);
     }
+    if (rc == 0 && ld->series_dropped > 0) {
+        fprintf(stderr,
+                "sluice: checkpoint %s: %" PRIu64
+                " named series did not fit the registry (--max-series, --series-name-bytes, "
+                "--series-id-base): their names are forgotten\n",
+                ld->path, ld->series_dropped);
+    }
     return rc;
 }
 
 int sl_checkpoint_load(const char *dir, const struct sl_io *io, struct sl_store *store,
                        struct sl_streams *tcp_streams, struct sl_streams *udp_streams,
-                       uint64_t *sensor_lsn, struct sl_checkpoint_loaded *out)
+                       struct sl_series *series, uint64_t *sensor_lsn,
+                       struct sl_checkpoint_loaded *out)
 {
     SL_ASSERT(sl_store_sensors_count(store) == 0);    /* a freshly initialised store... */
     SL_ASSERT(atomic_load(&tcp_streams->count) == 0); /* ...and stream tables */
@@ -1388,6 +1563,7 @@ int sl_checkpoint_load(const char *dir, const struct sl_io *io, struct sl_store 
     ld->store = store;
     ld->tcp = tcp_streams;
     ld->udp = udp_streams;
+    ld->series = series;
     ld->sensor_lsn = sensor_lsn;
     rc = -ENOENT;
     for (uint32_t i = 0; i < list.count; i++) {

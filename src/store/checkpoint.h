@@ -1,5 +1,6 @@
 /*
- * Checkpoints: a copy of the store and the stream tables on disk, so that
+ * Checkpoints: a copy of the store, the stream tables and the named-series
+ * registry on disk, so that
  * recovery replays only the log written since, whatever the log's size, and
  * so that recycling old log segments loses nothing.
  *
@@ -19,7 +20,7 @@
  * Files: `ckpt-<16 hex digits>.ckpt`, written as `.tmp`, fsynced, renamed,
  * directory fsynced; the newest two complete ones are kept. Format in
  * docs/STORAGE.md: a 128-byte header, chunks (64-byte header + payload,
- * each with CRC-32Cs), a streams chunk, a 64-byte trailer. A file without a
+ * each with CRC-32Cs), a streams chunk, a series chunk, a 64-byte trailer. A file without a
  * valid trailer is incomplete and ignored.
  *
  * Memory: a 16 KiB staging buffer inside struct sl_checkpointer (stream
@@ -35,6 +36,7 @@
 #include <stdint.h>
 
 #include "core/io.h"
+#include "store/series.h"
 #include "store/store.h"
 #include "store/streams.h"
 
@@ -64,6 +66,7 @@ struct sl_checkpointer {
     const struct sl_store *store;
     const struct sl_streams *tcp_streams;
     const struct sl_streams *udp_streams;
+    const struct sl_series *series; /* NULL: the series chunk is empty */
     struct sl_checkpoint_counters counters;
     /* in-progress state */
     bool active;
@@ -84,6 +87,13 @@ struct sl_checkpointer {
 void sl_checkpoint_init(struct sl_checkpointer *ck, const struct sl_checkpoint_config *config,
                         const struct sl_store *store, const struct sl_streams *tcp_streams,
                         const struct sl_streams *udp_streams, uint64_t next_seq);
+
+/*
+ * The named-series registry to keep in the series chunk (version 3), read
+ * by sl_checkpoint_finish on the registry's writer thread (the ingest
+ * thread). Without one the chunk is empty.
+ */
+void sl_checkpoint_set_series(struct sl_checkpointer *ck, const struct sl_series *series);
 
 /*
  * Start a checkpoint. start_lsn is the lsn of the last record applied to the
@@ -124,13 +134,16 @@ struct sl_checkpoint_loaded {
     uint64_t end_lsn;      /* the stream chunk's lsn: no chunk lsn is above it */
     uint32_t sensors;
     uint64_t streams_lsn;  /* stream-table updates of records at or below this are in it */
+    uint32_t series;       /* named series restored */
+    uint64_t series_dropped; /* named series that did not fit the running registry */
     uint64_t bytes;
 };
 
 /*
  * Load the newest complete, valid checkpoint in dir whose geometry matches
- * store->config into a freshly initialised store and stream tables
- * (sensors re-inserted in their dense order). sensor_lsn[i] receives the
+ * store->config into a freshly initialised store, stream tables and
+ * series registry (sensors re-inserted in their dense order; series, from
+ * a version 3 file, with their ids; `series` may be NULL: checked only). sensor_lsn[i] receives the
  * chunk lsn of sensor i (sensors_max entries, caller-provided). Returns 0,
  * -ENOENT when there is none usable (the store is left empty), or -errno
  * on an I/O error. Invalid or mismatched files are skipped, with a line on
@@ -138,6 +151,7 @@ struct sl_checkpoint_loaded {
  */
 int sl_checkpoint_load(const char *dir, const struct sl_io *io, struct sl_store *store,
                        struct sl_streams *tcp_streams, struct sl_streams *udp_streams,
+                       struct sl_series *series,
                        uint64_t *sensor_lsn, struct sl_checkpoint_loaded *out);
 
 /* A checkpoint file's 128-byte header, decoded (docs/STORAGE.md). */

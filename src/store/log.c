@@ -148,6 +148,23 @@ uint32_t sl_log_record_bytes(uint32_t count)
                                  SL_LOG_ALIGN);
 }
 
+uint32_t sl_log_series_record_bytes(uint32_t name_len)
+{
+    return (uint32_t)sl_align_up(SL_LOG_RECORD_HEADER_BYTES + (uint64_t)name_len, SL_LOG_ALIGN);
+}
+
+/* The payload's bytes: readings, or a series record's name. */
+static uint32_t payload_bytes(uint8_t transport, uint32_t count)
+{
+    return transport == SL_LOG_SERIES ? count : SL_READING_BYTES * count;
+}
+
+static uint32_t record_bytes_of(uint8_t transport, uint32_t count)
+{
+    return transport == SL_LOG_SERIES ? sl_log_series_record_bytes(count)
+                                      : sl_log_record_bytes(count);
+}
+
 static bool all_zero(const uint8_t *p, size_t bytes)
 {
     for (size_t i = 0; i < bytes; i++) {
@@ -162,9 +179,9 @@ void sl_log_record_encode(uint8_t *out, const struct sl_batch *batch, uint8_t tr
                           int64_t now_us, uint64_t lsn, uint64_t segment_seq)
 {
     uint32_t count = batch->header.count;
-    SL_ASSERT(count >= 1);
-    uint32_t payload = SL_READING_BYTES * count;
-    uint32_t bytes = sl_log_record_bytes(count);
+    SL_ASSERT(count >= 1 && transport < SL_LOG_TRANSPORT_COUNT);
+    uint32_t payload = payload_bytes(transport, count);
+    uint32_t bytes = record_bytes_of(transport, count);
     memcpy(out + REC_MAGIC, record_magic, sizeof record_magic);
     sl_store_u32(out + REC_LENGTH, SL_LOG_RECORD_HEADER_BYTES + payload);
     sl_store_u64(out + REC_LSN, lsn);
@@ -215,8 +232,10 @@ static int record_header_decode(const uint8_t *buf, size_t len, uint64_t segment
         return -SL_LOG_BAD_HEADER_CRC;
     }
     uint32_t count = sl_load_u16(buf + REC_COUNT);
-    if (count == 0 ||
-        sl_load_u32(buf + REC_LENGTH) != SL_LOG_RECORD_HEADER_BYTES + SL_READING_BYTES * count) {
+    uint8_t transport = buf[REC_TRANSPORT];
+    if (count == 0 || transport >= SL_LOG_TRANSPORT_COUNT ||
+        sl_load_u32(buf + REC_LENGTH) !=
+            SL_LOG_RECORD_HEADER_BYTES + payload_bytes(transport, count)) {
         return -SL_LOG_BAD_LENGTH;
     }
     out->segment_seq = sl_load_u64(buf + REC_SEQ);
@@ -225,7 +244,7 @@ static int record_header_decode(const uint8_t *buf, size_t len, uint64_t segment
     }
     out->lsn = sl_load_u64(buf + REC_LSN);
     out->now_us = (int64_t)sl_load_u64(buf + REC_NOW_US);
-    out->transport = buf[REC_TRANSPORT];
+    out->transport = transport;
     out->batch.header = (struct sl_batch_header){
         .version = SL_PROTOCOL_VERSION,
         .flags = buf[REC_FLAGS],
@@ -236,7 +255,7 @@ static int record_header_decode(const uint8_t *buf, size_t len, uint64_t segment
         .base_time_us = (int64_t)sl_load_u64(buf + REC_BASE_US),
     };
     out->batch.readings = buf + SL_LOG_RECORD_HEADER_BYTES;
-    out->record_bytes = sl_log_record_bytes(count);
+    out->record_bytes = record_bytes_of(transport, count);
     if (out->record_bytes > len) {
         return -SL_LOG_TRUNCATED;
     }
@@ -246,7 +265,7 @@ static int record_header_decode(const uint8_t *buf, size_t len, uint64_t segment
 static int record_payload_check(const uint8_t *buf, const struct sl_log_record *record,
                                 uint64_t *budget)
 {
-    uint32_t payload = SL_READING_BYTES * record->batch.header.count;
+    uint32_t payload = payload_bytes(record->transport, record->batch.header.count);
     if (!budget_spend(budget, payload)) {
         return -SL_LOG_OUT_OF_BUDGET;
     }
@@ -337,7 +356,9 @@ static void scan_visit(struct scanner *s, const struct sl_log_record *record, sl
     s->last_lsn = record->lsn;
     s->base_lsn = record->lsn;
     scan->records++;
-    scan->readings += record->batch.header.count;
+    if (record->transport != SL_LOG_SERIES) {
+        scan->readings += record->batch.header.count;
+    }
     scan->last_lsn = record->lsn;
     if (visit != NULL && visit(ctx, record) != 0) {
         s->stopped = true;
@@ -1075,7 +1096,14 @@ int sl_log_room(const struct sl_log *log, uint32_t count)
     if (log->failed) {
         return -EIO;
     }
-    uint64_t bytes = sl_log_record_bytes(count);
+    return sl_log_room_bytes(log, sl_log_record_bytes(count));
+}
+
+int sl_log_room_bytes(const struct sl_log *log, uint64_t bytes)
+{
+    if (log->failed) {
+        return -EIO;
+    }
     if (buffer_fits(log, bytes) && segment_fits(log, bytes)) {
         return 0;
     }
@@ -1087,8 +1115,8 @@ int sl_log_append(struct sl_log *log, const struct sl_batch *batch, uint8_t tran
 {
     SL_ASSERT(!log->closed);
     uint32_t count = batch->header.count;
-    SL_ASSERT(count >= 1 && count <= SL_BATCH_COUNT_MAX);
-    uint64_t bytes = sl_log_record_bytes(count);
+    SL_ASSERT(count >= 1 && count <= SL_BATCH_COUNT_MAX && transport < SL_LOG_TRANSPORT_COUNT);
+    uint64_t bytes = record_bytes_of(transport, count);
     /* At most two rotations: one that rescues kept records, one that then finds room. */
     for (uint32_t round = 0; round < 3; round++) {
         if (log->failed) {

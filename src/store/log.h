@@ -74,7 +74,15 @@ enum sl_sync_mode {
     SL_SYNC_NEVER = 2,  /* apply and ack after the write; syncing is left to the OS */
 };
 
-enum sl_log_transport { SL_LOG_UDP = 0, SL_LOG_TCP = 1 };
+/*
+ * What a record holds, by its transport byte: a native batch received over
+ * UDP or TCP, a batch of line protocol readings (HTTP writes and the line
+ * listeners: no stream, no dedup), or a series name (LINE_PROTOCOL.md): the
+ * header's stream_id is the series id, count the name's length in bytes,
+ * and the payload the name, so the record is 64 + count bytes unpadded.
+ */
+enum sl_log_transport { SL_LOG_UDP = 0, SL_LOG_TCP = 1, SL_LOG_LINE = 2, SL_LOG_SERIES = 3 };
+#define SL_LOG_TRANSPORT_COUNT 4
 
 struct sl_log_config {
     char dir[4096];
@@ -125,13 +133,16 @@ enum sl_log_decode_error {
     SL_LOG_TRUNCATED = 2,       /* fewer bytes than the header or the record needs */
     SL_LOG_BAD_MAGIC = 3,
     SL_LOG_BAD_HEADER_CRC = 4,
-    SL_LOG_BAD_LENGTH = 5,      /* record_bytes != 64 + 12 x count, or count 0 */
+    SL_LOG_BAD_LENGTH = 5,      /* length != 64 + payload (12 x count; a name: count), count 0, or an unknown transport */
     SL_LOG_STALE = 6,           /* segment_seq of an earlier use of a recycled file */
     SL_LOG_BAD_PAYLOAD_CRC = 7,
 };
 
 /* Bytes a record of `count` readings takes on disk (header, readings, padding). */
 uint32_t sl_log_record_bytes(uint32_t count);
+
+/* Bytes a series record with a name of `name_len` bytes takes on disk. */
+uint32_t sl_log_series_record_bytes(uint32_t name_len);
 
 /* Encode a record into out (sl_log_record_bytes(count) bytes, padding zeroed). */
 void sl_log_record_encode(uint8_t *out, const struct sl_batch *batch, uint8_t transport,
@@ -244,7 +255,9 @@ struct sl_log *sl_log_open(const struct sl_log_config *config, struct sl_arena *
                            char *err, uint32_t err_bytes);
 
 /*
- * Append a batch as the next record. Returns 0 with its lsn in *lsn_out
+ * Append a batch as the next record (transport SL_LOG_SERIES: a series
+ * name, as the enum says: header.stream_id the id, header.count the name's
+ * length, readings the name's bytes). Returns 0 with its lsn in *lsn_out
  * and the record (inside the buffer; valid through the commit that writes
  * it, until the next append after that commit) in *record_out; -ENOBUFS
  * when the buffer or the current segment has no room (commit, then append
@@ -261,6 +274,9 @@ int sl_log_append(struct sl_log *log, const struct sl_batch *batch, uint8_t tran
  * changes any state of its own for the batch.
  */
 int sl_log_room(const struct sl_log *log, uint32_t count);
+
+/* The same for a record of `bytes` on disk (sl_log_series_record_bytes, say). */
+int sl_log_room_bytes(const struct sl_log *log, uint64_t bytes);
 
 /*
  * Write the buffered records and sync per the mode. Returns 0 when every

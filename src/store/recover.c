@@ -18,7 +18,11 @@
  *   Records above the checkpoint's end lsn skip the per-sensor lookup: no
  *   chunk lsn is above it (a full replay never looks).
  * - a record above the stream chunk's lsn updates its transport's table:
- *   TCP keeps the highest applied batch_seq, UDP the latest one seen.
+ *   TCP keeps the highest applied batch_seq, UDP the latest one seen; a
+ *   line protocol record (HTTP, the line listeners) has no stream.
+ * - a series record (a name and its id) is restored into the registry
+ *   whatever its lsn: one the checkpoint already holds is restored again to
+ *   the same id, which changes nothing (sl_series_restore).
  *
  * Why this is exact. A chunk copied at lsn C holds, for its sensors, the
  * effect of every record <= C and nothing later (the writer applies records
@@ -44,6 +48,7 @@ struct replay {
     struct sl_store *store;
     struct sl_streams *tcp;
     struct sl_streams *udp;
+    struct sl_series *series; /* NULL: series records are skipped */
     const uint64_t *sensor_lsn;
     uint64_t start_lsn;
     uint64_t end_lsn; /* no chunk lsn is above it: later records need no per-sensor check */
@@ -102,16 +107,34 @@ static void replay_streams(struct replay *rp, const struct sl_log_record *record
     slot->has_seq = 1;
 }
 
+static void replay_series(struct replay *rp, const struct sl_log_record *record)
+{
+    if (rp->series == NULL) {
+        return;
+    }
+    int rc = sl_series_restore(rp->series, record->batch.header.stream_id,
+                               (const char *)record->batch.readings, record->batch.header.count);
+    if (rc != 0) {
+        rp->out->series_dropped++;
+    }
+}
+
 static int replay_record(void *ctx, const struct sl_log_record *record)
 {
     struct replay *rp = ctx;
+    if (record->transport == SL_LOG_SERIES) {
+        replay_series(rp, record);
+        return 0;
+    }
     if (record->lsn <= rp->start_lsn) {
         rp->out->records_skipped++;
         return 0;
     }
     rp->out->records_replayed++;
     replay_readings(rp, record);
-    replay_streams(rp, record);
+    if (record->transport == SL_LOG_TCP || record->transport == SL_LOG_UDP) {
+        replay_streams(rp, record);
+    }
     return 0;
 }
 
@@ -127,8 +150,8 @@ static void reset_counters(struct sl_store *store, struct sl_streams *tcp, struc
 
 struct sl_log *sl_recover(const struct sl_log_config *log_config, struct sl_arena *arena,
                           struct sl_store *store, struct sl_streams *tcp_streams,
-                          struct sl_streams *udp_streams, struct sl_recover_result *out, char *err,
-                          uint32_t err_bytes)
+                          struct sl_streams *udp_streams, struct sl_series *series,
+                          struct sl_recover_result *out, char *err, uint32_t err_bytes)
 {
     int64_t started_ns = sl_clock_monotonic_ns();
     memset(out, 0, sizeof *out);
@@ -140,7 +163,7 @@ struct sl_log *sl_recover(const struct sl_log_config *log_config, struct sl_aren
         return NULL;
     }
     int rc = sl_checkpoint_load(log_config->dir, log_config->io, store, tcp_streams, udp_streams,
-                                sensor_lsn, &out->checkpoint);
+                                series, sensor_lsn, &out->checkpoint);
     if (rc != 0 && rc != -ENOENT) {
         snprintf(err, err_bytes, "checkpoint: loading from %s: %s", log_config->dir, strerror(-rc));
         free(sensor_lsn);
@@ -151,6 +174,7 @@ struct sl_log *sl_recover(const struct sl_log_config *log_config, struct sl_aren
         .store = store,
         .tcp = tcp_streams,
         .udp = udp_streams,
+        .series = series,
         .sensor_lsn = sensor_lsn,
         .start_lsn = out->checkpoint.start_lsn,
         .end_lsn = out->checkpoint.end_lsn,
@@ -174,6 +198,12 @@ struct sl_log *sl_recover(const struct sl_log_config *log_config, struct sl_aren
                "skipped; every later record was kept",
                (unsigned long long)lr->corrupt_records, (unsigned long long)lr->corrupt_bytes,
                (unsigned long long)lr->corrupt_regions);
+    }
+    if (out->series_dropped > 0) {
+        sl_say(SL_SAY_WARN, "recovery",
+               "%llu series records of the log did not fit the registry (--max-series, "
+               "--series-name-bytes, --series-id-base): their names are forgotten",
+               (unsigned long long)out->series_dropped);
     }
     out->seconds = (double)(sl_clock_monotonic_ns() - started_ns) / 1e9;
     return log;

@@ -32,11 +32,13 @@ struct sl_recover_result {
     uint64_t readings_skipped_by_checkpoint; /* their sensor's chunk already held them */
     uint64_t readings_rejected; /* rejected again by the per-reading rules, as originally */
     uint64_t streams_full;      /* stream-table updates dropped: the table was full */
+    uint64_t series_dropped;    /* series records the registry refused (smaller, or damaged) */
     double seconds;             /* wall time of the whole recovery */
 };
 
 /*
- * Recover into a freshly initialised store and stream tables: load the
+ * Recover into a freshly initialised store, stream tables and series
+ * registry (may be NULL: series records skipped): load the
  * newest valid checkpoint from log_config->dir (checkpoints live in the
  * log's data directory; none is fine), open the log (sl_log_open, which
  * takes its buffer from `arena`) replaying every record above the
@@ -48,7 +50,7 @@ struct sl_recover_result {
  */
 struct sl_log *sl_recover(const struct sl_log_config *log_config, struct sl_arena *arena,
                           struct sl_store *store, struct sl_streams *tcp_streams,
-                          struct sl_streams *udp_streams, struct sl_recover_result *out, char *err,
-                          uint32_t err_bytes);
+                          struct sl_streams *udp_streams, struct sl_series *series,
+                          struct sl_recover_result *out, char *err, uint32_t err_bytes);
 
 #endif

@@ -134,21 +134,42 @@ int sl_series_intern(struct sl_series *s, const char *name, uint32_t len, uint32
 
 int sl_series_restore(struct sl_series *s, uint32_t id, const char *name, uint32_t len)
 {
-    int rc = check_room(s, len);
-    if (rc != 0) {
-        return rc;
+    if (len == 0 || len > SL_SERIES_NAME_MAX) {
+        return -SL_SERIES_TOO_LONG;
     }
-    if (id != s->id_base + atomic_load_explicit(&s->count, memory_order_relaxed)) {
+    uint32_t count = atomic_load_explicit(&s->count, memory_order_relaxed);
+    if (id < s->id_base || id - s->id_base >= s->capacity) {
         return -SL_SERIES_BAD_ID;
     }
     uint64_t hash = name_hash(s->seed, name, len);
     uint32_t index;
     uint32_t slot = probe(s, hash, name, len, &index);
     if (index != UINT32_MAX) {
-        return -SL_SERIES_BAD_ID; /* a name restored twice: the input is damaged */
+        /* Known already (a checkpoint, then the log): fine under its own id, damage otherwise. */
+        return index == id - s->id_base ? 0 : -SL_SERIES_BAD_ID;
+    }
+    if (id - s->id_base < count) {
+        return -SL_SERIES_BAD_ID; /* the id is another name's */
+    }
+    if (s->name_used + len > s->name_capacity) {
+        return -SL_SERIES_NAMES_FULL;
+    }
+    /* Ids whose names were lost (a recycled log segment) stay taken, as holes without a name. */
+    while (count < id - s->id_base) {
+        s->entries[count] = (struct sl_series_entry){.name_at = s->name_used};
+        count++;
+        atomic_store_explicit(&s->count, count, memory_order_release);
     }
     publish(s, slot, hash, name, len);
     return 0;
+}
+
+void sl_series_reset(struct sl_series *s)
+{
+    memset((void *)s->slots, 0, ((uint64_t)s->mask + 1) * sizeof s->slots[0]);
+    s->name_used = 0;
+    atomic_store_explicit(&s->count, 0, memory_order_release);
+    atomic_store_explicit(&s->name_bytes_published, 0, memory_order_relaxed);
 }
 
 int sl_series_lookup(const struct sl_series *s, const char *name, uint32_t len, uint32_t *id)
@@ -172,6 +193,9 @@ int sl_series_name(const struct sl_series *s, uint32_t id, const char **name, ui
         return -1;
     }
     const struct sl_series_entry *e = &s->entries[id - s->id_base];
+    if (e->name_len == 0) {
+        return -1; /* a hole: an id whose name was lost */
+    }
     *name = s->names + e->name_at;
     *len = e->name_len;
     return 0;

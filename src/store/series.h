@@ -33,6 +33,7 @@
 #define SL_SERIES_DEFAULT 65536u
 #define SL_SERIES_MAX (1u << 24)                 /* 16,777,216 */
 #define SL_SERIES_NAME_BYTES_DEFAULT (8ull << 20) /* 8 MiB */
+#define SL_SERIES_NAME_BYTES_PER_SERIES 128u       /* the default arena: 8 MiB at 65,536 series */
 #define SL_SERIES_NAME_BYTES_MAX (1ull << 30)     /* 1 GiB */
 #define SL_SERIES_NAME_MAX 1024u                  /* bytes of one name */
 #define SL_SERIES_ID_BASE_DEFAULT 2147483648u     /* 2^31 */
@@ -41,7 +42,7 @@
 #define SL_SERIES_FULL 1      /* --max-series reached */
 #define SL_SERIES_NAMES_FULL 2 /* --series-name-bytes used up */
 #define SL_SERIES_TOO_LONG 3  /* a name over SL_SERIES_NAME_MAX bytes (or empty) */
-#define SL_SERIES_BAD_ID 4    /* restore: not the next id */
+#define SL_SERIES_BAD_ID 4    /* restore: the id is out of range or another name's */
 
 struct sl_series_entry {
     uint64_t hash;
@@ -78,8 +79,18 @@ void sl_series_init(struct sl_series *s, uint32_t capacity, uint64_t name_bytes,
  */
 int sl_series_intern(struct sl_series *s, const char *name, uint32_t len, uint32_t *id, int *created);
 
-/* Recovery and checkpoint load: re-create a series with the id it had. 0 or a negated code. Writer only. */
+/*
+ * Recovery and checkpoint load: re-create a series with the id it had. A
+ * name already there under the same id is fine (0: a checkpoint and the log
+ * both hold it); under another id, or an id already another name's, is
+ * -SL_SERIES_BAD_ID. An id above the next one leaves the ids between as
+ * holes (taken, without a name: their names were in a recycled log
+ * segment), so no id is ever given twice. Writer only.
+ */
 int sl_series_restore(struct sl_series *s, uint32_t id, const char *name, uint32_t len);
+
+/* Forget every series (a checkpoint that failed to load half-way). Start-up only, no readers. */
+void sl_series_reset(struct sl_series *s);
 
 /* A name's id: 0, or -1 when unknown. Any thread. */
 int sl_series_lookup(const struct sl_series *s, const char *name, uint32_t len, uint32_t *id);

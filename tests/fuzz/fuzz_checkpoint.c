@@ -210,7 +210,7 @@ static void fuzz_one(const uint8_t *data, size_t size)
 
     struct sl_checkpoint_loaded info;
     int rc =
-        sl_checkpoint_load(fz.dir, &sl_io_posix, &fz.store, &fz.tcp, &fz.udp, fz.sensor_lsn, &info);
+        sl_checkpoint_load(fz.dir, &sl_io_posix, &fz.store, &fz.tcp, &fz.udp, NULL, fz.sensor_lsn, &info);
     FUZZ_CHECK(rc == 0 || rc == -ENOENT);
     if (rc == 0) {
         check_loaded(&info);

@@ -525,7 +525,7 @@ static void check_fuzzy_load(const char *dir, const struct sl_store_config *c,
     env_open(&loaded, c, NULL);
     uint64_t *sensor_lsn = calloc(c->sensors_max, sizeof *sensor_lsn);
     struct sl_checkpoint_loaded info;
-    CHECK(sl_checkpoint_load(dir, &sl_io_posix, &loaded.store, &loaded.tcp, &loaded.udp, sensor_lsn,
+    CHECK(sl_checkpoint_load(dir, &sl_io_posix, &loaded.store, &loaded.tcp, &loaded.udp, NULL, sensor_lsn,
                              &info) == 0);
     CHECK_EQ_U64(info.seq, 1);
     CHECK_EQ_U64(info.start_lsn, A_BEFORE);
@@ -688,7 +688,7 @@ static void b_recover(struct b_state *st, bool expect_used, uint64_t expect_seq)
     struct sl_recover_result res;
     char err[256] = "";
     struct sl_log *log =
-        sl_recover(&st->lc, &rec.arena, &rec.store, &rec.tcp, &rec.udp, &res, err, sizeof err);
+        sl_recover(&st->lc, &rec.arena, &rec.store, &rec.tcp, &rec.udp, NULL, &res, err, sizeof err);
     CHECK(log != NULL);
     if (log == NULL) {
         fprintf(stderr, "sl_recover: %s\n", err);
@@ -788,7 +788,7 @@ static int load_into_fresh(const char *dir, const struct sl_store_config *c, uin
     env_open(&e, c, NULL);
     uint64_t *sensor_lsn = calloc(c->sensors_max, sizeof *sensor_lsn);
     struct sl_checkpoint_loaded info;
-    int rc = sl_checkpoint_load(dir, &sl_io_posix, &e.store, &e.tcp, &e.udp, sensor_lsn, &info);
+    int rc = sl_checkpoint_load(dir, &sl_io_posix, &e.store, &e.tcp, &e.udp, NULL, sensor_lsn, &info);
     *seq = info.seq;
     if (rc != 0) {
         /* Left empty: no sensor, an all-zero index, empty stream tables. */

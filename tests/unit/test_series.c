@@ -84,13 +84,24 @@ static void test_restore(void)
     struct harness h;
     setup(&h, 8, 256, 1000);
     CHECK(sl_series_restore(&h.s, 1000, "m f", 3) == 0);
-    CHECK(sl_series_restore(&h.s, 1002, "m g", 3) == -SL_SERIES_BAD_ID); /* not the next id */
-    CHECK(sl_series_restore(&h.s, 1001, "m f", 3) == -SL_SERIES_BAD_ID); /* a name twice */
-    CHECK(sl_series_restore(&h.s, 1001, "m g", 3) == 0);
+    CHECK(sl_series_restore(&h.s, 1000, "m f", 3) == 0); /* again (a checkpoint, then the log) */
+    CHECK(sl_series_restore(&h.s, 1001, "m f", 3) == -SL_SERIES_BAD_ID); /* a name under two ids */
+    CHECK(sl_series_restore(&h.s, 1000, "m x", 3) == -SL_SERIES_BAD_ID); /* an id with two names */
+    CHECK(sl_series_restore(&h.s, 999, "m y", 3) == -SL_SERIES_BAD_ID);  /* below the base */
+    CHECK(sl_series_restore(&h.s, 1008, "m y", 3) == -SL_SERIES_BAD_ID); /* past the capacity */
+    CHECK(sl_series_restore(&h.s, 1001, "", 0) == -SL_SERIES_TOO_LONG);
+    /* A gap: the ids between stay taken, without names. */
+    CHECK(sl_series_restore(&h.s, 1003, "m g", 3) == 0);
+    CHECK(sl_series_count(&h.s) == 4);
+    const char *name;
+    uint32_t len;
+    CHECK(sl_series_name(&h.s, 1001, &name, &len) == -1 && sl_series_name(&h.s, 1002, &name, &len) == -1);
+    CHECK(sl_series_name(&h.s, 1003, &name, &len) == 0 && len == 3 && memcmp(name, "m g", 3) == 0);
+    CHECK(sl_series_restore(&h.s, 1002, "m z", 3) == -SL_SERIES_BAD_ID); /* a hole is never filled */
     uint32_t id;
     int created;
-    CHECK(intern(&h.s, "m g", &id, &created) == 0 && !created && id == 1001);
-    CHECK(intern(&h.s, "m h", &id, &created) == 0 && created && id == 1002);
+    CHECK(intern(&h.s, "m g", &id, &created) == 0 && !created && id == 1003);
+    CHECK(intern(&h.s, "m h", &id, &created) == 0 && created && id == 1004);
     teardown(&h);
 }
 
