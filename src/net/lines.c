@@ -48,6 +48,8 @@
 #define UDP_BUFFER_BYTES (64u * 1024)
 #define ACCEPTS_PER_TICK 64u
 #define TAG_NONE UINT32_MAX /* TCP and UDP records: nobody waits for their outcome */
+/* feed_line: the log refused a series record (distinct from every negated enum sl_line_error). */
+#define FEED_LOG_REFUSED (-1000)
 
 struct sl_line_conn {
     int fd;
@@ -303,8 +305,8 @@ static void refuse(struct sl_lines *L, struct sl_write *w, uint32_t reason)
 
 /*
  * One line (without its '\n'). Returns SL_LINE_OK, SL_LINE_SKIP, a negated
- * enum sl_line_error, or -EIO when the log refused a series record (the
- * line's readings after it are shed).
+ * enum sl_line_error, or FEED_LOG_REFUSED when the log refused a series
+ * record (the line's readings from there are shed).
  */
 static int feed_line(struct sl_lines *L, uint8_t transport, uint32_t write_index,
                      struct sl_write *w, const char *p, size_t n, enum sl_line_precision precision,
@@ -352,7 +354,7 @@ static int feed_line(struct sl_lines *L, uint8_t transport, uint32_t write_index
                 if (w != NULL) {
                     w->outcome = SL_WRITE_LOG_REFUSED;
                 }
-                return -EIO;
+                return FEED_LOG_REFUSED;
             }
         }
         stage(L, transport, write_index, now_us, id, t_us, field->value);
@@ -366,7 +368,7 @@ static void count_line(struct sl_lines *L, uint8_t transport, struct sl_write *w
     if (rc == SL_LINE_SKIP) {
         return;
     }
-    if (rc == SL_LINE_OK || rc == -EIO) {
+    if (rc == SL_LINE_OK || rc == FEED_LOG_REFUSED) {
         sl_counter_add(&L->counters.lines_ok[transport], 1);
         if (w != NULL) {
             w->lines_ok++;
@@ -459,7 +461,7 @@ static uint64_t write_parse(struct sl_lines *L, uint32_t index, uint64_t budget)
                            (enum sl_line_precision)w->precision, w->received_us);
         count_line(L, SL_LINES_HTTP, w, rc);
         w->pos = end + 1;
-        if (rc == -EIO) {
+        if (rc == FEED_LOG_REFUSED) {
             w->pos = w->body_len; /* the log refuses: the rest would be shed too */
         }
     }

@@ -64,7 +64,7 @@ with open(os.path.join(data_dir, "ckpt-00000000000000ff.ckpt"), "wb") as f:
 p = subprocess.run([os.path.join(BUILD, "sluice-log"), data_dir], capture_output=True, text=True)
 lines = {l.split(":")[0]: l for l in p.stdout.splitlines() if l.startswith("ckpt-")}
 for n in names[:-1]:
-    c.check("version 2, seq %d, " % int(n[5:21], 16) in lines.get(n, "") and
+    c.check("version 3, seq %d, " % int(n[5:21], 16) in lines.get(n, "") and
             "64 sensors x 65536 readings, 61 coarse buckets" in lines.get(n, ""),
             "sluice-log describes %s: %s" % (n, lines.get(n)))
 c.check("bad header CRC" in lines.get(names[-1], ""), "a damaged header is named: %s" % lines.get(names[-1]))

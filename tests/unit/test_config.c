@@ -263,6 +263,40 @@ static void test_per_ip(void)
     CHECK(says("more than --max-http-connections (64)"));
 }
 
+/* The line protocol's options (LINE_PROTOCOL.md): defaults, bounds, the loopback shorthand. */
+static void test_line_options(void)
+{
+    CHECK_EQ(parse(NULL), 0);
+    CHECK(strcmp(cfg.influx_tcp, "off") == 0 && strcmp(cfg.influx_udp, "off") == 0);
+    CHECK_EQ(cfg.series_max, SL_SERIES_DEFAULT);
+    CHECK_EQ_U64(cfg.series_name_bytes, SL_SERIES_NAME_BYTES_DEFAULT);
+    CHECK_EQ(cfg.series_id_base, SL_SERIES_ID_BASE_DEFAULT);
+    CHECK_EQ_U64(cfg.http_max_body_bytes, 32ull << 20);
+    CHECK_EQ(cfg.http_writes_max, 4);
+    CHECK_EQ(parse("--influx-tcp", "8094", "--influx-udp", ":8095", NULL), 0);
+    CHECK(strcmp(cfg.influx_tcp, "127.0.0.1:8094") == 0);
+    CHECK(strcmp(cfg.influx_udp, "127.0.0.1:8095") == 0);
+    CHECK_EQ(parse("--influx-tcp", "0.0.0.0:8094", NULL), 0);
+    CHECK(strcmp(cfg.influx_tcp, "0.0.0.0:8094") == 0);
+    CHECK_EQ(parse("--influx-tcp", "nohost", NULL), -1);
+    CHECK_EQ(parse("--max-sensors", "100", NULL), 0);
+    CHECK_EQ(cfg.series_max, 100); /* follows the sensor table */
+    CHECK_EQ_U64(cfg.series_name_bytes, 12800);
+    CHECK_EQ(parse("--max-sensors", "100", "--max-series", "101", NULL), -1);
+    CHECK(says("--max-series: 101 is more than --max-sensors (100)"));
+    CHECK_EQ(parse("--series-id-base", "4294967295", NULL), -1);
+    CHECK(says("--series-id-base: 4294967295 + --max-series 65536 passes the last id"));
+    CHECK_EQ(parse("--series-id-base", "0", "--max-series", "10", NULL), 0);
+    CHECK_EQ(cfg.series_id_base, 0);
+    CHECK_EQ(parse("--max-series", "16777217", NULL), -1);
+    CHECK_EQ(parse("--series-name-bytes", "1G", NULL), 0);
+    CHECK_EQ(parse("--series-name-bytes", "2G", NULL), -1);
+    CHECK_EQ(parse("--http-max-body", "1K", NULL), -1);
+    CHECK_EQ(parse("--http-max-body", "1G", "--max-http-writes", "64", NULL), 0);
+    CHECK_EQ(parse("--max-http-writes", "65", NULL), -1);
+    CHECK_EQ(parse("--max-http-writes", "0", NULL), -1);
+}
+
 struct seen {
     uint32_t count;
     char keys[512];
@@ -289,8 +323,10 @@ static void test_diff(void)
              0);
     b = cfg;
     struct seen s = {0};
-    CHECK_EQ(sl_config_diff(&a, &b, note, &s), 4);
-    CHECK(strcmp(s.keys, "max-sensors:65536>7;windows:10s,1m>10s,1h;tcp-idle-timeout:1m>30s;"
+    /* --max-series and --series-name-bytes follow --max-sensors when not given. */
+    CHECK_EQ(sl_config_diff(&a, &b, note, &s), 6);
+    CHECK(strcmp(s.keys, "max-sensors:65536>7;windows:10s,1m>10s,1h;max-series:65536>7;"
+                         "series-name-bytes:8388608>4096;tcp-idle-timeout:1m>30s;"
                          "log-level:info>debug;") == 0);
     CHECK_EQ(s.live, 2);
     struct seen none = {0};
@@ -309,6 +345,7 @@ int main(void)
     test_cross_checks();
     test_per_ip();
     test_diff();
+    test_line_options();
     char cmd[512];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
     CHECK(system(cmd) == 0);
