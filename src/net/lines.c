@@ -449,8 +449,12 @@ static void lines_deliver(void *ctx, const struct sl_intent *in, enum sl_status 
     write_maybe_done(L, in->tag);
 }
 
-/* Parse up to `budget` bytes of a submitted write. Returns the bytes used. */
-static uint64_t write_parse(struct sl_lines *L, uint32_t index, uint64_t budget)
+/*
+ * Parse up to `budget` bytes of a submitted write. Returns true while body
+ * is left. Once the write may be done the slot is the HTTP thread's again
+ * (it may be reused at once): nothing here touches it after that.
+ */
+static bool write_parse(struct sl_lines *L, uint32_t index, uint64_t budget)
 {
     struct sl_write *w = write_at(L, index);
     uint64_t start = w->pos;
@@ -465,14 +469,15 @@ static uint64_t write_parse(struct sl_lines *L, uint32_t index, uint64_t budget)
             w->pos = w->body_len; /* the log refuses: the rest would be shed too */
         }
     }
-    if (w->pos >= w->body_len) {
-        w->parsed_all = true;
-        if (L->staged > 0 && L->staged_transport == SL_LINES_HTTP && L->staged_write == index) {
-            staged_flush(L);
-        }
-        write_maybe_done(L, index);
+    if (w->pos < w->body_len) {
+        return true;
     }
-    return w->pos - start;
+    w->parsed_all = true;
+    if (L->staged > 0 && L->staged_transport == SL_LINES_HTTP && L->staged_write == index) {
+        staged_flush(L);
+    }
+    write_maybe_done(L, index);
+    return false;
 }
 
 static void writes_serve(struct sl_lines *L)
@@ -497,8 +502,7 @@ static void writes_serve(struct sl_lines *L)
             if (w->pos == 0 && w->line_no == 0) {
                 sl_counter_add(&L->counters.http_writes, 1);
             }
-            write_parse(L, i, share);
-            L->busy |= !w->parsed_all;
+            L->busy |= write_parse(L, i, share);
         }
     }
 }
