@@ -654,24 +654,31 @@ static void conn_admit(struct sl_lines *L, int fd, const struct sockaddr_storage
     char peer[64];
     sl_peer_of(ss, ip, &port);
     struct sl_peer_count *a = sl_peers_find(&L->peers, ip);
-    if (a->count >= per_ip_max(L)) {
+    uint32_t cap = per_ip_max(L);
+    if (a->count > cap) { /* SIGHUP lowered the cap below what the address holds */
         close(fd);
         sl_counter_add(&L->counters.tcp_refused, 1);
         sl_peer_text(ip, port, peer);
         sl_say_limited(&say_refused, SL_SAY_WARN, "lines",
                        "refused %s: its address holds %u line connections "
-                       "(--max-tcp-connections-per-ip)",
-                       peer, a->count);
+                       "(--max-tcp-connections-per-ip %u)",
+                       peer, a->count, cap);
         return;
     }
-    if (L->conn_free_count == 0) {
-        uint32_t victim = conn_idlest(L, NULL);
+    /*
+     * As for native TCP: an address at its cap makes room from its own
+     * connections (idle longest), a full table from all; a line connection
+     * waits for no answer, so there is always one to close.
+     */
+    bool own = a->count == cap;
+    if (own || L->conn_free_count == 0) {
+        uint32_t victim = conn_idlest(L, own ? ip : NULL);
         SL_ASSERT(victim != UINT32_MAX);
         sl_peer_text(L->conns[victim].ip, L->conns[victim].port, peer);
         sl_say_limited(&say_evicted, SL_SAY_WARN, "lines",
-                       "closed %s, idle longest, to make room: the line connection table is full "
-                       "(--max-tcp-connections)",
-                       peer);
+                       "closed %s, idle longest, to make room: %s", peer,
+                       own ? "its address is at --max-tcp-connections-per-ip"
+                           : "the line connection table is full (--max-tcp-connections)");
         conn_close(L, victim);
         sl_counter_add(&L->counters.tcp_evicted, 1);
         a = sl_peers_find(&L->peers, ip); /* the close may have moved entries */

@@ -183,6 +183,8 @@ c.eq(m.get('sluice_readings_rejected_total{reason="series_limit"}'), 5.0, "count
 st, h, _ = post(d, "/write", "boiler,room=a,site=north temp=23 %d" % (t0 + 2 * 10**9))
 c.eq((st, counts(h)), (204, (1, 0)), "a known name still writes when the registry is full")
 c.eq(m.get('sluice_lines_total{transport="http",result="bad"}'), 2.0, "bad lines counted")
+c.eq(d.metrics().get("sluice_heap_allocations_after_start_total"), 0.0,
+     "no heap allocation on the ingest path after every kind of write above")
 
 d.stop()
 
@@ -269,5 +271,40 @@ ok = wait_until(lambda: series_id(d, "udp,k=b v") is not None and
 c.check(ok, "UDP lines stored")
 got = d.wait_metric('sluice_lines_total{transport="udp",result="bad"}', 1)
 c.eq(got, 1.0, "the bad UDP line counted")
+c.eq(d.metrics().get("sluice_heap_allocations_after_start_total"), 0.0,
+     "no heap allocation on the ingest path with the line listeners")
+d.stop()
+
+# --- the TCP listener's limits: per-address cap, eviction, line deadline, idle timeout ---
+tp = free_port(socket.SOCK_STREAM)
+d = Daemon("--influx-tcp", str(tp), "--max-tcp-connections", "2", "--tcp-frame-timeout", "300ms",
+           "--tcp-idle-timeout", "2s", sensors=64, ring=64)
+a = socket.create_connection(("127.0.0.1", tp), timeout=5)
+b = socket.create_connection(("127.0.0.1", tp), timeout=5)
+c.eq(d.wait_metric("sluice_line_tcp_connections", 2), 2.0, "two connections open")
+x = socket.create_connection(("127.0.0.1", tp), timeout=5)  # the table is full: the idlest goes
+c.eq(d.wait_metric("sluice_line_tcp_connections_evicted_total", 1), 1.0, "a full table evicts")
+x.sendall(b"lim v=1 %d\npartial v=" % t0)  # then never finishes its line
+c.check(wait_until(lambda: series_id(d, "lim v") is not None), "the newcomer is served")
+c.check(wait_until(lambda: d.wait_event("a line unfinished past --tcp-frame-timeout", timeout_s=0)
+                   is not None, timeout_s=15), "an unfinished line past the deadline closes it")
+c.check(wait_until(lambda: d.wait_event("idle past --tcp-idle-timeout", timeout_s=0) is not None,
+                   timeout_s=15), "the silent connection is closed idle")
+c.eq(d.metrics().get("sluice_line_tcp_connections_timed_out_total"), 2.0, "both counted")
+for s_ in (a, b, x):
+    s_.close()
+d.stop()
+d = Daemon("--influx-tcp", str(tp), "--max-tcp-connections", "4", "--max-tcp-connections-per-ip", "1",
+           sensors=64, ring=64)
+a = socket.create_connection(("127.0.0.1", tp), timeout=5)
+c.eq(d.wait_metric("sluice_line_tcp_connections", 1), 1.0, "one connection from 127.0.0.1")
+b = socket.create_connection(("127.0.0.1", tp), timeout=5)
+c.eq(d.wait_metric("sluice_line_tcp_connections_evicted_total", 1), 1.0,
+     "a second from the same address closes the first, idle longest (--max-tcp-connections-per-ip)")
+c.eq(d.metrics().get("sluice_line_tcp_connections"), 1.0, "the address still holds one")
+b.sendall(b"cap v=1 %d\n" % t0)
+c.check(wait_until(lambda: series_id(d, "cap v") is not None), "the newcomer is served")
+a.close()
+b.close()
 d.stop()
 c.finish()
