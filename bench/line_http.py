@@ -219,8 +219,9 @@ class Target:
             health = "/health"
         else:
             cmd = [self.args.sluiced, "--udp", "off", "--tcp", "off", "--http", "127.0.0.1:%d" % self.port,
-                   "--data-dir", data, "--sync", self.name.split("-", 1)[1], "--max-sensors", "65536",
-                   "--ring-readings", "1024", "--quiet"] + self.args.sluiced_arg
+                   "--data-dir", data, "--sync", self.name.split("-", 1)[1], "--max-sensors", "4096",
+                   "--ring-readings", "1024", "--max-http-writes", "2", "--http-max-body", "4M",
+                   "--log-buffer-bytes", "8M", "--quiet"] + self.args.sluiced_arg
             health = "/healthz"
         self.log = open(os.path.join(self.dir, "log"), "w+")
         self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT)

@@ -129,12 +129,13 @@ static int derive_configs(struct daemon *dm, char *err, uint32_t err_bytes)
     in->prebound = true;
     in->udp_fd = in->tcp_fd = -1;
     in->streams_max = c->streams_max;
-    in->tcp_connections_max = c->tcp_connections_max;
+    /* A listener that is off plans no table: no connection memory, no receive buffers. */
+    in->tcp_connections_max = strcmp(c->tcp, "off") != 0 ? c->tcp_connections_max : 0;
     in->tcp_idle_timeout_s = c->tcp_idle_timeout_s;
     in->tcp_frame_timeout_ms = c->tcp_frame_timeout_ms;
     in->tcp_connections_per_ip_max = c->tcp_connections_per_ip_max;
     in->live = &dm->live;
-    in->udp_batch = c->udp_batch;
+    in->udp_batch = strcmp(c->udp, "off") != 0 ? c->udp_batch : 1;
     in->udp_rcvbuf_bytes = c->udp_rcvbuf_bytes;
     in->checkpoint_every_bytes = c->checkpoint_every_bytes;
     in->apply_thread = c->apply_thread;

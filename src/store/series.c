@@ -46,19 +46,35 @@ void sl_series_init(struct sl_series *s, uint32_t capacity, uint64_t name_bytes,
     s->names = name_bytes > 0 ? sl_arena_take(arena, name_bytes) : NULL;
 }
 
-/* A keyed 64-bit hash of the name: 8 bytes at a time through the finaliser. */
+/*
+ * A keyed 64-bit hash of the name: 16 bytes a round in two independent
+ * multiply-xorshift lanes (so the rounds overlap in the pipeline), the
+ * length and the tail folded in, then the full finaliser. Names arrive at
+ * millions a second from the line protocol: this is on its hot path.
+ */
 static uint64_t name_hash(uint64_t seed, const char *p, uint32_t n)
 {
-    uint64_t h = sl_mix64(seed ^ ((uint64_t)n * 0x9E3779B97F4A7C15ull));
+    const uint64_t k1 = 0x9E3779B97F4A7C15ull, k2 = 0xC2B2AE3D27D4EB4Full;
+    uint64_t a = seed ^ ((uint64_t)n * k1), b = sl_mix64(seed + n);
     uint32_t i = 0;
-    for (; i + 8 <= n; i += 8) {
-        uint64_t w;
+    for (; i + 16 <= n; i += 16) {
+        uint64_t w, v;
         memcpy(&w, p + i, sizeof w);
-        h = sl_mix64(h ^ w);
+        memcpy(&v, p + i + 8, sizeof v);
+        a = (a ^ w) * k1;
+        a ^= a >> 29;
+        b = (b ^ v) * k2;
+        b ^= b >> 31;
     }
-    uint64_t tail = 0;
-    memcpy(&tail, p + i, n - i);
-    return sl_mix64(h ^ tail ^ ((uint64_t)(n - i) << 56));
+    uint64_t t0 = 0, t1 = 0;
+    uint32_t rest = n - i;
+    memcpy(&t0, p + i, rest < 8 ? rest : 8);
+    if (rest > 8) {
+        memcpy(&t1, p + i + 8, rest - 8);
+    }
+    a = (a ^ t0) * k1;
+    b = (b ^ t1 ^ ((uint64_t)rest << 56)) * k2;
+    return sl_mix64(a ^ (b >> 7) ^ (b << 57));
 }
 
 /* The slot holding `name`, or the empty slot where it would go; *index is its entry (UINT32_MAX: none). */
