@@ -214,6 +214,26 @@ c.eq(sorted(len(readings(d2, series_id(d2, "cli,unit=u%d level" % u)) or []) for
 d2.stop()
 shutil.rmtree(d.tmp, ignore_errors=True)
 
+# --- HTTP writes across checkpoints and a SIGKILL: every acked reading once, no more ---
+d = Daemon("--sync", "always", "--checkpoint-every", "32K", sensors=256, ring=4096)
+acked, statuses = 0, set()
+for r in range(100):
+    body = "".join("ck,s=%d v=%d %d\n" % (k, r, t0 + r * 10**9) for k in range(100))
+    st, h, _ = post(d, "/write", body)
+    statuses.add(st)
+    acked += counts(h)[0]
+c.eq((statuses, acked), ({204}, 10000), "every write 204, every reading acked")
+c.check(d.wait_metric("sluice_checkpoints_completed_total", 2, timeout_s=30) >= 2,
+        "checkpoints were written while the writes went on")
+d.kill_keep_data()
+d2 = Daemon("--sync", "always", "--checkpoint-every", "32K", sensors=256, ring=4096,
+            data_dir=d.data_dir)
+totals = [d2.json("/api/v1/sensors/%d" % series_id(d2, "ck,s=%d v" % k))[1]["readings_total"]
+          for k in range(100)]
+c.eq(set(totals), {100}, "after checkpoints and a SIGKILL each sensor holds its 100 readings once")
+d2.stop()
+shutil.rmtree(d.tmp, ignore_errors=True)
+
 # --- 503 when the log cannot take a write; the lost name is logged again ---
 found = False
 for k in range(1, 8):
