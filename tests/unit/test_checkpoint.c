@@ -24,6 +24,16 @@
  * - I/O faults in the writer (pwrite EIO mid-checkpoint, fdatasync EIO at
  *   the end, a failing open, short writes): the partial file is removed,
  *   the error returned, a later checkpoint succeeds and loads.
+ * - A version 2 file (no series chunk), kept in tests/data/checkpoint-v2/,
+ *   loads the same way and leaves a registry empty; the next checkpoint
+ *   is version 3.
+ * - The series chunk (version 3): a registry of a few hundred names (some
+ *   1,024 bytes, bytes like '"', '\\', 0x01, 0xff) loads into a fresh one
+ *   with every id and name, the chunk's bytes as docs/STORAGE.md says;
+ *   holes stay holes and the next id is the same; a smaller running
+ *   registry keeps what fits and counts the rest; a damaged chunk (CRC,
+ *   counts, a bad entry, ids not ascending) makes the file skipped and the
+ *   registry is left as the fallback has it (or empty).
  * - The trailer's running CRC equals a plain CRC-32C of the file.
  *
  * SL_CHECKPOINT_SEED_DIR=dir: also write fuzz seeds (the fuzz target's
@@ -47,6 +57,7 @@
 #include "store/checkpoint.h"
 #include "store/log.h"
 #include "store/recover.h"
+#include "store/series.h"
 #include "store/store.h"
 #include "store/streams.h"
 #include "testlib.h"
@@ -54,6 +65,7 @@
 #define CLOCK0_US 1800000000000000LL
 #define READINGS_MAX 64u
 #define STREAMS_CAPACITY 16u
+#define CK_VERSION_TODAY 3u /* what the writer writes; 2 and 1 are still read */
 
 /* ---- environment: a store and two stream tables in one arena (plus the log's part) ---- */
 
@@ -766,13 +778,17 @@ static void populate(struct env *e, uint64_t seed, uint32_t batches, uint32_t id
     }
 }
 
-/* Write one whole checkpoint of e into dir; returns its seq (0 on failure). */
-static uint64_t write_checkpoint(struct env *e, const char *dir, uint64_t step_bytes, uint64_t lsn)
+/* Write one whole checkpoint of e (and the registry, if any) into dir; its seq (0 on failure). */
+static uint64_t write_checkpoint_series(struct env *e, const struct sl_series *series,
+                                        const char *dir, uint64_t step_bytes, uint64_t lsn)
 {
     struct sl_checkpointer *ck = malloc(sizeof *ck);
     struct sl_checkpoint_config cc;
     ck_config(&cc, dir, step_bytes, &sl_io_posix);
     sl_checkpoint_init(ck, &cc, &e->store, &e->tcp, &e->udp, sl_checkpoint_next_seq(dir));
+    if (series != NULL) {
+        sl_checkpoint_set_series(ck, series);
+    }
     uint64_t seq = ck->seq;
     int rc = checkpoint_all(ck, lsn);
     CHECK_EQ(rc, 1);
@@ -780,18 +796,26 @@ static uint64_t write_checkpoint(struct env *e, const char *dir, uint64_t step_b
     return rc == 1 ? seq : 0;
 }
 
-/* Load dir into a fresh store of config c: the rc, and the seq loaded in *seq. */
-static int load_into_fresh(const char *dir, const struct sl_store_config *c, uint64_t *seq,
-                           struct env *keep)
+static uint64_t write_checkpoint(struct env *e, const char *dir, uint64_t step_bytes, uint64_t lsn)
+{
+    return write_checkpoint_series(e, NULL, dir, step_bytes, lsn);
+}
+
+/*
+ * Load dir into a fresh store of config c and into `series` (a fresh
+ * registry, or NULL): the rc, and what was loaded in *info.
+ */
+static int load_into_fresh_series(const char *dir, const struct sl_store_config *c,
+                                  struct sl_series *series, struct sl_checkpoint_loaded *info,
+                                  struct env *keep)
 {
     struct env e;
     env_open(&e, c, NULL);
     uint64_t *sensor_lsn = calloc(c->sensors_max, sizeof *sensor_lsn);
-    struct sl_checkpoint_loaded info;
-    int rc = sl_checkpoint_load(dir, &sl_io_posix, &e.store, &e.tcp, &e.udp, NULL, sensor_lsn, &info);
-    *seq = info.seq;
+    int rc = sl_checkpoint_load(dir, &sl_io_posix, &e.store, &e.tcp, &e.udp, series, sensor_lsn,
+                                info);
     if (rc != 0) {
-        /* Left empty: no sensor, an all-zero index, empty stream tables. */
+        /* Left empty: no sensor, an all-zero index, empty stream tables, an empty registry. */
         CHECK_EQ(sl_store_sensors_count(&e.store), 0);
         uint64_t nonzero = 0;
         for (uint32_t i = 0; i <= e.store.index_mask; i++) {
@@ -799,6 +823,10 @@ static int load_into_fresh(const char *dir, const struct sl_store_config *c, uin
         }
         CHECK_EQ_U64(nonzero, 0);
         CHECK_EQ(atomic_load(&e.tcp.count) + atomic_load(&e.udp.count), 0);
+        if (series != NULL) {
+            CHECK_EQ(sl_series_count(series), 0);
+            CHECK_EQ_U64(sl_series_name_bytes(series), 0);
+        }
     } else {
         check_findable(&e.store);
     }
@@ -808,6 +836,16 @@ static int load_into_fresh(const char *dir, const struct sl_store_config *c, uin
     } else {
         env_close(&e);
     }
+    return rc;
+}
+
+/* Load dir into a fresh store of config c: the rc, and the seq loaded in *seq. */
+static int load_into_fresh(const char *dir, const struct sl_store_config *c, uint64_t *seq,
+                           struct env *keep)
+{
+    struct sl_checkpoint_loaded info;
+    int rc = load_into_fresh_series(dir, c, NULL, &info, keep);
+    *seq = info.seq;
     return rc;
 }
 
@@ -1216,17 +1254,42 @@ static int64_t newest_t(const struct sl_store *s)
     return t;
 }
 
+/* The store both fixtures (version 1 and version 2) were written from, built today. */
+static void fixture_reference(struct sl_store_config *c, struct env *ref)
+{
+    v1_config(c);
+    env_open(ref, c, NULL);
+    populate(ref, 0x5EEDull, 400, 48);
+    for (uint32_t id = 0; id < 48; id += 3) { /* then a gap of 4.8 h: escape slots */
+        int64_t t = newest_t(&ref->store) + ((int64_t)1 << 34) + id;
+        (void)sl_store_apply_reading(&ref->store, id, t, (float)id * 0.5f, t + 1000000);
+    }
+}
+
+/* The chunk with this magic in a checkpoint image (walking the chunk headers): its offset, or 0. */
+static size_t find_chunk(const uint8_t *b, size_t len, const char *magic)
+{
+    for (size_t off = 128; off + 64 <= len;) {
+        if (memcmp(b + off, magic, 4) == 0) {
+            return off;
+        }
+        if (memcmp(b + off, "SLEN", 4) == 0) {
+            return 0;
+        }
+        uint64_t payload = sl_load_u64(b + off + 24);
+        if (payload > len - off - 64) {
+            return 0;
+        }
+        off += 64 + payload;
+    }
+    return 0;
+}
+
 static void test_version_1(void)
 {
     struct sl_store_config c;
-    v1_config(&c);
     struct env ref;
-    env_open(&ref, &c, NULL);
-    populate(&ref, 0x5EEDull, 400, 48);
-    for (uint32_t id = 0; id < 48; id += 3) { /* then a gap of 4.8 h: escape slots */
-        int64_t t = newest_t(&ref.store) + ((int64_t)1 << 34) + id;
-        (void)sl_store_apply_reading(&ref.store, id, t, (float)id * 0.5f, t + 1000000);
-    }
+    fixture_reference(&c, &ref);
     CHECK_EQ(ref.store.ring_stride, 24); /* the layouts differ: the loader converts */
     /* The fixture covers what a conversion could get wrong: full rings, escapes, every sensor. */
     uint32_t escapes = 0, full = 0;
@@ -1266,8 +1329,110 @@ static void test_version_1(void)
     ckpt_path(path, sizeof path, dir, 2, ".ckpt");
     size_t len2;
     uint8_t *image2 = read_file(path, &len2);
-    CHECK(image2 != NULL && len2 > 128 && sl_load_u32(image2 + 8) == 2);
+    CHECK(image2 != NULL && len2 > 128 && sl_load_u32(image2 + 8) == CK_VERSION_TODAY);
     check_loads_equal(dir, &c, 2, &ref);
+    free(image2);
+    free(image);
+    env_close(&ref);
+    remove_dir(dir);
+}
+
+/*
+ * ---- a version 2 file ----
+ *
+ * tests/data/checkpoint-v2/ holds a checkpoint written by commit 778a1ef,
+ * the last with format version 2 (interleaved, padded ring slots; no series
+ * chunk: the trailer follows the stream chunk), from the same store as the
+ * version 1 file (fixture_reference: 40 x 16, coarse 8, at lsn 400, in
+ * 4 KiB steps, seq 1). It was written by a throwaway copy of that commit's
+ * test_version_1 which, after its own checks, wrote the same store with
+ * write_checkpoint(&ref, <empty dir>, 4096, 400) and copied the file here.
+ * It must load into today's store exactly as the same batches apply today,
+ * and leave a registry empty.
+ */
+static void test_version_2(void)
+{
+    struct sl_store_config c;
+    struct env ref;
+    fixture_reference(&c, &ref);
+    char dir[64];
+    make_dir(dir, sizeof dir);
+    char path[4200];
+    size_t len;
+    uint8_t *image =
+        read_file(SL_SOURCE_DIR "/tests/data/checkpoint-v2/ckpt-0000000000000001.ckpt", &len);
+    CHECK(image != NULL && len > 128 + 64 && sl_load_u32(image + 8) == 2);
+    if (image == NULL || len <= 128 + 64) {
+        free(image);
+        env_close(&ref);
+        remove_dir(dir);
+        return;
+    }
+    /* The fixture's shape: no series chunk, the trailer right after the stream chunk. */
+    size_t streams = find_chunk(image, len, "SLST");
+    CHECK(streams != 0 && find_chunk(image, len, "SLSR") == 0);
+    CHECK(streams + 64 + sl_load_u64(image + streams + 24) == len - 64);
+    CHECK(memcmp(image + len - 64, "SLEN", 4) == 0);
+    ckpt_path(path, sizeof path, dir, 1, ".ckpt");
+    write_file(path, image, len);
+    check_loads_equal(dir, &c, 1, &ref);
+    CHECK_EQ(verify_says(dir, 1, NULL), 0); /* the verifier reads version 2 too */
+    /* Into a registry: it loads, and the registry stays empty (no series chunk to read). */
+    struct sl_plan plan;
+    sl_plan_init(&plan);
+    sl_series_plan(64, 4096, &plan);
+    struct sl_arena arena;
+    CHECK(sl_arena_map(&arena, plan.total_bytes) == 0);
+    struct sl_series series;
+    sl_series_init(&series, 64, 4096, SL_SERIES_ID_BASE_DEFAULT, 1, &arena);
+    struct sl_checkpoint_loaded info;
+    CHECK_EQ(load_into_fresh_series(dir, &c, &series, &info, NULL), 0);
+    CHECK_EQ_U64(info.seq, 1);
+    CHECK_EQ(info.sensors, 40);
+    CHECK_EQ(info.series, 0);
+    CHECK_EQ_U64(info.series_dropped, 0);
+    CHECK_EQ(sl_series_count(&series), 0);
+    sl_arena_unmap(&arena);
+    /* A version 2 header on a file with a series chunk (or 3 on one without): skipped. */
+    uint8_t *v3 = malloc(len);
+    memcpy(v3, image, len);
+    sl_store_u32(v3 + 8, CK_VERSION_TODAY);
+    sl_store_u32(v3 + 124, sl_crc32c(v3, 124));
+    fix_crcs(v3, len);
+    write_image(dir, 2, v3, len, true, NULL);
+    uint64_t seq = 0;
+    CHECK_EQ(load_into_fresh(dir, &c, &seq, NULL), 0);
+    CHECK_EQ_U64(seq, 1);
+    CHECK_EQ(verify_says(dir, 2, "no series chunk"), 1);
+    free(v3);
+    ckpt_path(path, sizeof path, dir, 2, ".ckpt");
+    unlink(path);
+    /* A flipped byte in the first sensor's ring slots fails the chunk's CRC: skipped. */
+    uint32_t first_count = sl_load_u32(image + 128 + 8);
+    CHECK(memcmp(image + 128, "SLCK", 4) == 0 && first_count >= 1);
+    size_t ring_byte = 128 + 64 + (size_t)first_count * 64 + 5;
+    CHECK(ring_byte < len);
+    image[ring_byte] ^= 0x10;
+    ckpt_path(path, sizeof path, dir, 1, ".ckpt");
+    write_file(path, image, len);
+    CHECK_EQ(load_into_fresh(dir, &c, &seq, NULL), -ENOENT);
+    CHECK_EQ(verify_says(dir, 1, "bad chunk payload CRC"), 1);
+    /* The next checkpoint is today's version (an empty series chunk), and loads the same. */
+    CHECK_EQ_U64(write_checkpoint(&ref, dir, 4096, 400), 2);
+    ckpt_path(path, sizeof path, dir, 2, ".ckpt");
+    size_t len2;
+    uint8_t *image2 = read_file(path, &len2);
+    CHECK(image2 != NULL && len2 > 128 && sl_load_u32(image2 + 8) == CK_VERSION_TODAY);
+    size_t sr = image2 != NULL ? find_chunk(image2, len2, "SLSR") : 0;
+    CHECK(sr != 0 && sr + 64 == len2 - 64); /* then the trailer */
+    if (sr != 0) {
+        CHECK_EQ(sl_load_u32(image2 + sr + 4), 0);
+        CHECK_EQ(sl_load_u32(image2 + sr + 8), 0);
+        CHECK_EQ_U64(sl_load_u64(image2 + sr + 16), 400);
+        CHECK_EQ_U64(sl_load_u64(image2 + sr + 24), 0);
+    }
+    check_loads_equal(dir, &c, 2, &ref);
+    CHECK_EQ(verify_says(dir, 2, NULL), 0);
     free(image2);
     free(image);
     env_close(&ref);
@@ -1315,6 +1480,501 @@ static void test_verify_windows(void)
     remove_dir(dir);
 }
 
+/*
+ * ---- named series: the series chunk (version 3) ----
+ *
+ * A registry in its own arena, as the daemon plans it. Names are made of
+ * the bytes a line protocol name may carry and a parser could trip on
+ * ('"', '\\', 0x01, 0xff, ' ', ',', '='), a quarter of them the longest a
+ * name may be (1,024 bytes), so the chunk spans several of the writer's
+ * 16 KiB stages and the loader's 64 KiB windows, entries cut at each edge.
+ */
+#define NAMES 300u
+#define NAME_BASE SL_SERIES_ID_BASE_DEFAULT
+
+struct reg {
+    struct sl_arena arena;
+    struct sl_series s;
+};
+
+static void reg_open(struct reg *r, uint32_t capacity, uint64_t name_bytes, uint32_t id_base,
+                     uint64_t seed)
+{
+    struct sl_plan plan;
+    sl_plan_init(&plan);
+    sl_series_plan(capacity, name_bytes, &plan);
+    memset(r, 0, sizeof *r);
+    CHECK(sl_arena_map(&r->arena, plan.total_bytes) == 0);
+    sl_series_init(&r->s, capacity, name_bytes, id_base, seed, &r->arena);
+}
+
+static void reg_close(struct reg *r)
+{
+    sl_arena_unmap(&r->arena);
+}
+
+/* Name i into out (SL_SERIES_NAME_MAX bytes): its length. Distinct for distinct i. */
+static uint32_t make_name(uint32_t i, char *out)
+{
+    static const char filler[] = {'"', '\\', 0x01, (char)0xff, ' ', ',', '=', 'x'};
+    static const char singles[] = {'"', '\\', 0x01, (char)0xff};
+    if (i >= 1 && i <= 4) {
+        out[0] = singles[i - 1]; /* one-byte names */
+        return 1;
+    }
+    uint64_t rng = 0x9E3779B97F4A7C15ull * (i + 1);
+    uint32_t len = i % 4 == 0 ? SL_SERIES_NAME_MAX : 8 + (uint32_t)(tl_rand(&rng) % 300);
+    int n = snprintf(out, SL_SERIES_NAME_MAX, "s%u:", i); /* the filler has no digit nor ':' */
+    for (uint32_t k = (uint32_t)n; k < len; k++) {
+        out[k] = filler[tl_rand(&rng) % sizeof filler];
+    }
+    return len;
+}
+
+/* Intern names [0, n) in order; their ids (NAME_BASE + i) in ids[]. Their bytes. */
+static uint64_t fill_registry(struct sl_series *s, uint32_t n, uint32_t *ids)
+{
+    char name[SL_SERIES_NAME_MAX];
+    uint64_t bytes = 0;
+    for (uint32_t i = 0; i < n; i++) {
+        uint32_t len = make_name(i, name);
+        int created = 0;
+        CHECK_EQ(sl_series_intern(s, name, len, &ids[i], &created), 0);
+        CHECK(created);
+        CHECK_EQ_U64(ids[i], s->id_base + i);
+        bytes += len;
+    }
+    return bytes;
+}
+
+/* Name i is in s under id, both ways (lookup, and the bytes at the id). */
+static bool has_name(const struct sl_series *s, uint32_t i, uint32_t id)
+{
+    char name[SL_SERIES_NAME_MAX];
+    uint32_t len = make_name(i, name), got_id = 0, got_len = 0;
+    const char *got = NULL;
+    if (sl_series_lookup(s, name, len, &got_id) != 0) {
+        return false;
+    }
+    return got_id == id && sl_series_name(s, id, &got, &got_len) == 0 && got_len == len &&
+           memcmp(got, name, len) == 0;
+}
+
+static bool lacks_name(const struct sl_series *s, uint32_t i)
+{
+    char name[SL_SERIES_NAME_MAX];
+    uint32_t len = make_name(i, name), id;
+    return sl_series_lookup(s, name, len, &id) != 0;
+}
+
+/* The same new name gets the same next id in both registries. */
+static void check_next_id(struct sl_series *a, struct sl_series *b, uint32_t want)
+{
+    uint32_t ia = 0, ib = 0;
+    int ca = 0, cb = 0;
+    CHECK_EQ(sl_series_intern(a, "after the checkpoint", 20, &ia, &ca), 0);
+    CHECK_EQ(sl_series_intern(b, "after the checkpoint", 20, &ib, &cb), 0);
+    CHECK(ca && cb);
+    CHECK_EQ_U64(ia, want);
+    CHECK_EQ_U64(ib, want);
+}
+
+/* A store for the series tests, and its checkpoint lsn. */
+#define S_LSN 200u
+static void series_store(struct sl_store_config *c, struct env *e)
+{
+    small_config(c, 64, 16);
+    env_open(e, c, NULL);
+    populate(e, 11, S_LSN, 50);
+}
+
+static void test_series_round_trip(void)
+{
+    char dir[64];
+    make_dir(dir, sizeof dir);
+    struct sl_store_config c;
+    struct env a;
+    series_store(&c, &a);
+    struct reg live;
+    reg_open(&live, 1024, 512u << 10, NAME_BASE, 0x1111);
+    uint32_t ids[NAMES];
+    uint64_t name_bytes = fill_registry(&live.s, NAMES, ids);
+    CHECK(name_bytes + NAMES * 8u > (64u << 10)); /* more than a loader window */
+    CHECK_EQ_U64(write_checkpoint_series(&a, &live.s, dir, 4096, S_LSN), 1);
+
+    /* The bytes: the series chunk after the stream chunk, then the trailer; in id order. */
+    size_t len = 0;
+    uint8_t *image = read_file(dir2_path(dir, 1), &len);
+    CHECK(image != NULL && sl_load_u32(image + 8) == CK_VERSION_TODAY);
+    size_t st = image != NULL ? find_chunk(image, len, "SLST") : 0;
+    size_t sr = image != NULL ? find_chunk(image, len, "SLSR") : 0;
+    CHECK(st != 0 && sr == st + 64 + sl_load_u64(image + st + 24));
+    if (sr != 0) {
+        const uint8_t *h = image + sr, *p = h + 64;
+        uint64_t payload = sl_load_u64(h + 24);
+        CHECK_EQ(sl_load_u32(h + 4), NAMES);
+        CHECK_EQ(sl_load_u32(h + 8), 0);
+        CHECK_EQ_U64(sl_load_u64(h + 16), sl_load_u64(image + st + 16)); /* the stream chunk's */
+        CHECK_EQ_U64(payload, name_bytes + 8u * NAMES);
+        CHECK_EQ(sl_load_u32(h + 56), sl_crc32c(p, payload));
+        CHECK_EQ(sl_load_u32(h + 60), sl_crc32c(h, 60));
+        CHECK(sr + 64 + payload == len - 64 && memcmp(image + len - 64, "SLEN", 4) == 0);
+        uint32_t bad = 0;
+        char name[SL_SERIES_NAME_MAX];
+        for (uint32_t i = 0, at = 0; i < NAMES && at + 8 <= payload; i++) {
+            uint32_t nl = make_name(i, name);
+            bad += sl_load_u32(p + at) != ids[i] || sl_load_u32(p + at + 4) != nl ||
+                   memcmp(p + at + 8, name, nl) != 0;
+            at += 8 + nl;
+        }
+        CHECK_EQ(bad, 0);
+    }
+    /* The running CRC still covers every byte before the trailer. */
+    CHECK(image != NULL && sl_load_u32(image + len - 8) == sl_crc32c(image, len - 64));
+
+    /* Into a fresh store and a fresh registry (another hash seed): the same ids, the same names. */
+    struct reg got;
+    reg_open(&got, 1024, 512u << 10, NAME_BASE, 0x2222);
+    struct sl_checkpoint_loaded info;
+    struct env e;
+    CHECK_EQ(load_into_fresh_series(dir, &c, &got.s, &info, &e), 0);
+    CHECK_EQ_U64(info.seq, 1);
+    CHECK_EQ(info.series, NAMES);
+    CHECK_EQ_U64(info.series_dropped, 0);
+    check_stores_equal(&a.store, &e.store);
+    check_streams_equal(&a.tcp, &e.tcp);
+    check_streams_equal(&a.udp, &e.udp);
+    env_close(&e);
+    CHECK_EQ(sl_series_count(&got.s), NAMES);
+    CHECK_EQ_U64(sl_series_name_bytes(&got.s), name_bytes);
+    uint32_t missing = 0;
+    for (uint32_t i = 0; i < NAMES; i++) {
+        missing += has_name(&got.s, i, ids[i]) ? 0 : 1;
+    }
+    CHECK_EQ(missing, 0);
+    check_next_id(&live.s, &got.s, NAME_BASE + NAMES);
+    /* Without a registry the entries are checked, not kept; the verifier reads them too. */
+    uint64_t seq = 0;
+    CHECK_EQ(load_into_fresh(dir, &c, &seq, NULL), 0);
+    CHECK_EQ_U64(seq, 1);
+    CHECK_EQ(verify_says(dir, 1, NULL), 0);
+    free(image);
+    reg_close(&got);
+    reg_close(&live);
+    env_close(&a);
+    remove_dir(dir);
+}
+
+/* Ids whose names were lost (holes) stay holes, and the next id is the same. */
+static void test_series_holes(void)
+{
+    char dir[64];
+    make_dir(dir, sizeof dir);
+    struct sl_store_config c;
+    struct env a;
+    series_store(&c, &a);
+    struct reg live;
+    reg_open(&live, 64, 64u << 10, NAME_BASE, 0x3333);
+    char name[SL_SERIES_NAME_MAX];
+    static const uint32_t named[] = {0, 5, 6}; /* 1..4 are holes */
+    uint64_t bytes = 0;
+    for (uint32_t k = 0; k < SL_ARRAY_COUNT(named); k++) {
+        uint32_t nl = make_name(named[k], name);
+        CHECK_EQ(sl_series_restore(&live.s, NAME_BASE + named[k], name, nl), 0);
+        bytes += nl;
+    }
+    CHECK_EQ(sl_series_count(&live.s), 7);
+    CHECK_EQ_U64(write_checkpoint_series(&a, &live.s, dir, 1 << 20, S_LSN), 1);
+    size_t len = 0;
+    uint8_t *image = read_file(dir2_path(dir, 1), &len);
+    size_t sr = image != NULL ? find_chunk(image, len, "SLSR") : 0;
+    CHECK(sr != 0);
+    if (sr != 0) {
+        CHECK_EQ(sl_load_u32(image + sr + 4), 3); /* the holes are left out */
+        CHECK_EQ_U64(sl_load_u64(image + sr + 24), 3 * 8 + bytes);
+    }
+    free(image);
+    struct reg got;
+    reg_open(&got, 64, 64u << 10, NAME_BASE, 0x4444);
+    struct sl_checkpoint_loaded info;
+    CHECK_EQ(load_into_fresh_series(dir, &c, &got.s, &info, NULL), 0);
+    CHECK_EQ(info.series, 3);
+    CHECK_EQ(sl_series_count(&got.s), 7);
+    const char *n;
+    uint32_t nl;
+    for (uint32_t id = 1; id <= 4; id++) {
+        CHECK_EQ(sl_series_name(&got.s, NAME_BASE + id, &n, &nl), -1);
+    }
+    for (uint32_t k = 0; k < SL_ARRAY_COUNT(named); k++) {
+        CHECK(has_name(&got.s, named[k], NAME_BASE + named[k]));
+    }
+    check_next_id(&live.s, &got.s, NAME_BASE + 7);
+    CHECK_EQ(verify_says(dir, 1, NULL), 0);
+    reg_close(&got);
+    reg_close(&live);
+
+    /* Holes at the start of the range: only id base + 3 has a name. */
+    reg_open(&live, 64, 64u << 10, NAME_BASE, 0x5555);
+    nl = make_name(3, name);
+    CHECK_EQ(sl_series_restore(&live.s, NAME_BASE + 3, name, nl), 0);
+    CHECK_EQ_U64(write_checkpoint_series(&a, &live.s, dir, 1 << 20, S_LSN), 2);
+    reg_open(&got, 64, 64u << 10, NAME_BASE, 0x6666);
+    CHECK_EQ(load_into_fresh_series(dir, &c, &got.s, &info, NULL), 0);
+    CHECK_EQ_U64(info.seq, 2);
+    CHECK_EQ(info.series, 1);
+    CHECK_EQ(sl_series_count(&got.s), 4);
+    for (uint32_t id = 0; id < 3; id++) {
+        CHECK_EQ(sl_series_name(&got.s, NAME_BASE + id, &n, &nl), -1);
+    }
+    CHECK(has_name(&got.s, 3, NAME_BASE + 3));
+    check_next_id(&live.s, &got.s, NAME_BASE + 4);
+    reg_close(&got);
+    reg_close(&live);
+    env_close(&a);
+    remove_dir(dir);
+}
+
+/* A smaller running registry than the file's: what fits is kept, the rest counted. */
+static void test_series_smaller(void)
+{
+    char dir[64];
+    make_dir(dir, sizeof dir);
+    struct sl_store_config c;
+    struct env a;
+    series_store(&c, &a);
+    struct reg live;
+    reg_open(&live, 1024, 512u << 10, NAME_BASE, 0x7777);
+    uint32_t ids[NAMES];
+    (void)fill_registry(&live.s, NAMES, ids);
+    CHECK_EQ_U64(write_checkpoint_series(&a, &live.s, dir, 4096, S_LSN), 1);
+    struct sl_checkpoint_loaded info;
+    struct env e;
+    struct reg got;
+
+    /* Fewer series (--max-series): the first 100 ids, the rest dropped. */
+    reg_open(&got, 100, 512u << 10, NAME_BASE, 0x8888);
+    CHECK_EQ(load_into_fresh_series(dir, &c, &got.s, &info, &e), 0);
+    CHECK_EQ(info.series, 100);
+    CHECK_EQ_U64(info.series_dropped, NAMES - 100);
+    CHECK_EQ(sl_series_count(&got.s), 100);
+    check_stores_equal(&a.store, &e.store);
+    env_close(&e);
+    uint32_t wrong = 0;
+    for (uint32_t i = 0; i < NAMES; i++) {
+        wrong += (i < 100 ? has_name(&got.s, i, ids[i]) : lacks_name(&got.s, i)) ? 0 : 1;
+    }
+    CHECK_EQ(wrong, 0);
+    reg_close(&got);
+
+    /* Fewer name bytes (--series-name-bytes): what fits, each under its own id. */
+    const uint64_t small_names = 16u << 10;
+    reg_open(&got, 1024, small_names, NAME_BASE, 0x9999);
+    CHECK_EQ(load_into_fresh_series(dir, &c, &got.s, &info, &e), 0);
+    CHECK(info.series > 0 && info.series_dropped > 0);
+    CHECK_EQ_U64(info.series + info.series_dropped, NAMES);
+    CHECK(sl_series_name_bytes(&got.s) <= small_names);
+    check_stores_equal(&a.store, &e.store);
+    env_close(&e);
+    uint32_t kept = 0;
+    wrong = 0;
+    for (uint32_t i = 0; i < NAMES; i++) {
+        bool k = has_name(&got.s, i, ids[i]);
+        kept += k;
+        wrong += k || lacks_name(&got.s, i) ? 0 : 1;
+    }
+    CHECK_EQ(wrong, 0);
+    CHECK_EQ(kept, info.series);
+    reg_close(&got);
+
+    /* Ids based elsewhere (--series-id-base): none of the file's ids is in range. */
+    reg_open(&got, 1024, 512u << 10, 1000, 0xAAAA);
+    CHECK_EQ(load_into_fresh_series(dir, &c, &got.s, &info, &e), 0);
+    CHECK_EQ(info.series, 0);
+    CHECK_EQ_U64(info.series_dropped, NAMES);
+    CHECK_EQ(sl_series_count(&got.s), 0);
+    check_stores_equal(&a.store, &e.store);
+    env_close(&e);
+    reg_close(&got);
+    reg_close(&live);
+    env_close(&a);
+    remove_dir(dir);
+}
+
+/* Edits of the series chunk (the CRCs recomputed after, unless the damage is a CRC). */
+static uint8_t *series_payload(uint8_t *b, size_t len)
+{
+    size_t sr = find_chunk(b, len, "SLSR");
+    CHECK(sr != 0);
+    return sr != 0 ? b + sr + 64 : NULL;
+}
+static void edit_series_count(uint8_t *b, size_t len, int64_t delta)
+{
+    uint8_t *p = series_payload(b, len);
+    if (p != NULL) {
+        sl_store_u32(p - 64 + 4, (uint32_t)((int64_t)sl_load_u32(p - 64 + 4) + delta));
+    }
+}
+static void edit_series_count_up(uint8_t *b, size_t len)
+{
+    edit_series_count(b, len, 1);
+}
+static void edit_series_count_down(uint8_t *b, size_t len)
+{
+    edit_series_count(b, len, -1);
+}
+static void edit_series_count_zero(uint8_t *b, size_t len)
+{
+    uint8_t *p = series_payload(b, len);
+    if (p != NULL) {
+        sl_store_u32(p - 64 + 4, 0);
+    }
+}
+static void edit_series_b(uint8_t *b, size_t len)
+{
+    uint8_t *p = series_payload(b, len);
+    if (p != NULL) {
+        sl_store_u32(p - 64 + 8, 1); /* b is 0 */
+    }
+}
+static void edit_series_name_byte(uint8_t *b, size_t len)
+{
+    uint8_t *p = series_payload(b, len);
+    if (p != NULL) {
+        p[8 + 3] ^= 0x10; /* inside the first name */
+    }
+}
+static void edit_series_last_byte(uint8_t *b, size_t len)
+{
+    uint8_t *p = series_payload(b, len);
+    if (p != NULL) {
+        p[sl_load_u64(p - 64 + 24) - 1] ^= 0x10; /* the last name's last byte */
+    }
+}
+static void edit_series_len_zero(uint8_t *b, size_t len)
+{
+    uint8_t *p = series_payload(b, len);
+    if (p != NULL) {
+        sl_store_u32(p + 4, 0);
+    }
+}
+static void edit_series_len_long(uint8_t *b, size_t len)
+{
+    uint8_t *p = series_payload(b, len);
+    if (p != NULL) {
+        sl_store_u32(p + 4, SL_SERIES_NAME_MAX + 1);
+    }
+}
+/* The second entry's offset (the first is name 0, 1,024 bytes). */
+#define SECOND_ENTRY (8u + SL_SERIES_NAME_MAX)
+static void edit_series_ids_swapped(uint8_t *b, size_t len)
+{
+    uint8_t *p = series_payload(b, len);
+    if (p != NULL) {
+        uint32_t first = sl_load_u32(p), second = sl_load_u32(p + SECOND_ENTRY);
+        sl_store_u32(p, second);
+        sl_store_u32(p + SECOND_ENTRY, first);
+    }
+}
+static void edit_series_ids_equal(uint8_t *b, size_t len)
+{
+    uint8_t *p = series_payload(b, len);
+    if (p != NULL) {
+        sl_store_u32(p + SECOND_ENTRY, sl_load_u32(p));
+    }
+}
+static void edit_version_2(uint8_t *b, size_t len)
+{
+    (void)len;
+    sl_store_u32(b + 8, 2); /* a version 2 file has no series chunk: it is read as the trailer */
+}
+
+static const struct series_damage {
+    bool fix;
+    void (*edit)(uint8_t *, size_t);
+    const char *why;
+} series_damages[] = {
+    {false, edit_series_name_byte, "bad series chunk CRC"},
+    {false, edit_series_last_byte, "bad series chunk CRC"},
+    {true, edit_series_count_up, "series chunk counts"},
+    {true, edit_series_count_down, "series chunk counts"},
+    {true, edit_series_count_zero, "series chunk counts"},
+    {true, edit_series_b, "series chunk counts"},
+    {true, edit_series_len_zero, "bad series entry"},
+    {true, edit_series_len_long, "bad series entry"},
+    {true, edit_series_ids_swapped, "bad series entry"},
+    {true, edit_series_ids_equal, "bad series entry"},
+    {true, edit_version_2, "bad trailer"},
+};
+
+/*
+ * A damaged series chunk makes the whole file skipped: the loader falls back
+ * to the older checkpoint (whose registry is what the registry then holds,
+ * nothing of the damaged file's) or to none (the registry left empty), after
+ * having restored part of the damaged file's names into it.
+ */
+static void test_series_damaged(void)
+{
+    char dir[64];
+    make_dir(dir, sizeof dir);
+    struct sl_store_config c;
+    struct env a;
+    series_store(&c, &a);
+    struct reg older, live;
+    uint32_t ids[NAMES];
+    reg_open(&older, 1024, 512u << 10, NAME_BASE, 0xBBBB);
+    uint64_t older_bytes = fill_registry(&older.s, 10, ids);
+    reg_open(&live, 1024, 512u << 10, NAME_BASE, 0xCCCC);
+    (void)fill_registry(&live.s, NAMES, ids);
+    CHECK_EQ_U64(write_checkpoint_series(&a, &older.s, dir, 4096, S_LSN), 1);
+    CHECK_EQ_U64(write_checkpoint_series(&a, &live.s, dir, 4096, S_LSN), 2);
+    size_t len = 0;
+    uint8_t *image = read_file(dir2_path(dir, 2), &len);
+    char name0[SL_SERIES_NAME_MAX];
+    CHECK(image != NULL && make_name(0, name0) == SL_SERIES_NAME_MAX); /* SECOND_ENTRY's premise */
+    struct reg got;
+    reg_open(&got, 1024, 512u << 10, NAME_BASE, 0xDDDD);
+    struct sl_checkpoint_loaded info;
+    struct env e;
+    /* The undamaged image under seq 2, CRCs recomputed: it loads (fix_crcs knows the chunk). */
+    write_image(dir, 2, image, len, true, NULL);
+    CHECK_EQ(load_into_fresh_series(dir, &c, &got.s, &info, NULL), 0);
+    CHECK_EQ_U64(info.seq, 2);
+    CHECK_EQ(info.series, NAMES);
+    sl_series_reset(&got.s);
+    for (int with_older = 1; with_older >= 0; with_older--) {
+        for (uint32_t i = 0; i < SL_ARRAY_COUNT(series_damages); i++) {
+            const struct series_damage *d = &series_damages[i];
+            write_image(dir, 2, image, len, d->fix, d->edit);
+            int rc = load_into_fresh_series(dir, &c, &got.s, &info, &e);
+            if (with_older) {
+                CHECK_EQ(rc, 0);
+                CHECK_EQ_U64(info.seq, 1);
+                CHECK_EQ(info.series, 10);
+                CHECK_EQ(sl_series_count(&got.s), 10);
+                CHECK_EQ_U64(sl_series_name_bytes(&got.s), older_bytes);
+                CHECK(has_name(&got.s, 9, ids[9]) && lacks_name(&got.s, 10) &&
+                      lacks_name(&got.s, NAMES - 1));
+                check_stores_equal(&a.store, &e.store);
+            } else {
+                CHECK_EQ(rc, -ENOENT); /* the registry left empty: load_into_fresh_series checks */
+                CHECK(lacks_name(&got.s, 0) && lacks_name(&got.s, 9));
+            }
+            env_close(&e);
+            CHECK_EQ(verify_says(dir, 2, d->why), 1);
+            sl_series_reset(&got.s);
+        }
+        if (with_older) {
+            unlink(dir2_path(dir, 1));
+        }
+    }
+    free(image);
+    reg_close(&got);
+    reg_close(&live);
+    reg_close(&older);
+    env_close(&a);
+    remove_dir(dir);
+}
+
 /* ---- fuzz seeds: the fuzz target's geometry (keep in step with fuzz_checkpoint.c) ---- */
 
 static void write_seeds(const char *dir)
@@ -1324,11 +1984,35 @@ static void write_seeds(const char *dir)
     c.coarse_buckets = 4;
     struct env e;
     env_open(&e, &c, NULL);
-    CHECK_EQ(write_checkpoint(&e, dir, 1, 0) != 0, 1); /* empty store */
-    populate(&e, 5, 3, 6);                             /* a handful of sensors, both tables */
-    CHECK_EQ(write_checkpoint(&e, dir, 64 + 2 * one_sensor_bytes(&e.store), 3) != 0, 1);
+    uint64_t empty = write_checkpoint(&e, dir, 1, 0); /* empty store, empty series chunk */
+    CHECK(empty != 0);
+    populate(&e, 5, 3, 6); /* a handful of sensors, both tables, a few named series and a hole */
+    struct reg r;
+    reg_open(&r, 16, 4096, NAME_BASE, 0xEEEE);
+    char name[SL_SERIES_NAME_MAX];
+    static const uint32_t named[] = {1, 2, 5, 7, 8}; /* ids base + 0, 3, 4, 6: holes */
+    for (uint32_t k = 0; k < SL_ARRAY_COUNT(named); k++) {
+        uint32_t nl = make_name(named[k], name);
+        nl = nl > 40 ? 40 : nl; /* short: the seeds stay small (still distinct: the prefix) */
+        CHECK_EQ(sl_series_restore(&r.s, NAME_BASE + named[k], name, nl), 0);
+    }
+    uint64_t sensors =
+        write_checkpoint_series(&e, &r.s, dir, 64 + 2 * one_sensor_bytes(&e.store), 3);
+    CHECK(sensors != 0);
+    /* Seeds of today's version: the fuzz target reads what the writer writes now. */
+    uint64_t seqs[2] = {empty, sensors};
+    for (uint32_t k = 0; k < 2; k++) {
+        char path[4200];
+        ckpt_path(path, sizeof path, dir, seqs[k], ".ckpt");
+        size_t len = 0;
+        uint8_t *b = read_file(path, &len);
+        CHECK(b != NULL && len > 128 && sl_load_u32(b + 8) == CK_VERSION_TODAY);
+        CHECK(b != NULL && find_chunk(b, len, "SLSR") != 0);
+        free(b);
+    }
+    reg_close(&r);
     env_close(&e);
-    printf("fuzz seeds written to %s\n", dir);
+    printf("fuzz seeds (version %u) written to %s\n", CK_VERSION_TODAY, dir);
 }
 
 int main(void)
@@ -1340,7 +2024,12 @@ int main(void)
     test_damaged_files();
     test_faults();
     test_version_1();
+    test_version_2();
     test_verify_windows();
+    test_series_round_trip();
+    test_series_holes();
+    test_series_smaller();
+    test_series_damaged();
     const char *seeds = getenv("SL_CHECKPOINT_SEED_DIR");
     if (seeds != NULL && seeds[0] != '\0') {
         write_seeds(seeds);
