@@ -1398,6 +1398,10 @@ static int load_series_chunk(struct loader *ld, const uint8_t h[CK_CHUNK_HEADER_
         rc = series_entries(ld, w, fill, &used, &left, &next_id);
         memmove(w, w + used, fill - used);
         fill -= used;
+        if (rc == 0 && (fill == CK_SERIES_WINDOW_BYTES || (left == 0 && fill > 0))) {
+            /* Bytes the count does not account for (or an entry the window cannot hold). */
+            rc = invalid(ld, "series chunk counts");
+        }
     }
     free(w);
     if (rc == 0 && (left != 0 || fill != 0)) {

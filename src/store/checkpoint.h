@@ -170,7 +170,7 @@ struct sl_checkpoint_header {
 
 /*
  * Decode a header: 0, or -EINVAL with the reason in *why (bad magic, bad
- * header CRC). The version is not judged here: the loader reads 1 and 2.
+ * header CRC). The version is not judged here: the loader reads 1, 2 and 3.
  * Any thread; the loader and sluice-log share it.
  */
 int sl_checkpoint_header_decode(const uint8_t h[SL_CHECKPOINT_HEADER_BYTES],

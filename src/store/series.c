@@ -167,14 +167,16 @@ int sl_series_restore(struct sl_series *s, uint32_t id, const char *name, uint32
     if (id - s->id_base < count) {
         return -SL_SERIES_BAD_ID; /* the id is another name's */
     }
-    if (s->name_used + len > s->name_capacity) {
-        return -SL_SERIES_NAMES_FULL;
-    }
     /* Ids whose names were lost (a recycled log segment) stay taken, as holes without a name. */
-    while (count < id - s->id_base) {
+    bool fits = s->name_used + len <= s->name_capacity;
+    uint32_t holes_to = id - s->id_base + (fits ? 0 : 1); /* a name that does not fit: a hole too */
+    while (count < holes_to) {
         s->entries[count] = (struct sl_series_entry){.name_at = s->name_used};
         count++;
         atomic_store_explicit(&s->count, count, memory_order_release);
+    }
+    if (!fits) {
+        return -SL_SERIES_NAMES_FULL; /* its id stays taken: never given to another name */
     }
     publish(s, slot, hash, name, len);
     return 0;

@@ -85,7 +85,8 @@ int sl_series_intern(struct sl_series *s, const char *name, uint32_t len, uint32
  * both hold it); under another id, or an id already another name's, is
  * -SL_SERIES_BAD_ID. An id above the next one leaves the ids between as
  * holes (taken, without a name: their names were in a recycled log
- * segment), so no id is ever given twice. Writer only.
+ * segment), so no id is ever given twice; a name the arena cannot hold
+ * leaves its id a hole too (-SL_SERIES_NAMES_FULL). Writer only.
  */
 int sl_series_restore(struct sl_series *s, uint32_t id, const char *name, uint32_t len);
 
