@@ -8,7 +8,7 @@
  * name) and loaded into a small store: 64 sensors, 16 readings, 4 coarse
  * buckets (+1), the default windows and half-life, the geometry of the
  * seeds in tests/fuzz/seeds/fuzz_checkpoint (written by test_checkpoint
- * with SL_CHECKPOINT_SEED_DIR set: v2-* by today's, v1-* by commit 15e3ceb's,
+ * with SL_CHECKPOINT_SEED_DIR set: v2-* by commit 778a1ef, v3-* (with a series chunk) by today's, v1-* by commit 15e3ceb's,
  * the last to write format version 1, so both versions' paths are fuzzed).
  *
  * Proves: the loader never crashes, never reads or writes out of bounds
