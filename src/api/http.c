@@ -148,8 +148,6 @@
 #define SL_HTTP_LIST_ENTRY_BYTES (128u + SL_HTTP_NAME_JSON_BYTES) /* one entry of the sensor list */
 #define SL_HTTP_SERIES_LIMIT_DEFAULT 100u
 #define SL_HTTP_SERIES_LIMIT_MAX 1000u
-/* An HTTP write waits at most this long for the ingest thread's outcome (it never should). */
-#define SL_HTTP_WRITE_WAIT_MS 60000u
 #define SL_HTTP_WINDOW_TEXT_BYTES 256u      /* one window object and its key */
 #define SL_HTTP_NUMBER_BYTES 32u            /* the longest number we print, with its NUL */
 #define SL_HTTP_LABEL_BYTES_MAX 256u        /* longer label values (the version) are cut */
@@ -214,6 +212,8 @@ struct conn {
     bool write_gzip_done; /* the gzip stream ended */
     bool write_too_big;   /* over --http-max-body: the rest is discarded, 413 */
     bool write_bad_gzip;  /* not valid gzip: 400 */
+    bool write_waiting;   /* submitted; the connection is suspended until the outcome */
+    bool write_shutdown;  /* the ingest thread no longer takes writes: 503 */
     z_stream zs;
     char *piece; /* SL_HTTP_PIECE_BYTES, from connection_memory */
 };
@@ -1906,9 +1906,16 @@ static void write_release(struct conn *c)
     }
     if (c->write_gzip) {
         inflateEnd(&c->zs);
+        c->write_gzip = false;
     }
-    sl_lines_write_release(c->http->context.writes, c->write_slot - 1);
+    if (c->write_waiting) {
+        /* The request ended with its write in the ingest thread's hands (MHD stopping). */
+        sl_lines_write_abandon(c->http->context.writes, c->write_slot - 1);
+    } else {
+        sl_lines_write_release(c->http->context.writes, c->write_slot - 1);
+    }
     c->write_slot = 0;
+    c->write_waiting = false;
 }
 
 /* Queue a write response with X-Sluice-Accepted/Rejected (and Retry-After on 503). */
@@ -2055,9 +2062,10 @@ static enum MHD_Result write_end(struct request *req)
     struct conn *c = req->conn;
     struct sl_lines_hub *hub = req->http->context.writes;
     if (c->write_too_big) {
+        bool inflated = c->write_gzip;
         write_release(c);
         return write_refuse(req, 413, "body over --http-max-body (%" PRIu64 " bytes%s)",
-                            hub->body_bytes, c->write_gzip ? " after decompression" : "");
+                            hub->body_bytes, inflated ? " after decompression" : "");
     }
     if (c->write_gzip && (c->write_bad_gzip || !c->write_gzip_done)) {
         write_release(c);
@@ -2068,12 +2076,41 @@ static enum MHD_Result write_end(struct request *req)
         inflateEnd(&c->zs);
         c->write_gzip = false;
     }
-    sl_lines_write_submit(hub, index);
-    if (sl_lines_write_wait(hub, index, SL_HTTP_WRITE_WAIT_MS) != 0) {
-        c->write_slot = 0; /* abandoned to the ingest thread, which frees it */
-        return write_refuse(req, 503, "the write was not logged in time, retry");
+    hub->writes[index].waiter = req->connection;
+    /*
+     * Suspended until the ingest thread has the outcome (write_resume): this
+     * worker serves its other connections meanwhile, and MHD calls us again
+     * then. Suspended before the submit, so the resume can never come first.
+     */
+    MHD_suspend_connection(req->connection);
+    c->write_waiting = true;
+    if (sl_lines_write_submit(hub, index) != 0) {
+        c->write_waiting = false;
+        c->write_shutdown = true; /* answered 503 at the next call */
+        MHD_resume_connection(req->connection);
     }
+    return MHD_YES;
+}
+
+/* The ingest thread's notice that a write is DONE: its connection goes on. */
+static void write_resume(void *ctx, void *waiter)
+{
+    (void)ctx;
+    MHD_resume_connection(waiter);
+}
+
+/* Called again after the resume: answer from the outcome, free the slot. */
+static enum MHD_Result write_answer(struct request *req)
+{
+    struct conn *c = req->conn;
+    struct sl_lines_hub *hub = req->http->context.writes;
+    uint32_t index = c->write_slot - 1;
     struct sl_write *w = &hub->writes[index];
+    if (atomic_load_explicit(&w->state, memory_order_acquire) != SL_WRITE_DONE) {
+        MHD_suspend_connection(req->connection); /* not ours yet (never expected) */
+        return MHD_YES;
+    }
+    c->write_waiting = false;
     uint64_t accepted = w->accepted, rejected = w->rejected;
     enum MHD_Result rc;
     if (w->outcome == SL_WRITE_LOG_REFUSED) {
@@ -2104,6 +2141,14 @@ static enum MHD_Result handle_write(struct request *req, const char *upload_data
     struct conn *c = req->conn;
     if (c->write_slot == 0) {
         return write_begin(req);
+    }
+    if (c->write_waiting) {
+        return write_answer(req);
+    }
+    if (c->write_shutdown) {
+        c->write_shutdown = false;
+        write_release(c);
+        return write_refuse(req, 503, "shutting down");
     }
     if (*upload_data_size > 0) {
         write_take(c, upload_data, *upload_data_size);
@@ -2769,7 +2814,7 @@ static void lay_out(struct sl_http *http)
 static struct MHD_Daemon *start_daemon(struct sl_http *http, int fd)
 {
     const struct sl_http_config *c = &http->config;
-    unsigned int flags = MHD_USE_INTERNAL_POLLING_THREAD;
+    unsigned int flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_ALLOW_SUSPEND_RESUME;
     flags |= MHD_is_feature_supported(MHD_FEATURE_EPOLL) == MHD_YES ? MHD_USE_EPOLL : MHD_USE_AUTO;
     return MHD_start_daemon(flags, 0, NULL, NULL, on_request, http, MHD_OPTION_LISTEN_SOCKET,
                             (MHD_socket)fd, MHD_OPTION_THREAD_POOL_SIZE, (unsigned int)c->threads,
@@ -2866,6 +2911,11 @@ struct sl_http *sl_http_start(const struct sl_http_config *config,
         return NULL;
     }
     http->port = sl_sock_port(fd);
+    if (context->writes != NULL) {
+        /* Before any worker runs: a DONE write resumes its suspended connection. */
+        context->writes->notify = write_resume;
+        context->writes->notify_ctx = http;
+    }
     http->daemon = start_daemon(http, fd);
     if (http->daemon == NULL) {
         /* MHD closes the socket on some failure paths and not on others. */

@@ -407,10 +407,15 @@ static void write_finish(struct sl_lines *L, uint32_t index)
     pthread_mutex_lock(&hub->mu);
     uint32_t state = atomic_load_explicit(&w->state, memory_order_relaxed);
     SL_ASSERT(state == SL_WRITE_SUBMITTED || state == SL_WRITE_ABANDONED);
+    void *waiter = state == SL_WRITE_SUBMITTED ? w->waiter : NULL;
     atomic_store_explicit(&w->state, state == SL_WRITE_ABANDONED ? SL_WRITE_FREE : SL_WRITE_DONE,
                           memory_order_release);
     pthread_cond_broadcast(&hub->done);
     pthread_mutex_unlock(&hub->mu);
+    /* The waiter's connection is suspended until this: the slot stays DONE, untouched by us. */
+    if (waiter != NULL && hub->notify != NULL) {
+        hub->notify(hub->notify_ctx, waiter);
+    }
 }
 
 /* A write is done when its body is parsed and every batch of it came back. */
@@ -541,16 +546,36 @@ int sl_lines_write_acquire(struct sl_lines_hub *hub)
     return found;
 }
 
-void sl_lines_write_submit(struct sl_lines_hub *hub, uint32_t index)
+int sl_lines_write_submit(struct sl_lines_hub *hub, uint32_t index)
 {
     struct sl_write *w = &hub->writes[index];
     w->received_us = sl_clock_realtime_us();
     pthread_mutex_lock(&hub->mu);
-    atomic_store_explicit(&w->state, SL_WRITE_SUBMITTED, memory_order_release);
+    bool closed = hub->closed;
+    if (!closed) {
+        atomic_store_explicit(&w->state, SL_WRITE_SUBMITTED, memory_order_release);
+    }
     pthread_mutex_unlock(&hub->mu);
+    if (closed) {
+        return -1;
+    }
     uint64_t one = 1;
     ssize_t r = write(hub->wake_fd, &one, sizeof one);
     (void)r;
+    return 0;
+}
+
+void sl_lines_write_abandon(struct sl_lines_hub *hub, uint32_t index)
+{
+    struct sl_write *w = &hub->writes[index];
+    pthread_mutex_lock(&hub->mu);
+    uint32_t state = atomic_load_explicit(&w->state, memory_order_relaxed);
+    if (state == SL_WRITE_SUBMITTED) {
+        atomic_store_explicit(&w->state, SL_WRITE_ABANDONED, memory_order_relaxed);
+    } else if (state == SL_WRITE_DONE || state == SL_WRITE_FILLING) {
+        atomic_store_explicit(&w->state, SL_WRITE_FREE, memory_order_release);
+    }
+    pthread_mutex_unlock(&hub->mu);
 }
 
 int sl_lines_write_wait(struct sl_lines_hub *hub, uint32_t index, uint32_t timeout_ms)
@@ -853,6 +878,10 @@ bool sl_lines_busy(const struct sl_lines *L)
 
 void sl_lines_drain(struct sl_lines *L)
 {
+    /* From here no write is submitted; those submitted already are finished below. */
+    pthread_mutex_lock(&L->hub.mu);
+    L->hub.closed = true;
+    pthread_mutex_unlock(&L->hub.mu);
     if (L->config.udp_fd >= 0) {
         udp_serve(L);
     }
@@ -861,13 +890,13 @@ void sl_lines_drain(struct sl_lines *L)
             conn_close(L, i);
         }
     }
-    /* Writes still being parsed finish: their clients wait for an answer. */
-    for (uint32_t round = 0; round < 1u << 20 && L->busy; round++) {
+    /* Writes still being parsed finish (a body a turn's share at a time): their clients wait. */
+    uint32_t rounds = 0;
+    do {
         writes_serve(L);
+        staged_flush(L);
         sl_commit_flush(L->commit);
-    }
-    writes_serve(L);
-    staged_flush(L);
+    } while (L->busy && ++rounds < (1u << 20));
 }
 
 void sl_lines_close(struct sl_lines *L)

@@ -130,6 +130,7 @@ struct sl_write {
     /* zlib's memory for inflating a gzip body: the HTTP thread's, SL_LINES_INFLATE_BYTES. */
     uint8_t *inflate_memory;
     uint32_t inflate_used;
+    void *waiter; /* the HTTP side's handle (its suspended connection), given to hub->notify */
 };
 
 /* The slots HTTP threads and the ingest thread hand over. */
@@ -141,6 +142,14 @@ struct sl_lines_hub {
     pthread_mutex_t mu;
     pthread_cond_t done; /* a write became DONE */
     _Atomic uint64_t refused_busy; /* acquires that found every slot holding a body (503) */
+    bool closed; /* under mu: the ingest thread is draining; submits are refused */
+    /*
+     * Called on the ingest thread, outside the mutex, when a write becomes
+     * DONE, with its waiter (the HTTP side resumes the connection). May be
+     * NULL: the HTTP side then waits (sl_lines_write_wait).
+     */
+    void (*notify)(void *ctx, void *waiter);
+    void *notify_ctx;
 };
 
 struct sl_lines_config {
@@ -231,8 +240,11 @@ void sl_lines_close(struct sl_lines *lines);
 /* Take a free slot: its index, or -1 when every slot holds a body (answer 503). */
 int sl_lines_write_acquire(struct sl_lines_hub *hub);
 
-/* Hand the filled slot to the ingest thread. */
-void sl_lines_write_submit(struct sl_lines_hub *hub, uint32_t index);
+/* Hand the filled slot to the ingest thread: 0, or -1 when it is shutting down (answer 503). */
+int sl_lines_write_submit(struct sl_lines_hub *hub, uint32_t index);
+
+/* The request ended before its outcome was taken: the ingest thread frees the slot when done. */
+void sl_lines_write_abandon(struct sl_lines_hub *hub, uint32_t index);
 
 /*
  * Wait until the submitted slot is DONE, or timeout_ms passed: 0 (the
