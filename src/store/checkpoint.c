@@ -474,6 +474,22 @@ static int stage_table(struct sl_checkpointer *ck, const struct sl_streams *tabl
     return 0;
 }
 
+/* A staged chunk's payload is written: its header goes before it, both into the running CRC. */
+static int chunk_close(struct sl_checkpointer *ck, const struct stage *st, const char *magic,
+                       uint32_t a, uint32_t b, uint64_t lsn, uint64_t payload_bytes)
+{
+    uint8_t header[CK_CHUNK_HEADER_BYTES];
+    chunk_header_encode(header, magic, a, b, lsn, payload_bytes, st->crc);
+    int rc = write_at(ck, header, sizeof header, ck->offset);
+    if (rc != 0) {
+        return rc;
+    }
+    ck->crc_running = sl_crc32c_extend(ck->crc_running, header, sizeof header);
+    ck->crc_running = crc32c_combine(ck->crc_running, st->crc, payload_bytes);
+    ck->offset = st->offset;
+    return 0;
+}
+
 static int write_streams_chunk(struct sl_checkpointer *ck, uint64_t lsn)
 {
     struct stage st = {.fill = 0, .offset = ck->offset + CK_CHUNK_HEADER_BYTES, .crc = 0};
@@ -490,16 +506,7 @@ static int write_streams_chunk(struct sl_checkpointer *ck, uint64_t lsn)
     }
     uint64_t payload_bytes = ((uint64_t)tcp_used + udp_used) * CK_STREAM_ENTRY_BYTES;
     SL_ASSERT(st.offset == ck->offset + CK_CHUNK_HEADER_BYTES + payload_bytes);
-    uint8_t header[CK_CHUNK_HEADER_BYTES];
-    chunk_header_encode(header, "SLST", tcp_used, udp_used, lsn, payload_bytes, st.crc);
-    rc = write_at(ck, header, sizeof header, ck->offset);
-    if (rc != 0) {
-        return rc;
-    }
-    ck->crc_running = sl_crc32c_extend(ck->crc_running, header, sizeof header);
-    ck->crc_running = crc32c_combine(ck->crc_running, st.crc, payload_bytes);
-    ck->offset = st.offset;
-    return 0;
+    return chunk_close(ck, &st, "SLST", tcp_used, udp_used, lsn, payload_bytes);
 }
 
 /*
@@ -538,16 +545,7 @@ static int write_series_chunk(struct sl_checkpointer *ck, uint64_t lsn)
         return rc;
     }
     uint64_t payload_bytes = st.offset - ck->offset - CK_CHUNK_HEADER_BYTES;
-    uint8_t header[CK_CHUNK_HEADER_BYTES];
-    chunk_header_encode(header, "SLSR", written, 0, lsn, payload_bytes, st.crc);
-    rc = write_at(ck, header, sizeof header, ck->offset);
-    if (rc != 0) {
-        return rc;
-    }
-    ck->crc_running = sl_crc32c_extend(ck->crc_running, header, sizeof header);
-    ck->crc_running = crc32c_combine(ck->crc_running, st.crc, payload_bytes);
-    ck->offset = st.offset;
-    return 0;
+    return chunk_close(ck, &st, "SLSR", written, 0, lsn, payload_bytes);
 }
 
 static int write_trailer(struct sl_checkpointer *ck, uint64_t end_lsn)
