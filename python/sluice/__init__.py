@@ -11,7 +11,8 @@
 Client   a sender over libsluice (the C extension sluice._sluice): arrays with the
          buffer protocol are read in place with the GIL released; batches are cut,
          checksummed, pipelined, acknowledged, resent and counted by the library.
-Query    the HTTP API: readings (zero copy), sensor, stats, sensors, metrics.
+Query    the HTTP API: readings (zero copy), sensor, stats, sensors, metrics; named
+         series (line protocol): lookup, series, and a name wherever an id goes; write.
 Gateway  a sluiced of this process's own, on free loopback ports.
 
 Errors, all derived from sluice.Error (which carries .code, the library's
@@ -25,18 +26,20 @@ negative code, where there is one):
      +-- RefusedError                        the gateway answered BAD_CRC, MALFORMED or
      |                                       UNAUTHORIZED: .status, .batch_seq, .counts
      +-- HTTPError                           an HTTP error: .status, .error (the gateway's
-     |                                       "error" text), .url
+     |    |                                  "error" text), .url
+     |    +-- UnknownSeries (also a          no series of that name (Query.lookup, or a
+     |        LookupError)                   name given for a sensor id): .name
      +-- GatewayError                        sluiced not found, not ready in time, or exited
                                              early: .returncode, .stderr
 
 A reading whose value is not finite is not an error: the gateway rejects and
 counts it (the report's "rejected").
 """
-from ._errors import ArgumentError, Error, GatewayError, HTTPError, RefusedError, Timeout
+from ._errors import ArgumentError, Error, GatewayError, HTTPError, RefusedError, Timeout, UnknownSeries
 from ._client import Client
 from ._query import Query, parse_metrics
 from ._gateway import Gateway, find_binary
 
 __version__ = "0.1.0"
 __all__ = ["Client", "Query", "Gateway", "Error", "ArgumentError", "Timeout", "RefusedError", "HTTPError",
-           "GatewayError", "parse_metrics", "find_binary"]
+           "UnknownSeries", "GatewayError", "parse_metrics", "find_binary"]

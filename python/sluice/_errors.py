@@ -58,6 +58,24 @@ class HTTPError(Error):
         self.error = error
         self.url = url
         self.retry_after = None  # the Retry-After header of a 503, if any
+        self.accepted = None     # Query.write: the X-Sluice-Accepted/-Rejected headers of the
+        self.rejected = None     # answer, if any (a 400 partial write stored `accepted` readings)
+
+
+class UnknownSeries(HTTPError, LookupError):
+    """The gateway knows no series of this canonical name (404 "unknown series" from
+    GET /api/v1/series?name=): `name` is the name asked for; `status`, `error` and `url` as
+    HTTPError's, so code that catches HTTPError for an unknown sensor id catches this too."""
+
+    def __init__(self, name, url, error="unknown series"):
+        Error.__init__(self, "unknown series %r (HTTP 404 for %s)" % (name, url))
+        self.name = name
+        self.status = 404
+        self.error = error
+        self.url = url
+        self.retry_after = None
+        self.accepted = None
+        self.rejected = None
 
 
 class GatewayError(Error):

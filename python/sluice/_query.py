@@ -7,6 +7,14 @@ times as i64 LE, then the n values as f32 LE); the two numpy arrays it
 returns are views over that bytearray (numpy.frombuffer: no copy, the arrays
 do not own their memory). Without numpy they are memoryviews cast to 'q'
 and 'f'. The API caps a response at 1,000,000 readings (12 MB).
+
+Named series (docs/spec/LINE_PROTOCOL.md): lookup(name) asks
+GET /api/v1/series?name= once and keeps the answer in a bounded dict
+(NAME_CACHE entries, the oldest forgotten first): the gateway never gives an
+id to another name, so a kept answer never goes stale; an unknown name is
+not kept (it may be written later). Every method that takes a sensor id also
+takes a canonical name (a str). write() posts line protocol to /write on a
+connection of its own, sent once and never resent.
 """
 import http.client
 import json
@@ -15,7 +23,7 @@ import threading
 import time
 import urllib.parse
 
-from ._errors import ArgumentError, Error, HTTPError
+from ._errors import ArgumentError, Error, HTTPError, UnknownSeries
 
 try:
     import numpy as _np
@@ -27,6 +35,10 @@ SENSORS_PAGE = 10000    # the API's limit on one page of /api/v1/sensors
 BUSY_RETRIES = 8        # a 503 with Retry-After ("sensor busy, retry") is asked again this often,
 BUSY_PAUSE_S = 0.005    # after 5 ms, doubling up to BUSY_PAUSE_MAX_S (about 1.3 s in all)
 BUSY_PAUSE_MAX_S = 0.5
+SERIES_PAGE = 1000      # the API's limit on one page of /api/v1/series (a page may hold fewer)
+SERIES_NAME_MAX = 1024  # bytes of one series name (LINE_PROTOCOL.md)
+NAME_CACHE = 4096       # name -> id answers a Query keeps
+PRECISIONS = ("n", "ns", "u", "us", "ms", "s", "m", "h")
 _LITTLE = sys.byteorder == "little"
 
 
@@ -74,9 +86,28 @@ def _integer(value, what, lo, hi):
     return value
 
 
+def _name(value, what="series name"):
+    """A canonical series name as the UTF-8 bytes the gateway compares (ArgumentError otherwise)."""
+    if not isinstance(value, str):
+        raise ArgumentError("%s must be a str, not %r" % (what, value))
+    try:
+        raw = value.encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise ArgumentError("%s %r is not valid Unicode: %s" % (what, value, e)) from None
+    if "\0" in value:
+        raise ArgumentError("%s %r holds a NUL, which the gateway's query string cannot carry" % (what, value))
+    return raw
+
+
 class Query:
     """Read a gateway back: Query("http://127.0.0.1:7401"). Thread-safe (one request at a time);
-    close() or a with-block closes the connection."""
+    close() or a with-block closes the connection.
+
+    A sensor is given as its id (an int, 0 .. 2**32 - 1; a bool is not one) or as the canonical
+    name of a named series (a str, e.g. "boiler,room=a,site=north temp"; a str of digits such
+    as "17" is a name too, never an id). A name is looked up once (lookup) and its id kept, so
+    one Query should talk to one gateway and its data directory: a gateway started afresh on
+    an empty data directory may give the same ids to other names."""
 
     def __init__(self, base_url, timeout=30.0):
         u = urllib.parse.urlsplit(base_url)
@@ -88,6 +119,8 @@ class Query:
         self._timeout = timeout
         self._conn = None
         self._lock = threading.Lock()
+        self._names = {}  # name -> id, at most NAME_CACHE, oldest first (insertion order)
+        self._names_lock = threading.Lock()
 
     # -------------------------------------------------------------- requests
 
@@ -153,17 +186,100 @@ class Query:
 
     # -------------------------------------------------------------- the API
 
+    def lookup(self, name):
+        """The sensor id of the series with this canonical name (a str: the measurement, the tags
+        sorted by key, a space, the field key, escaped as in line protocol:
+        "boiler,room=a,site=north temp"). Exact: a name that is not canonical (tags in another
+        order) is not found. Raises UnknownSeries (a LookupError and an HTTPError) when the
+        gateway knows no such series, ArgumentError for a name that cannot be asked for (not a
+        str, a NUL, over 1,024 bytes). Answers are kept (NAME_CACHE of them): a second lookup
+        of a name asks nothing."""
+        raw = _name(name)
+        with self._names_lock:
+            known = self._names.get(name)
+        if known is not None:
+            return known
+        if len(raw) > SERIES_NAME_MAX:
+            raise ArgumentError("series name of %d bytes: a name is at most %d" % (len(raw), SERIES_NAME_MAX))
+        path = "/api/v1/series?name=" + urllib.parse.quote(raw, safe="")
+        try:
+            answer = self._json(path)
+        except HTTPError as e:
+            if e.status == 404 and e.error == "unknown series":
+                raise UnknownSeries(name, e.url, e.error) from None
+            raise
+        got = answer.get("id") if isinstance(answer, dict) else None
+        if isinstance(got, bool) or not isinstance(got, int) or not 0 <= got <= 2**32 - 1:
+            raise Error("HTTP GET %s: no sensor id in the answer: %r" % (path, answer))
+        if answer.get("name") != name:  # the gateway found another name than the one asked
+            raise Error("HTTP GET %s: asked for %r, answered %r" % (path, name, answer.get("name")))
+        with self._names_lock:
+            if name not in self._names:
+                while len(self._names) >= NAME_CACHE:  # bounded: each pass forgets one
+                    del self._names[next(iter(self._names))]
+                self._names[name] = got
+        return got
+
+    def series(self, prefix="", limit=None):
+        """The named series whose canonical name starts with `prefix` ("": every one), sorted by
+        name (bytewise), as a list of (id, name), at most `limit` of them (None: all). Read page
+        by page until the gateway's total; a name written meanwhile may or may not be in it. A
+        name whose bytes are not UTF-8 (possible over the line protocol) shows U+FFFD where
+        they were and cannot be looked up by that text."""
+        raw = _name(prefix, "prefix")
+        if limit is not None:
+            _integer(limit, "limit", 0, 2**63 - 1)
+        out, seen = [], set()
+        offset = 0
+        while limit is None or len(out) < limit:
+            ask = SERIES_PAGE if limit is None else min(SERIES_PAGE, limit - len(out))
+            page = self._json("/api/v1/series?prefix=%s&offset=%d&limit=%d" %
+                              (urllib.parse.quote(raw, safe=""), offset, ask))
+            total = page.get("total", 0)
+            got = page.get("series", [])
+            if offset >= total:
+                break
+            if not got:
+                raise Error("series: the gateway says %d series from %r and gave none at offset %d" %
+                            (total, prefix, offset))
+            offset += len(got)
+            for entry in got:
+                # A name written between two pages and sorted before `offset` shifts the rest by
+                # one: the next page then repeats an entry, kept only once.
+                if entry["id"] not in seen and (limit is None or len(out) < limit):
+                    seen.add(entry["id"])
+                    out.append((entry["id"], entry["name"]))
+            # Bounded: each pass moves offset on by at least one, and offset < total, which is
+            # at most the gateway's --max-series.
+            if offset >= total:
+                break
+        return out
+
+    @staticmethod
+    def _check_id(sensor):
+        """An int (not a bool) in 0 .. 2**32 - 1, or a str (a name, looked up later)."""
+        if not isinstance(sensor, str):
+            _integer(sensor, "sensor id", 0, 2**32 - 1)
+
+    def _sensor_id(self, sensor):
+        """An id as it is (0 .. 2**32 - 1), or a name's id (lookup)."""
+        if isinstance(sensor, str):
+            return self.lookup(sensor)
+        return _integer(sensor, "sensor id", 0, 2**32 - 1)
+
     def readings(self, sensor_id, from_us=None, to_us=None, limit=None):
-        """The retained readings of one sensor with from_us <= t <= to_us, oldest first, at most
-        `limit` (1 .. 1,000,000; None: the gateway's default, 10,000). Returns (t_us, values): an
-        int64 and a float32 numpy array, views over the response body (no copy)."""
-        _integer(sensor_id, "sensor id", 0, 2**32 - 1)
+        """The retained readings of one sensor (`sensor_id`: an id, or a series name, see the
+        class) with from_us <= t <= to_us, oldest first, at most `limit` (1 .. 1,000,000; None:
+        the gateway's default, 10,000). Returns (t_us, values): an int64 and a float32 numpy
+        array, views over the response body (no copy)."""
+        self._check_id(sensor_id)
         params = [("format", "bin")]
         for name, value in (("from_us", from_us), ("to_us", to_us)):
             if value is not None:
                 params.append((name, _integer(value, name, -2**63, 2**63 - 1)))
         if limit is not None:
             params.append(("limit", _integer(limit, "limit", 1, READINGS_MAX)))
+        sensor_id = self._sensor_id(sensor_id)  # arguments first: a bad one costs no lookup
         path = "/api/v1/sensors/%d/readings?%s" % (sensor_id, urllib.parse.urlencode(params))
         buf, n = self._request(path, _read_bin)
         if _np is not None:
@@ -176,20 +292,23 @@ class Query:
         return view[:8 * n].cast("q"), view[8 * n:].cast("f")
 
     def sensor(self, sensor_id):
-        """GET /api/v1/sensors/{id} as a dict (last reading, retained, windows, ewma)."""
-        _integer(sensor_id, "sensor id", 0, 2**32 - 1)
+        """GET /api/v1/sensors/{id} as a dict (last reading, retained, windows, ewma; "name" for a
+        named series). `sensor_id` is an id or a series name (see the class)."""
+        sensor_id = self._sensor_id(sensor_id)
         return self._json("/api/v1/sensors/%d" % sensor_id)
 
     def stats(self, sensor_id, window_s):
         """One window object (count, mean, min, max, stddev, exact) over the last window_s seconds
-        of the sensor's event time, as a dict."""
-        _integer(sensor_id, "sensor id", 0, 2**32 - 1)
+        of the sensor's event time, as a dict. `sensor_id` is an id or a series name."""
+        self._check_id(sensor_id)
         _integer(window_s, "window_s", 1, 2**63 - 1)
+        sensor_id = self._sensor_id(sensor_id)
         return self._json("/api/v1/sensors/%d/stats?window_s=%d" % (sensor_id, window_s))
 
     def sensors(self):
-        """Every known sensor as a dict (id, readings_total, last_t_us, last_value), ascending
-        id, read page by page (SENSORS_PAGE a request)."""
+        """Every known sensor as a dict (id, readings_total, last_t_us, last_value, and "name"
+        for a named series only: s.get("name") is None for a bare id), ascending id, read page
+        by page (SENSORS_PAGE a request)."""
         out = []
         offset = 0
         while True:
@@ -200,6 +319,48 @@ class Query:
             # Bounded: each pass takes at least one sensor or ends; total bounds the passes.
             if not got or offset >= page.get("total", 0):
                 return out
+
+    def write(self, lines, precision="ns"):
+        """POST line protocol to /write?precision=P: `lines` is a str, bytes (or another buffer),
+        or an iterable of lines (str or bytes, one a line, a newline added where one is
+        missing). Returns (accepted, rejected): the readings the gateway stored and refused
+        (X-Sluice-Accepted/-Rejected; a refused reading, e.g. a string field, is not an error).
+        Answered only once the readings are in the gateway's log. Raises HTTPError with the
+        gateway's text on 400 (some lines did not parse: the others were stored, .accepted says
+        how many readings), 413 (body over --http-max-body: nothing stored) and 503 (the log
+        cannot take it now: nothing stored, .retry_after). Sent once, on a connection of its
+        own: never resent, so never stored twice by this call."""
+        if precision not in PRECISIONS:
+            raise ArgumentError("precision must be one of %s, not %r" % (", ".join(PRECISIONS), precision))
+        body = _lines_body(lines)
+        path = "/write?precision=" + precision
+        url = self._prefix + path
+        conn = http.client.HTTPConnection(self._host, self._port, timeout=self._timeout)
+        try:
+            try:
+                conn.request("POST", url, body=body,
+                             headers={"Content-Type": "text/plain; charset=utf-8"})
+            except (BrokenPipeError, ConnectionResetError):
+                # A gateway that refuses at the headers (413: the Content-Length is over its
+                # bound; 503) answers and closes before it has read the body: its answer may
+                # still be there to read.
+                pass
+            resp = conn.getresponse()
+            data = resp.read()
+        except (OSError, http.client.HTTPException) as e:
+            raise Error("HTTP POST %s%s: %s" % (self.base_url, path, e)) from e
+        finally:
+            conn.close()
+        accepted = _count_header(resp, "X-Sluice-Accepted")
+        rejected = _count_header(resp, "X-Sluice-Rejected")
+        if resp.status not in (200, 204):
+            err = HTTPError(resp.status, _error_text(data), url)
+            err.retry_after = resp.getheader("Retry-After")
+            err.accepted, err.rejected = accepted, rejected
+            raise err
+        if accepted is None or rejected is None:
+            raise Error("HTTP POST %s%s: no X-Sluice-Accepted/-Rejected in the answer" % (self.base_url, path))
+        return accepted, rejected
 
     def metrics(self):
         """GET /metrics parsed: {'sluice_readings_accepted_total': 1234.0, ...}, labelled series
@@ -232,6 +393,37 @@ def _error_text(body):
         return json.loads(body)["error"]
     except (ValueError, KeyError, TypeError):
         return body.decode("utf-8", "replace").strip()[:500]
+
+
+def _lines_body(lines):
+    """The body of a write: str -> UTF-8, a buffer as it is, an iterable of lines joined."""
+    if isinstance(lines, str):
+        return lines.encode("utf-8")
+    if isinstance(lines, (bytes, bytearray, memoryview)):
+        return bytes(lines)
+    try:
+        items = iter(lines)
+    except TypeError:
+        raise ArgumentError("write: lines must be a str, bytes or an iterable of lines, not %r" % (lines,)) from None
+    parts = []
+    for line in items:
+        if isinstance(line, str):
+            line = line.encode("utf-8")
+        elif isinstance(line, (bytes, bytearray, memoryview)):
+            line = bytes(line)
+        else:
+            raise ArgumentError("write: a line must be a str or bytes, not %r" % (line,))
+        parts.append(line if line.endswith(b"\n") else line + b"\n")
+    return b"".join(parts)
+
+
+def _count_header(resp, name):
+    value = resp.getheader(name)
+    try:
+        n = int(value)
+    except (TypeError, ValueError):
+        return None
+    return n if n >= 0 else None
 
 
 def _read_bin(resp):
