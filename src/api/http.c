@@ -205,6 +205,7 @@ struct conn {
     /* The worker's own, between the request line and the request's end: */
     bool answered;        /* this request has its response */
     bool too_many_params; /* the request line held more than SL_HTTP_QUERY_PARAMS_MAX */
+    bool headers_seen;    /* the access handler was called for this request already */
     struct cursor cursor;
     /* An HTTP write: its slot + 1 (0: none), and the body's decoding. */
     uint32_t write_slot;
@@ -2338,6 +2339,22 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *connection, 
         return MHD_YES;
     }
     conn_headers_complete(http, c);
+    if (!c->headers_seen) {
+        c->headers_seen = true;
+        /*
+         * A request without a body is answered at MHD's second call, once it
+         * knows the request is whole: a response queued at the first would
+         * make it close the connection (no keep-alive for queries, pings).
+         * One that announces a body (not a write) is answered at once, and
+         * its connection closed, rather than read a body nobody wants.
+         */
+        bool bodyless =
+            MHD_lookup_connection_value(connection, MHD_HEADER_KIND, "Content-Length") == NULL &&
+            MHD_lookup_connection_value(connection, MHD_HEADER_KIND, "Transfer-Encoding") == NULL;
+        if (bodyless && strcmp(method, MHD_HTTP_METHOD_POST) != 0) {
+            return MHD_YES;
+        }
+    }
     struct request req = {.http = http, .connection = connection, .conn = c};
     if (c->too_many_params) {
         count(&http->params_refused);
@@ -2601,6 +2618,7 @@ static void *on_uri(void *cls, const char *uri, struct MHD_Connection *connectio
     }
     pthread_mutex_unlock(&http->lock);
     c->answered = false;
+    c->headers_seen = false;
     c->cursor.kind = PIECE_NONE;
     const char *query = strchr(uri, '?');
     uint32_t params = 0;
