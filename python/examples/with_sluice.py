@@ -17,6 +17,7 @@ from feed import SENSOR, SENSORS, WINDOW_S, chunks, mib, parse, peak_rss_bytes
 # A small gateway: 4 TCP connections, no UDP, a 4 MiB log buffer (the defaults plan for 128
 # connections and a 32 MiB buffer, which a one-sender job does not need).
 GATEWAY = dict(max_sensors=SENSORS, ring_readings=4096, max_tcp_connections=4, udp="off",
+               max_http_writes=1, http_max_body="64K",  # it writes over TCP, not /write
                log_buffer_bytes="4M", sync="batch")
 
 
