@@ -34,7 +34,6 @@
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/socket.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "core/assert.h"
@@ -142,7 +141,6 @@ int sl_lines_open(struct sl_lines *L, const struct sl_lines_config *config,
     hub->body_bytes = config->http_body_bytes;
     hub->wake_fd = wake_fd;
     pthread_mutex_init(&hub->mu, NULL);
-    pthread_cond_init(&hub->done, NULL);
     if (hub->count > 0) {
         hub->writes = sl_arena_take(arena, (uint64_t)hub->count * sizeof(struct sl_write));
         for (uint32_t i = 0; i < hub->count; i++) {
@@ -410,7 +408,6 @@ static void write_finish(struct sl_lines *L, uint32_t index)
     void *waiter = state == SL_WRITE_SUBMITTED ? w->waiter : NULL;
     atomic_store_explicit(&w->state, state == SL_WRITE_ABANDONED ? SL_WRITE_FREE : SL_WRITE_DONE,
                           memory_order_release);
-    pthread_cond_broadcast(&hub->done);
     pthread_mutex_unlock(&hub->mu);
     /* The waiter's connection is suspended until this: the slot stays DONE, untouched by us. */
     if (waiter != NULL && hub->notify != NULL) {
@@ -576,31 +573,6 @@ void sl_lines_write_abandon(struct sl_lines_hub *hub, uint32_t index)
         atomic_store_explicit(&w->state, SL_WRITE_FREE, memory_order_release);
     }
     pthread_mutex_unlock(&hub->mu);
-}
-
-int sl_lines_write_wait(struct sl_lines_hub *hub, uint32_t index, uint32_t timeout_ms)
-{
-    struct sl_write *w = &hub->writes[index];
-    struct timespec deadline;
-    clock_gettime(CLOCK_REALTIME, &deadline);
-    deadline.tv_sec += timeout_ms / 1000;
-    deadline.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
-    if (deadline.tv_nsec >= 1000000000L) {
-        deadline.tv_sec++;
-        deadline.tv_nsec -= 1000000000L;
-    }
-    int rc = 0;
-    pthread_mutex_lock(&hub->mu);
-    while (atomic_load_explicit(&w->state, memory_order_acquire) != SL_WRITE_DONE) {
-        if (pthread_cond_timedwait(&hub->done, &hub->mu, &deadline) == ETIMEDOUT &&
-            atomic_load_explicit(&w->state, memory_order_acquire) != SL_WRITE_DONE) {
-            atomic_store_explicit(&w->state, SL_WRITE_ABANDONED, memory_order_relaxed);
-            rc = -ETIMEDOUT;
-            break;
-        }
-    }
-    pthread_mutex_unlock(&hub->mu);
-    return rc;
 }
 
 void sl_lines_write_release(struct sl_lines_hub *hub, uint32_t index)
@@ -901,6 +873,5 @@ void sl_lines_drain(struct sl_lines *L)
 
 void sl_lines_close(struct sl_lines *L)
 {
-    pthread_cond_destroy(&L->hub.done);
     pthread_mutex_destroy(&L->hub.mu);
 }

@@ -21,8 +21,8 @@
  * which parses SL_LINES_TICK_BYTES of it a loop turn (a large body never
  * stalls the other inputs), logs its batches, and when every one is
  * delivered (durable under --sync, applied) hands the slot back with the
- * outcome. The HTTP thread waits for it on the hub's condition variable,
- * then answers 204/400/503 and frees the slot.
+ * outcome, resuming the HTTP connection (suspended meanwhile, so its
+ * worker serves others); the worker answers 204/400/503 and frees the slot.
  *
  * The TCP listener: a connection table of --max-tcp-connections, each with
  * a SL_LINES_LINE_MAX buffer; a longer line is skipped to its newline and
@@ -140,13 +140,12 @@ struct sl_lines_hub {
     uint64_t body_bytes; /* each slot's body capacity (--http-max-body) */
     int wake_fd;         /* the ingest thread's eventfd */
     pthread_mutex_t mu;
-    pthread_cond_t done; /* a write became DONE */
     _Atomic uint64_t refused_busy; /* acquires that found every slot holding a body (503) */
     bool closed; /* under mu: the ingest thread is draining; submits are refused */
     /*
      * Called on the ingest thread, outside the mutex, when a write becomes
-     * DONE, with its waiter (the HTTP side resumes the connection). May be
-     * NULL: the HTTP side then waits (sl_lines_write_wait).
+     * DONE, with its waiter (the HTTP side resumes its suspended
+     * connection). Set before the HTTP workers start.
      */
     void (*notify)(void *ctx, void *waiter);
     void *notify_ctx;
@@ -245,13 +244,6 @@ int sl_lines_write_submit(struct sl_lines_hub *hub, uint32_t index);
 
 /* The request ended before its outcome was taken: the ingest thread frees the slot when done. */
 void sl_lines_write_abandon(struct sl_lines_hub *hub, uint32_t index);
-
-/*
- * Wait until the submitted slot is DONE, or timeout_ms passed: 0 (the
- * outcome is in the slot), or -ETIMEDOUT (the slot is abandoned to the
- * ingest thread, which frees it; do not touch it again).
- */
-int sl_lines_write_wait(struct sl_lines_hub *hub, uint32_t index, uint32_t timeout_ms);
 
 /* Give the slot back (FILLING or DONE). */
 void sl_lines_write_release(struct sl_lines_hub *hub, uint32_t index);
