@@ -587,21 +587,18 @@ void sl_lines_write_release(struct sl_lines_hub *hub, uint32_t index)
 
 /* ---- TCP ---- */
 
-static int64_t live_ms(const struct sl_lines *L, const _Atomic uint32_t *live_value, uint32_t fixed)
-{
-    return (int64_t)(L->config.live != NULL ? sl_live_get(live_value) : fixed) * 1000000;
-}
-
 static int64_t idle_timeout_ns(const struct sl_lines *L)
 {
-    return live_ms(L, L->config.live ? &L->config.live->tcp_idle_timeout_ms : NULL,
-                   L->config.tcp_idle_timeout_ms);
+    const struct sl_live *l = L->config.live;
+    return (int64_t)(l ? sl_live_get(&l->tcp_idle_timeout_ms) : L->config.tcp_idle_timeout_ms) *
+           1000000;
 }
 
 static int64_t line_timeout_ns(const struct sl_lines *L)
 {
-    return live_ms(L, L->config.live ? &L->config.live->tcp_frame_timeout_ms : NULL,
-                   L->config.tcp_line_timeout_ms);
+    const struct sl_live *l = L->config.live;
+    return (int64_t)(l ? sl_live_get(&l->tcp_frame_timeout_ms) : L->config.tcp_line_timeout_ms) *
+           1000000;
 }
 
 static uint32_t per_ip_max(const struct sl_lines *L)

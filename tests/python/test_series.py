@@ -79,6 +79,19 @@ def written(gw):
     return want
 
 
+def count_requests(q):
+    """The paths `q` requests from now on, appended to the list returned."""
+    asked = []
+    real = q._request
+
+    def counting(path, read_body):
+        asked.append(path)
+        return real(path, read_body)
+
+    q._request = counting
+    return asked
+
+
 def test_lookup_gives_named_ids(gw, written):
     with gw.query() as q:
         ids = {name: q.lookup(name) for name in written}
@@ -154,14 +167,7 @@ def test_readings_sensor_stats_by_name(gw, written):
 
 def test_names_are_looked_up_once(gw, written):
     with gw.query() as q:
-        asked = []
-        real = q._request
-
-        def counting(path, read_body):
-            asked.append(path)
-            return real(path, read_body)
-
-        q._request = counting
+        asked = count_requests(q)
         name = "boiler,room=b temp"
         for _ in range(3):
             q.readings(name)
@@ -197,14 +203,7 @@ def test_sensors_carry_names(gw, written):
 
 def test_series_pages_through_the_prefix(gw, written):
     with gw.query() as q:
-        asked = []
-        real = q._request
-
-        def counting(path, read_body):
-            asked.append(path)
-            return real(path, read_body)
-
-        q._request = counting
+        asked = count_requests(q)
         pumps = q.series("pump,")
         assert [n for _, n in pumps] == [pump(i) for i in range(PUMPS)]  # sorted by name
         assert [i for i, _ in pumps] == [q.lookup(pump(i)) for i in range(PUMPS)]
