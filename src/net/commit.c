@@ -269,6 +269,7 @@ static void group_deliver(struct sl_commit *c, const struct sl_apply_group *grou
         }
     }
     SL_ASSERT(j == group->jobs_count);
+    sl_log_set_applied(c->log, c->applied_lsn); /* uplinks read the log up to here */
 }
 
 /*

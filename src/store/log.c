@@ -357,7 +357,7 @@ static void scan_visit(struct scanner *s, const struct sl_log_record *record, sl
     s->base_lsn = record->lsn;
     scan->records++;
     if (record->transport != SL_LOG_SERIES) {
-        scan->readings += record->batch.header.count;
+        scan->readings += record->transport == SL_LOG_SERIES ? 0 : record->batch.header.count;
     }
     scan->last_lsn = record->lsn;
     if (visit != NULL && visit(ctx, record) != 0) {
@@ -530,6 +530,8 @@ struct sl_log_segment {
     uint64_t first_lsn; /* of the records committed to it (0: none) */
     uint64_t last_lsn;
     uint64_t records;
+    uint64_t readings;   /* in its records (series names are no readings) */
+    uint64_t data_bytes; /* of its records, from offset 64 */
 };
 
 /* Why the log is failed: packed into one atomic word for sl_log_health on other threads. */
@@ -567,7 +569,9 @@ struct sl_log {
     uint32_t pending_count; /* records in [written, used); their structs end the buffer */
     uint64_t pending_first_lsn;
     uint64_t kept_records; /* records in [0, written) */
+    uint64_t kept_readings;
     uint64_t kept_first_lsn;
+    uint64_t pending_readings; /* in [written, used) */
     uint64_t written_last_lsn; /* the newest lsn in the file */
 
     uint64_t next_lsn;
@@ -583,6 +587,10 @@ struct sl_log {
     bool failed;
     bool ask_checkpoint; /* failed for a full disk: ask for a checkpoint once (see waiting) */
     bool closed;
+    bool blocked; /* failed because a blocking hold needs the oldest segment */
+    uint32_t blocked_by;
+    struct sl_log_hold *holds[SL_LOG_HOLDS_MAX];
+    uint32_t holds_count;
     char path[SL_LOG_PATH_BYTES];
     char path_to[SL_LOG_PATH_BYTES];
 };
@@ -636,6 +644,15 @@ static struct sl_log_segment *segment_newest(struct sl_log *log)
     return segment_at(log, log->segments_count - 1);
 }
 
+/* Where readers on other threads find the files: the oldest and newest names (release). */
+static void publish_range(struct sl_log *log)
+{
+    uint64_t oldest = log->segments_count > 0 ? segment_at(log, 0)->name_seq : 0;
+    uint64_t newest = log->segments_count > 0 ? segment_newest(log)->name_seq : 0;
+    atomic_store_explicit(&log->counters.oldest_seq, oldest, memory_order_release);
+    atomic_store_explicit(&log->counters.newest_seq, newest, memory_order_release);
+}
+
 static void segment_push(struct sl_log *log, const struct sl_log_segment *segment)
 {
     SL_ASSERT(log->segments_count < log->segments_cap);
@@ -643,6 +660,91 @@ static void segment_push(struct sl_log *log, const struct sl_log_segment *segmen
     log->segments_count++;
     log->disk_bytes += segment->bytes;
     counter_set(&log->counters.bytes_on_disk, log->disk_bytes);
+    publish_range(log);
+}
+
+/*
+ * A segment given up after an error holds valid records only up to
+ * last_lsn (what it was credited with); readers must not take the rest of
+ * it (kept records rewritten elsewhere, or a failed commit's). Published
+ * before any later record is applied. Slot by seq; 0 marks a slot being
+ * written.
+ */
+static void retired_publish(struct sl_log *log, uint64_t seq, uint64_t last_lsn)
+{
+    uint32_t i = (uint32_t)(seq % SL_LOG_RETIRED_SLOTS);
+    atomic_store_explicit(&log->counters.retired_seq[i], 0, memory_order_release);
+    atomic_store_explicit(&log->counters.retired_last[i], last_lsn, memory_order_release);
+    atomic_store_explicit(&log->counters.retired_seq[i], seq, memory_order_release);
+}
+
+int sl_log_retired_last(const struct sl_log_counters *c, uint64_t seq, uint64_t *last_lsn)
+{
+    uint32_t i = (uint32_t)(seq % SL_LOG_RETIRED_SLOTS);
+    if (atomic_load_explicit(&c->retired_seq[i], memory_order_acquire) != seq) {
+        return 0;
+    }
+    uint64_t last = atomic_load_explicit(&c->retired_last[i], memory_order_acquire);
+    if (atomic_load_explicit(&c->retired_seq[i], memory_order_acquire) != seq) {
+        return 0;
+    }
+    *last_lsn = last;
+    return 1;
+}
+
+/* Does a hold still need records of this segment? */
+static bool hold_needs(const struct sl_log_hold *hold, const struct sl_log_segment *seg)
+{
+    return seg->records > 0 &&
+           seg->last_lsn >= atomic_load_explicit(&hold->need_lsn, memory_order_acquire);
+}
+
+/* Does a blocking hold need this segment? */
+static bool hold_blocks(const struct sl_log *log, const struct sl_log_segment *seg)
+{
+    for (uint32_t i = 0; i < log->holds_count; i++) {
+        if (log->holds[i]->block && hold_needs(log->holds[i], seg)) {
+            return true;
+        }
+    }
+    return false;
+}
+
+/*
+ * The oldest segment is about to be recycled or deleted: -EBUSY when a
+ * blocking hold still needs it (log->blocked_by names it); otherwise every
+ * dropping hold that needs it is told first (it counts what it loses).
+ */
+static int holds_release(struct sl_log *log, const struct sl_log_segment *seg)
+{
+    for (uint32_t i = 0; i < log->holds_count; i++) {
+        if (log->holds[i]->block && hold_needs(log->holds[i], seg)) {
+            log->blocked_by = i;
+            return -EBUSY;
+        }
+    }
+    struct sl_log_segment_info info = {.seq = seg->seq,
+                                       .name_seq = seg->name_seq,
+                                       .first_lsn = seg->first_lsn,
+                                       .last_lsn = seg->last_lsn,
+                                       .records = seg->records,
+                                       .readings = seg->readings,
+                                       .data_bytes = seg->data_bytes};
+    for (uint32_t i = 0; i < log->holds_count; i++) {
+        if (hold_needs(log->holds[i], seg)) {
+            log->holds[i]->dropping(log->holds[i]->ctx, &info);
+        }
+    }
+    return 0;
+}
+
+int sl_log_add_hold(struct sl_log *log, struct sl_log_hold *hold)
+{
+    if (log->holds_count == SL_LOG_HOLDS_MAX) {
+        return -ENOSPC;
+    }
+    log->holds[log->holds_count++] = hold;
+    return 0;
 }
 
 /*
@@ -671,10 +773,12 @@ static void segment_pop(struct sl_log *log)
     counter_set(&log->counters.bytes_on_disk, log->disk_bytes);
     log->segments_head = (log->segments_head + 1) % log->segments_cap;
     log->segments_count--;
+    publish_range(log);
 }
 
 /* Stats of the records a successful commit (or rescue) put in the current segment. */
-static void segment_note(struct sl_log *log, uint64_t first_lsn, uint64_t last_lsn, uint64_t count)
+static void segment_note(struct sl_log *log, uint64_t first_lsn, uint64_t last_lsn, uint64_t count,
+                         uint64_t readings, uint64_t bytes)
 {
     struct sl_log_segment *seg = segment_newest(log);
     if (seg->first_lsn == 0) {
@@ -682,6 +786,8 @@ static void segment_note(struct sl_log *log, uint64_t first_lsn, uint64_t last_l
     }
     seg->last_lsn = last_lsn;
     seg->records += count;
+    seg->readings += readings;
+    seg->data_bytes += bytes;
 }
 
 /* ---- making segments ---- */
@@ -790,12 +896,16 @@ static int segment_make_room(struct sl_log *log, bool *recycle)
             old->last_lsn >= log->checkpoint_lsn) {
             return -EAGAIN; /* full of records no checkpoint holds: wait for one */
         }
+        int rc = holds_release(log, old);
+        if (rc != 0) {
+            return rc; /* an uplink with --uplink-when-full block still needs it */
+        }
         if (old->bytes == seg_bytes && log->disk_bytes <= log->config.bytes_max) {
             *recycle = true; /* same size: renaming it in place keeps the total where it is */
             return 0;
         }
         segment_path(log, log->path, old->name_seq);
-        int rc = log->io->unlink(log->io, log->path);
+        rc = log->io->unlink(log->io, log->path);
         if (rc != 0 && rc != -ENOENT) {
             return rc;
         }
@@ -820,6 +930,9 @@ static int segment_when_full(struct sl_log *log, uint64_t seq, uint64_t first_ls
     while (disk_full(rc) && log->segments_count > 1 &&
            segment_uncovered(log, segment_at(log, 0)) == 0) {
         const struct sl_log_segment *old = segment_at(log, 0);
+        if (holds_release(log, old) != 0) {
+            return rc;
+        }
         if (old->bytes == log->config.segment_bytes) {
             rc = segment_recycle(log, seq, first_lsn, fd);
             if (rc == 0) {
@@ -896,6 +1009,7 @@ static void buffer_advance(struct sl_log *log)
     log->written_bytes = 0;
     log->used_bytes = 0;
     log->kept_records = 0;
+    log->kept_readings = 0;
 }
 
 static void note_durable(struct sl_log *log)
@@ -964,7 +1078,8 @@ static int rescue_write(struct sl_log *log)
         segment_retire(log);
         return rc;
     }
-    segment_note(log, log->kept_first_lsn, log->written_last_lsn, log->kept_records);
+    segment_note(log, log->kept_first_lsn, log->written_last_lsn, log->kept_records,
+                 log->kept_readings, log->written_bytes);
     note_durable(log);
     buffer_advance(log);
     return 0;
@@ -979,14 +1094,17 @@ static void enter_failed(struct sl_log *log, int create_rc)
     }
     log->retry_ns = log->now_ns + SL_LOG_RETRY_NS;
     log->ask_checkpoint = disk_full(create_rc) && log->config.wait_for_checkpoint;
+    log->blocked = create_rc == -EBUSY;
+    uint64_t seq = log->blocked ? log->blocked_by : log->cause_seq; /* the hold's index */
     atomic_store_explicit(&log->health,
-                          health_pack(log->cause, -log->cause_rc, log->cause_seq, -create_rc),
+                          health_pack(log->cause, -log->cause_rc, seq, -create_rc),
                           memory_order_release);
 }
 
 static void leave_failed(struct sl_log *log)
 {
     log->failed = false;
+    log->blocked = false;
     log->cause = CAUSE_NONE;
     atomic_store_explicit(&log->counters.failed, 0, memory_order_relaxed);
     atomic_store_explicit(&log->health, 0, memory_order_release);
@@ -1031,9 +1149,12 @@ static int segment_failed(struct sl_log *log, enum health_cause cause, int err)
          * anew. */
         SL_ASSERT(seg->records >= log->kept_records);
         seg->records -= log->kept_records;
+        seg->readings -= seg->readings >= log->kept_readings ? log->kept_readings : seg->readings;
+        seg->data_bytes -= seg->data_bytes >= log->written_bytes ? log->written_bytes : seg->data_bytes;
         seg->last_lsn = seg->records > 0 ? log->kept_first_lsn - 1 : 0;
         seg->first_lsn = seg->records > 0 ? seg->first_lsn : 0;
     }
+    retired_publish(log, seg->seq, seg->last_lsn);
     segment_retire(log);
     return rescue(log);
 }
@@ -1154,6 +1275,7 @@ int sl_log_append(struct sl_log *log, const struct sl_batch *batch, uint8_t tran
         log->pending_first_lsn = lsn;
     }
     log->pending_count++;
+    log->pending_readings += transport == SL_LOG_SERIES ? 0 : count;
     log->used_bytes += bytes;
     log->bytes_since += bytes;
     *lsn_out = lsn;
@@ -1179,6 +1301,7 @@ static int commit_sync(struct sl_log *log, int64_t now_ns)
 struct buffer_mark {
     uint64_t written_bytes;
     uint64_t kept_records;
+    uint64_t kept_readings;
     uint64_t kept_first_lsn;
     uint64_t unsynced_records;
     uint64_t written_last_lsn;
@@ -1195,6 +1318,7 @@ static void commit_failed(struct sl_log *log, const struct buffer_mark *before, 
     counter_add(&log->counters.records_failed, count);
     log->used_bytes = log->written_bytes = before->written_bytes;
     log->kept_records = before->kept_records;
+    log->kept_readings = before->kept_readings;
     log->kept_first_lsn = before->kept_first_lsn;
     log->unsynced_records = before->unsynced_records;
     log->written_last_lsn = before->written_last_lsn;
@@ -1222,7 +1346,7 @@ static void start_writeback(struct sl_log *log)
 }
 
 /* Write [written, used); account it as written (kept until synced). */
-static int commit_write(struct sl_log *log, uint32_t count)
+static int commit_write(struct sl_log *log, uint32_t count, uint64_t readings)
 {
     int rc = write_range(log, log->written_bytes);
     if (rc != 0) {
@@ -1232,6 +1356,7 @@ static int commit_write(struct sl_log *log, uint32_t count)
         log->kept_first_lsn = log->pending_first_lsn;
     }
     log->kept_records += count;
+    log->kept_readings += readings;
     log->unsynced_records += count;
     log->written_bytes = log->used_bytes;
     log->written_last_lsn = log->next_lsn - 1;
@@ -1254,13 +1379,17 @@ int sl_log_commit(struct sl_log *log, int64_t now_ns, uint64_t *applicable_lsn)
     struct buffer_mark before = {
         .written_bytes = log->written_bytes,
         .kept_records = log->kept_records,
+        .kept_readings = log->kept_readings,
         .kept_first_lsn = log->kept_first_lsn,
         .unsynced_records = log->unsynced_records,
         .written_last_lsn = log->written_last_lsn,
     };
+    uint64_t readings = log->pending_readings;
+    uint64_t bytes = log->used_bytes - log->written_bytes;
     log->pending_count = 0; /* the handed-out structs stay readable until the next append */
+    log->pending_readings = 0;
     counter_add(&log->counters.commits, 1);
-    int rc = commit_write(log, count);
+    int rc = commit_write(log, count, readings);
     enum health_cause cause = CAUSE_WRITE;
     if (rc == 0) {
         cause = CAUSE_SYNC;
@@ -1271,7 +1400,8 @@ int sl_log_commit(struct sl_log *log, int64_t now_ns, uint64_t *applicable_lsn)
         *applicable_lsn = first_lsn - 1;
         return rc;
     }
-    segment_note(log, first_lsn, log->next_lsn - 1, count);
+    segment_note(log, first_lsn, log->next_lsn - 1, count, readings, bytes);
+    counter_add(&log->counters.appended_bytes, bytes);
     return 0;
 }
 
@@ -1280,6 +1410,10 @@ void sl_log_tick(struct sl_log *log, int64_t now_ns)
     SL_ASSERT(!log->closed);
     log->now_ns = now_ns;
     if (log->failed) {
+        if (log->blocked && log->segments_count > 0 &&
+            !hold_blocks(log, segment_at(log, 0))) {
+            log->retry_ns = 0; /* the uplink drained past the oldest segment: try now */
+        }
         if (now_ns < log->retry_ns) {
             return;
         }
@@ -1329,6 +1463,11 @@ bool sl_log_waiting_for_checkpoint(struct sl_log *log)
     return true;
 }
 
+void sl_log_set_applied(struct sl_log *log, uint64_t lsn)
+{
+    atomic_store_explicit(&log->counters.applied_lsn, lsn, memory_order_release);
+}
+
 uint64_t sl_log_next_lsn(const struct sl_log *log)
 {
     return log->next_lsn;
@@ -1365,7 +1504,11 @@ int sl_log_health(const struct sl_log *log, char *buf, uint32_t buf_bytes)
     const char *full = create_errno == ENOSPC || create_errno == EDQUOT
                            ? " (and no older segment wholly held by a checkpoint to recycle)"
                            : "";
-    if (create_errno == EAGAIN) {
+    if (create_errno == EBUSY) {
+        uint64_t i = h >> HEALTH_SEQ_SHIFT;
+        snprintf(buf, buf_bytes, "uplink backlog full: %s",
+                 i < log->holds_count ? log->holds[i]->name : "?");
+    } else if (create_errno == EAGAIN) {
         snprintf(buf, buf_bytes,
                  "log: full (--log-bytes-max) of records no checkpoint holds yet; refusing "
                  "writes until the checkpoint in progress completes");
@@ -1427,6 +1570,7 @@ struct replay {
     sl_log_visit_fn visit;
     void *ctx;
     uint64_t first_lsn;
+    uint64_t readings; /* in the segment's records */
     bool stopped;
 };
 
@@ -1436,6 +1580,7 @@ static int replay_visit(void *ctx, const struct sl_log_record *record)
     if (r->first_lsn == 0) {
         r->first_lsn = record->lsn;
     }
+    r->readings += record->transport == SL_LOG_SERIES ? 0 : record->batch.header.count;
     int rc = r->visit != NULL ? r->visit(r->ctx, record) : 0;
     if (rc != 0) {
         r->stopped = true;
@@ -1637,6 +1782,7 @@ static int replay_segment(struct sl_log *log, const struct found *f, const uint8
     struct scanner s = {.buf = data, .len = f->file_bytes, .last_lsn = recovery->last_lsn};
     struct sl_log_scan scan;
     rp->first_lsn = 0;
+    rp->readings = 0;
     int rc = scan_run(&s, replay_visit, rp, &scan);
     SL_ASSERT(rc == 0); /* the header was read and checked already */
     recovery->records += scan.records;
@@ -1669,7 +1815,11 @@ static int replay_segment(struct sl_log *log, const struct found *f, const uint8
                                    .bytes = f->file_bytes,
                                    .first_lsn = rp->first_lsn,
                                    .last_lsn = scan.last_lsn,
-                                   .records = scan.records};
+                                   .records = scan.records,
+                                   .readings = rp->readings,
+                                   .data_bytes = scan.end_offset > SL_LOG_SEGMENT_HEADER_BYTES
+                                                     ? scan.end_offset - SL_LOG_SEGMENT_HEADER_BYTES
+                                                     : 0};
     return rp->stopped ? -ECANCELED : 0;
 }
 
@@ -1719,6 +1869,7 @@ static int replay_all(struct sl_log *log, struct found *files, uint32_t good, sl
             dropped_records += segment_uncovered(log, &seg);
         } else {
             segment_push(log, &seg);
+            counter_add(&log->counters.appended_bytes, seg.data_bytes);
         }
     }
     free(data);
@@ -1815,6 +1966,7 @@ struct sl_log *sl_log_open(const struct sl_log_config *config, struct sl_arena *
     log->next_lsn = recovery->last_lsn + 1;
     log->written_last_lsn = recovery->last_lsn;
     counter_set(&log->counters.durable_lsn, recovery->last_lsn);
+    sl_log_set_applied(log, recovery->last_lsn);
     counter_set(&log->counters.corrupt_records, recovery->corrupt_records);
     counter_set(&log->counters.corrupt_bytes, recovery->corrupt_bytes);
     counter_set(&log->counters.torn_tail_bytes, recovery->torn_tail_bytes);

@@ -63,6 +63,8 @@
 #define SL_LOG_SYNC_INTERVAL_MS_DEFAULT 100u
 #define SL_LOG_SYNC_INTERVAL_MS_MAX 60000u
 #define SL_LOG_RETRY_NS (1000000000LL) /* a failed log retries a fresh segment once a second */
+#define SL_LOG_HOLDS_MAX 8u       /* uplinks */
+#define SL_LOG_RETIRED_SLOTS 16u  /* retired segments remembered for readers */
 
 _Static_assert(SL_LOG_SEGMENT_BYTES_MIN > SL_LOG_SEGMENT_HEADER_BYTES + SL_LOG_RECORD_BYTES_MAX,
                "a segment holds the largest record");
@@ -215,6 +217,8 @@ struct sl_log_recovery {
     double seconds;            /* wall time of the scan and replay */
 };
 
+struct sl_log; /* defined in log.c: the writer's state */
+
 struct sl_log_counters {
     _Atomic uint64_t records_written;
     _Atomic uint64_t bytes_written;
@@ -235,9 +239,61 @@ struct sl_log_counters {
     _Atomic uint64_t bytes_on_disk;           /* segment files */
     _Atomic uint64_t durable_lsn;             /* highest lsn known synced */
     _Atomic int failed;                       /* 1 while appends are refused */
+    /*
+     * For readers of the files on other threads (uplinks): the oldest and
+     * newest segment names (release), the last record applied to the store
+     * (every record at or below it is whole in its file), the bytes of
+     * records committed (since the records of the segments found at
+     * start-up), and the segments given up after an error with the last lsn
+     * each validly holds (sl_log_retired_last).
+     */
+    _Atomic uint64_t oldest_seq;
+    _Atomic uint64_t newest_seq;
+    _Atomic uint64_t applied_lsn;
+    _Atomic uint64_t appended_bytes;
+    _Atomic uint64_t retired_seq[SL_LOG_RETIRED_SLOTS];
+    _Atomic uint64_t retired_last[SL_LOG_RETIRED_SLOTS];
 };
 
-struct sl_log; /* defined in log.c: the writer's state */
+/*
+ * Is segment `seq` one given up after an error? 1 with the last lsn it
+ * validly holds in *last_lsn (records after it there are not to be read:
+ * they were rewritten in the next segment, or failed), else 0. Any thread.
+ * Only the last SL_LOG_RETIRED_SLOTS retirements are remembered.
+ */
+int sl_log_retired_last(const struct sl_log_counters *counters, uint64_t seq, uint64_t *last_lsn);
+
+/* What a hold is told about a segment about to be recycled. */
+struct sl_log_segment_info {
+    uint64_t seq, name_seq;
+    uint64_t first_lsn, last_lsn; /* 0, 0: no records */
+    uint64_t records;
+    uint64_t readings;   /* in its records */
+    uint64_t data_bytes; /* of its records */
+};
+
+/*
+ * A reader's claim on the log (an uplink): records with lsn >= need_lsn
+ * are still needed (UINT64_MAX: none). When the log must recycle a segment
+ * a hold needs, a `block` hold makes appends fail (the failed state, health
+ * "uplink backlog full: NAME") until need_lsn passes it; otherwise
+ * `dropping` is called first, on the writer's thread, and the segment is
+ * recycled.
+ */
+struct sl_log_hold {
+    const char *name;
+    _Atomic uint64_t need_lsn;
+    bool block;
+    void (*dropping)(void *ctx, const struct sl_log_segment_info *segment);
+    void *ctx;
+};
+
+/* Register a hold (start-up, before the writer runs). 0, or -ENOSPC past SL_LOG_HOLDS_MAX. */
+int sl_log_add_hold(struct sl_log *log, struct sl_log_hold *hold);
+
+/* The commit pipeline: every record at or below lsn is applied (release). */
+void sl_log_set_applied(struct sl_log *log, uint64_t lsn);
+
 
 /* Memory the log takes from the arena: the append buffer. */
 void sl_log_plan(const struct sl_log_config *config, struct sl_plan *plan);
