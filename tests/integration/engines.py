@@ -18,6 +18,7 @@ import atexit
 import json
 import os
 import signal
+import struct
 import subprocess
 import time
 import urllib.parse
@@ -39,6 +40,11 @@ def _kill_all():
 
 class EngineError(RuntimeError):
     pass
+
+
+def f32(x):
+    """x rounded to the nearest 32-bit float (what the store keeps)."""
+    return struct.unpack("<f", struct.pack("<f", x))[0]
 
 
 class Engine:
@@ -214,13 +220,19 @@ class VictoriaMetrics(Engine):
             raise EngineError("export: %d %s" % (status, body[:500]))
         return [json.loads(ln) for ln in body.decode().splitlines() if ln.strip()]
 
-    def samples(self, match='{__name__=~".+"}'):
-        """{(metric name, frozenset of the other labels' (name, value))): sorted [(ts_ms, value)]}."""
+    def samples(self, match='{__name__=~".+"}', as_f32=True):
+        """{(metric name, frozenset of the other labels' (name, value))): sorted [(ts_ms, value)]},
+        each value rounded to the nearest f32 (as_f32, the default): VictoriaMetrics keeps a
+        block's values as decimal mantissas with one exponent, and its line protocol parser
+        multiplies by powers of ten, so a float64 comes back a few ulps off (-3e-5 as
+        -3.0000000000000004e-05) while a stored f32 comes back as itself, as long as one series'
+        values do not span many orders of magnitude (6e-27 beside 7e23 comes back 0)."""
         out = {}
         for row in self.export(match):
             labels = dict(row["metric"])
             key = (labels.pop("__name__", ""), frozenset(labels.items()))
-            out.setdefault(key, []).extend(zip(row["timestamps"], row["values"]))
+            values = [f32(v) for v in row["values"]] if as_f32 else row["values"]
+            out.setdefault(key, []).extend(zip(row["timestamps"], values))
         return {k: sorted(v) for k, v in out.items()}
 
     def metric(self, name):

@@ -378,10 +378,10 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             self.send_header("Content-Length", str(len(body)))
         if any(k.lower() == "connection" and str(v).lower() == "close" for k, v in (extra or {}).items()):
             self.close_connection = True
+        req.status = code  # before the answer leaves, so a client that has it sees it recorded
         self.end_headers()
         if code != 204 and code >= 200:
             self.wfile.write(body)
-        req.status = code
 
     do_GET = do_POST = do_PUT = do_HEAD = do_DELETE = _handle
 
