@@ -8,9 +8,10 @@ PACKAGES=(
   libmicrohttpd-dev                         # HTTP API
   zlib1g-dev                                # gzip bodies of line protocol writes
   influxdb-client                           # the InfluxDB 1.x CLI (influx -import) in the line protocol tests
-  victoria-metrics                          # the line protocol benchmark's peer (bench/line_http.py)
+  victoria-metrics                          # the line protocol benchmark's peer (bench/line_http.py); the uplink's upstream, with vmagent
+  influxdb                                  # influxd: the uplink tests' InfluxDB 1.x upstream
   python3                                   # integration tests (stdlib only)
-  prometheus                                # promtool, to check /metrics
+  prometheus                                # promtool, to check /metrics; the uplink's remote write upstream
   curl                                      # the README's tour
   gnuplot-nox python3-numpy                 # bench/soak plots; bench/compare's numpy gateway
   python3-dev python3-setuptools python3-wheel  # the sluice Python package's C extension (python/)

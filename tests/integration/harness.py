@@ -182,12 +182,7 @@ class Daemon:
 
     def get(self, path, timeout_s=10.0):
         """HTTP GET: (status, headers dict lower-cased, body bytes)."""
-        url = "http://127.0.0.1:%d%s" % (self.http_port, path)
-        try:
-            with urllib.request.urlopen(url, timeout=timeout_s) as r:
-                return r.status, {k.lower(): v for k, v in r.headers.items()}, r.read()
-        except urllib.error.HTTPError as e:
-            return e.code, {k.lower(): v for k, v in e.headers.items()}, e.read()
+        return http_request("http://127.0.0.1:%d%s" % (self.http_port, path), timeout_s=timeout_s)
 
     def json(self, path):
         status, _, body = self.get(path)
@@ -248,6 +243,41 @@ class Daemon:
             self.proc.wait()
         if self in _daemons:
             _daemons.remove(self)
+
+
+def http_request(url, data=None, headers=None, method=None, timeout_s=10.0):
+    """One HTTP request (GET, or POST when data is given): (status, headers dict lower-cased,
+    body bytes); a 4xx or 5xx answer is returned like any other."""
+    req = urllib.request.Request(url, data=data, headers=headers or {}, method=method)
+    try:
+        with urllib.request.urlopen(req, timeout=timeout_s) as r:
+            return r.status, {k.lower(): v for k, v in r.headers.items()}, r.read()
+    except urllib.error.HTTPError as e:
+        return e.code, {k.lower(): v for k, v in e.headers.items()}, e.read()
+
+
+def free_port(kind=socket.SOCK_STREAM):
+    """A loopback port that was free a moment ago (bound to port 0 and closed), for a program
+    that must be told its port."""
+    s = socket.socket(socket.AF_INET, kind)
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def port_is_free(port):
+    """True when nothing listens on loopback TCP port `port` and it can be bound again
+    (SO_REUSEADDR, as servers bind, so connections left in TIME_WAIT do not count)."""
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        s.bind(("127.0.0.1", port))
+        return True
+    except OSError:
+        return False
+    finally:
+        s.close()
 
 
 def wait_until(predicate, timeout_s=10.0, interval_s=0.02):

@@ -24,7 +24,7 @@ import subprocess
 import tempfile
 import urllib.parse
 
-from harness import Checks, Daemon, wait_until
+from harness import Checks, Daemon, free_port, wait_until
 
 c = Checks("test_line_write")
 BASE = 2147483648
@@ -260,13 +260,6 @@ for k in range(1, 8):
 c.check(found, "an injected fdatasync EIO made a write 503")
 
 # --- the TCP and UDP listeners ---
-def free_port(kind):
-    s = socket.socket(socket.AF_INET, kind)
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
-
 tp, up = free_port(socket.SOCK_STREAM), free_port(socket.SOCK_DGRAM)
 d = Daemon("--influx-tcp", str(tp), "--influx-udp", "127.0.0.1:%d" % up, sensors=256, ring=256)
 c.check("influx_tcp=127.0.0.1:%d" % tp in d.start_line, "the start line names the line listeners")
