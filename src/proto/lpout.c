@@ -414,7 +414,7 @@ size_t sl_lpout_line(char *out, size_t cap, const char *name, uint32_t name_len,
     char head_id[10], time_text[20];
     size_t value_len = sl_lpout_f32(value, v);
     size_t time_len = put_i64(time_text, t_us);
-    const char *series = name, *field = name + name_len;
+    const char *series = name, *field = NULL;
     size_t series_len = name_len, field_len = 0, id_len = 0;
     if (name == NULL) {
         id_len = put_u64(head_id, sensor_id);
