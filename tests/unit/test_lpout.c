@@ -214,7 +214,25 @@ struct sweep {
 static int reads_back(uint64_t digits, int exp, uint32_t bits)
 {
     char text[48];
-    snprintf(text, sizeof text, "%llue%d", (unsigned long long)digits, exp);
+    size_t n = 0;
+    char rev[24];
+    do {
+        rev[n++] = (char)('0' + digits % 10);
+        digits /= 10;
+    } while (digits != 0);
+    for (size_t k = 0; k < n; k++) {
+        text[k] = rev[n - 1 - k];
+    }
+    text[n++] = 'e';
+    if (exp < 0) {
+        text[n++] = '-';
+        exp = -exp;
+    }
+    if (exp >= 10) {
+        text[n++] = (char)('0' + exp / 10);
+    }
+    text[n++] = (char)('0' + exp % 10);
+    text[n] = '\0';
     return float_bits(strtof(text, NULL)) == bits;
 }
 
@@ -222,6 +240,9 @@ static void *sweep_run(void *arg)
 {
     struct sweep *w = arg;
     for (uint32_t b = w->from; b < w->to; b++) {
+        if (w->from == 0 && (b & 0x0fffffffu) == 0) {
+            fprintf(stderr, "exhaustive: at %08x\n", b);
+        }
         char s[SL_LPOUT_F32_MAX + 1], neg[SL_LPOUT_F32_MAX + 1];
         float v = bits_float(b);
         size_t n = sl_lpout_f32(s, v);
