@@ -6,7 +6,8 @@ PACKAGES=(
   build-essential cmake pkg-config git      # toolchain
   clang libclang-rt-14-dev llvm             # second compiler, sanitizers, libFuzzer, symbolizer
   libmicrohttpd-dev                         # HTTP API
-  zlib1g-dev                                # gzip bodies of line protocol writes
+  zlib1g-dev                                # gzip bodies of line protocol writes, and of uplink requests
+  libcurl4-openssl-dev libsnappy-dev        # the uplinks: HTTP client, remote write compression
   influxdb-client                           # the InfluxDB 1.x CLI (influx -import) in the line protocol tests
   victoria-metrics                          # the line protocol benchmark's peer (bench/line_http.py); the uplink's upstream, with vmagent
   influxdb                                  # influxd: the uplink tests' InfluxDB 1.x upstream

@@ -132,6 +132,7 @@
 #include "core/alloc_count.h"
 #include "core/assert.h"
 #include "net/sock.h"
+#include "uplink/uplink.h"
 
 /*
  * The allocation counter is linked only into binaries that want it
@@ -1721,6 +1722,135 @@ static void metrics_recovery(struct body *b, const struct sl_http *http)
     }
 }
 
+/* The value of family f (metrics_uplinks' table) for output i; the lag (3) is printed apart. */
+static uint64_t uplink_value(const struct sl_uplinks *ups, uint32_t i, uint32_t f)
+{
+    const struct sl_uplink_stats *st = sl_uplink_stats(ups, i);
+    switch (f) {
+    case 0:
+        return counted(&st->sent_readings);
+    case 1:
+        return counted(&st->retries);
+    case 2:
+        return sl_uplink_backlog_bytes(ups, i);
+    case 4:
+        return counted(&st->dead_readings);
+    case 5:
+        return (uint64_t)atomic_load_explicit(&st->up, memory_order_relaxed);
+    case 6:
+        return counted(&st->bytes_sent);
+    case 7:
+        return counted(&st->bytes_raw);
+    case 8:
+        return counted(&st->cursor_lsn);
+    default:
+        return counted(&st->dead_bytes);
+    }
+}
+
+/* Every output's metrics (UPLINK.md, "Observability"), one family at a time. */
+static void metrics_uplinks(struct body *b, const struct sl_http *http)
+{
+    const struct sl_uplinks *ups = http->context.uplinks;
+    if (ups == NULL || ups->count == 0) {
+        return;
+    }
+    static const struct {
+        const char *name, *type, *help;
+    } families[] = {
+        {"sluice_uplink_sent_readings_total", "counter",
+         "Readings delivered upstream (2xx; aggregate: the readings its buckets cover)."},
+        {"sluice_uplink_retries_total", "counter", "Requests sent again after a retryable failure."},
+        {"sluice_uplink_backlog_bytes", "gauge", "Log bytes after the output's position."},
+        {"sluice_uplink_lag_seconds", "gauge",
+         "How long ago the oldest unsent reading was accepted; 0 when caught up."},
+        {"sluice_uplink_dead_readings_total", "counter",
+         "Readings of requests the upstream refused for good, written to NAME.dead."},
+        {"sluice_uplink_up", "gauge", "1 when the output's last request succeeded."},
+        {"sluice_uplink_sent_bytes_total", "counter", "Request bodies on the wire (compressed)."},
+        {"sluice_uplink_encoded_bytes_total", "counter", "Request bodies before compression."},
+        {"sluice_uplink_cursor_lsn", "gauge", "The durable cursor: every record up to it delivered."},
+        {"sluice_uplink_dead_bytes", "gauge", "Bytes in the output's dead-letter files."},
+    };
+    for (uint32_t f = 0; f < SL_ARRAY_COUNT(families); f++) {
+        prom_family(b, families[f].name, families[f].type, families[f].help);
+        for (uint32_t i = 0; i < ups->count; i++) {
+            const char *name = sl_uplink_config(ups, i)->name;
+            if (f == 3) {
+                body_fmt(b, "%s{output=\"%s\"} %.3f\n", families[f].name, name,
+                         sl_uplink_lag_seconds(ups, i));
+            } else {
+                body_fmt(b, "%s{output=\"%s\"} %" PRIu64 "\n", families[f].name, name,
+                         uplink_value(ups, i, f));
+            }
+        }
+    }
+    prom_family(b, "sluice_uplink_dropped_readings_total", "counter",
+                "Readings an output gave up: log_full, the log recycled them before they were sent.");
+    for (uint32_t i = 0; i < ups->count; i++) {
+        body_fmt(b, "sluice_uplink_dropped_readings_total{output=\"%s\",reason=\"log_full\"} %" PRIu64
+                    "\n",
+                 sl_uplink_config(ups, i)->name, counted(&sl_uplink_stats(ups, i)->dropped_log_full));
+    }
+    prom_family(b, "sluice_uplink_requests_total", "counter",
+                "Requests answered, by HTTP status, or error (no answer: connection, timeout).");
+    for (uint32_t i = 0; i < ups->count; i++) {
+        const struct sl_uplink_stats *st = sl_uplink_stats(ups, i);
+        const char *name = sl_uplink_config(ups, i)->name;
+        for (uint32_t k = 0; k < SL_UPLINK_CODES_MAX; k++) {
+            uint32_t code = atomic_load_explicit(&st->codes[k], memory_order_acquire);
+            if (code != 0) {
+                body_fmt(b, "sluice_uplink_requests_total{output=\"%s\",code=\"%u\"} %" PRIu64 "\n",
+                         name, code, counted(&st->code_counts[k]));
+            }
+        }
+        body_fmt(b, "sluice_uplink_requests_total{output=\"%s\",code=\"error\"} %" PRIu64 "\n", name,
+                 counted(&st->requests_error));
+    }
+    prom_family(b, "sluice_uplink_library_bytes", "gauge",
+                "What libcurl holds now across every output (counted, capped by the plan).");
+    body_fmt(b, "sluice_uplink_library_bytes %" PRIu64 "\n", sl_uplinks_library_bytes());
+}
+
+/*
+ * GET /api/v1/uplinks (UPLINK.md): every output, its state and how far
+ * behind it is. URLs as shown_url (credentials masked); the last error is
+ * the upstream's answer or libcurl's reason, escaped.
+ */
+static enum MHD_Result handle_uplinks(struct request *req)
+{
+    const struct sl_uplinks *ups = req->http->context.uplinks;
+    struct body b;
+    body_open(&b, req->conn->piece, SL_HTTP_PIECE_BYTES);
+    body_str(&b, "{\"uplinks\": [");
+    for (uint32_t i = 0; ups != NULL && i < ups->count; i++) {
+        const struct sl_uplink_output_config *o = sl_uplink_config(ups, i);
+        const struct sl_uplink_stats *st = sl_uplink_stats(ups, i);
+        char mode[48], error[SL_UPLINK_ERROR_BYTES];
+        body_fmt(&b, "%s{\"name\": \"%s\", \"url\": ", i ? ", " : "", o->name);
+        body_json_name(&b, o->shown_url, (uint32_t)strlen(o->shown_url));
+        body_fmt(&b,
+                 ", \"mode\": \"%s\", \"state\": \"%s\", \"cursor_lsn\": %" PRIu64
+                 ", \"backlog_bytes\": %" PRIu64 ", \"lag_s\": %.3f, \"sent_readings\": %" PRIu64
+                 ", \"dead_readings\": %" PRIu64 ", \"dropped_readings\": %" PRIu64
+                 ", \"retries\": %" PRIu64 ", \"last_error\": ",
+                 sl_uplink_mode_text(o, mode, sizeof mode),
+                 sl_uplink_state_name(sl_uplink_state(ups, i)), counted(&st->cursor_lsn),
+                 sl_uplink_backlog_bytes(ups, i), sl_uplink_lag_seconds(ups, i),
+                 counted(&st->sent_readings), counted(&st->dead_readings),
+                 counted(&st->dropped_log_full), counted(&st->retries));
+        sl_uplink_last_error(ups, i, error, sizeof error);
+        if (error[0] == '\0') {
+            body_str(&b, "null}");
+        } else {
+            body_json_name(&b, error, (uint32_t)strlen(error));
+            body_str(&b, "}");
+        }
+    }
+    body_str(&b, "]}");
+    return reply_piece(req, &b, "application/json");
+}
+
 static void metrics_lines(struct body *b, const struct sl_http *http);
 
 static enum MHD_Result handle_metrics(struct request *req)
@@ -1741,6 +1871,7 @@ static enum MHD_Result handle_metrics(struct request *req)
     metrics_http(&b, http);
     metrics_log(&b, http);
     metrics_recovery(&b, http);
+    metrics_uplinks(&b, http);
     struct MHD_Response *response = NULL;
     if (!b.overflow) {
         response = MHD_create_response_from_buffer(b.len, b.data, MHD_RESPMEM_MUST_COPY);
@@ -2237,6 +2368,7 @@ enum route {
     ROUTE_READINGS,
     ROUTE_WRITE,
     ROUTE_SERIES,
+    ROUTE_UPLINKS,
 };
 
 /* Exact paths only (no trailing slash); the {id} segment is checked by the handler. */
@@ -2257,6 +2389,9 @@ static enum route route_of(const char *url, struct request *req)
     }
     if (strcmp(url, "/api/v1/series") == 0) {
         return ROUTE_SERIES;
+    }
+    if (strcmp(url, "/api/v1/uplinks") == 0) {
+        return ROUTE_UPLINKS;
     }
     if (strncmp(url, sensors, sizeof sensors - 1) != 0) {
         return ROUTE_NOT_FOUND;
@@ -2394,6 +2529,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *connection, 
         return handle_readings(&req);
     case ROUTE_SERIES:
         return handle_series(&req);
+    case ROUTE_UPLINKS:
+        return handle_uplinks(&req);
     case ROUTE_WRITE:
     case ROUTE_NOT_FOUND:
         break;

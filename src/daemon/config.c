@@ -42,7 +42,9 @@ enum opt_kind {
     OPT_TEXT,
     OPT_ONOFF,
     OPT_LOG_FORMAT,
-    OPT_LOG_LEVEL
+    OPT_LOG_LEVEL,
+    OPT_LIST,     /* repeatable; flags replace what the file gave */
+    OPT_WHEN_FULL
 };
 
 struct opt {
@@ -130,6 +132,29 @@ static const struct opt opts[] = {
      "write a checkpoint after this much log, 0 = never (default log-bytes-max / 4)"},
     {"apply-thread", OPT_ONOFF, 0, 0, false,
      "on (default): apply to the store on a second thread, beside receive and log; off: one"},
+    {"uplink", OPT_LIST, 0, 0, false,
+     "forward to NAME=URL: influx://, influx2:// or promrw:// HOST:PORT/PATH (repeatable, at most "
+     "8; docs/spec/UPLINK.md)"},
+    {"uplink-tag", OPT_LIST, 0, 0, false, "KEY=VALUE added to everything forwarded (repeatable)"},
+    {"uplink-token", OPT_LIST, 0, 0, false,
+     "NAME=FILE: the output's token (influx2://: Authorization: Token; repeatable)"},
+    {"uplink-mode", OPT_LIST, 0, 0, false,
+     "NAME=raw (default) or NAME=aggregate:D: count/mean/min/max per D (repeatable)"},
+    {"uplink-when-full", OPT_WHEN_FULL, 0, 0, false,
+     "the log is full and an output still needs its oldest segment: drop (default) or block"},
+    {"uplink-timeout", OPT_DURATION, 100000, (uint64_t)SL_UPLINK_TIMEOUT_MS_MAX * 1000, false,
+     "one request's deadline, then it is retried (default 10s)"},
+    {"uplink-backoff-max", OPT_DURATION, 100000, (uint64_t)SL_UPLINK_BACKOFF_MAX_MS_MAX * 1000,
+     false, "retries back off from 100ms up to this, with full jitter (default 30s)"},
+    {"uplink-flush-interval", OPT_DURATION, 1000, (uint64_t)SL_UPLINK_FLUSH_MS_MAX * 1000, false,
+     "a request leaves at most this long after its oldest reading was accepted (default 1s)"},
+    {"uplink-batch-bytes", OPT_BYTES, SL_UPLINK_BATCH_BYTES_MIN, SL_UPLINK_BATCH_BYTES_MAX, false,
+     "a request's size before compression (default 1M, at most 64M); each output plans about "
+     "5x this"},
+    {"uplink-dead-bytes", OPT_BYTES, 4096, SL_UPLINK_DEAD_BYTES_MAX, false,
+     "each output's dead-letter files, the oldest half dropped beyond it (default 64M)"},
+    {"uplink-max-rate", OPT_U32, 0, UINT32_MAX, false,
+     "readings a second each output sends at most, 0 = unlimited (default 0)"},
     {"log-format", OPT_LOG_FORMAT, 0, 0, true, "event lines on stderr: text (default) or json"},
     {"log-level", OPT_LOG_LEVEL, 0, 0, true, "error, warn, info (default) or debug"},
     {"io-faults", OPT_TEXT, 0, 0, false,
@@ -173,6 +198,7 @@ void sl_config_default(struct sl_config *config)
     config->apply_thread = true;
     config->log_level = SL_SAY_INFO;
     sl_log_config_default(&config->log);
+    sl_uplinks_config_default(&config->uplinks);
     /* The per-address caps and checkpoint-every follow other options: set at the end of parsing. */
 }
 
@@ -390,6 +416,7 @@ static const struct {
     {"max-series", offsetof(struct sl_config, series_max)},
     {"series-id-base", offsetof(struct sl_config, series_id_base)},
     {"max-http-writes", offsetof(struct sl_config, http_writes_max)},
+    {"uplink-max-rate", offsetof(struct sl_config, uplinks.max_rate)},
 };
 
 /* Where each OPT_BYTES option lives. */
@@ -403,6 +430,8 @@ static const struct {
     {"checkpoint-every", offsetof(struct sl_config, checkpoint_every_bytes)},
     {"series-name-bytes", offsetof(struct sl_config, series_name_bytes)},
     {"http-max-body", offsetof(struct sl_config, http_max_body_bytes)},
+    {"uplink-batch-bytes", offsetof(struct sl_config, uplinks.batch_bytes)},
+    {"uplink-dead-bytes", offsetof(struct sl_config, uplinks.dead_bytes)},
 };
 
 static uint64_t *bytes_field(struct sl_config *c, const char *name)
@@ -443,6 +472,12 @@ static int set_duration(struct sl_config *c, const char *name, int64_t us)
         c->http_header_timeout_ms = (uint32_t)(us / 1000);
     } else if (strcmp(name, "sync-interval") == 0) {
         c->log.sync_interval_ms = (uint32_t)(us / 1000);
+    } else if (strcmp(name, "uplink-timeout") == 0) {
+        c->uplinks.timeout_ms = (uint32_t)(us / 1000);
+    } else if (strcmp(name, "uplink-backoff-max") == 0) {
+        c->uplinks.backoff_max_ms = (uint32_t)(us / 1000);
+    } else if (strcmp(name, "uplink-flush-interval") == 0) {
+        c->uplinks.flush_interval_ms = (uint32_t)(us / 1000);
     } else {
         return -1;
     }
@@ -466,6 +501,12 @@ static int64_t get_duration(const struct sl_config *c, const char *name)
         return (int64_t)c->http_header_timeout_ms * 1000;
     if (strcmp(name, "sync-interval") == 0)
         return (int64_t)c->log.sync_interval_ms * 1000;
+    if (strcmp(name, "uplink-timeout") == 0)
+        return (int64_t)c->uplinks.timeout_ms * 1000;
+    if (strcmp(name, "uplink-backoff-max") == 0)
+        return (int64_t)c->uplinks.backoff_max_ms * 1000;
+    if (strcmp(name, "uplink-flush-interval") == 0)
+        return (int64_t)c->uplinks.flush_interval_ms * 1000;
     SL_ASSERT(!"an OPT_DURATION option without a field");
     return 0;
 }
@@ -560,6 +601,36 @@ static int apply_bytes(struct sl_config *c, const struct opt *o, const char *val
     return 0;
 }
 
+/* Where each OPT_LIST option keeps its values. */
+static struct sl_config_list *list_field(struct sl_config *c, const char *name)
+{
+    if (strcmp(name, "uplink") == 0)
+        return &c->uplink_specs;
+    if (strcmp(name, "uplink-tag") == 0)
+        return &c->uplink_tag_specs;
+    if (strcmp(name, "uplink-token") == 0)
+        return &c->uplink_token_specs;
+    if (strcmp(name, "uplink-mode") == 0)
+        return &c->uplink_mode_specs;
+    SL_ASSERT(!"an OPT_LIST option without a field");
+    return NULL;
+}
+
+static int apply_list(struct sl_config *c, const struct opt *o, const char *value, char *err,
+                      uint32_t err_bytes)
+{
+    struct sl_config_list *l = list_field(c, o->name);
+    if (value[0] == '\0' || strlen(value) >= SL_CONFIG_LIST_ITEM_BYTES) {
+        return fail(err, err_bytes, "--%s: '%s' is empty or longer than %u bytes", o->name, value,
+                    SL_CONFIG_LIST_ITEM_BYTES - 1);
+    }
+    if (l->count == SL_CONFIG_LIST_MAX) {
+        return fail(err, err_bytes, "--%s: given more than %u times", o->name, SL_CONFIG_LIST_MAX);
+    }
+    strcpy(l->items[l->count++], value);
+    return 0;
+}
+
 /* A word from a fixed list: its index, or -1 with err naming the choices. */
 static int apply_word(const struct opt *o, const char *value, const char *const *words,
                       uint32_t count, const char *choices, char *err, uint32_t err_bytes)
@@ -576,6 +647,7 @@ static const char *const sync_words[] = {"always", "batch", "never"};
 static const char *const onoff_words[] = {"off", "on"};
 static const char *const format_words[] = {"text", "json"};
 static const char *const level_words[] = {"error", "warn", "info", "debug"};
+static const char *const when_full_words[] = {"drop", "block"};
 _Static_assert(SL_SYNC_ALWAYS == 0 && SL_SYNC_BATCH == 1 && SL_SYNC_NEVER == 2, "sync_words order");
 _Static_assert(SL_SAY_ERROR == 0 && SL_SAY_DEBUG == 3, "level_words order");
 
@@ -642,6 +714,12 @@ static int apply_opt(struct sl_config *c, const struct opt *o, const char *value
             return fail(err, err_bytes, "--%s: bad value '%s'", o->name, value);
         }
         return 0;
+    case OPT_LIST:
+        return apply_list(c, o, value, err, err_bytes);
+    case OPT_WHEN_FULL:
+        w = apply_word(o, value, when_full_words, 2, "drop or block", err, err_bytes);
+        c->uplinks.block = w >= 0 ? w == 1 : c->uplinks.block;
+        return w < 0 ? -1 : 0;
     case OPT_FLAG:
         return apply_flag(c, o);
     }
@@ -800,7 +878,7 @@ static int parse_line(struct sl_config *c, char *line, const char *path, uint32_
         return fail(err, err_bytes, "%s:%u: unknown key '%s'%s", path, lineno, key,
                     i >= 0 ? " (a command-line flag only)" : "");
     }
-    if (c->source[i] == SL_CONFIG_FILE) {
+    if (c->source[i] == SL_CONFIG_FILE && opts[i].kind != OPT_LIST) {
         return fail(err, err_bytes, "%s:%u: '%s' set again (first on line %u)", path, lineno, key,
                     c->file_line[i]);
     }
@@ -919,7 +997,10 @@ static int parse_flags(struct sl_config *c, int argc, char **argv, char *err, ui
         if (strcmp(o->name, "config") == 0) {
             continue; /* read in pass 1 */
         }
-        if (c->source[k] == SL_CONFIG_FLAG) {
+        if (o->kind == OPT_LIST && c->source[k] == SL_CONFIG_FILE) {
+            list_field(c, o->name)->count = 0; /* the flags replace the file's list */
+        }
+        if (c->source[k] == SL_CONFIG_FLAG && o->kind != OPT_LIST) {
             return fail(err, err_bytes, "--%s given twice", o->name);
         }
         int rc = apply_opt(c, o, value, err, err_bytes);
@@ -942,6 +1023,39 @@ static int derive_per_ip(struct sl_config *c, const char *name, uint32_t *per_ip
     if (*per_ip > table) {
         return fail(err, err_bytes, "--%s: %u is more than --%s (%u)", name, *per_ip, table_name,
                     table);
+    }
+    return 0;
+}
+
+/* The uplinks from their lists: outputs first, so that the others may name them in any order. */
+static int finish_uplinks(struct sl_config *c, char *err, uint32_t err_bytes)
+{
+    struct sl_uplinks_config *u = &c->uplinks;
+    u->count = 0;
+    u->tags_count = 0;
+    const struct {
+        const struct sl_config_list *list;
+        int (*take)(struct sl_uplinks_config *, const char *, char *, uint32_t);
+    } steps[] = {{&c->uplink_specs, sl_uplinks_add},
+                 {&c->uplink_tag_specs, sl_uplinks_add_tag},
+                 {&c->uplink_token_specs, sl_uplinks_set_token},
+                 {&c->uplink_mode_specs, sl_uplinks_set_mode}};
+    for (size_t k = 0; k < SL_ARRAY_COUNT(steps); k++) {
+        for (uint32_t i = 0; i < steps[k].list->count; i++) {
+            if (steps[k].take(u, steps[k].list->items[i], err, err_bytes) != 0) {
+                return -1;
+            }
+        }
+    }
+    u->sensors_max = c->store.sensors_max;
+    u->future_skew_us = c->store.future_skew_us;
+    if (set_string(u->data_dir, sizeof u->data_dir, c->data_dir) != 0) {
+        return fail(err, err_bytes, "--data-dir: path too long");
+    }
+    if (u->count > 0 && u->batch_bytes > c->log.bytes_max / 4) {
+        return fail(err, err_bytes,
+                    "--uplink-batch-bytes: %" PRIu64 " is more than a quarter of --log-bytes-max",
+                    u->batch_bytes);
     }
     return 0;
 }
@@ -997,7 +1111,7 @@ static int finish(struct sl_config *c, char *err, uint32_t err_bytes)
     }
     /* With checkpoints, a full log waits for one rather than drop unprotected records. */
     c->log.wait_for_checkpoint = c->checkpoint_every_bytes != 0;
-    return 0;
+    return finish_uplinks(c, err, err_bytes);
 }
 
 int sl_config_parse(struct sl_config *c, int argc, char **argv, char *err, uint32_t err_bytes)
@@ -1046,6 +1160,23 @@ static void show_opt(const struct sl_config *c, const struct opt *o, char *out, 
     case OPT_LOG_LEVEL:
         snprintf(out, out_bytes, "%s", level_words[c->log_level]);
         return;
+    case OPT_WHEN_FULL:
+        snprintf(out, out_bytes, "%s", when_full_words[c->uplinks.block]);
+        return;
+    case OPT_LIST: {
+        /* --uplink as shown_url: a URL's credentials never reach SIGHUP's lines. */
+        bool urls = strcmp(o->name, "uplink") == 0;
+        const struct sl_config_list *l = list_field(m, o->name);
+        uint32_t count = urls ? c->uplinks.count : l->count;
+        out[0] = '\0';
+        for (uint32_t i = 0; i < count && len + 1 < out_bytes; i++) {
+            int w = urls ? snprintf(out + len, out_bytes - len, "%s%s=%s", i ? " " : "",
+                                    c->uplinks.outputs[i].name, c->uplinks.outputs[i].shown_url)
+                         : snprintf(out + len, out_bytes - len, "%s%s", i ? " " : "", l->items[i]);
+            len = w < 0 ? out_bytes : len + (size_t)w;
+        }
+        return;
+    }
     case OPT_FLAG: {
         bool *f = flag_field(m, o->name);
         snprintf(out, out_bytes, "%s", f != NULL && *f ? "on" : "off");

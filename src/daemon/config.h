@@ -17,6 +17,7 @@
 #include "store/log.h"
 #include "store/series.h"
 #include "store/store.h"
+#include "uplink/uplink.h"
 
 #define SL_ADDR_BYTES 256
 #define SL_PATH_BYTES 4096
@@ -25,6 +26,14 @@
 #define SL_CONFIG_LINE_BYTES_MAX 1024u
 /* Options in the table (config.c asserts its table fits). */
 #define SL_CONFIG_OPTS_MAX 64u
+
+/* A repeatable option's values (--uplink, --uplink-tag, ...), as given; parsed in finish. */
+#define SL_CONFIG_LIST_MAX 16u
+#define SL_CONFIG_LIST_ITEM_BYTES (SL_PATH_BYTES + SL_UPLINK_NAME_MAX + 2)
+struct sl_config_list {
+    uint32_t count;
+    char items[SL_CONFIG_LIST_MAX][SL_CONFIG_LIST_ITEM_BYTES];
+};
 
 /* Where an option's value came from. */
 enum sl_config_source { SL_CONFIG_DEFAULT = 0, SL_CONFIG_FILE = 1, SL_CONFIG_FLAG = 2 };
@@ -64,6 +73,9 @@ struct sl_config {
     enum sl_say_level log_level;      /* --log-level */
     bool print_memory_plan;
     bool quiet;
+    /* Uplinks: the lists as given, and what finish() built of them with the scalar options. */
+    struct sl_config_list uplink_specs, uplink_tag_specs, uplink_token_specs, uplink_mode_specs;
+    struct sl_uplinks_config uplinks;
     /* Per option (table order): where its value came from, and its line in the file. */
     uint8_t source[SL_CONFIG_OPTS_MAX];
     uint32_t file_line[SL_CONFIG_OPTS_MAX];

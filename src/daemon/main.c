@@ -68,6 +68,7 @@
 #include "store/recover.h"
 #include "store/series.h"
 #include "store/store.h"
+#include "uplink/uplink.h"
 
 #define EXIT_USAGE 2
 /* MemAvailable must hold the plan and this much more: libc, MHD's pools, thread stacks, page
@@ -98,6 +99,7 @@ struct daemon {
     struct sl_log *log;
     struct sl_checkpointer checkpointer;
     struct sl_recover_result recovery;
+    struct sl_uplinks uplinks;
 };
 
 static struct daemon d; /* large; static keeps it off the stack */
@@ -215,6 +217,7 @@ static void build_plan(struct daemon *dm)
     sl_ingest_plan(&dm->ingest_config, &dm->plan);
     sl_log_plan(&dm->config.log, &dm->plan);
     sl_http_plan(&dm->config.store, &dm->http_config, &dm->plan);
+    sl_uplinks_plan(&dm->config.uplinks, &dm->plan);
 }
 
 /* MemAvailable from /proc/meminfo, in bytes; 0 when it cannot be read. */
@@ -522,8 +525,11 @@ static int open_state(struct daemon *dm, char *err, uint32_t err_bytes)
         lock_data_dir(dm->config.data_dir, err, err_bytes) != 0) {
         return -1;
     }
-    /* libmicrohttpd mallocs its part of the plan itself: stated (and checked above), not mapped. */
-    int rc = sl_arena_map(&dm->arena, dm->plan.total_bytes - sl_plan_part_bytes(&dm->plan, SL_HTTP_PLAN_MHD_PART));
+    /* libmicrohttpd, libcurl and libsnappy malloc their parts of the plan themselves: stated (and
+     * checked above), not mapped. */
+    int rc = sl_arena_map(&dm->arena, dm->plan.total_bytes -
+                                          sl_plan_part_bytes(&dm->plan, SL_HTTP_PLAN_MHD_PART) -
+                                          sl_plan_part_bytes(&dm->plan, SL_UPLINK_PLAN_LIBRARY_PART));
     if (rc != 0) {
         snprintf(err, err_bytes, "cannot map the memory plan of %llu bytes: %s",
                  (unsigned long long)dm->plan.total_bytes, strerror(-rc));
@@ -556,6 +562,10 @@ static int open_state(struct daemon *dm, char *err, uint32_t err_bytes)
         printf("sluiced: %s\n", line);
     }
     sl_say(SL_SAY_INFO, "store", "%s", line);
+    if (sl_uplinks_open(&dm->uplinks, &dm->config.uplinks, &dm->arena, dm->log, &dm->store,
+                        &dm->series, err, err_bytes) != 0) {
+        return -1;
+    }
     return sl_ingest_open(&dm->ingest, &dm->ingest_config, &dm->store, dm->log, &dm->checkpointer,
                           &dm->arena, err, err_bytes);
 }
@@ -584,6 +594,7 @@ static int start_http(struct daemon *dm, char *err, uint32_t err_bytes)
     ctx->version = SL_VERSION;
     ctx->memory_locked = dm->arena.locked;
     ctx->udp_receive_buffer_bytes = dm->udp_rcvbuf_granted_bytes;
+    ctx->uplinks = &dm->uplinks;
     dm->http = sl_http_start(&dm->http_config, ctx, err, err_bytes);
     return dm->http == NULL ? -1 : 0;
 }
@@ -712,6 +723,9 @@ static int run(struct daemon *dm, sigset_t *signals, char *err, uint32_t err_byt
     if (pthread_create(&ingest_thread, NULL, sl_ingest_run, &dm->ingest) != 0) {
         return die("cannot start the ingest thread");
     }
+    if (sl_uplinks_start(&dm->uplinks, err, err_bytes) != 0) {
+        return die(err); /* exit 2: the ingest thread dies with the process, nothing acked yet */
+    }
     print_started(dm);
     int sig = 0;
     for (;;) { /* the main thread's one loop: a signal a turn, until SIGINT or SIGTERM */
@@ -720,8 +734,12 @@ static int run(struct daemon *dm, sigset_t *signals, char *err, uint32_t err_byt
         }
         reload(dm);
     }
+    /* The forwarders first: a request in flight gets 1.5 s of the 2 s stop, then every cursor is
+     * durable; a forwarder never waits for the ingest thread, so the order costs ingest nothing. */
+    sl_uplinks_stop(&dm->uplinks, sl_clock_monotonic_ns() + 1500ll * 1000000);
     sl_ingest_stop(&dm->ingest);
     pthread_join(ingest_thread, NULL);
+    sl_uplinks_join(&dm->uplinks);
     if (dm->http != NULL) {
         sl_http_stop(dm->http);
     }
@@ -768,6 +786,9 @@ int main(int argc, char **argv)
     if (d.config.print_memory_plan) {
         print_plan(&d);
         return 0;
+    }
+    if (sl_uplinks_global_init() != 0) {
+        return die("libcurl: curl_global_init failed");
     }
     if (check_memory(&d, err, sizeof err) != 0 || reserve_fds(&d, err, sizeof err) != 0 ||
         bind_listeners(&d, err, sizeof err) != 0 || open_state(&d, err, sizeof err) != 0) {

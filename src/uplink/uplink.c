@@ -1,0 +1,1906 @@
+/*
+ * The forwarders (uplink.h). One thread an output runs this loop:
+ *
+ *   1. read the next applied record from the log's files (reader_next);
+ *   2. keep the readings the store accepted (accept: the store's rules,
+ *      with a shadow of each sensor's last time), and either encode each
+ *      into the request (raw) or fold it into its sensor's bucket
+ *      (aggregate: a closed bucket is encoded);
+ *   3. when the request is full, or nothing more is there and its oldest
+ *      reading is --uplink-flush-interval old, compress and send it, retry
+ *      what may succeed later, dead-letter what never will;
+ *   4. after a 2xx, make the cursor durable and move the hold.
+ *
+ * At start the loop first reads the log from its oldest record up to the
+ * cursor without sending (a dry run), so the shadow and the open buckets
+ * are what they were when the cursor was written.
+ *
+ * Positions: the cursor is an lsn, every record at or below it delivered
+ * (or dropped, or dead-lettered). A record larger than what is left of a
+ * request is split; the cursor then stays before it until its last reading
+ * is delivered.
+ */
+#include "uplink/uplink.h"
+
+#include <curl/curl.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <math.h>
+#include <snappy-c.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <zlib.h>
+
+#include "core/assert.h"
+#include "core/clock.h"
+#include "core/crc32c.h"
+#include "core/say.h"
+#include "proto/lpout.h"
+#include "proto/promrw.h"
+#include "sluice/protocol.h"
+#include "store/log.h"
+#include "store/series.h"
+#include "store/store.h"
+
+/* The read buffer holds the largest record twice over: a refill always makes progress. */
+#define READ_BYTES (2ull << 20)
+_Static_assert(READ_BYTES >= 2 * SL_LOG_RECORD_BYTES_MAX, "the read buffer holds a whole record");
+/* One line of line protocol at most: a 1,024-byte name, the tags, a value and a time. */
+#define LINE_BYTES_MAX (SL_SERIES_NAME_MAX + SL_UPLINK_TAGS_MAX * 2 * SL_UPLINK_TAG_BYTES + 256u)
+#define ZLIB_BYTES (640ull << 10) /* deflate's state, window, hash and pending buffer (level 1) */
+#define POINT_BYTES_MIN 24u       /* a remote write sample, its share of a series at least */
+#define IDLE_WAIT_MS 20
+#define AGG_SCAN_US 100000 /* closing idle buckets: at most this often (of the forwarder's clock) */
+#define RESPONSE_BYTES 512u
+#define RETRY_AFTER_MAX_MS 3600000
+#define WARN_EVERY_NS (60ll * 1000000000)
+#define LABELS_MAX SL_LPOUT_LABELS_MAX
+#define SPLIT_BYTES (2u * SL_SERIES_NAME_MAX)
+
+/* A sensor as the forwarder knows it (the shadow of the store's rules, and its bucket). */
+struct shadow {
+    uint32_t id;
+    uint32_t seen; /* a reading was accepted: last_t_us is set */
+    int64_t last_t_us;
+    /* remote write: this request's samples of the sensor, a list through point.next */
+    uint32_t req_gen, head, tail, samples;
+    /* aggregate: the bucket being filled (or the last one closed, kept for a late reading) */
+    int64_t bucket_us;
+    int64_t last_now_us; /* acceptance time of its last reading */
+    uint64_t first_lsn;  /* of its first reading while open */
+    double sum;
+    float min, max;
+    uint32_t count, emitted; /* readings in it; of those, sent in an earlier close */
+    uint32_t open;
+};
+
+struct point {
+    uint32_t entry; /* shadow index */
+    uint32_t next;  /* the next point of the same sensor + 1 (0: end) */
+    int64_t t_us;
+    double value;
+    uint32_t stat; /* 0 the reading; 1 count, 2 mean, 3 min, 4 max */
+    uint32_t unused;
+};
+
+/* Reading the log's files. */
+struct reader {
+    int fd;
+    uint64_t name_seq; /* the open file's name; 0 before the first */
+    uint64_t seq;      /* its header's */
+    uint64_t offset;   /* of the next record */
+    uint8_t *buf;
+    uint64_t buf_off, buf_len; /* buf holds the file's bytes [buf_off, buf_off + buf_len) */
+    uint64_t last_lsn; /* of the last record handed out */
+};
+
+struct request {
+    uint64_t readings;        /* readings it carries (aggregate: those its buckets cover) */
+    uint64_t points;          /* lines or samples */
+    uint64_t est_bytes;       /* remote write: its size before compression, estimated */
+    int64_t first_accept_us;  /* of its oldest reading; 0: empty */
+    uint64_t end_lsn;         /* the last record it holds readings of */
+    bool end_done;            /* ... all of them */
+    uint64_t end_position;    /* the log position after end_lsn (when done) */
+    uint32_t gen;             /* remote write: shadow.req_gen of this request */
+};
+
+struct sl_uplink {
+    struct sl_uplinks *all;
+    const struct sl_uplink_output_config *cfg;
+    const struct sl_uplinks_config *common;
+    uint32_t index;
+    struct sl_uplink_stats stats;
+    struct sl_log_hold hold;
+    const struct sl_log_counters *logc;
+    const struct sl_log *log;
+    const struct sl_store *store;
+    const struct sl_series *series;
+    pthread_t thread;
+    bool started;
+
+    /* What the log's dropping callback and the reader share (the ingest thread takes it too). */
+    pthread_mutex_t mu;
+    uint64_t pos_lsn;          /* the last record read */
+    uint64_t pos_name_seq;     /* its file */
+    uint64_t pos_seg_readings; /* readings read from that file */
+    uint64_t pos_seg_bytes;    /* record bytes read from that file */
+    uint64_t floor_lsn;        /* records at or below were recycled before being read: dropped */
+    uint64_t skipped_bytes;    /* their bytes, for the position */
+
+    /* Durable state. */
+    char dir[4200];
+    char cursor_path[4300], dead_path[4300], dead_old_path[4300];
+    int cursor_fd;
+    uint64_t cursor_write_seq;
+    uint64_t cursor_lsn;
+    int dead_fd;
+    uint64_t dead_size, dead_old_size;
+
+    struct reader rd;
+    struct sl_log_record rec; /* the record being taken apart */
+    bool have_rec;
+    uint32_t rec_next; /* its next reading */
+    uint64_t position; /* log bytes read (appended_bytes coordinate) */
+
+    /* The shadow: open addressing over slots (entry index + 1). */
+    struct shadow *entries;
+    uint32_t entries_cap, entries_used;
+    uint32_t *slots;
+    uint32_t slot_mask;
+    int64_t clock_us;    /* aggregate: the time buckets close by */
+    int64_t last_scan_us;
+    uint32_t scan_at;    /* where a scan that filled the request resumes */
+
+    /* The request. */
+    struct request req;
+    char *text; /* line protocol (influx; remote write's dead letters) */
+    uint64_t text_cap, text_len;
+    struct point *points;
+    uint32_t points_cap;
+    uint32_t *touched;
+    uint32_t touched_count;
+    double *values;
+    int64_t *times_ms;
+    uint8_t *pb;
+    uint64_t pb_cap, pb_len;
+    uint8_t *out;
+    uint64_t out_cap, out_len;
+    uint8_t *zmem;
+    uint64_t zmem_used;
+    z_stream z;
+    bool z_ready;
+    char extra[SL_UPLINK_TAGS_MAX * 2 * SL_UPLINK_TAG_BYTES + 64];
+    uint32_t extra_len;
+    char split[SPLIT_BYTES];
+    struct sl_lpout_parts parts;
+    struct sl_promrw_label labels[LABELS_MAX];
+    char label_scratch[SPLIT_BYTES];
+    char metric[3 * SL_SERIES_NAME_MAX];
+
+    /* HTTP */
+    CURL *curl;
+    struct curl_slist *headers;
+    char response[RESPONSE_BYTES];
+    uint32_t response_len;
+    int64_t retry_after_ms; /* from the last answer; -1: none */
+    _Atomic int64_t stop_deadline_ns; /* set by sl_uplinks_stop (main thread) */
+    char curl_error[CURL_ERROR_SIZE];
+
+    int64_t pace_ns; /* --uplink-max-rate: the next request may leave then */
+    uint64_t rng;
+    int64_t last_warn_ns;
+    uint64_t failures; /* in a row */
+};
+
+/* ---- libcurl's memory, counted ---- */
+
+static _Atomic uint64_t curl_bytes; /* live */
+static uint64_t curl_budget = SL_UPLINK_CURL_BYTES;
+
+struct alloc_head {
+    uint64_t size;
+    uint64_t pad;
+};
+
+static void *counted_malloc(size_t n)
+{
+    if (atomic_load_explicit(&curl_bytes, memory_order_relaxed) + n > curl_budget) {
+        return NULL; /* over the plan: the request fails and is retried */
+    }
+    struct alloc_head *h = malloc(sizeof *h + n);
+    if (h == NULL) {
+        return NULL;
+    }
+    h->size = n;
+    atomic_fetch_add_explicit(&curl_bytes, n, memory_order_relaxed);
+    return h + 1;
+}
+
+static void counted_free(void *p)
+{
+    if (p == NULL) {
+        return;
+    }
+    struct alloc_head *h = (struct alloc_head *)p - 1;
+    atomic_fetch_sub_explicit(&curl_bytes, h->size, memory_order_relaxed);
+    free(h);
+}
+
+static void *counted_realloc(void *p, size_t n)
+{
+    if (p == NULL) {
+        return counted_malloc(n);
+    }
+    struct alloc_head *h = (struct alloc_head *)p - 1;
+    uint64_t old = h->size;
+    if (n > old && atomic_load_explicit(&curl_bytes, memory_order_relaxed) + (n - old) > curl_budget) {
+        return NULL;
+    }
+    struct alloc_head *g = realloc(h, sizeof *g + n);
+    if (g == NULL) {
+        return NULL;
+    }
+    g->size = n;
+    if (n >= old) {
+        atomic_fetch_add_explicit(&curl_bytes, n - old, memory_order_relaxed);
+    } else {
+        atomic_fetch_sub_explicit(&curl_bytes, old - n, memory_order_relaxed);
+    }
+    return g + 1;
+}
+
+static char *counted_strdup(const char *s)
+{
+    size_t n = strlen(s) + 1;
+    char *d = counted_malloc(n);
+    if (d != NULL) {
+        memcpy(d, s, n);
+    }
+    return d;
+}
+
+static void *counted_calloc(size_t count, size_t size)
+{
+    if (size != 0 && count > SIZE_MAX / size) {
+        return NULL;
+    }
+    void *p = counted_malloc(count * size);
+    if (p != NULL) {
+        memset(p, 0, count * size);
+    }
+    return p;
+}
+
+int sl_uplinks_global_init(void)
+{
+    return curl_global_init_mem(CURL_GLOBAL_DEFAULT, counted_malloc, counted_free, counted_realloc,
+                                counted_strdup, counted_calloc) == CURLE_OK
+               ? 0
+               : -1;
+}
+
+uint64_t sl_uplinks_library_bytes(void)
+{
+    return atomic_load_explicit(&curl_bytes, memory_order_relaxed);
+}
+
+/* ---- the plan ---- */
+
+static uint32_t slots_for(uint32_t entries)
+{
+    uint32_t n = 2;
+    while (n < 2u * entries) {
+        n <<= 1;
+    }
+    return n;
+}
+
+static uint32_t points_for(const struct sl_uplinks_config *c)
+{
+    uint64_t n = c->batch_bytes / POINT_BYTES_MIN;
+    return (uint32_t)(n < 256 ? 256 : n);
+}
+
+struct sizes {
+    uint64_t state, text, points, touched, values, times, pb, out, zmem, shadow, slots;
+};
+
+static void sizes_of(const struct sl_uplinks_config *c, const struct sl_uplink_output_config *o,
+                     struct sizes *s)
+{
+    memset(s, 0, sizeof *s);
+    uint64_t a = SL_PLAN_ALIGN;
+    s->state = sl_align_up(sizeof(struct sl_uplink), a) + READ_BYTES;
+    s->text = sl_align_up(c->batch_bytes + LINE_BYTES_MAX, a);
+    uint64_t body = c->batch_bytes + LINE_BYTES_MAX;
+    if (o->kind == SL_UPLINK_PROMRW) {
+        uint64_t p = points_for(c);
+        s->points = sl_align_up(p * sizeof(struct point), a);
+        s->touched = sl_align_up(p * sizeof(uint32_t), a);
+        s->values = sl_align_up(p * sizeof(double), a);
+        s->times = sl_align_up(p * sizeof(int64_t), a);
+        s->pb = sl_align_up(c->batch_bytes + 64 * 1024, a);
+        body = c->batch_bytes + 64 * 1024;
+    } else {
+        s->zmem = ZLIB_BYTES;
+    }
+    s->out = sl_align_up(body + body / 6 + 1024, a); /* gzip's and snappy's worst cases */
+    s->shadow = sl_align_up((uint64_t)c->sensors_max * sizeof(struct shadow), a);
+    s->slots = sl_align_up((uint64_t)slots_for(c->sensors_max) * sizeof(uint32_t), a);
+}
+
+void sl_uplinks_plan(const struct sl_uplinks_config *c, struct sl_plan *plan)
+{
+    if (c->count == 0) {
+        return;
+    }
+    uint64_t buffers = 0, sensors = 0;
+    for (uint32_t i = 0; i < c->count; i++) {
+        struct sizes s;
+        sizes_of(c, &c->outputs[i], &s);
+        buffers += s.state + s.text + s.points + s.touched + s.values + s.times + s.pb + s.out +
+                   s.zmem;
+        sensors += s.shadow + s.slots;
+    }
+    sl_plan_add(plan, "uplink_buffers", buffers,
+                "uplinks: each output's log reader (2 MiB), request, compression and zlib state");
+    sl_plan_add(plan, "uplink_sensors", sensors,
+                "uplinks: each output's shadow of every sensor (72 B + 8-16 B of index a sensor)");
+    sl_plan_add(plan, SL_UPLINK_PLAN_LIBRARY_PART,
+                (uint64_t)c->count * (SL_UPLINK_CURL_BYTES + SL_UPLINK_SNAPPY_BYTES),
+                "uplinks: libcurl (counted, capped) and libsnappy's working memory a call; "
+                "malloc'd by them, stated not mapped");
+}
+
+/* ---- files ---- */
+
+static int sync_dir(const char *dir)
+{
+    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0) {
+        return -errno;
+    }
+    int rc = fsync(fd) == 0 ? 0 : -errno;
+    close(fd);
+    return rc;
+}
+
+/*
+ * The cursor file: two 64-byte slots written in turn, each "SLUC", format
+ * version 1, the write sequence, the lsn, zeros, and a CRC-32C of bytes
+ * 0..59 at 60. The valid slot with the larger sequence wins, so a torn
+ * write leaves the previous cursor (never one past what was delivered).
+ */
+#define CURSOR_SLOT_BYTES 64u
+enum { CUR_MAGIC = 0, CUR_VERSION = 4, CUR_SEQ = 8, CUR_LSN = 16, CUR_CRC = 60 };
+
+static void cursor_encode(uint8_t out[CURSOR_SLOT_BYTES], uint64_t write_seq, uint64_t lsn)
+{
+    memset(out, 0, CURSOR_SLOT_BYTES);
+    memcpy(out + CUR_MAGIC, "SLUC", 4);
+    sl_store_u32(out + CUR_VERSION, 1);
+    sl_store_u64(out + CUR_SEQ, write_seq);
+    sl_store_u64(out + CUR_LSN, lsn);
+    sl_store_u32(out + CUR_CRC, sl_crc32c(out, CUR_CRC));
+}
+
+static bool cursor_decode(const uint8_t *p, uint64_t *write_seq, uint64_t *lsn)
+{
+    if (memcmp(p, "SLUC", 4) != 0 || sl_load_u32(p + CUR_VERSION) != 1 ||
+        sl_load_u32(p + CUR_CRC) != sl_crc32c(p, CUR_CRC)) {
+        return false;
+    }
+    *write_seq = sl_load_u64(p + CUR_SEQ);
+    *lsn = sl_load_u64(p + CUR_LSN);
+    return true;
+}
+
+/* Open (or create) the cursor file and read the cursor. 0 or -errno; *torn when no slot was valid. */
+static int cursor_open(struct sl_uplink *u, bool *torn)
+{
+    *torn = false;
+    int fd = open(u->cursor_path, O_RDWR | O_CLOEXEC);
+    if (fd < 0 && errno == ENOENT) {
+        fd = open(u->cursor_path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+        if (fd < 0) {
+            return -errno;
+        }
+        uint8_t both[2 * CURSOR_SLOT_BYTES];
+        cursor_encode(both, 1, 0);
+        cursor_encode(both + CURSOR_SLOT_BYTES, 0, 0);
+        if (pwrite(fd, both, sizeof both, 0) != (ssize_t)sizeof both || fdatasync(fd) != 0) {
+            int rc = -errno;
+            close(fd);
+            return rc != 0 ? rc : -EIO;
+        }
+        sync_dir(u->dir);
+        u->cursor_fd = fd;
+        u->cursor_write_seq = 1;
+        u->cursor_lsn = 0;
+        return 0;
+    }
+    if (fd < 0) {
+        return -errno;
+    }
+    uint8_t both[2 * CURSOR_SLOT_BYTES] = {0};
+    ssize_t n = pread(fd, both, sizeof both, 0);
+    uint64_t best_seq = 0, best_lsn = 0;
+    bool any = false;
+    for (uint32_t i = 0; i < 2; i++) {
+        uint64_t s, l;
+        if (n >= (ssize_t)((i + 1) * CURSOR_SLOT_BYTES) &&
+            cursor_decode(both + i * CURSOR_SLOT_BYTES, &s, &l) && (!any || s > best_seq)) {
+            best_seq = s;
+            best_lsn = l;
+            any = true;
+        }
+    }
+    *torn = !any;
+    u->cursor_fd = fd;
+    u->cursor_write_seq = best_seq;
+    u->cursor_lsn = best_lsn;
+    return 0;
+}
+
+/* Make lsn the durable cursor. 0 or -errno (the old one stands). */
+static int cursor_store(struct sl_uplink *u, uint64_t lsn)
+{
+    if (lsn == u->cursor_lsn) {
+        return 0;
+    }
+    uint64_t seq = u->cursor_write_seq + 1;
+    uint8_t slot[CURSOR_SLOT_BYTES];
+    cursor_encode(slot, seq, lsn);
+    if (pwrite(u->cursor_fd, slot, sizeof slot, (off_t)(seq % 2) * CURSOR_SLOT_BYTES) !=
+            (ssize_t)sizeof slot ||
+        fdatasync(u->cursor_fd) != 0) {
+        return errno != 0 ? -errno : -EIO;
+    }
+    u->cursor_write_seq = seq;
+    u->cursor_lsn = lsn;
+    atomic_store_explicit(&u->stats.cursor_lsn, lsn, memory_order_relaxed);
+    return 0;
+}
+
+/* Append a request's line protocol to the dead-letter file; past half the budget it becomes .1. */
+static void dead_write(struct sl_uplink *u, const char *text, uint64_t len)
+{
+    uint64_t half = u->common->dead_bytes / 2;
+    if (len > half) {
+        /* One request larger than half the budget: its head, cut at a line. */
+        uint64_t cut = half;
+        while (cut > 0 && text[cut - 1] != '\n') {
+            cut--;
+        }
+        len = cut;
+    }
+    if (len == 0) {
+        return;
+    }
+    if (u->dead_fd >= 0 && u->dead_size + len > half) {
+        close(u->dead_fd);
+        u->dead_fd = -1;
+        if (rename(u->dead_path, u->dead_old_path) == 0) {
+            u->dead_old_size = u->dead_size;
+        }
+        u->dead_size = 0;
+    }
+    if (u->dead_fd < 0) {
+        u->dead_fd = open(u->dead_path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+        if (u->dead_fd < 0) {
+            sl_say(SL_SAY_ERROR, "uplink", "%s: cannot open %s: %s; the dead letters are lost",
+                   u->cfg->name, u->dead_path, strerror(errno));
+            return;
+        }
+        struct stat st;
+        u->dead_size = fstat(u->dead_fd, &st) == 0 ? (uint64_t)st.st_size : 0;
+    }
+    uint64_t done = 0;
+    while (done < len) {
+        ssize_t n = write(u->dead_fd, text + done, len - done);
+        if (n < 0 && errno == EINTR) {
+            continue;
+        }
+        if (n <= 0) {
+            sl_say(SL_SAY_ERROR, "uplink", "%s: cannot write %s: %s", u->cfg->name, u->dead_path,
+                   strerror(errno));
+            break;
+        }
+        done += (uint64_t)n;
+    }
+    fdatasync(u->dead_fd);
+    u->dead_size += done;
+    atomic_store_explicit(&u->stats.dead_bytes, u->dead_size + u->dead_old_size,
+                          memory_order_relaxed);
+}
+
+static void set_error(struct sl_uplink *u, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+static void set_error(struct sl_uplink *u, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    pthread_mutex_lock(&u->stats.error_mu);
+    vsnprintf(u->stats.last_error, sizeof u->stats.last_error, fmt, ap);
+    pthread_mutex_unlock(&u->stats.error_mu);
+    va_end(ap);
+}
+
+/* ---- the log's dropping callback (the ingest thread) ---- */
+
+static void on_dropping(void *ctx, const struct sl_log_segment_info *seg)
+{
+    struct sl_uplink *u = ctx;
+    pthread_mutex_lock(&u->mu);
+    if (u->pos_lsn < seg->last_lsn && seg->last_lsn > u->floor_lsn) {
+        uint64_t lost = 0, bytes = 0;
+        if (u->pos_name_seq == seg->name_seq) {
+            lost = seg->readings > u->pos_seg_readings ? seg->readings - u->pos_seg_readings : 0;
+            bytes = seg->data_bytes > u->pos_seg_bytes ? seg->data_bytes - u->pos_seg_bytes : 0;
+        } else if (u->pos_name_seq < seg->name_seq) {
+            lost = seg->readings;
+            bytes = seg->data_bytes;
+        }
+        atomic_store_explicit(&u->stats.dropped_log_full,
+                              atomic_load_explicit(&u->stats.dropped_log_full,
+                                                   memory_order_relaxed) +
+                                  lost,
+                              memory_order_relaxed);
+        u->skipped_bytes += bytes;
+        u->floor_lsn = seg->last_lsn;
+        if (atomic_load_explicit(&u->hold.need_lsn, memory_order_relaxed) <= seg->last_lsn) {
+            atomic_store_explicit(&u->hold.need_lsn, seg->last_lsn + 1, memory_order_release);
+        }
+    }
+    pthread_mutex_unlock(&u->mu);
+}
+
+/* ---- reading the log ---- */
+
+static void reader_close(struct reader *r)
+{
+    if (r->fd >= 0) {
+        close(r->fd);
+        r->fd = -1;
+    }
+    r->buf_len = 0;
+}
+
+/* Open the first file after the current one that exists and has a valid header. */
+static bool reader_open_next(struct sl_uplink *u)
+{
+    struct reader *r = &u->rd;
+    uint64_t oldest = atomic_load_explicit(&u->logc->oldest_seq, memory_order_acquire);
+    uint64_t newest = atomic_load_explicit(&u->logc->newest_seq, memory_order_acquire);
+    uint64_t from = r->name_seq + 1 > oldest ? r->name_seq + 1 : oldest;
+    char path[4400];
+    /* Bounded by the names the log used between them (failed creations leave gaps). */
+    for (uint64_t s = from; s != 0 && s <= newest; s++) {
+        snprintf(path, sizeof path, "%s/log-%016llx.seg", u->common->data_dir, (unsigned long long)s);
+        int fd = open(path, O_RDONLY | O_CLOEXEC);
+        if (fd < 0) {
+            continue;
+        }
+        uint8_t h[SL_LOG_SEGMENT_HEADER_BYTES];
+        struct sl_log_segment_header header;
+        if (pread(fd, h, sizeof h, 0) != (ssize_t)sizeof h ||
+            sl_log_segment_header_decode(h, sizeof h, &header) != 0) {
+            close(fd);
+            continue;
+        }
+        reader_close(r);
+        r->fd = fd;
+        r->name_seq = s;
+        r->seq = header.segment_seq;
+        r->offset = SL_LOG_SEGMENT_HEADER_BYTES;
+        pthread_mutex_lock(&u->mu);
+        u->pos_name_seq = s;
+        u->pos_seg_readings = 0;
+        u->pos_seg_bytes = 0;
+        pthread_mutex_unlock(&u->mu);
+        return true;
+    }
+    return false;
+}
+
+/* Bytes of the file at r->offset in buf: refilled when fewer than `need` are there. */
+static uint64_t reader_have(struct reader *r, uint64_t need)
+{
+    if (r->offset >= r->buf_off && r->offset + need <= r->buf_off + r->buf_len) {
+        return r->buf_off + r->buf_len - r->offset;
+    }
+    ssize_t n;
+    do {
+        n = pread(r->fd, r->buf, READ_BYTES, (off_t)r->offset);
+    } while (n < 0 && errno == EINTR);
+    r->buf_off = r->offset;
+    r->buf_len = n > 0 ? (uint64_t)n : 0;
+    return r->buf_len;
+}
+
+/*
+ * The next record that is applied, or false when there is none yet. Skips
+ * what a retired file holds past its valid end, rewritten duplicates, and
+ * anything a drop put below the floor (counted by on_dropping).
+ */
+static bool reader_next(struct sl_uplink *u, struct sl_log_record *rec)
+{
+    struct reader *r = &u->rd;
+    /* Bounded: each turn consumes a record or moves to a later file. */
+    for (;;) {
+        uint64_t applied = atomic_load_explicit(&u->logc->applied_lsn, memory_order_acquire);
+        uint64_t newest = atomic_load_explicit(&u->logc->newest_seq, memory_order_acquire);
+        if (r->fd < 0 && !reader_open_next(u)) {
+            return false;
+        }
+        uint64_t have = reader_have(r, SL_LOG_RECORD_HEADER_BYTES);
+        int rc = -SL_LOG_END;
+        if (have >= SL_LOG_RECORD_HEADER_BYTES) {
+            const uint8_t *p = r->buf + (r->offset - r->buf_off);
+            rc = sl_log_record_decode(p, have, r->seq, rec);
+            if (rc == -SL_LOG_TRUNCATED && have < READ_BYTES) {
+                have = reader_have(r, sl_load_u32(p + 4) + SL_LOG_ALIGN); /* the rest of it */
+                p = r->buf + (r->offset - r->buf_off);
+                rc = sl_log_record_decode(p, have, r->seq, rec);
+            }
+        }
+        uint64_t retired_last = 0;
+        bool retired = sl_log_retired_last(u->logc, r->seq, &retired_last) != 0;
+        if (rc == 0 && retired && rec->lsn > retired_last) {
+            rc = -SL_LOG_END; /* the rest of a retired file is rewritten elsewhere, or failed */
+        }
+        if (rc != 0) {
+            if (r->name_seq < newest || retired) {
+                reader_close(r); /* a closed file ends here: on to the next */
+                if (!reader_open_next(u)) {
+                    return false;
+                }
+                continue;
+            }
+            r->buf_len = 0; /* what was read past the end is stale: read it again next time */
+            return false;   /* the end of what the current file holds so far */
+        }
+        if (rec->lsn > applied) {
+            r->buf_len = 0;
+            return false; /* written, not applied yet */
+        }
+        r->offset += rec->record_bytes;
+        if (rec->lsn <= r->last_lsn) {
+            continue; /* a rewritten copy of a record already read */
+        }
+        r->last_lsn = rec->lsn;
+        uint32_t readings = rec->transport == SL_LOG_SERIES ? 0 : rec->batch.header.count;
+        pthread_mutex_lock(&u->mu);
+        bool dropped = rec->lsn <= u->floor_lsn;
+        u->pos_lsn = rec->lsn;
+        u->pos_seg_readings += readings;
+        u->pos_seg_bytes += rec->record_bytes;
+        u->position += rec->record_bytes + u->skipped_bytes;
+        u->skipped_bytes = 0;
+        pthread_mutex_unlock(&u->mu);
+        if (dropped) {
+            continue; /* counted when its file was recycled */
+        }
+        return true;
+    }
+}
+
+/* ---- the shadow ---- */
+
+static struct shadow *shadow_get(struct sl_uplink *u, uint32_t id)
+{
+    uint32_t i = (uint32_t)(((uint64_t)id * 0x9E3779B97F4A7C15ull) >> 32) & u->slot_mask;
+    /* Bounded: the table is at most half full. */
+    for (;;) {
+        uint32_t s = u->slots[i];
+        if (s == 0) {
+            if (u->entries_used == u->entries_cap) {
+                return NULL;
+            }
+            struct shadow *e = &u->entries[u->entries_used];
+            memset(e, 0, sizeof *e);
+            e->id = id;
+            u->slots[i] = ++u->entries_used;
+            return e;
+        }
+        if (u->entries[s - 1].id == id) {
+            return &u->entries[s - 1];
+        }
+        i = (i + 1) & u->slot_mask;
+    }
+}
+
+/* The store's rules (store.c apply_one, in its order): the shadow of its last time, or NULL. */
+static struct shadow *accepted_by_store(struct sl_uplink *u, const struct sl_log_record *rec,
+                             const struct sl_reading *rd, int64_t *t_us)
+{
+    if (!isfinite(rd->value)) {
+        return NULL;
+    }
+    int64_t base = rec->batch.header.base_time_us;
+    if (base > INT64_MAX - (int64_t)rd->offset_us) {
+        return NULL;
+    }
+    *t_us = base + (int64_t)rd->offset_us;
+    if (*t_us > rec->now_us + u->common->future_skew_us) {
+        return NULL;
+    }
+    uint32_t index;
+    if (sl_store_find(u->store, rd->sensor_id, &index) != 0) {
+        return NULL; /* never accepted (a full table refuses for good) */
+    }
+    struct shadow *e = shadow_get(u, rd->sensor_id);
+    if (e == NULL || (e->seen && *t_us < e->last_t_us)) {
+        return NULL;
+    }
+    e->seen = 1;
+    e->last_t_us = *t_us;
+    return e;
+}
+
+/* ---- encoding ---- */
+
+static bool name_of(const struct sl_uplink *u, uint32_t id, const char **name, uint32_t *len)
+{
+    return u->series != NULL && sl_series_name(u->series, id, name, len) == 0;
+}
+
+static void request_note(struct sl_uplink *u, const struct sl_log_record *rec)
+{
+    if (u->req.first_accept_us == 0) {
+        u->req.first_accept_us = rec->now_us > 0 ? rec->now_us : 1;
+        atomic_store_explicit(&u->stats.oldest_unsent_us, u->req.first_accept_us,
+                              memory_order_relaxed);
+    }
+}
+
+static bool request_full(const struct sl_uplink *u)
+{
+    if (u->cfg->kind == SL_UPLINK_PROMRW) {
+        return u->req.est_bytes + LINE_BYTES_MAX > u->common->batch_bytes ||
+               u->req.points + 4 > u->points_cap;
+    }
+    return u->text_len + LINE_BYTES_MAX > u->common->batch_bytes;
+}
+
+static void point_add(struct sl_uplink *u, struct shadow *e, uint32_t stat, int64_t t_us, double v)
+{
+    uint32_t n = (uint32_t)u->req.points++;
+    SL_ASSERT(n < u->points_cap);
+    uint32_t ei = (uint32_t)(e - u->entries);
+    u->points[n] = (struct point){.entry = ei, .t_us = t_us, .value = v, .stat = stat};
+    if (e->req_gen != u->req.gen) {
+        e->req_gen = u->req.gen;
+        e->head = e->tail = n + 1;
+        e->samples = 0;
+        u->touched[u->touched_count++] = ei;
+        const char *name;
+        uint32_t len;
+        u->req.est_bytes += name_of(u, e->id, &name, &len) ? len + 64 : 48;
+        u->req.est_bytes += u->extra_len + 8u * u->common->tags_count;
+    } else {
+        u->points[e->tail - 1].next = n + 1;
+        e->tail = n + 1;
+    }
+    e->samples++;
+    u->req.est_bytes += 22;
+}
+
+/* Append a reading as line protocol to the text buffer. */
+static void text_reading(struct sl_uplink *u, const struct shadow *e, int64_t t_us, float v)
+{
+    const char *name = NULL;
+    uint32_t len = 0;
+    if (!name_of(u, e->id, &name, &len)) {
+        name = NULL;
+    }
+    size_t n = sl_lpout_line(u->text + u->text_len, u->text_cap - u->text_len, name, len, e->id,
+                             u->extra, u->extra_len, t_us, v);
+    SL_ASSERT(n > 0); /* request_full kept a line's room */
+    u->text_len += n;
+}
+
+static size_t put_f64(char *out, double v)
+{
+    int n = snprintf(out, 40, "%.17g", v);
+    /* The shortest of %.15g..%.17g that reads back the same. */
+    for (int p = 15; p < 17; p++) {
+        char t[40];
+        int m = snprintf(t, sizeof t, "%.*g", p, v);
+        if (strtod(t, NULL) == v) {
+            memcpy(out, t, (size_t)m + 1);
+            return (size_t)m;
+        }
+    }
+    return (size_t)n;
+}
+
+/* A bucket as one line: the series (and field=KEY for a named one), count, mean, min, max. */
+static size_t agg_line(struct sl_uplink *u, char *out, size_t cap, const struct shadow *e,
+                       int64_t t_us, const double stats[4])
+{
+    const char *name = NULL;
+    uint32_t len = 0;
+    char head[SL_SERIES_NAME_MAX + 64];
+    int hn;
+    if (name_of(u, e->id, &name, &len)) {
+        uint32_t sp = 0;
+        while (sp < len && name[sp] != ' ') {
+            sp += name[sp] == '\\' ? 2 : 1;
+        }
+        if (sp > len) {
+            sp = len;
+        }
+        hn = snprintf(head, sizeof head, "%.*s%.*s,field=%.*s", (int)sp, name, (int)u->extra_len,
+                      u->extra, sp < len ? (int)(len - sp - 1) : 0, sp < len ? name + sp + 1 : "");
+    } else {
+        hn = snprintf(head, sizeof head, "sluice,sensor=%u%.*s", e->id, (int)u->extra_len, u->extra);
+    }
+    char m[40], lo[32], hi[32];
+    put_f64(m, stats[1]);
+    sl_lpout_f32(lo, (float)stats[2]);
+    sl_lpout_f32(hi, (float)stats[3]);
+    int n = snprintf(out, cap, "%.*s count=%.0f,mean=%s,min=%s,max=%s %" PRId64 "\n", hn, head,
+                     stats[0], m, lo, hi, t_us);
+    return n > 0 && (size_t)n < cap ? (size_t)n : 0;
+}
+
+/* Close a bucket: encode it (emit) and mark it closed, its stats kept for a late reading. */
+static void agg_close(struct sl_uplink *u, struct shadow *e, bool emit)
+{
+    e->open = 0;
+    if (!emit || e->count == e->emitted) {
+        e->emitted = e->count;
+        return;
+    }
+    double stats[4] = {(double)e->count, e->sum / e->count, e->min, e->max};
+    if (u->cfg->kind == SL_UPLINK_PROMRW) {
+        for (uint32_t s = 0; s < 4; s++) {
+            point_add(u, e, s + 1, e->bucket_us, stats[s]);
+        }
+    } else {
+        size_t n = agg_line(u, u->text + u->text_len, u->text_cap - u->text_len, e, e->bucket_us,
+                            stats);
+        SL_ASSERT(n > 0);
+        u->text_len += n;
+        u->req.points++;
+    }
+    u->req.readings += e->count - e->emitted;
+    e->emitted = e->count;
+}
+
+static int64_t floor_div(int64_t a, int64_t b)
+{
+    int64_t q = a / b;
+    return (a % b != 0 && (a < 0) != (b < 0)) ? q - 1 : q;
+}
+
+static void agg_add(struct sl_uplink *u, struct shadow *e, const struct sl_log_record *rec,
+                    int64_t t_us, float v, bool emit)
+{
+    int64_t b = floor_div(t_us, u->cfg->bucket_us) * u->cfg->bucket_us;
+    if (e->count > 0 && b != e->bucket_us) {
+        if (e->open) {
+            agg_close(u, e, emit);
+        }
+        e->count = e->emitted = 0;
+    }
+    if (e->count == 0) {
+        e->bucket_us = b;
+        e->sum = 0;
+        e->min = INFINITY;
+        e->max = -INFINITY;
+    }
+    if (!e->open) {
+        e->open = 1; /* new, or a closed bucket a late reading reopens (sent again, whole) */
+        e->first_lsn = rec->lsn;
+    }
+    e->count++;
+    e->sum += v;
+    e->min = v < e->min ? v : e->min;
+    e->max = v > e->max ? v : e->max;
+    e->last_now_us = rec->now_us;
+}
+
+/* Close buckets idle for D by the forwarder's clock; stops early when the request fills. */
+static void agg_scan(struct sl_uplink *u, bool emit)
+{
+    if (u->clock_us - u->last_scan_us < AGG_SCAN_US && u->scan_at == 0) {
+        return;
+    }
+    u->last_scan_us = u->clock_us;
+    for (uint32_t i = u->scan_at; i < u->entries_used; i++) {
+        struct shadow *e = &u->entries[i];
+        if (e->open && u->clock_us - e->last_now_us >= u->cfg->bucket_us) {
+            if (emit && request_full(u)) {
+                u->scan_at = i;
+                return;
+            }
+            if (emit && e->count > e->emitted) {
+                request_note(u, &(struct sl_log_record){.now_us = e->last_now_us});
+            }
+            agg_close(u, e, emit);
+        }
+    }
+    u->scan_at = 0;
+}
+
+/* The lsn the hold must keep: after the cursor, and every open bucket's readings (aggregate). */
+static uint64_t need_of(const struct sl_uplink *u, uint64_t cursor)
+{
+    uint64_t need = cursor + 1;
+    if (u->cfg->mode == SL_UPLINK_AGGREGATE) {
+        for (uint32_t i = 0; i < u->entries_used; i++) {
+            if (u->entries[i].open && u->entries[i].first_lsn < need) {
+                need = u->entries[i].first_lsn;
+            }
+        }
+    }
+    return need;
+}
+
+/*
+ * Take readings from the current record (and the next ones) into the
+ * request, until it is full or no applied record is left. emit false: the
+ * dry run up to the cursor (nothing encoded). Returns true when it stopped
+ * because nothing more is there.
+ */
+static bool fill(struct sl_uplink *u, bool emit, uint64_t until_lsn)
+{
+    /* Bounded by the records applied so far and the request's room. */
+    for (;;) {
+        if (!u->have_rec) {
+            if (!emit && u->rd.last_lsn >= until_lsn) {
+                return true;
+            }
+            if (!reader_next(u, &u->rec)) {
+                return true;
+            }
+            if (!emit && u->rec.lsn > until_lsn) {
+                /* The dry run read one record too far: keep it for the real run. */
+                u->have_rec = true;
+                u->rec_next = 0;
+                return true;
+            }
+            u->have_rec = true;
+            u->rec_next = 0;
+            if (u->rec.now_us > u->clock_us) {
+                u->clock_us = u->rec.now_us;
+            }
+        }
+        if (emit && !u->have_rec) {
+            return true;
+        }
+        const struct sl_log_record *rec = &u->rec;
+        bool readings = rec->transport != SL_LOG_SERIES;
+        bool agg = u->cfg->mode == SL_UPLINK_AGGREGATE;
+        if (agg && emit) {
+            agg_scan(u, true);
+        } else if (agg) {
+            agg_scan(u, false);
+        }
+        uint32_t count = readings ? rec->batch.header.count : 0;
+        while (u->rec_next < count) {
+            if (emit && request_full(u)) {
+                u->req.end_lsn = rec->lsn;
+                u->req.end_done = false;
+                return false;
+            }
+            struct sl_reading rd;
+            sl_batch_reading(&rec->batch, u->rec_next++, &rd);
+            int64_t t_us;
+            struct shadow *e = accepted_by_store(u, rec, &rd, &t_us);
+            if (e == NULL) {
+                continue;
+            }
+            if (agg) {
+                agg_add(u, e, rec, t_us, rd.value, emit);
+                if (emit) {
+                    request_note(u, rec);
+                }
+                continue;
+            }
+            if (!emit) {
+                continue;
+            }
+            request_note(u, rec);
+            if (u->cfg->kind == SL_UPLINK_PROMRW) {
+                point_add(u, e, 0, t_us, rd.value);
+            } else {
+                text_reading(u, e, t_us, rd.value);
+                u->req.points++;
+            }
+            u->req.readings++;
+        }
+        u->have_rec = false;
+        if (emit) {
+            u->req.end_lsn = rec->lsn;
+            u->req.end_done = true;
+            u->req.end_position = u->position;
+        }
+    }
+}
+
+/* ---- remote write: the request as protobuf ---- */
+
+static const char *const stat_suffix[] = {"", "_count", "_mean", "_min", "_max"};
+
+/*
+ * Labels of a sensor's series for one stat, sorted (sl_lpout_labels): the
+ * reading as `<measurement>_<field>`; a bucket's stat as
+ * `<measurement>_<stat>` with its field as label `field` (named series).
+ * Returns the count (0: the name does not fit, nothing sent for it).
+ */
+static uint32_t labels_of(struct sl_uplink *u, const struct shadow *e, uint32_t stat,
+                          char *idbuf, size_t idbuf_bytes)
+{
+    struct sl_promrw_label extra[SL_UPLINK_TAGS_MAX + 1];
+    uint32_t nx = 0;
+    const char *name;
+    uint32_t len;
+    bool named = name_of(u, e->id, &name, &len) &&
+                 sl_lpout_split(name, len, &u->parts, u->split, sizeof u->split) == 0;
+    if (!named && sl_lpout_numbered(e->id, &u->parts, idbuf, idbuf_bytes) != 0) {
+        return 0;
+    }
+    size_t mlen;
+    if (stat == 0) {
+        mlen = sl_lpout_metric_name(u->metric, sizeof u->metric, &u->parts, 0);
+    } else {
+        int m = snprintf(u->metric, sizeof u->metric, "%.*s%s", (int)u->parts.measurement.n,
+                         u->parts.measurement.p, stat_suffix[stat]);
+        mlen = m > 0 && (size_t)m < sizeof u->metric ? (size_t)m : 0;
+        if (named) {
+            extra[nx++] = (struct sl_promrw_label){"field", 5, u->parts.field.p, u->parts.field.n};
+        }
+    }
+    if (mlen == 0) {
+        return 0;
+    }
+    for (uint32_t i = 0; i < u->common->tags_count; i++) {
+        extra[nx++] = (struct sl_promrw_label){u->common->tag_keys[i],
+                                               (uint32_t)strlen(u->common->tag_keys[i]),
+                                               u->common->tag_values[i],
+                                               (uint32_t)strlen(u->common->tag_values[i])};
+    }
+    int n = sl_lpout_labels(u->labels, LABELS_MAX, u->metric, (uint32_t)mlen, &u->parts, extra, nx,
+                            0, u->label_scratch, sizeof u->label_scratch);
+    return n > 0 ? (uint32_t)n : 0;
+}
+
+static int64_t ms_of(int64_t t_us)
+{
+    return floor_div(t_us, 1000);
+}
+
+/* Encode the request's samples, one TimeSeries per sensor and stat. 0, or -1 when it overflows. */
+static int promrw_encode(struct sl_uplink *u)
+{
+    u->pb_len = 0;
+    for (uint32_t t = 0; t < u->touched_count; t++) {
+        const struct shadow *e = &u->entries[u->touched[t]];
+        for (uint32_t stat = 0; stat < 5; stat++) {
+            uint32_t k = 0;
+            for (uint32_t p = e->head; p != 0; p = u->points[p - 1].next) {
+                const struct point *pt = &u->points[p - 1];
+                if (pt->stat == stat) {
+                    u->values[k] = pt->value;
+                    u->times_ms[k] = ms_of(pt->t_us);
+                    k++;
+                }
+            }
+            if (k == 0) {
+                continue;
+            }
+            char idbuf[16];
+            uint32_t n = labels_of(u, e, stat, idbuf, sizeof idbuf);
+            size_t w = sl_promrw_put_series(u->pb + u->pb_len, u->pb_cap - u->pb_len, u->labels, n,
+                                            u->values, u->times_ms, k);
+            if (w == 0) {
+                return -1;
+            }
+            u->pb_len += w;
+        }
+    }
+    return 0;
+}
+
+/* The request's readings as line protocol in the text buffer (remote write's dead letters). */
+static void promrw_as_text(struct sl_uplink *u)
+{
+    u->text_len = 0;
+    for (uint32_t t = 0; t < u->touched_count; t++) {
+        const struct shadow *e = &u->entries[u->touched[t]];
+        double stats[4] = {0};
+        int have = 0;
+        for (uint32_t p = e->head; p != 0; p = u->points[p - 1].next) {
+            const struct point *pt = &u->points[p - 1];
+            size_t n = 0;
+            if (pt->stat == 0) {
+                const char *name = NULL;
+                uint32_t len = 0;
+                if (!name_of(u, e->id, &name, &len)) {
+                    name = NULL;
+                }
+                n = sl_lpout_line(u->text + u->text_len, u->text_cap - u->text_len, name, len,
+                                  e->id, u->extra, u->extra_len, pt->t_us, (float)pt->value);
+            } else {
+                stats[pt->stat - 1] = pt->value;
+                if (++have == 4) {
+                    have = 0;
+                    n = agg_line(u, u->text + u->text_len, u->text_cap - u->text_len, e, pt->t_us,
+                                 stats);
+                }
+            }
+            if (u->text_len + n + LINE_BYTES_MAX > u->text_cap) {
+                return; /* the head of it */
+            }
+            u->text_len += n;
+        }
+    }
+}
+
+/* ---- compression ---- */
+
+static voidpf zalloc_planned(voidpf opaque, uInt items, uInt size)
+{
+    struct sl_uplink *u = opaque;
+    uint64_t n = sl_align_up((uint64_t)items * size, 16);
+    if (u->zmem_used + n > ZLIB_BYTES) {
+        return Z_NULL;
+    }
+    void *p = u->zmem + u->zmem_used;
+    u->zmem_used += n;
+    return p;
+}
+
+static void zfree_planned(voidpf opaque, voidpf address)
+{
+    (void)opaque;
+    (void)address; /* the arena is the output's for good */
+}
+
+static int gzip_body(struct sl_uplink *u)
+{
+    if (!u->z_ready) {
+        u->z.zalloc = zalloc_planned;
+        u->z.zfree = zfree_planned;
+        u->z.opaque = u;
+        if (deflateInit2(&u->z, 1, Z_DEFLATED, 15 + 16, 8, Z_DEFAULT_STRATEGY) != Z_OK) {
+            return -1;
+        }
+        u->z_ready = true;
+    } else if (deflateReset(&u->z) != Z_OK) {
+        return -1;
+    }
+    u->z.next_in = (Bytef *)u->text;
+    u->z.avail_in = (uInt)u->text_len;
+    u->z.next_out = u->out;
+    u->z.avail_out = (uInt)u->out_cap;
+    int rc = deflate(&u->z, Z_FINISH);
+    if (rc != Z_STREAM_END) {
+        return -1;
+    }
+    u->out_len = u->out_cap - u->z.avail_out;
+    return 0;
+}
+
+static int compress_request(struct sl_uplink *u)
+{
+    if (u->cfg->kind != SL_UPLINK_PROMRW) {
+        atomic_fetch_add_explicit(&u->stats.bytes_raw, u->text_len, memory_order_relaxed);
+        return gzip_body(u);
+    }
+    if (promrw_encode(u) != 0) {
+        return -1;
+    }
+    atomic_fetch_add_explicit(&u->stats.bytes_raw, u->pb_len, memory_order_relaxed);
+    size_t n = u->out_cap;
+    if (snappy_compress((const char *)u->pb, u->pb_len, (char *)u->out, &n) != SNAPPY_OK) {
+        return -1;
+    }
+    u->out_len = n;
+    return 0;
+}
+
+/* ---- HTTP ---- */
+
+static size_t on_body(char *data, size_t size, size_t n, void *ctx)
+{
+    struct sl_uplink *u = ctx;
+    size_t bytes = size * n;
+    size_t room = sizeof u->response - 1 - u->response_len;
+    size_t take = bytes < room ? bytes : room;
+    memcpy(u->response + u->response_len, data, take);
+    u->response_len += (uint32_t)take;
+    u->response[u->response_len] = '\0';
+    return bytes; /* the rest is read and dropped: bounded by the timeout */
+}
+
+static size_t on_header(char *data, size_t size, size_t n, void *ctx)
+{
+    struct sl_uplink *u = ctx;
+    size_t bytes = size * n;
+    static const char name[] = "retry-after:";
+    if (bytes > sizeof name && strncasecmp(data, name, sizeof name - 1) == 0) {
+        char v[128];
+        size_t vn = bytes - (sizeof name - 1);
+        vn = vn < sizeof v - 1 ? vn : sizeof v - 1;
+        memcpy(v, data + sizeof name - 1, vn);
+        v[vn] = '\0';
+        char *s = v;
+        while (*s == ' ' || *s == '\t') {
+            s++;
+        }
+        s[strcspn(s, "\r\n")] = '\0';
+        char *end = NULL;
+        long long secs = strtoll(s, &end, 10);
+        if (end != s && *end == '\0' && secs >= 0) {
+            u->retry_after_ms = secs > RETRY_AFTER_MAX_MS / 1000 ? RETRY_AFTER_MAX_MS : secs * 1000;
+        } else {
+            time_t when = curl_getdate(s, NULL);
+            if (when > 0) {
+                int64_t ms = ((int64_t)when * 1000000 - sl_clock_realtime_us()) / 1000;
+                u->retry_after_ms = ms < 0 ? 0 : ms > RETRY_AFTER_MAX_MS ? RETRY_AFTER_MAX_MS : ms;
+            }
+        }
+    }
+    return bytes;
+}
+
+/* Abort a transfer that runs past the shutdown deadline. */
+static int on_progress(void *ctx, curl_off_t a, curl_off_t b, curl_off_t c, curl_off_t d)
+{
+    (void)a;
+    (void)b;
+    (void)c;
+    (void)d;
+    struct sl_uplink *u = ctx;
+    return atomic_load_explicit(&u->all->stopping, memory_order_relaxed) &&
+           sl_clock_monotonic_ns() > atomic_load(&u->stop_deadline_ns);
+}
+
+static int http_open(struct sl_uplink *u, char *err, uint32_t err_bytes)
+{
+    u->curl = curl_easy_init();
+    if (u->curl == NULL) {
+        snprintf(err, err_bytes, "uplink %s: cannot start libcurl", u->cfg->name);
+        return -1;
+    }
+    const char *ct = u->cfg->kind == SL_UPLINK_PROMRW ? "Content-Type: application/x-protobuf"
+                                                       : "Content-Type: text/plain; charset=utf-8";
+    const char *ce = u->cfg->kind == SL_UPLINK_PROMRW ? "Content-Encoding: snappy"
+                                                       : "Content-Encoding: gzip";
+    struct curl_slist *h = NULL;
+    const char *lines[] = {ct, ce, "Expect:", "User-Agent: sluice/" SL_VERSION,
+                           u->cfg->kind == SL_UPLINK_PROMRW ? "X-Prometheus-Remote-Write-Version: 0.1.0"
+                                                            : NULL};
+    for (size_t i = 0; i < sizeof lines / sizeof lines[0]; i++) {
+        if (lines[i] != NULL) {
+            struct curl_slist *next = curl_slist_append(h, lines[i]);
+            if (next == NULL) {
+                curl_slist_free_all(h);
+                snprintf(err, err_bytes, "uplink %s: out of memory", u->cfg->name);
+                return -1;
+            }
+            h = next;
+        }
+    }
+    if (u->cfg->token[0] != '\0') {
+        char auth[SL_UPLINK_TOKEN_BYTES + 32];
+        snprintf(auth, sizeof auth, "Authorization: Token %s", u->cfg->token);
+        struct curl_slist *next = curl_slist_append(h, auth);
+        memset(auth, 0, sizeof auth);
+        if (next == NULL) {
+            curl_slist_free_all(h);
+            snprintf(err, err_bytes, "uplink %s: out of memory", u->cfg->name);
+            return -1;
+        }
+        h = next;
+    }
+    u->headers = h;
+    CURL *c = u->curl;
+    curl_easy_setopt(c, CURLOPT_URL, u->cfg->http_url);
+    curl_easy_setopt(c, CURLOPT_HTTPHEADER, h);
+    curl_easy_setopt(c, CURLOPT_POST, 1L);
+    curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, (long)u->common->timeout_ms);
+    curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS, (long)u->common->timeout_ms);
+    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_body);
+    curl_easy_setopt(c, CURLOPT_WRITEDATA, u);
+    curl_easy_setopt(c, CURLOPT_HEADERFUNCTION, on_header);
+    curl_easy_setopt(c, CURLOPT_HEADERDATA, u);
+    curl_easy_setopt(c, CURLOPT_NOPROGRESS, 0L);
+    curl_easy_setopt(c, CURLOPT_XFERINFOFUNCTION, on_progress);
+    curl_easy_setopt(c, CURLOPT_XFERINFODATA, u);
+    curl_easy_setopt(c, CURLOPT_ERRORBUFFER, u->curl_error);
+    curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, "http");
+    curl_easy_setopt(c, CURLOPT_TCP_KEEPALIVE, 1L);
+    curl_easy_setopt(c, CURLOPT_MAXCONNECTS, 1L);
+    return 0;
+}
+
+static void count_code(struct sl_uplink *u, long code)
+{
+    if (code <= 0) {
+        atomic_fetch_add_explicit(&u->stats.requests_error, 1, memory_order_relaxed);
+        return;
+    }
+    for (uint32_t i = 0; i < SL_UPLINK_CODES_MAX; i++) {
+        uint32_t have = atomic_load_explicit(&u->stats.codes[i], memory_order_relaxed);
+        if (have == 0) {
+            atomic_store_explicit(&u->stats.codes[i], (uint32_t)code, memory_order_release);
+            have = (uint32_t)code;
+        }
+        if (have == (uint32_t)code) {
+            atomic_fetch_add_explicit(&u->stats.code_counts[i], 1, memory_order_relaxed);
+            return;
+        }
+    }
+    atomic_fetch_add_explicit(&u->stats.requests_error, 1, memory_order_relaxed); /* table full */
+}
+
+/* One attempt: the HTTP status, or 0 with curl_error set (no answer). */
+static long http_post(struct sl_uplink *u)
+{
+    u->response_len = 0;
+    u->response[0] = '\0';
+    u->retry_after_ms = -1;
+    u->curl_error[0] = '\0';
+    curl_easy_setopt(u->curl, CURLOPT_POSTFIELDS, (const char *)u->out);
+    curl_easy_setopt(u->curl, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)u->out_len);
+    CURLcode rc = curl_easy_perform(u->curl);
+    long code = 0;
+    if (rc == CURLE_OK) {
+        curl_easy_getinfo(u->curl, CURLINFO_RESPONSE_CODE, &code);
+    } else if (u->curl_error[0] == '\0') {
+        snprintf(u->curl_error, sizeof u->curl_error, "%s", curl_easy_strerror(rc));
+    }
+    count_code(u, code);
+    return code;
+}
+
+static uint64_t rng_next(struct sl_uplink *u)
+{
+    u->rng ^= u->rng << 13;
+    u->rng ^= u->rng >> 7;
+    u->rng ^= u->rng << 17;
+    return u->rng;
+}
+
+/* Wait ms, or less when stopping. */
+static void nap(struct sl_uplink *u, int64_t ms)
+{
+    struct sl_uplinks *all = u->all;
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    int64_t ns = (int64_t)ts.tv_nsec + (ms % 1000) * 1000000;
+    ts.tv_sec += (time_t)(ms / 1000 + ns / 1000000000);
+    ts.tv_nsec = (long)(ns % 1000000000);
+    pthread_mutex_lock(&all->stop_mu);
+    if (!atomic_load_explicit(&all->stopping, memory_order_relaxed)) {
+        pthread_cond_timedwait(&all->stop_cv, &all->stop_mu, &ts);
+    }
+    pthread_mutex_unlock(&all->stop_mu);
+}
+
+static bool stopping(const struct sl_uplink *u)
+{
+    return atomic_load_explicit(&u->all->stopping, memory_order_relaxed);
+}
+
+/* Does Prometheus say the samples are already there? (taken as delivered: UPLINK.md) */
+static bool already_there(const struct sl_uplink *u, long code)
+{
+    return u->cfg->kind == SL_UPLINK_PROMRW && code == 400 &&
+           (strstr(u->response, "duplicate sample") != NULL ||
+            strstr(u->response, "out of order sample") != NULL);
+}
+
+static void clean_response(struct sl_uplink *u)
+{
+    for (uint32_t i = 0; i < u->response_len; i++) {
+        unsigned char ch = (unsigned char)u->response[i];
+        if (ch < 0x20 || ch == 0x7f || ch == '"' || ch == '\\') {
+            u->response[i] = ' ';
+        }
+    }
+    while (u->response_len > 0 && u->response[u->response_len - 1] == ' ') {
+        u->response[--u->response_len] = '\0';
+    }
+}
+
+enum outcome { DELIVERED, DEAD, GAVE_UP };
+
+/* Send the request until it is delivered, dead-lettered, or the gateway stops. */
+static enum outcome send_request(struct sl_uplink *u)
+{
+    if (compress_request(u) != 0) {
+        sl_say(SL_SAY_ERROR, "uplink", "%s: cannot encode a request of %" PRIu64
+               " readings; it goes to the dead letters", u->cfg->name, u->req.readings);
+        if (u->cfg->kind == SL_UPLINK_PROMRW) {
+            promrw_as_text(u);
+        }
+        dead_write(u, u->text, u->text_len);
+        return DEAD;
+    }
+    int64_t attempt_max_ms = SL_UPLINK_BACKOFF_MIN_MS;
+    /* Bounded by stopping: every failed attempt waits, and a stop ends the loop. */
+    for (uint64_t attempt = 0;; attempt++) {
+        if (stopping(u) && attempt > 0) {
+            return GAVE_UP;
+        }
+        if (u->common->max_rate > 0) {
+            int64_t now = sl_clock_monotonic_ns();
+            if (u->pace_ns > now) {
+                nap(u, (u->pace_ns - now) / 1000000 + 1);
+                if (stopping(u)) {
+                    return GAVE_UP;
+                }
+            }
+            int64_t base = u->pace_ns > now ? u->pace_ns : now;
+            u->pace_ns = base + (int64_t)((double)u->req.readings * 1e9 / u->common->max_rate);
+        }
+        long code = http_post(u);
+        atomic_fetch_add_explicit(&u->stats.bytes_sent, u->out_len, memory_order_relaxed);
+        if ((code >= 200 && code < 300) || already_there(u, code)) {
+            if (u->failures > 0) {
+                sl_say(SL_SAY_INFO, "uplink", "%s: delivering again (HTTP %ld) after %" PRIu64
+                       " failed attempts", u->cfg->name, code, u->failures);
+            }
+            u->failures = 0;
+            atomic_store_explicit(&u->stats.up, 1, memory_order_relaxed);
+            atomic_store_explicit(&u->stats.state, SL_UPLINK_OK, memory_order_relaxed);
+            return DELIVERED;
+        }
+        clean_response(u);
+        bool retry = code == 0 || code == 408 || code == 429 || code >= 500;
+        atomic_store_explicit(&u->stats.up, 0, memory_order_relaxed);
+        if (!retry) {
+            set_error(u, "HTTP %ld: %s", code, u->response);
+            sl_say(SL_SAY_ERROR, "uplink",
+                   "%s: HTTP %ld from %s: %s; %" PRIu64 " readings go to %s, forwarding goes on",
+                   u->cfg->name, code, u->cfg->shown_url, u->response, u->req.readings,
+                   u->dead_path);
+            if (u->cfg->kind == SL_UPLINK_PROMRW) {
+                promrw_as_text(u);
+            }
+            dead_write(u, u->text, u->text_len);
+            u->failures = 0;
+            return DEAD;
+        }
+        if (code == 0) {
+            set_error(u, "%s", u->curl_error);
+        } else {
+            set_error(u, "HTTP %ld: %s", code, u->response);
+        }
+        atomic_store_explicit(&u->stats.state, SL_UPLINK_RETRYING, memory_order_relaxed);
+        atomic_fetch_add_explicit(&u->stats.retries, 1, memory_order_relaxed);
+        u->failures++;
+        /* Full jitter: uniform in [100 ms, min(max, 100 ms x 2^attempt)], at least Retry-After. */
+        int64_t cap = attempt_max_ms;
+        int64_t wait = SL_UPLINK_BACKOFF_MIN_MS +
+                       (int64_t)(rng_next(u) % (uint64_t)(cap - SL_UPLINK_BACKOFF_MIN_MS + 1));
+        if (u->retry_after_ms > wait) {
+            wait = u->retry_after_ms;
+        }
+        attempt_max_ms = attempt_max_ms * 2 > (int64_t)u->common->backoff_max_ms
+                             ? (int64_t)u->common->backoff_max_ms
+                             : attempt_max_ms * 2;
+        int64_t now = sl_clock_monotonic_ns();
+        if (u->failures == 1 || now - u->last_warn_ns >= WARN_EVERY_NS) {
+            u->last_warn_ns = now;
+            sl_say(SL_SAY_WARN, "uplink", "%s: %s from %s; retrying in %" PRId64 " ms (%" PRIu64
+                   " failed attempts so far; the backlog stays in the log)",
+                   u->cfg->name, code == 0 ? u->curl_error : "an error status", u->cfg->shown_url,
+                   wait, u->failures);
+        }
+        if (stopping(u)) {
+            return GAVE_UP;
+        }
+        nap(u, wait);
+    }
+}
+
+static void request_reset(struct sl_uplink *u)
+{
+    uint32_t gen = u->req.gen + 1;
+    if (gen == 0) {
+        gen = 1;
+        for (uint32_t i = 0; i < u->entries_used; i++) {
+            u->entries[i].req_gen = 0;
+        }
+    }
+    memset(&u->req, 0, sizeof u->req);
+    u->req.gen = gen;
+    u->text_len = 0;
+    u->touched_count = 0;
+    atomic_store_explicit(&u->stats.oldest_unsent_us, 0, memory_order_relaxed);
+}
+
+/* After a request is delivered or dead: the cursor, the hold, the counters. */
+static void request_done(struct sl_uplink *u, enum outcome how)
+{
+    if (how == DELIVERED) {
+        atomic_fetch_add_explicit(&u->stats.sent_readings, u->req.readings, memory_order_relaxed);
+    } else {
+        atomic_fetch_add_explicit(&u->stats.dead_readings, u->req.readings, memory_order_relaxed);
+    }
+    uint64_t cursor = u->req.end_done ? u->req.end_lsn : u->req.end_lsn - 1;
+    pthread_mutex_lock(&u->mu);
+    if (u->floor_lsn > cursor) {
+        cursor = u->floor_lsn;
+    }
+    pthread_mutex_unlock(&u->mu);
+    if (cursor > u->cursor_lsn) {
+        int rc = cursor_store(u, cursor);
+        if (rc != 0) {
+            sl_say(SL_SAY_ERROR, "uplink", "%s: cannot write %s: %s; a restart resends from lsn %"
+                   PRIu64, u->cfg->name, u->cursor_path, strerror(-rc), u->cursor_lsn);
+        }
+    }
+    if (u->req.end_done) {
+        atomic_store_explicit(&u->stats.position_bytes, u->req.end_position, memory_order_relaxed);
+    }
+    uint64_t need = need_of(u, u->cursor_lsn);
+    pthread_mutex_lock(&u->mu);
+    if (need <= u->floor_lsn) {
+        need = u->floor_lsn + 1;
+    }
+    atomic_store_explicit(&u->hold.need_lsn, need, memory_order_release);
+    pthread_mutex_unlock(&u->mu);
+    request_reset(u);
+}
+
+static void *forward(void *arg)
+{
+    struct sl_uplink *u = arg;
+    /* The dry run: up to the cursor, nothing sent. */
+    fill(u, false, u->cursor_lsn);
+    u->req.end_lsn = u->cursor_lsn;
+    u->req.end_done = true;
+    u->req.end_position = u->position;
+    atomic_store_explicit(&u->stats.position_bytes, u->position, memory_order_relaxed);
+    request_reset(u);
+    sl_say(SL_SAY_INFO, "uplink", "%s: forwarding to %s from lsn %" PRIu64 " (%s)", u->cfg->name,
+           u->cfg->shown_url, u->cursor_lsn + 1,
+           u->cfg->kind == SL_UPLINK_PROMRW ? "remote write" : "line protocol, gzip");
+    bool agg = u->cfg->mode == SL_UPLINK_AGGREGATE;
+    while (!stopping(u)) {
+        bool drained = fill(u, true, UINT64_MAX);
+        int64_t now_us = sl_clock_realtime_us();
+        if (agg && drained) {
+            if (now_us > u->clock_us) {
+                u->clock_us = now_us; /* caught up: buckets close by the wall clock */
+            }
+            agg_scan(u, true);
+        }
+        bool have = u->req.points > 0;
+        bool due = have && (!drained || request_full(u) ||
+                            now_us - u->req.first_accept_us >=
+                                (int64_t)u->common->flush_interval_ms * 1000);
+        if (due) {
+            if (!u->req.end_done && u->req.end_lsn == 0) {
+                u->req.end_lsn = u->rd.last_lsn;
+            }
+            enum outcome how = send_request(u);
+            if (how == GAVE_UP) {
+                break;
+            }
+            request_done(u, how);
+            continue;
+        }
+        if (!have && drained) {
+            /* Nothing to send: the cursor still moves past what was read (rejected, names, drops). */
+            uint64_t cursor = u->have_rec ? u->rec.lsn - 1 : u->rd.last_lsn;
+            if (cursor > u->cursor_lsn + 0 && (u->req.end_lsn = cursor, u->req.end_done = true)) {
+                u->req.end_position = u->position;
+                uint64_t before = u->cursor_lsn;
+                request_done(u, DELIVERED);
+                (void)before;
+            }
+            atomic_store_explicit(&u->stats.oldest_unsent_us, 0, memory_order_relaxed);
+        }
+        if (drained) {
+            nap(u, IDLE_WAIT_MS);
+        }
+    }
+    return NULL;
+}
+
+/* ---- start-up and shutdown ---- */
+
+static int make_dir(const char *dir)
+{
+    if (mkdir(dir, 0755) != 0 && errno != EEXIST) {
+        return -errno;
+    }
+    return 0;
+}
+
+static int read_token(struct sl_uplink_output_config *o, char *err, uint32_t err_bytes)
+{
+    if (o->token_file[0] == '\0') {
+        return 0;
+    }
+    int fd = open(o->token_file, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
+    struct stat st;
+    if (fd < 0 || fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+        snprintf(err, err_bytes, "--uplink-token %s=%s: %s", o->name, o->token_file,
+                 fd < 0 ? strerror(errno) : "not a regular file");
+        if (fd >= 0) {
+            close(fd);
+        }
+        return -1;
+    }
+    ssize_t n = read(fd, o->token, sizeof o->token - 1);
+    close(fd);
+    if (n < 0 || (size_t)n >= sizeof o->token - 1) {
+        snprintf(err, err_bytes, "--uplink-token %s=%s: %s", o->name, o->token_file,
+                 n < 0 ? strerror(errno) : "longer than 1 KiB");
+        return -1;
+    }
+    o->token[n] = '\0';
+    o->token[strcspn(o->token, "\r\n")] = '\0';
+    if (o->token[0] == '\0' || strpbrk(o->token, " \t") != NULL) {
+        snprintf(err, err_bytes, "--uplink-token %s=%s: not one token on the first line", o->name,
+                 o->token_file);
+        return -1;
+    }
+    return 0;
+}
+
+int sl_uplinks_open(struct sl_uplinks *ups, const struct sl_uplinks_config *config,
+                    struct sl_arena *arena, struct sl_log *log, const struct sl_store *store,
+                    const struct sl_series *series, char *err, uint32_t err_bytes)
+{
+    memset(ups, 0, sizeof *ups);
+    ups->config = *config;
+    ups->log = log;
+    pthread_mutex_init(&ups->stop_mu, NULL);
+    pthread_cond_init(&ups->stop_cv, NULL);
+    if (config->count == 0) {
+        return 0;
+    }
+    curl_budget = (uint64_t)config->count * SL_UPLINK_CURL_BYTES;
+    char dir[4200];
+    snprintf(dir, sizeof dir, "%s/uplink", config->data_dir);
+    int rc = make_dir(dir);
+    if (rc != 0) {
+        snprintf(err, err_bytes, "uplink: cannot create %s: %s", dir, strerror(-rc));
+        return -1;
+    }
+    sync_dir(config->data_dir);
+    const struct sl_log_counters *logc = sl_log_counters(log);
+    uint64_t last_lsn = sl_log_next_lsn(log) - 1;
+    /* The parts come in the plan's order: every output's buffers, then every output's shadow. */
+    struct sizes sz[SL_UPLINKS_MAX];
+    uint8_t *buffers[SL_UPLINKS_MAX];
+    for (uint32_t i = 0; i < config->count; i++) {
+        sizes_of(config, &config->outputs[i], &sz[i]);
+        buffers[i] = sl_arena_take(arena, sz[i].state + sz[i].text + sz[i].points + sz[i].touched +
+                                              sz[i].values + sz[i].times + sz[i].pb + sz[i].out +
+                                              sz[i].zmem);
+    }
+    for (uint32_t i = 0; i < config->count; i++) {
+        struct sl_uplink_output_config *oc = &ups->config.outputs[i];
+        if (read_token(oc, err, err_bytes) != 0) {
+            return -1;
+        }
+        uint8_t *p = buffers[i];
+        struct sl_uplink *u = (struct sl_uplink *)(void *)p;
+        memset(u, 0, sizeof *u);
+        p += sl_align_up(sizeof *u, SL_PLAN_ALIGN);
+        u->rd.buf = p;
+        p += READ_BYTES;
+        u->text = (char *)p;
+        u->text_cap = sz[i].text;
+        p += sz[i].text;
+        u->points = (struct point *)(void *)p;
+        u->points_cap = (uint32_t)(sz[i].points / sizeof(struct point));
+        p += sz[i].points;
+        u->touched = (uint32_t *)(void *)p;
+        p += sz[i].touched;
+        u->values = (double *)(void *)p;
+        p += sz[i].values;
+        u->times_ms = (int64_t *)(void *)p;
+        p += sz[i].times;
+        u->pb = p;
+        u->pb_cap = sz[i].pb;
+        p += sz[i].pb;
+        u->out = p;
+        u->out_cap = sz[i].out;
+        p += sz[i].out;
+        u->zmem = p;
+        u->entries = sl_arena_take(arena, sz[i].shadow);
+        u->entries_cap = config->sensors_max;
+        u->slots = sl_arena_take(arena, sz[i].slots);
+        u->slot_mask = (uint32_t)(sz[i].slots / sizeof(uint32_t)) - 1;
+        memset(u->slots, 0, sz[i].slots);
+
+        u->all = ups;
+        u->cfg = oc;
+        u->common = &ups->config;
+        u->index = i;
+        u->logc = logc;
+        u->log = log;
+        u->store = store;
+        u->series = series;
+        u->rd.fd = -1;
+        u->dead_fd = -1;
+        u->cursor_fd = -1;
+        pthread_mutex_init(&u->mu, NULL);
+        pthread_mutex_init(&u->stats.error_mu, NULL);
+        snprintf(u->dir, sizeof u->dir, "%s", dir);
+        snprintf(u->cursor_path, sizeof u->cursor_path, "%s/%s.cursor", dir, oc->name);
+        snprintf(u->dead_path, sizeof u->dead_path, "%s/%s.dead", dir, oc->name);
+        snprintf(u->dead_old_path, sizeof u->dead_old_path, "%s/%s.dead.1", dir, oc->name);
+        struct stat st;
+        u->dead_size = stat(u->dead_path, &st) == 0 ? (uint64_t)st.st_size : 0;
+        u->dead_old_size = stat(u->dead_old_path, &st) == 0 ? (uint64_t)st.st_size : 0;
+        atomic_store(&u->stats.dead_bytes, u->dead_size + u->dead_old_size);
+        bool torn = false;
+        rc = cursor_open(u, &torn);
+        if (rc != 0) {
+            snprintf(err, err_bytes, "uplink %s: cannot open %s: %s", oc->name, u->cursor_path,
+                     strerror(-rc));
+            return -1;
+        }
+        if (torn) {
+            sl_say(SL_SAY_WARN, "uplink",
+                   "%s: %s is damaged in both copies; forwarding starts again from the oldest "
+                   "record in the log (upstreams keep one sample a series and time)",
+                   oc->name, u->cursor_path);
+        }
+        if (u->cursor_lsn > last_lsn) {
+            sl_say(SL_SAY_WARN, "uplink",
+                   "%s: the cursor (lsn %" PRIu64 ") is past the log's last record (%" PRIu64
+                   "): the log was replaced; forwarding starts from its oldest record",
+                   oc->name, u->cursor_lsn, last_lsn);
+            u->cursor_lsn = 0;
+            u->cursor_write_seq++;
+        }
+        atomic_store(&u->stats.cursor_lsn, u->cursor_lsn);
+        atomic_store(&u->stats.up, 1);
+        u->hold.name = oc->name;
+        u->hold.block = config->block;
+        u->hold.dropping = on_dropping;
+        u->hold.ctx = u;
+        atomic_store(&u->hold.need_lsn, u->cursor_lsn + 1);
+        if (getrandom(&u->rng, sizeof u->rng, 0) != (ssize_t)sizeof u->rng || u->rng == 0) {
+            u->rng = 0x9E3779B97F4A7C15ull ^ (uint64_t)sl_clock_monotonic_ns();
+        }
+        /* The extra tags, rendered once. */
+        const char *keys[SL_UPLINK_TAGS_MAX], *values[SL_UPLINK_TAGS_MAX];
+        for (uint32_t t = 0; t < config->tags_count; t++) {
+            keys[t] = ups->config.tag_keys[t];
+            values[t] = ups->config.tag_values[t];
+        }
+        int n = sl_lpout_tags(u->extra, sizeof u->extra, keys, values, config->tags_count);
+        u->extra_len = n > 0 ? (uint32_t)n : 0;
+        if (http_open(u, err, err_bytes) != 0) {
+            return -1;
+        }
+        if (sl_log_add_hold(log, &u->hold) != 0) {
+            snprintf(err, err_bytes, "uplink %s: too many holds on the log", oc->name);
+            return -1;
+        }
+        request_reset(u);
+        ups->outputs[i] = u;
+        ups->count++;
+    }
+    return 0;
+}
+
+int sl_uplinks_start(struct sl_uplinks *ups, char *err, uint32_t err_bytes)
+{
+    for (uint32_t i = 0; i < ups->count; i++) {
+        struct sl_uplink *u = ups->outputs[i];
+        if (pthread_create(&u->thread, NULL, forward, u) != 0) {
+            snprintf(err, err_bytes, "uplink %s: cannot start its thread", u->cfg->name);
+            return -1;
+        }
+        u->started = true;
+    }
+    return 0;
+}
+
+void sl_uplinks_stop(struct sl_uplinks *ups, int64_t deadline_ns)
+{
+    for (uint32_t i = 0; i < ups->count; i++) {
+        atomic_store(&ups->outputs[i]->stop_deadline_ns, deadline_ns);
+    }
+    pthread_mutex_lock(&ups->stop_mu);
+    atomic_store(&ups->stopping, true);
+    pthread_cond_broadcast(&ups->stop_cv);
+    pthread_mutex_unlock(&ups->stop_mu);
+}
+
+void sl_uplinks_join(struct sl_uplinks *ups)
+{
+    for (uint32_t i = 0; i < ups->count; i++) {
+        struct sl_uplink *u = ups->outputs[i];
+        if (u->started) {
+            pthread_join(u->thread, NULL);
+            u->started = false;
+        }
+        if (u->curl != NULL) {
+            curl_easy_cleanup(u->curl);
+            u->curl = NULL;
+        }
+        curl_slist_free_all(u->headers);
+        u->headers = NULL;
+        reader_close(&u->rd);
+        if (u->cursor_fd >= 0) {
+            close(u->cursor_fd);
+            u->cursor_fd = -1;
+        }
+        if (u->dead_fd >= 0) {
+            close(u->dead_fd);
+            u->dead_fd = -1;
+        }
+    }
+}
+
+/* ---- readers ---- */
+
+const struct sl_uplink_stats *sl_uplink_stats(const struct sl_uplinks *ups, uint32_t i)
+{
+    return &ups->outputs[i]->stats;
+}
+
+const struct sl_uplink_output_config *sl_uplink_config(const struct sl_uplinks *ups, uint32_t i)
+{
+    return ups->outputs[i]->cfg;
+}
+
+uint64_t sl_uplink_backlog_bytes(const struct sl_uplinks *ups, uint32_t i)
+{
+    const struct sl_uplink *u = ups->outputs[i];
+    uint64_t end = atomic_load_explicit(&u->logc->appended_bytes, memory_order_relaxed);
+    uint64_t at = atomic_load_explicit(&u->stats.position_bytes, memory_order_relaxed);
+    return end > at ? end - at : 0;
+}
+
+double sl_uplink_lag_seconds(const struct sl_uplinks *ups, uint32_t i)
+{
+    const struct sl_uplink *u = ups->outputs[i];
+    int64_t oldest = atomic_load_explicit(&u->stats.oldest_unsent_us, memory_order_relaxed);
+    if (oldest == 0) {
+        return 0;
+    }
+    int64_t now = sl_clock_realtime_us();
+    return now > oldest ? (double)(now - oldest) / 1e6 : 0;
+}
+
+void sl_uplink_last_error(const struct sl_uplinks *ups, uint32_t i, char *out, uint32_t out_bytes)
+{
+    struct sl_uplink *u = ups->outputs[i];
+    pthread_mutex_lock(&u->stats.error_mu);
+    snprintf(out, out_bytes, "%s", u->stats.last_error);
+    pthread_mutex_unlock(&u->stats.error_mu);
+}
+
+int sl_uplink_state(const struct sl_uplinks *ups, uint32_t i)
+{
+    char reason[256];
+    if (sl_log_health(ups->log, reason, sizeof reason) != 0) {
+        char want[64];
+        snprintf(want, sizeof want, "uplink backlog full: %s", ups->outputs[i]->cfg->name);
+        if (strcmp(reason, want) == 0) {
+            return SL_UPLINK_BLOCKED;
+        }
+    }
+    return atomic_load_explicit(&ups->outputs[i]->stats.state, memory_order_relaxed);
+}
+
+const char *sl_uplink_state_name(int state)
+{
+    return state == SL_UPLINK_BLOCKED ? "blocked" : state == SL_UPLINK_RETRYING ? "retrying" : "ok";
+}
