@@ -842,12 +842,12 @@ static size_t agg_line(struct sl_uplink *u, char *out, size_t cap, const struct 
     } else {
         hn = snprintf(head, sizeof head, "sluice,sensor=%u%.*s", e->id, (int)u->extra_len, u->extra);
     }
-    char m[40], lo[32], hi[32];
+    char m[40], lo[SL_LPOUT_F32_MAX], hi[SL_LPOUT_F32_MAX];
     put_f64(m, stats[1]);
-    sl_lpout_f32(lo, (float)stats[2]);
-    sl_lpout_f32(hi, (float)stats[3]);
-    int n = snprintf(out, cap, "%.*s count=%.0f,mean=%s,min=%s,max=%s %" PRId64 "\n", hn, head,
-                     stats[0], m, lo, hi, t_us);
+    size_t lo_n = sl_lpout_f32(lo, (float)stats[2]); /* not NUL-terminated */
+    size_t hi_n = sl_lpout_f32(hi, (float)stats[3]);
+    int n = snprintf(out, cap, "%.*s count=%.0f,mean=%s,min=%.*s,max=%.*s %" PRId64 "\n", hn, head,
+                     stats[0], m, (int)lo_n, lo, (int)hi_n, hi, t_us);
     return n > 0 && (size_t)n < cap ? (size_t)n : 0;
 }
 
