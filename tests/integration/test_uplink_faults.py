@@ -20,6 +20,8 @@ Proves, each on its own gateway:
   allocations (the stop line).
 - A cursor file damaged in both copies: forwarding starts again from the oldest record, said in a
   log line; a cursor made durable after a 2xx survives a SIGKILL (nothing delivered is resent).
+- --uplink-max-rate: a backlog leaves in requests no closer together than their readings / N.
+- --print-memory-plan lists each output's buffers, shadows and libraries, and counts them in the total.
 - Configuration errors are refused at start with a reason (exit 2).
 """
 import json
@@ -130,6 +132,25 @@ d = Daemon("--uplink", "up=influx://127.0.0.1:%d/write" % fake.port, "--uplink-t
 n = send(d, 1, 1, T0_US, range(1, 4001), n_per=10)  # 40 k readings, ~300 kB gzip
 c.check(wait_until(lambda: up(d)["sent_readings"] == n, timeout_s=60), "a slow reader gets the whole request")
 c.eq(len(set(sent_lines(fake))), n, "every reading arrived once")
+d.stop()
+fake.stop()
+
+
+# --- --uplink-max-rate: a backlog drained no faster than N readings/s ---
+RATE = 5000
+fake = FakeUpstream()
+d = Daemon("--uplink", "up=influx://127.0.0.1:%d/write" % fake.port, "--uplink-max-rate", str(RATE),
+           "--uplink-batch-bytes", "64K", sensors=4096)
+n = send(d, 1, 1, T0_US, range(1, 2001), n_per=10)  # 20 k readings, ~1 k a 64 KiB request
+c.check(wait_until(lambda: up(d)["sent_readings"] == n, timeout_s=60), "max-rate: every reading delivered")
+reqs = list(fake.requests)
+sizes = [len(r.lines) for r in reqs]
+c.check(len(reqs) >= 10 and sum(sizes) == n, "max-rate: the backlog goes in many requests (%r)" % sizes)
+short = [(i, reqs[i + 1].time - reqs[i].time, sizes[i] / RATE) for i in range(len(reqs) - 1)
+         if reqs[i + 1].time - reqs[i].time < sizes[i] / RATE - 0.05]
+c.eq(short, [], "max-rate: no request leaves before the one before it has had its share of time")
+span, floor = reqs[-1].time - reqs[0].time, (n - sizes[-1]) / RATE
+c.check(span >= floor - 0.1, "max-rate: %d readings took %.2f s, at least %.2f s at %d/s" % (n, span, floor, RATE))
 d.stop()
 fake.stop()
 
@@ -252,6 +273,32 @@ bad = [
     (["--uplink", "a=influx://127.0.0.1:1/write", "--log-bytes-max", "8M", "--log-segment-bytes", "2M",
       "--uplink-batch-bytes", "4M"], "quarter"),
 ]
+
+# --- the memory plan lists the uplinks' buffers, per output ---
+def plan(*argv):
+    p = subprocess.run([SLUICED, "--print-memory-plan"] + list(argv), capture_output=True, text=True, timeout=20)
+    rows = {}
+    for ln in p.stdout.splitlines():
+        f = ln.split()
+        if len(f) >= 3 and f[2] == "bytes":
+            rows[f[0]] = int(f[1])
+    return p.returncode, rows
+
+
+rc0, none = plan()
+rc1, one = plan("--uplink", "a=influx://127.0.0.1:1/write")
+rc2, two = plan("--uplink", "a=influx://127.0.0.1:1/write", "--uplink", "b=influx://127.0.0.1:2/write")
+rc3, prw = plan("--uplink", "a=influx://127.0.0.1:1/write", "--uplink", "b=promrw://127.0.0.1:1/api/v1/write")
+c.eq((rc0, rc1, rc2, rc3), (0, 0, 0, 0), "--print-memory-plan with 0, 1 and 2 uplinks")
+c.check(prw["uplink_buffers"] > two["uplink_buffers"], "remote write plans its protobuf and snappy buffers too")
+c.check(none.get("uplink_buffers", 0) == 0 and one.get("uplink_buffers", 0) > 0
+        and two["uplink_buffers"] == 2 * one["uplink_buffers"],
+        "uplink_buffers: none without an uplink, the same again for each output (%r, %r, %r)"
+        % (none.get("uplink_buffers"), one.get("uplink_buffers"), two.get("uplink_buffers")))
+c.check(all(k in one for k in ("uplink_sensors", "uplink_libraries")), "the shadows and the libraries are planned")
+c.eq(two["total"] - none["total"], sum(v for k, v in two.items() if k.startswith("uplink_")),
+     "the total counts every uplink row")
+
 for argv, word in bad:
     p = subprocess.run([SLUICED, "--data-dir", "/nonexistent-sluice-dir", "--http", "127.0.0.1:0", "--tcp",
                         "127.0.0.1:0", "--udp", "127.0.0.1:0"] + argv, capture_output=True, text=True, timeout=20)
