@@ -123,6 +123,13 @@ int sl_uplinks_add(struct sl_uplinks_config *c, const char *spec, char *err, uin
     if (strlen(url) >= SL_UPLINK_URL_BYTES) {
         return fail(err, err_bytes, "--uplink: '%s': the URL is longer than 1023 bytes%s", spec, "");
     }
+    for (const char *p = url; *p != '\0'; p++) {
+        if ((unsigned char)*p <= ' ' || (unsigned char)*p >= 0x7f) {
+            return fail(err, err_bytes,
+                        "--uplink: '%s': a space, control or non-ASCII byte in the URL "
+                        "(percent-encode it)%s", spec, "");
+        }
+    }
     int k = -1;
     for (size_t i = 0; i < sizeof schemes / sizeof schemes[0]; i++) {
         if (strncmp(url, schemes[i].scheme, strlen(schemes[i].scheme)) == 0) {

@@ -106,7 +106,7 @@ struct request {
     int64_t first_accept_us;  /* of its oldest reading; 0: empty */
     uint64_t end_lsn;         /* the last record it holds readings of */
     bool end_done;            /* ... all of them */
-    uint64_t end_position;    /* the log position after end_lsn (when done) */
+    uint64_t end_position;    /* the log position after its last whole record; 0: none */
     uint32_t gen;             /* remote write: shadow.req_gen of this request */
 };
 
@@ -609,12 +609,17 @@ static bool reader_open_next(struct sl_uplink *u)
     return false;
 }
 
-/* Bytes of the file at r->offset in buf: refilled when fewer than `need` are there. */
-static uint64_t reader_have(struct reader *r, uint64_t need)
+/*
+ * Bytes of the file at r->offset in buf: refilled when fewer than `need` are
+ * there (then *fresh is set: read after the caller's loads of the log's
+ * counters, so at least as new as they are).
+ */
+static uint64_t reader_have(struct reader *r, uint64_t need, bool *fresh)
 {
     if (r->offset >= r->buf_off && r->offset + need <= r->buf_off + r->buf_len) {
         return r->buf_off + r->buf_len - r->offset;
     }
+    *fresh = true;
     ssize_t n;
     do {
         n = pread(r->fd, r->buf, READ_BYTES, (off_t)r->offset);
@@ -632,20 +637,22 @@ static uint64_t reader_have(struct reader *r, uint64_t need)
 static bool reader_next(struct sl_uplink *u, struct sl_log_record *rec)
 {
     struct reader *r = &u->rd;
-    /* Bounded: each turn consumes a record or moves to a later file. */
+    /* Bounded: each turn consumes a record, moves to a later file, or reads the file afresh
+     * (then the next turn is fresh: a cached end is read again at most once). */
     for (;;) {
         uint64_t applied = atomic_load_explicit(&u->logc->applied_lsn, memory_order_acquire);
         uint64_t newest = atomic_load_explicit(&u->logc->newest_seq, memory_order_acquire);
         if (r->fd < 0 && !reader_open_next(u)) {
             return false;
         }
-        uint64_t have = reader_have(r, SL_LOG_RECORD_HEADER_BYTES);
+        bool fresh = false;
+        uint64_t have = reader_have(r, SL_LOG_RECORD_HEADER_BYTES, &fresh);
         int rc = -SL_LOG_END;
         if (have >= SL_LOG_RECORD_HEADER_BYTES) {
             const uint8_t *p = r->buf + (r->offset - r->buf_off);
             rc = sl_log_record_decode(p, have, r->seq, rec);
             if (rc == -SL_LOG_TRUNCATED && have < READ_BYTES) {
-                have = reader_have(r, sl_load_u32(p + 4) + SL_LOG_ALIGN); /* the rest of it */
+                have = reader_have(r, sl_load_u32(p + 4) + SL_LOG_ALIGN, &fresh); /* the rest */
                 p = r->buf + (r->offset - r->buf_off);
                 rc = sl_log_record_decode(p, have, r->seq, rec);
             }
@@ -654,6 +661,12 @@ static bool reader_next(struct sl_uplink *u, struct sl_log_record *rec)
         bool retired = sl_log_retired_last(u->logc, r->seq, &retired_last) != 0;
         if (rc == 0 && retired && rec->lsn > retired_last) {
             rc = -SL_LOG_END; /* the rest of a retired file is rewritten elsewhere, or failed */
+        }
+        if (rc != 0 && !fresh) {
+            /* The end in the buffer may be older than the file: the log may have written more
+             * here, then moved on (newest), since it was read. Read it again before leaving. */
+            r->buf_len = 0;
+            continue;
         }
         if (rc != 0) {
             if (r->name_seq < newest || retired) {
@@ -681,7 +694,7 @@ static bool reader_next(struct sl_uplink *u, struct sl_log_record *rec)
         u->pos_lsn = rec->lsn;
         u->pos_seg_readings += readings;
         u->pos_seg_bytes += rec->record_bytes;
-        u->position += rec->record_bytes + u->skipped_bytes;
+        u->position += (dropped ? 0 : rec->record_bytes) + u->skipped_bytes; /* dropped: in skipped */
         u->skipped_bytes = 0;
         pthread_mutex_unlock(&u->mu);
         if (dropped) {
@@ -990,6 +1003,7 @@ static bool fill(struct sl_uplink *u, bool emit, uint64_t until_lsn)
             if (emit && request_full(u)) {
                 u->req.end_lsn = rec->lsn;
                 u->req.end_done = false;
+                u->req.end_position = u->position - rec->record_bytes; /* before this record */
                 return false;
             }
             struct sl_reading rd;
@@ -1545,7 +1559,7 @@ static void request_done(struct sl_uplink *u, enum outcome how)
                    PRIu64, u->cfg->name, u->cursor_path, strerror(-rc), u->cursor_lsn);
         }
     }
-    if (u->req.end_done) {
+    if (u->req.end_position != 0) { /* 0: a request of closed buckets only, no record read */
         atomic_store_explicit(&u->stats.position_bytes, u->req.end_position, memory_order_relaxed);
     }
     uint64_t need = need_of(u, u->cursor_lsn);
@@ -1599,11 +1613,11 @@ static void *forward(void *arg)
         if (!have && drained) {
             /* Nothing to send: the cursor still moves past what was read (rejected, names, drops). */
             uint64_t cursor = u->have_rec ? u->rec.lsn - 1 : u->rd.last_lsn;
-            if (cursor > u->cursor_lsn + 0 && (u->req.end_lsn = cursor, u->req.end_done = true)) {
-                u->req.end_position = u->position;
-                uint64_t before = u->cursor_lsn;
+            if (cursor > u->cursor_lsn) {
+                u->req.end_lsn = cursor;
+                u->req.end_done = true;
+                u->req.end_position = u->have_rec ? u->position - u->rec.record_bytes : u->position;
                 request_done(u, DELIVERED);
-                (void)before;
             }
             atomic_store_explicit(&u->stats.oldest_unsent_us, 0, memory_order_relaxed);
         }

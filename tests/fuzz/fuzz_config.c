@@ -198,6 +198,8 @@ static char *flags[SL_CONFIG_OPTS_MAX + 4];
 static int flags_count;
 static bool writable;
 
+static void note_line(const char *key, const char *new_value);
+
 static void note_value(void *arg, const char *key, const char *old_value, const char *new_value,
                        bool live)
 {
@@ -212,6 +214,22 @@ static void note_value(void *arg, const char *key, const char *old_value, const 
         return;
     }
     FUZZ_CHECK(strcmp(key, "config") != 0); /* both name the same file */
+    const struct sl_config_list *list = strcmp(key, "uplink") == 0         ? &first.uplink_specs
+                                        : strcmp(key, "uplink-tag") == 0   ? &first.uplink_tag_specs
+                                        : strcmp(key, "uplink-token") == 0 ? &first.uplink_token_specs
+                                        : strcmp(key, "uplink-mode") == 0  ? &first.uplink_mode_specs
+                                                                           : NULL;
+    if (list != NULL) { /* repeatable: shown joined by spaces, written back a line an item */
+        for (uint32_t i = 0; i < list->count; i++) {
+            note_line(key, list->items[i]);
+        }
+        return;
+    }
+    note_line(key, new_value);
+}
+
+static void note_line(const char *key, const char *new_value)
+{
     size_t n = strlen(new_value);
     /* A file cannot hold every value a flag can: '#' starts a comment, ends are trimmed. */
     if (n == 0 || strchr(new_value, '#') != NULL || new_value[0] == ' ' ||
@@ -275,6 +293,9 @@ static void round_trip(void)
     flags[flags_count] = NULL;
     sl_config_default(&second);
     int rc = sl_config_parse(&second, flags_count, flags, err, sizeof err);
+    if (rc != 0 && getenv("FUZZ_CONFIG_VERBOSE") != NULL) {
+        fprintf(stderr, "round trip: the file written back is refused: %s\n%.*s", err, (int)text_len, text);
+    }
     FUZZ_CHECK(rc == 0);
     check_config(&second);
     uint32_t differences = 0;

@@ -93,6 +93,12 @@ CONFIG = {
                         b"checkpoint-every = 0\n",
     "unexpected_argument": b"stray --http-threads 65\n",
     "empty": b"",
+    "uplinks_every_kind": b"--uplink a=influx://127.0.0.1:8428/write --uplink b=promrw://[::1]:9090/api/v1/write"
+                          b" --uplink-mode b=aggregate:10s --uplink-tag site=plant-3\n"
+                          b"uplink = c=influx2://h:8086/api/v2/write?org=o&bucket=b\nuplink-timeout = 5s\n"
+                          b"uplink-when-full = block\nuplink-max-rate = 1000\nuplink-batch-bytes = 64K\n",
+    "uplink_bad_names": b"--uplink UP=influx://h:1/w --uplink a=mqtt://h:1/t --uplink-mode zz=raw\n",
+    "uplink_tag_escapes": b"--uplink a=influx://h:1/w --uplink-tag k\\,=v\\\\ --uplink-tag =x --uplink-tag a=\n",
 }
 
 
