@@ -719,7 +719,7 @@ def report(args, res, bodies):
                           "drain alone %.2fx; drain rate %.2fx" % (
                               what, totals["vmagent"] / totals[key],
                               med(ag, "drain_cpu_s") / n / med(rows, "cpu_per_m"),
-                              med(rows, "readings_s") / med(ag, "readings_s")))
+                              med(rows, "readings_s") / (med(ag, "readings_s") or float("nan"))))
         print("\nvmagent turns line protocol into remote-write blocks at intake and keeps them so in its queue, so its "
               "drain is cheap and its intake is not; sluiced logs the readings and encodes at the drain. vmagent's "
               "retry backoff (it grows while VictoriaMetrics is down; this version has no flag for it) is in its "

@@ -11,6 +11,14 @@
  *      what may succeed later, dead-letter what never will;
  *   4. after a 2xx, make the cursor durable and move the hold.
  *
+ * Pipelined (raw line protocol outputs): a request's first attempt goes on
+ * the wire through a curl multi handle and the loop builds and compresses
+ * the next one while the upstream answers, then waits for the answer
+ * before the next is sent: one request in flight, in log order, the
+ * cursor moved only by answers. Remote write (its dead letters are
+ * rendered from the shadow) and aggregate outputs (the hold follows the
+ * open buckets) wait for each answer before building the next.
+ *
  * At start the loop first reads the log from its oldest record up to the
  * cursor without sending (a dry run), so the shadow and the open buckets
  * are what they were when the cursor was written.
@@ -171,6 +179,18 @@ struct sl_uplink {
     uint64_t pb_cap, pb_len;
     uint8_t *out;
     uint64_t out_cap, out_len;
+    /* The request in flight: its bookkeeping and its buffers (swapped with text and out). */
+    struct request fl;
+    bool fl_active;  /* handed to the upstream, not yet delivered or dead */
+    bool fl_started; /* an attempt of it is on the wire */
+    bool fl_added;   /* ... in the multi handle */
+    bool fl_done;    /* ... and answered (or failed): fl_rc */
+    CURLcode fl_rc;
+    bool pipelined;
+    char *fl_text;
+    uint64_t fl_text_len;
+    uint8_t *fl_out;
+    uint64_t fl_out_len;
     uint8_t *zmem;
     uint64_t zmem_used;
     z_stream z;
@@ -185,6 +205,7 @@ struct sl_uplink {
 
     /* HTTP */
     CURL *curl;
+    CURLM *multi;
     struct curl_slist *headers;
     char response[RESPONSE_BYTES];
     uint32_t response_len;
@@ -308,7 +329,8 @@ static uint32_t points_for(const struct sl_uplinks_config *c)
 }
 
 struct sizes {
-    uint64_t state, text, points, touched, values, times, pb, out, zmem, shadow, slots;
+    uint64_t state, text, points, touched, values, times, pb, out, fl_text, fl_out, zmem, shadow,
+        slots;
 };
 
 static void sizes_of(const struct sl_uplinks_config *c, const struct sl_uplink_output_config *o,
@@ -331,6 +353,8 @@ static void sizes_of(const struct sl_uplinks_config *c, const struct sl_uplink_o
         s->zmem = ZLIB_BYTES;
     }
     s->out = sl_align_up(body + body / 6 + 1024, a); /* gzip's and snappy's worst cases */
+    s->fl_text = s->text; /* the request in flight's own, while the next is built */
+    s->fl_out = s->out;
     s->shadow = sl_align_up((uint64_t)c->sensors_max * sizeof(struct shadow), a);
     s->slots = sl_align_up((uint64_t)slots_for(c->sensors_max) * sizeof(uint32_t), a);
 }
@@ -345,11 +369,12 @@ void sl_uplinks_plan(const struct sl_uplinks_config *c, struct sl_plan *plan)
         struct sizes s;
         sizes_of(c, &c->outputs[i], &s);
         buffers += s.state + s.text + s.points + s.touched + s.values + s.times + s.pb + s.out +
-                   s.zmem;
+                   s.fl_text + s.fl_out + s.zmem;
         sensors += s.shadow + s.slots;
     }
     sl_plan_add(plan, "uplink_buffers", buffers,
-                "uplinks: each output's log reader (2 MiB), request, compression and zlib state");
+                "uplinks: each output's log reader (2 MiB), two requests (the one in flight, the "
+                "next), compression and zlib state");
     sl_plan_add(plan, "uplink_sensors", sensors,
                 "uplinks: each output's shadow of every sensor (72 B + 8-16 B of index a sensor)");
     sl_plan_add(plan, SL_UPLINK_PLAN_LIBRARY_PART,
@@ -1337,6 +1362,12 @@ static int http_open(struct sl_uplink *u, char *err, uint32_t err_bytes)
     curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, "http");
     curl_easy_setopt(c, CURLOPT_TCP_KEEPALIVE, 1L);
     curl_easy_setopt(c, CURLOPT_MAXCONNECTS, 1L);
+    u->multi = curl_multi_init();
+    if (u->multi == NULL) {
+        snprintf(err, err_bytes, "uplink %s: cannot start libcurl's multi handle", u->cfg->name);
+        return -1;
+    }
+    curl_multi_setopt(u->multi, CURLMOPT_MAXCONNECTS, 1L);
     return 0;
 }
 
@@ -1360,21 +1391,78 @@ static void count_code(struct sl_uplink *u, long code)
     atomic_fetch_add_explicit(&u->stats.requests_error, 1, memory_order_relaxed); /* table full */
 }
 
-/* One attempt: the HTTP status, or 0 with curl_error set (no answer). */
-static long http_post(struct sl_uplink *u)
+/*
+ * Drive the attempt in the multi handle: until it is answered, or (sent)
+ * until its whole body is on the socket. Bounded by CURLOPT_TIMEOUT_MS and
+ * the shutdown deadline (on_progress), which end the transfer.
+ */
+static void pump(struct sl_uplink *u, bool sent)
 {
+    while (!u->fl_done) {
+        int running = 0;
+        CURLMcode mc = curl_multi_perform(u->multi, &running);
+        int left = 0;
+        CURLMsg *m;
+        while ((m = curl_multi_info_read(u->multi, &left)) != NULL) {
+            if (m->msg == CURLMSG_DONE && m->easy_handle == u->curl) {
+                u->fl_rc = m->data.result;
+                u->fl_done = true;
+            }
+        }
+        if (mc != CURLM_OK) {
+            snprintf(u->curl_error, sizeof u->curl_error, "%s", curl_multi_strerror(mc));
+            u->fl_rc = CURLE_FAILED_INIT;
+            u->fl_done = true;
+        }
+        if (u->fl_done) {
+            return;
+        }
+        curl_off_t up = 0;
+        if (sent && curl_easy_getinfo(u->curl, CURLINFO_SIZE_UPLOAD_T, &up) == CURLE_OK &&
+            (uint64_t)up >= u->fl_out_len) {
+            return; /* the upstream has it all: the next request is built while it answers */
+        }
+        curl_multi_poll(u->multi, NULL, 0, 100, NULL);
+    }
+}
+
+/* Put an attempt of the request in flight on the wire, its body sent; http_end waits for the answer. */
+static void http_begin(struct sl_uplink *u)
+{
+    SL_ASSERT(!u->fl_started);
     u->response_len = 0;
     u->response[0] = '\0';
     u->retry_after_ms = -1;
     u->curl_error[0] = '\0';
-    curl_easy_setopt(u->curl, CURLOPT_POSTFIELDS, (const char *)u->out);
-    curl_easy_setopt(u->curl, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)u->out_len);
-    CURLcode rc = curl_easy_perform(u->curl);
+    curl_easy_setopt(u->curl, CURLOPT_POSTFIELDS, (const char *)u->fl_out);
+    curl_easy_setopt(u->curl, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)u->fl_out_len);
+    u->fl_started = true;
+    u->fl_done = false;
+    CURLMcode mc = curl_multi_add_handle(u->multi, u->curl);
+    u->fl_added = mc == CURLM_OK;
+    if (!u->fl_added) {
+        snprintf(u->curl_error, sizeof u->curl_error, "%s", curl_multi_strerror(mc));
+        u->fl_rc = CURLE_FAILED_INIT;
+        u->fl_done = true;
+        return;
+    }
+    pump(u, true);
+}
+
+/* The answer to the attempt http_begin started: the HTTP status, or 0 with curl_error set. */
+static long http_end(struct sl_uplink *u)
+{
+    SL_ASSERT(u->fl_started);
+    pump(u, false);
+    if (u->fl_added) {
+        curl_multi_remove_handle(u->multi, u->curl);
+    }
+    u->fl_started = u->fl_added = false;
     long code = 0;
-    if (rc == CURLE_OK) {
+    if (u->fl_rc == CURLE_OK) {
         curl_easy_getinfo(u->curl, CURLINFO_RESPONSE_CODE, &code);
     } else if (u->curl_error[0] == '\0') {
-        snprintf(u->curl_error, sizeof u->curl_error, "%s", curl_easy_strerror(rc));
+        snprintf(u->curl_error, sizeof u->curl_error, "%s", curl_easy_strerror(u->fl_rc));
     }
     count_code(u, code);
     return code;
@@ -1432,37 +1520,52 @@ static void clean_response(struct sl_uplink *u)
 
 enum outcome { DELIVERED, DEAD, GAVE_UP };
 
-/* Send the request until it is delivered, dead-lettered, or the gateway stops. */
-static enum outcome send_request(struct sl_uplink *u)
+/* The request that cannot be sent, as line protocol, into the dead letters. */
+static void dead_letter(struct sl_uplink *u, const char *text, uint64_t len)
 {
-    if (compress_request(u) != 0) {
-        sl_say(SL_SAY_ERROR, "uplink", "%s: cannot encode a request of %" PRIu64
-               " readings; it goes to the dead letters", u->cfg->name, u->req.readings);
-        if (u->cfg->kind == SL_UPLINK_PROMRW) {
-            promrw_as_text(u);
-        }
-        dead_write(u, u->text, u->text_len);
-        return DEAD;
+    if (u->cfg->kind == SL_UPLINK_PROMRW) {
+        promrw_as_text(u); /* from the shadow: remote write is never pipelined */
+        text = u->text;
+        len = u->text_len;
     }
+    dead_write(u, text, len);
+}
+
+/* --uplink-max-rate: wait until the request in flight may leave; false when stopping. */
+static bool pace(struct sl_uplink *u)
+{
+    if (u->common->max_rate <= 0) {
+        return true;
+    }
+    int64_t now = sl_clock_monotonic_ns();
+    if (u->pace_ns > now) {
+        nap(u, (u->pace_ns - now) / 1000000 + 1);
+        if (stopping(u)) {
+            return false;
+        }
+    }
+    int64_t base = u->pace_ns > now ? u->pace_ns : now;
+    u->pace_ns = base + (int64_t)((double)u->fl.readings * 1e9 / u->common->max_rate);
+    return true;
+}
+
+/*
+ * Send the request in flight until it is delivered, dead-lettered, or the
+ * gateway stops; its first attempt may be on the wire already.
+ */
+static enum outcome deliver(struct sl_uplink *u)
+{
     int64_t attempt_max_ms = SL_UPLINK_BACKOFF_MIN_MS;
     /* Bounded by stopping: every failed attempt waits, and a stop ends the loop. */
     for (uint64_t attempt = 0;; attempt++) {
-        if (stopping(u) && attempt > 0) {
-            return GAVE_UP;
-        }
-        if (u->common->max_rate > 0) {
-            int64_t now = sl_clock_monotonic_ns();
-            if (u->pace_ns > now) {
-                nap(u, (u->pace_ns - now) / 1000000 + 1);
-                if (stopping(u)) {
-                    return GAVE_UP;
-                }
+        if (!u->fl_started) {
+            if ((stopping(u) && attempt > 0) || !pace(u)) {
+                return GAVE_UP;
             }
-            int64_t base = u->pace_ns > now ? u->pace_ns : now;
-            u->pace_ns = base + (int64_t)((double)u->req.readings * 1e9 / u->common->max_rate);
+            http_begin(u);
         }
-        long code = http_post(u);
-        atomic_fetch_add_explicit(&u->stats.bytes_sent, u->out_len, memory_order_relaxed);
+        long code = http_end(u);
+        atomic_fetch_add_explicit(&u->stats.bytes_sent, u->fl_out_len, memory_order_relaxed);
         if ((code >= 200 && code < 300) || already_there(u, code)) {
             if (u->failures > 0) {
                 sl_say(SL_SAY_INFO, "uplink", "%s: delivering again (HTTP %ld) after %" PRIu64
@@ -1480,12 +1583,9 @@ static enum outcome send_request(struct sl_uplink *u)
             set_error(u, "HTTP %ld: %s", code, u->response);
             sl_say(SL_SAY_ERROR, "uplink",
                    "%s: HTTP %ld from %s: %s; %" PRIu64 " readings go to %s, forwarding goes on",
-                   u->cfg->name, code, u->cfg->shown_url, u->response, u->req.readings,
+                   u->cfg->name, code, u->cfg->shown_url, u->response, u->fl.readings,
                    u->dead_path);
-            if (u->cfg->kind == SL_UPLINK_PROMRW) {
-                promrw_as_text(u);
-            }
-            dead_write(u, u->text, u->text_len);
+            dead_letter(u, u->fl_text, u->fl_text_len);
             u->failures = 0;
             return DEAD;
         }
@@ -1510,9 +1610,11 @@ static enum outcome send_request(struct sl_uplink *u)
         int64_t now = sl_clock_monotonic_ns();
         if (u->failures == 1 || now - u->last_warn_ns >= WARN_EVERY_NS) {
             u->last_warn_ns = now;
+            char status[32];
+            snprintf(status, sizeof status, "HTTP %ld", code);
             sl_say(SL_SAY_WARN, "uplink", "%s: %s from %s; retrying in %" PRId64 " ms (%" PRIu64
                    " failed attempts so far; the backlog stays in the log)",
-                   u->cfg->name, code == 0 ? u->curl_error : "an error status", u->cfg->shown_url,
+                   u->cfg->name, code == 0 ? u->curl_error : status, u->cfg->shown_url,
                    wait, u->failures);
         }
         if (stopping(u)) {
@@ -1539,14 +1641,14 @@ static void request_reset(struct sl_uplink *u)
 }
 
 /* After a request is delivered or dead: the cursor, the hold, the counters. */
-static void request_done(struct sl_uplink *u, enum outcome how)
+static void request_done(struct sl_uplink *u, const struct request *r, enum outcome how)
 {
     if (how == DELIVERED) {
-        atomic_fetch_add_explicit(&u->stats.sent_readings, u->req.readings, memory_order_relaxed);
+        atomic_fetch_add_explicit(&u->stats.sent_readings, r->readings, memory_order_relaxed);
     } else {
-        atomic_fetch_add_explicit(&u->stats.dead_readings, u->req.readings, memory_order_relaxed);
+        atomic_fetch_add_explicit(&u->stats.dead_readings, r->readings, memory_order_relaxed);
     }
-    uint64_t cursor = u->req.end_done ? u->req.end_lsn : u->req.end_lsn - 1;
+    uint64_t cursor = r->end_done ? r->end_lsn : r->end_lsn - 1;
     pthread_mutex_lock(&u->mu);
     if (u->floor_lsn > cursor) {
         cursor = u->floor_lsn;
@@ -1559,8 +1661,8 @@ static void request_done(struct sl_uplink *u, enum outcome how)
                    PRIu64, u->cfg->name, u->cursor_path, strerror(-rc), u->cursor_lsn);
         }
     }
-    if (u->req.end_position != 0) { /* 0: a request of closed buckets only, no record read */
-        atomic_store_explicit(&u->stats.position_bytes, u->req.end_position, memory_order_relaxed);
+    if (r->end_position != 0) { /* 0: a request of closed buckets only, no record read */
+        atomic_store_explicit(&u->stats.position_bytes, r->end_position, memory_order_relaxed);
     }
     uint64_t need = need_of(u, u->cursor_lsn);
     pthread_mutex_lock(&u->mu);
@@ -1569,7 +1671,61 @@ static void request_done(struct sl_uplink *u, enum outcome how)
     }
     atomic_store_explicit(&u->hold.need_lsn, need, memory_order_release);
     pthread_mutex_unlock(&u->mu);
-    request_reset(u);
+}
+
+/* The request in flight is answered: no longer in flight (its bookkeeping kept in *r). */
+static void flight_over(struct sl_uplink *u, struct request *r)
+{
+    *r = u->fl;
+    u->fl_active = false;
+    atomic_store_explicit(&u->stats.flight_first_us, 0, memory_order_relaxed);
+}
+
+/* The request built becomes the one in flight: its bookkeeping and its buffers. */
+static void launch(struct sl_uplink *u)
+{
+    SL_ASSERT(!u->fl_active);
+    u->fl = u->req;
+    char *t = u->fl_text;
+    u->fl_text = u->text;
+    u->text = t;
+    u->fl_text_len = u->text_len;
+    uint8_t *o = u->fl_out;
+    u->fl_out = u->out;
+    u->out = o;
+    u->fl_out_len = u->out_len;
+    u->fl_active = true;
+    atomic_store_explicit(&u->stats.flight_first_us, u->fl.first_accept_us, memory_order_relaxed);
+}
+
+/* Wait for the request in flight to be answered (and retried): false when the gateway stops. */
+static bool land(struct sl_uplink *u)
+{
+    if (!u->fl_active) {
+        return true;
+    }
+    enum outcome how = deliver(u);
+    if (how == GAVE_UP) {
+        return false;
+    }
+    struct request r;
+    flight_over(u, &r);
+    request_done(u, &r, how);
+    return true;
+}
+
+/* Move the cursor past what was read with nothing to send (rejected readings, names, drops). */
+static void skip_ahead(struct sl_uplink *u)
+{
+    uint64_t cursor = u->have_rec ? u->rec.lsn - 1 : u->rd.last_lsn;
+    if (cursor > u->cursor_lsn) {
+        struct request r = {.end_lsn = cursor,
+                            .end_done = true,
+                            .end_position = u->have_rec ? u->position - u->rec.record_bytes
+                                                        : u->position};
+        request_done(u, &r, DELIVERED);
+        request_reset(u);
+    }
 }
 
 static void *forward(void *arg)
@@ -1577,15 +1733,13 @@ static void *forward(void *arg)
     struct sl_uplink *u = arg;
     /* The dry run: up to the cursor, nothing sent. */
     fill(u, false, u->cursor_lsn);
-    u->req.end_lsn = u->cursor_lsn;
-    u->req.end_done = true;
-    u->req.end_position = u->position;
     atomic_store_explicit(&u->stats.position_bytes, u->position, memory_order_relaxed);
     request_reset(u);
     sl_say(SL_SAY_INFO, "uplink", "%s: forwarding to %s from lsn %" PRIu64 " (%s)", u->cfg->name,
            u->cfg->shown_url, u->cursor_lsn + 1,
            u->cfg->kind == SL_UPLINK_PROMRW ? "remote write" : "line protocol, gzip");
     bool agg = u->cfg->mode == SL_UPLINK_AGGREGATE;
+    /* Bounded by stopping; each turn reads, sends, waits for an answer or naps. */
     while (!stopping(u)) {
         bool drained = fill(u, true, UINT64_MAX);
         int64_t now_us = sl_clock_realtime_us();
@@ -1603,26 +1757,75 @@ static void *forward(void *arg)
             if (!u->req.end_done && u->req.end_lsn == 0) {
                 u->req.end_lsn = u->rd.last_lsn;
             }
-            enum outcome how = send_request(u);
-            if (how == GAVE_UP) {
+            /* Compressed while the one before is still answered (pipelined outputs). */
+            int crc = compress_request(u);
+            if (crc != 0) {
+                if (!land(u)) {
+                    break;
+                }
+                sl_say(SL_SAY_ERROR, "uplink", "%s: cannot encode a request of %" PRIu64
+                       " readings; it goes to the dead letters", u->cfg->name, u->req.readings);
+                dead_letter(u, u->text, u->text_len);
+                request_done(u, &u->req, DEAD);
+                request_reset(u);
+                continue;
+            }
+            if (!u->pipelined) {
+                launch(u);
+                bool more = land(u); /* before the shadow moves on: remote write, aggregate */
+                request_reset(u);
+                if (!more) {
+                    break;
+                }
+                continue;
+            }
+            /* The one before answered, this one goes on the wire, then the cursor of the one
+             * before is made durable while the upstream takes this one. */
+            struct request before;
+            enum outcome how = DELIVERED;
+            bool answered = u->fl_active;
+            if (answered) {
+                how = deliver(u);
+                if (how == GAVE_UP) {
+                    break;
+                }
+                flight_over(u, &before);
+            }
+            launch(u);
+            request_reset(u);
+            bool go = pace(u);
+            if (go) {
+                http_begin(u);
+            }
+            if (answered) {
+                request_done(u, &before, how);
+            }
+            if (!go) {
                 break;
             }
-            request_done(u, how);
+            continue;
+        }
+        if (u->fl_active) {
+            if (!land(u)) {
+                break;
+            }
             continue;
         }
         if (!have && drained) {
-            /* Nothing to send: the cursor still moves past what was read (rejected, names, drops). */
-            uint64_t cursor = u->have_rec ? u->rec.lsn - 1 : u->rd.last_lsn;
-            if (cursor > u->cursor_lsn) {
-                u->req.end_lsn = cursor;
-                u->req.end_done = true;
-                u->req.end_position = u->have_rec ? u->position - u->rec.record_bytes : u->position;
-                request_done(u, DELIVERED);
-            }
+            skip_ahead(u);
             atomic_store_explicit(&u->stats.oldest_unsent_us, 0, memory_order_relaxed);
         }
         if (drained) {
             nap(u, IDLE_WAIT_MS);
+        }
+    }
+    if (u->fl_started) {
+        /* Stopping: the attempt on the wire is answered or times out (the stop's deadline). */
+        long code = http_end(u);
+        if ((code >= 200 && code < 300) || already_there(u, code)) {
+            struct request r;
+            flight_over(u, &r);
+            request_done(u, &r, DELIVERED);
         }
     }
     return NULL;
@@ -1700,7 +1903,7 @@ int sl_uplinks_open(struct sl_uplinks *ups, const struct sl_uplinks_config *conf
         sizes_of(config, &config->outputs[i], &sz[i]);
         buffers[i] = sl_arena_take(arena, sz[i].state + sz[i].text + sz[i].points + sz[i].touched +
                                               sz[i].values + sz[i].times + sz[i].pb + sz[i].out +
-                                              sz[i].zmem);
+                                              sz[i].fl_text + sz[i].fl_out + sz[i].zmem);
     }
     for (uint32_t i = 0; i < config->count; i++) {
         struct sl_uplink_output_config *oc = &ups->config.outputs[i];
@@ -1731,6 +1934,10 @@ int sl_uplinks_open(struct sl_uplinks *ups, const struct sl_uplinks_config *conf
         u->out = p;
         u->out_cap = sz[i].out;
         p += sz[i].out;
+        u->fl_text = (char *)p;
+        p += sz[i].fl_text;
+        u->fl_out = p;
+        p += sz[i].fl_out;
         u->zmem = p;
         u->entries = sl_arena_take(arena, sz[i].shadow);
         u->entries_cap = config->sensors_max;
@@ -1746,6 +1953,7 @@ int sl_uplinks_open(struct sl_uplinks *ups, const struct sl_uplinks_config *conf
         u->log = log;
         u->store = store;
         u->series = series;
+        u->pipelined = oc->kind != SL_UPLINK_PROMRW && oc->mode == SL_UPLINK_RAW;
         u->rd.fd = -1;
         u->dead_fd = -1;
         u->cursor_fd = -1;
@@ -1844,6 +2052,14 @@ void sl_uplinks_join(struct sl_uplinks *ups)
             pthread_join(u->thread, NULL);
             u->started = false;
         }
+        if (u->multi != NULL) {
+            if (u->fl_added) {
+                curl_multi_remove_handle(u->multi, u->curl);
+                u->fl_added = u->fl_started = false;
+            }
+            curl_multi_cleanup(u->multi);
+            u->multi = NULL;
+        }
         if (u->curl != NULL) {
             curl_easy_cleanup(u->curl);
             u->curl = NULL;
@@ -1886,6 +2102,10 @@ double sl_uplink_lag_seconds(const struct sl_uplinks *ups, uint32_t i)
 {
     const struct sl_uplink *u = ups->outputs[i];
     int64_t oldest = atomic_load_explicit(&u->stats.oldest_unsent_us, memory_order_relaxed);
+    int64_t flying = atomic_load_explicit(&u->stats.flight_first_us, memory_order_relaxed);
+    if (flying != 0 && (oldest == 0 || flying < oldest)) {
+        oldest = flying; /* the request in flight holds older readings than the one built */
+    }
     if (oldest == 0) {
         return 0;
     }

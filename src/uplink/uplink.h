@@ -126,6 +126,7 @@ struct sl_uplink_stats {
     _Atomic uint64_t cursor_lsn;
     _Atomic uint64_t position_bytes;  /* in the log's appended_bytes coordinate */
     _Atomic int64_t oldest_unsent_us; /* acceptance time of the oldest unsent reading; 0: none */
+    _Atomic int64_t flight_first_us;  /* ... of the request in flight's; 0: none in flight */
     _Atomic int up;                   /* 1 when the last request succeeded */
     _Atomic int state;                /* enum sl_uplink_state */
     _Atomic uint64_t dead_bytes;      /* in the dead-letter files */

@@ -25,6 +25,16 @@ SPEC = os.environ.get("SLUICE_SPEC_DIR", os.path.join(os.path.dirname(__file__),
 SLUICED = os.path.join(BUILD, "sluiced")
 LOAD = os.path.join(BUILD, "sluice-load")
 
+
+def built_with_tsan():
+    """Is sluiced built with ThreadSanitizer? Its shadow memory and histories grow the RSS, so
+    RSS figures say nothing about sluiced's own memory there."""
+    try:
+        with open(SLUICED, "rb") as f:
+            return b"__tsan_init" in f.read()
+    except OSError:
+        return False
+
 OK, DUPLICATE, BAD_CRC, MALFORMED, OVERLOADED, UNAUTHORIZED = range(6)
 STATUS_NAMES = ["OK", "DUPLICATE", "BAD_CRC", "MALFORMED", "OVERLOADED", "UNAUTHORIZED"]
 
