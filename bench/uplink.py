@@ -249,8 +249,9 @@ class Capture:
     """An HTTP/1.1 keep-alive server in a thread that keeps every POST's (path, headers, body) and
     answers 204: the uplink's requests as sent."""
 
-    def __init__(self):
+    def __init__(self, keep=True):
         self.requests = []
+        self.count = 0
         cap = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
@@ -261,7 +262,9 @@ class Capture:
 
             def do_POST(self):
                 body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
-                cap.requests.append((self.path, {k.lower(): v for k, v in self.headers.items()}, body))
+                cap.count += 1
+                if keep:
+                    cap.requests.append((self.path, {k.lower(): v for k, v in self.headers.items()}, body))
                 self.send_response_only(204)
                 self.end_headers()
 
@@ -414,12 +417,13 @@ def vm_check(args, vm, want, kind):
 # --- the parts -------------------------------------------------------------------
 
 
-def sluiced_backlog(args, tmp, bodies=None):
+def sluiced_backlog(args, tmp, bodies=None, scheme="influx"):
     """sluiced takes the readings with VictoriaMetrics down, then drains its backlog into it: from
     sluice-load over native TCP (part 1), or, with bodies, the captured line protocol POSTed to its own
     /write over one keep-alive connection (part 3, beside vmagent's same intake)."""
     vm = VictoriaMetrics(tmp, start=False)
-    gw = Gateway(args, tmp, ["--uplink", "vm=influx://127.0.0.1:%d/write" % vm.port])
+    url = ("influx://127.0.0.1:%d/write" if scheme == "influx" else "promrw://127.0.0.1:%d/api/v1/write") % vm.port
+    gw = Gateway(args, tmp, ["--uplink", "vm=" + url])
     try:
         if bodies is None:
             rep = feed(args, gw, args.readings)
@@ -472,7 +476,8 @@ def sluiced_backlog(args, tmp, bodies=None):
         r["requests"] = {k.split('code="', 1)[1].rstrip('"}'): int(v) for k, v in m.items()
                          if k.startswith('sluice_uplink_requests_total{output="vm"')}
         r["log_b"] = m.get("sluice_log_bytes_written_total", 0) / args.readings
-        r["check_ok"], r["check"] = vm_check(args, vm, args.readings, "influx")
+        r["check_ok"], r["check"] = vm_check(args, vm, args.readings,
+                                             "influx" if scheme == "influx" else "promremotewrite")
         if not r["drained"]:
             r["check_ok"] = False
             r["check"] = "NOT DRAINED in time: %r; %s" % (u, r["check"])
@@ -570,17 +575,20 @@ def part4(args, tmp):
         out["none"] = figures(feed(args, gw, args.readings))
     finally:
         gw.stop()
-    vm = VictoriaMetrics(tmp)
-    gw = Gateway(args, os.path.join(tmp, "one"), ["--uplink", "vm=influx://127.0.0.1:%d/write" % vm.port])
-    try:
-        rep = feed(args, gw, args.readings)
-        t_acked = time.monotonic()
-        _, (t_done, _) = wait_caught_up(gw, ["vm"], 60 + args.readings / 50000, args.readings)
-        out["one"] = dict(figures(rep), caught_up_s=None if t_done is None else t_done - t_acked)
-    finally:
-        gw.stop()
-        vm.stop()
-    out["ratio"] = out["one"]["readings_s"] / out["none"]["readings_s"]
+    # The uplink's own cost: a sink in this process that reads each body and answers 204 (an upstream
+    # on another machine), then VictoriaMetrics on this one, taking its share of the 2 cores.
+    for key in ("sink", "vm"):
+        up = Capture(keep=False) if key == "sink" else VictoriaMetrics(tmp)
+        gw = Gateway(args, os.path.join(tmp, key), ["--uplink", "up=influx://127.0.0.1:%d/write" % up.port])
+        try:
+            rep = feed(args, gw, args.readings)
+            t_acked = time.monotonic()
+            _, (t_done, _) = wait_caught_up(gw, ["up"], 60 + args.readings / 50000, args.readings)
+            out[key] = dict(figures(rep), caught_up_s=None if t_done is None else t_done - t_acked)
+        finally:
+            gw.stop()
+            up.stop()
+        out["ratio_" + key] = out[key]["readings_s"] / out["none"]["readings_s"]
     out["cmd"] = rep["cmd"]
     return out
 
@@ -638,14 +646,14 @@ def checks(rows):
     return "%d/%d" % (sum(1 for r in rows if r["check_ok"]), len(rows))
 
 
-def drain_row(label, step_in, rows, n):
+def drain_row(label, step_in, rows, n, out="influx://"):
     """Three rows of the part 3 table for a sluiced_backlog() result list: intake, drain, both."""
     in_rate = statistics.median(r["intake"]["readings_s"] for r in rows)
     in_cpu = statistics.median(r["intake"]["cpu_s"] for r in rows) / n
     in_cores = statistics.median(r["intake"]["cpu_s"] / r["intake"]["elapsed"] for r in rows)
     print("| %s | intake: %s | %s | %.3f | %.2f | | | |" % (label, step_in, rate(in_rate), in_cpu, in_cores))
-    print("| %s | drain: influx:// from its log (VM up to drained %.2f s) | %s | %.3f | %.2f | %.0f MiB | %.3f | %s |"
-          % (label, med(rows, "up_to_drained_s"), rate(med(rows, "readings_s")), med(rows, "cpu_per_m"),
+    print("| %s | drain: %s from its log (VM up to drained %.2f s) | %s | %.3f | %.2f | %.0f MiB | %.3f | %s |"
+          % (label, out, med(rows, "up_to_drained_s"), rate(med(rows, "readings_s")), med(rows, "cpu_per_m"),
              med(rows, "cores"), med(rows, "hwm") / 1048576, med(rows, "vm_cpu_per_m"), checks(rows)))
     print("| %s | intake + drain | | **%.3f** | | | | |" % (label, in_cpu + med(rows, "cpu_per_m")))
     return in_cpu + med(rows, "cpu_per_m")
@@ -653,21 +661,24 @@ def drain_row(label, step_in, rows, n):
 
 def report(args, res, bodies):
     p1, p4 = res.get((1, None), []), res.get((4, None), [])
+    p1rw = res.get((1, "promrw"), [])
     p2 = {c: res.get((2, c), []) for c in (1, 2)}
     ag, sl_line = res.get((3, "vmagent"), []), res.get((3, "sluiced"), [])
     n = args.readings / 1e6
-    if p1:
-        print("\n### 1. sluiced drains a backlog of %s readings into VictoriaMetrics (influx://, gzip)\n" %
-              format(args.readings, ","))
-        print("| drain readings/s | VM up to drained | sluiced CPU s / M readings | sluiced cores busy | busiest "
-              "sluiced thread, cores | VM CPU s / M | VM cores busy | sluiced peak RSS (VmHWM) | wire bytes / "
-              "reading | before gzip | log bytes / reading | VM holds all (runs) |")
-        print("|---|---|---|---|---|---|---|---|---|---|---|---|")
-        print("| %s | %.2f s | %.3f | %.2f | %s %.2f | %.3f | %.2f | %.0f MiB | %.2f | %.2f | %.2f | %s |" % (
-            rate(med(p1, "readings_s")), med(p1, "up_to_drained_s"), med(p1, "cpu_per_m"), med(p1, "cores"),
-            p1[0]["busiest"][0], statistics.median(r["busiest"][1] for r in p1), med(p1, "vm_cpu_per_m"),
-            med(p1, "vm_cores"), med(p1, "hwm") / 1048576, med(p1, "wire_b"), med(p1, "enc_b"), med(p1, "log_b"),
-            checks(p1)))
+    if p1 or p1rw:
+        print("\n### 1. sluiced drains a backlog of %s readings into VictoriaMetrics\n" % format(args.readings, ","))
+        print("| output | drain readings/s | VM up to drained | sluiced CPU s / M readings | sluiced cores busy | "
+              "busiest sluiced thread, cores | VM CPU s / M | VM cores busy | sluiced peak RSS (VmHWM) | wire bytes / "
+              "reading | before compression | log bytes / reading | VM holds all (runs) |")
+        print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+        for rows, out in ((p1, "influx:// (gzip, pipelined)"), (p1rw, "promrw:// (snappy)")):
+            if not rows:
+                continue
+            print("| %s | %s | %.2f s | %.3f | %.2f | %s %.2f | %.3f | %.2f | %.0f MiB | %.2f | %.2f | %.2f | %s |" % (
+                out, rate(med(rows, "readings_s")), med(rows, "up_to_drained_s"), med(rows, "cpu_per_m"),
+                med(rows, "cores"), rows[0]["busiest"][0], statistics.median(r["busiest"][1] for r in rows),
+                med(rows, "vm_cpu_per_m"), med(rows, "vm_cores"), med(rows, "hwm") / 1048576, med(rows, "wire_b"),
+                med(rows, "enc_b"), med(rows, "log_b"), checks(rows)))
     if p2[1] or p2[2]:
         print("\n### 2. VictoriaMetrics' own intake of the same bodies (POST %s, gzip)\n" % bodies.path)
         print("| connections | readings/s | VM CPU s / M readings | VM cores busy | VM peak RSS | sender cores "
@@ -706,15 +717,19 @@ def report(args, res, bodies):
             totals["line"] = drain_row("sluiced", "POST /write (HTTP, gzip line protocol), 1 connection", sl_line, n)
         if p1:
             totals["native"] = drain_row("sluiced (part 1)", "sluice-load, native TCP, 100 streams", p1, n)
+        if p1rw:
+            totals["native_rw"] = drain_row("sluiced (part 1, remote write)", "sluice-load, native TCP, 100 streams",
+                                            p1rw, n, "promrw://")
         print()
         ceil = med([r for r in p2[1] if r["failed"] == 0], "readings_s")
         if p1 and ceil:
             print("- sluiced drain ÷ VictoriaMetrics' one-connection ceiling: **%.2fx** (aim >= 0.9x)" %
                   (med(p1, "readings_s") / ceil))
         if ag:
-            for key, what in (("line", "line protocol in, as vmagent"), ("native", "native protocol in")):
+            for key, what in (("line", "line protocol in, as vmagent"), ("native", "native protocol in"),
+                              ("native_rw", "native protocol in, remote write out as vmagent")):
                 if key in totals:
-                    rows = sl_line if key == "line" else p1
+                    rows = {"line": sl_line, "native": p1, "native_rw": p1rw}[key]
                     print("- sluiced readings per CPU-second ÷ vmagent's, %s: intake + drain **%.2fx** (aim >= 2x); "
                           "drain alone %.2fx; drain rate %.2fx" % (
                               what, totals["vmagent"] / totals[key],
@@ -730,16 +745,20 @@ def report(args, res, bodies):
         print("| sluiced | ingest readings/s | sluiced CPU s / M readings | ack p99 | ÷ no uplink | uplink caught up "
               "after the last ack |")
         print("|---|---|---|---|---|---|")
-        for key, label in (("none", "no uplink"), ("one", "one influx:// uplink to a running VM")):
+        for key, label in (("none", "no uplink"),
+                           ("sink", "one influx:// uplink to a sink (reads the body, answers 204)"),
+                           ("vm", "one influx:// uplink to VictoriaMetrics on the same 2 vCPUs")):
             rows = [r[key] for r in p4]
             cu = med(rows, "caught_up_s")
             print("| %s | %s | %.3f | %.1f ms | %s | %s |" % (
                 label, rate(med(rows, "readings_s")), med(rows, "cpu_per_m"), med(rows, "p99_us") / 1000,
-                "1.00x" if key == "none" else "**%.2fx** (aim >= 0.8x)" % statistics.median(r["ratio"] for r in p4),
+                "1.00x" if key == "none" else "**%.2fx** (aim >= 0.8x)" % statistics.median(
+                    r["ratio_" + key] for r in p4),
                 "-" if key == "none" else ("%.2f s" % cu if cu is not None else "NOT in time")))
         print("\nThe ratio is the median of each run's own ratio. sluice-load is unpaced, so the uplink falls behind "
               "during the ingest and catches up after it (its last request leaves --uplink-flush-interval, 1 s, "
-              "after its oldest reading).")
+              "after its oldest reading). The sink row is the uplink's own cost on the ingest (an upstream "
+              "elsewhere); the VictoriaMetrics row adds the upstream's own CPU on the same two cores.")
     if res.get((5, None)):
         p5 = res[(5, None)][0]
         print("\n### 5. Bytes on the wire a reading (%s readings, three outputs of one sluiced, one run)\n" %
@@ -769,9 +788,11 @@ def summary(part, key, r):
                                              rate(r["readings_s"]), r["drain_cpu_s"], r["up_to_drained_s"],
                                              r["hwm"] / 1048576, r["check"])
     if part == 4:
-        return "no uplink %s readings/s, one uplink %s readings/s (%.2fx), caught up %s s after" % (
-            rate(r["none"]["readings_s"]), rate(r["one"]["readings_s"]), r["ratio"],
-            r["one"]["caught_up_s"] and "%.2f" % r["one"]["caught_up_s"])
+        return "no uplink %s readings/s; uplink to a sink %s (%.2fx), caught up %s s after; to VM %s (%.2fx), " \
+               "caught up %s s after" % (
+                   rate(r["none"]["readings_s"]), rate(r["sink"]["readings_s"]), r["ratio_sink"],
+                   r["sink"]["caught_up_s"] and "%.2f" % r["sink"]["caught_up_s"],
+                   rate(r["vm"]["readings_s"]), r["ratio_vm"], r["vm"]["caught_up_s"] and "%.2f" % r["vm"]["caught_up_s"])
     return "%sintake %s readings/s (%.2f CPU s), drain %s readings/s, %.3f CPU s/M, VM %.3f s/M, wire %.2f B, " \
            "hwm %.0f MiB, VM up to drained %.2f s, busiest thread %s %.2f; %s" % (
                "sluiced, line protocol in: " if part == 3 else "", rate(r["intake"]["readings_s"]),
@@ -829,6 +850,7 @@ def main():
     bodies = None
     # (part, key, what to run in a fresh temporary directory): one run of each, in this order
     jobs = [(1, None, lambda tmp: sluiced_backlog(args, tmp)),
+            (1, "promrw", lambda tmp: sluiced_backlog(args, tmp, scheme="promrw")),
             (2, 1, lambda tmp: part2(args, tmp, bodies, 1)),
             (2, 2, lambda tmp: part2(args, tmp, bodies, 2)),
             (3, "vmagent", lambda tmp: part3(args, tmp, bodies)),

@@ -150,7 +150,7 @@ static const struct opt opts[] = {
      "a request leaves at most this long after its oldest reading was accepted (default 1s)"},
     {"uplink-batch-bytes", OPT_BYTES, SL_UPLINK_BATCH_BYTES_MIN, SL_UPLINK_BATCH_BYTES_MAX, false,
      "a request's size before compression (default 1M, at most 64M); each output plans about "
-     "5x this"},
+     "7x this (line protocol) or 10x (remote write)"},
     {"uplink-dead-bytes", OPT_BYTES, 4096, SL_UPLINK_DEAD_BYTES_MAX, false,
      "each output's dead-letter files, the oldest half dropped beyond it (default 64M)"},
     {"uplink-max-rate", OPT_U32, 0, UINT32_MAX, false,

@@ -40,6 +40,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
+#include <sys/resource.h>
+#include <sys/syscall.h>
 #include <sys/stat.h>
 #include <unistd.h>
 #include <zlib.h>
@@ -63,6 +65,7 @@ _Static_assert(READ_BYTES >= 2 * SL_LOG_RECORD_BYTES_MAX, "the read buffer holds
 #define ZLIB_BYTES (640ull << 10) /* deflate's state, window, hash and pending buffer (level 1) */
 #define POINT_BYTES_MIN 24u       /* a remote write sample, its share of a series at least */
 #define IDLE_WAIT_MS 20
+#define SL_UPLINK_NICE 5 /* the forwarders' nice: a quarter of a nice-0 thread's share, contended */
 #define AGG_SCAN_US 100000 /* closing idle buckets: at most this often (of the forwarder's clock) */
 #define RESPONSE_BYTES 512u
 #define RETRY_AFTER_MAX_MS 3600000
@@ -376,7 +379,7 @@ void sl_uplinks_plan(const struct sl_uplinks_config *c, struct sl_plan *plan)
                 "uplinks: each output's log reader (2 MiB), two requests (the one in flight, the "
                 "next), compression and zlib state");
     sl_plan_add(plan, "uplink_sensors", sensors,
-                "uplinks: each output's shadow of every sensor (72 B + 8-16 B of index a sensor)");
+                "uplinks: each output's shadow of every sensor (88 B + 8-16 B of index a sensor)");
     sl_plan_add(plan, SL_UPLINK_PLAN_LIBRARY_PART,
                 (uint64_t)c->count * (SL_UPLINK_CURL_BYTES + SL_UPLINK_SNAPPY_BYTES),
                 "uplinks: libcurl (counted, capped) and libsnappy's working memory a call; "
@@ -1731,6 +1734,12 @@ static void skip_ahead(struct sl_uplink *u)
 static void *forward(void *arg)
 {
     struct sl_uplink *u = arg;
+    char name[16];
+    snprintf(name, sizeof name, "sluice-up-%.5s", u->cfg->name); /* 15 bytes at most */
+    pthread_setname_np(pthread_self(), name);
+    /* Below the ingest and apply threads: acks to senders come first, the backlog waits in the
+     * log. Nice applies to this thread alone (Linux); failing to lower it changes nothing. */
+    (void)setpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid), SL_UPLINK_NICE);
     /* The dry run: up to the cursor, nothing sent. */
     fill(u, false, u->cursor_lsn);
     atomic_store_explicit(&u->stats.position_bytes, u->position, memory_order_relaxed);
