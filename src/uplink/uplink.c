@@ -40,8 +40,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
-#include <sys/resource.h>
-#include <sys/syscall.h>
 #include <sys/stat.h>
 #include <unistd.h>
 #include <zlib.h>
@@ -65,7 +63,6 @@ _Static_assert(READ_BYTES >= 2 * SL_LOG_RECORD_BYTES_MAX, "the read buffer holds
 #define ZLIB_BYTES (640ull << 10) /* deflate's state, window, hash and pending buffer (level 1) */
 #define POINT_BYTES_MIN 24u       /* a remote write sample, its share of a series at least */
 #define IDLE_WAIT_MS 20
-#define SL_UPLINK_NICE 5 /* the forwarders' nice: a quarter of a nice-0 thread's share, contended */
 #define AGG_SCAN_US 100000 /* closing idle buckets: at most this often (of the forwarder's clock) */
 #define RESPONSE_BYTES 512u
 #define RETRY_AFTER_MAX_MS 3600000
@@ -117,6 +114,7 @@ struct request {
     int64_t first_accept_us;  /* of its oldest reading; 0: empty */
     uint64_t end_lsn;         /* the last record it holds readings of */
     bool end_done;            /* ... all of them */
+    uint32_t end_next;        /* ... else the index of the first reading it does not hold */
     uint64_t end_position;    /* the log position after its last whole record; 0: none */
     uint32_t gen;             /* remote write: shadow.req_gen of this request */
 };
@@ -150,6 +148,8 @@ struct sl_uplink {
     int cursor_fd;
     uint64_t cursor_write_seq;
     uint64_t cursor_lsn;
+    uint64_t cap_lsn;  /* from the mark at start: the first request ends here (0: no cap) */
+    uint32_t cap_next; /* ... before this reading of it */
     int dead_fd;
     uint64_t dead_size, dead_old_size;
 
@@ -429,6 +429,43 @@ static bool cursor_decode(const uint8_t *p, uint64_t *write_seq, uint64_t *lsn)
     return true;
 }
 
+/*
+ * The mark: a third slot after the two, written (not synced) when a remote
+ * write request goes on the wire: "after cursor BASE, a request up to
+ * record LSN (before its reading NEXT; all of it when NEXT is ~0) was sent".
+ * A restart at that cursor makes its first request end there, so that it
+ * holds the same samples, no newer ones: Prometheus refuses (and rolls
+ * back) a whole request that holds a sample it has, and the forwarder takes
+ * that 400 as delivered. A mark for another cursor, or torn, is ignored.
+ */
+#define MARK_OFFSET (2 * CURSOR_SLOT_BYTES)
+enum { MARK_BASE = 8, MARK_LSN = 16, MARK_NEXT = 24 };
+
+static void mark_store(struct sl_uplink *u, const struct request *r)
+{
+    uint8_t slot[CURSOR_SLOT_BYTES] = {0};
+    memcpy(slot + CUR_MAGIC, "SLUM", 4);
+    sl_store_u32(slot + CUR_VERSION, 1);
+    sl_store_u64(slot + MARK_BASE, u->cursor_lsn);
+    sl_store_u64(slot + MARK_LSN, r->end_lsn);
+    sl_store_u32(slot + MARK_NEXT, r->end_done ? UINT32_MAX : r->end_next);
+    sl_store_u32(slot + CUR_CRC, sl_crc32c(slot, CUR_CRC));
+    /* Not synced, and a failure only costs the cap: a restart's first request as before. */
+    ssize_t w = pwrite(u->cursor_fd, slot, sizeof slot, MARK_OFFSET);
+    (void)w;
+}
+
+static void mark_load(struct sl_uplink *u, const uint8_t *p)
+{
+    if (memcmp(p + CUR_MAGIC, "SLUM", 4) != 0 || sl_load_u32(p + CUR_VERSION) != 1 ||
+        sl_load_u32(p + CUR_CRC) != sl_crc32c(p, CUR_CRC) ||
+        sl_load_u64(p + MARK_BASE) != u->cursor_lsn || sl_load_u64(p + MARK_LSN) <= u->cursor_lsn) {
+        return;
+    }
+    u->cap_lsn = sl_load_u64(p + MARK_LSN);
+    u->cap_next = sl_load_u32(p + MARK_NEXT);
+}
+
 /* Open (or create) the cursor file and read the cursor. 0 or -errno; *torn when no slot was valid. */
 static int cursor_open(struct sl_uplink *u, bool *torn)
 {
@@ -456,7 +493,7 @@ static int cursor_open(struct sl_uplink *u, bool *torn)
     if (fd < 0) {
         return -errno;
     }
-    uint8_t both[2 * CURSOR_SLOT_BYTES] = {0};
+    uint8_t both[3 * CURSOR_SLOT_BYTES] = {0}; /* the two slots and the mark */
     ssize_t n = pread(fd, both, sizeof both, 0);
     uint64_t best_seq = 0, best_lsn = 0;
     bool any = false;
@@ -473,6 +510,9 @@ static int cursor_open(struct sl_uplink *u, bool *torn)
     u->cursor_fd = fd;
     u->cursor_write_seq = best_seq;
     u->cursor_lsn = best_lsn;
+    if (any && n == (ssize_t)sizeof both) {
+        mark_load(u, both + MARK_OFFSET);
+    }
     return 0;
 }
 
@@ -801,6 +841,13 @@ static void request_note(struct sl_uplink *u, const struct sl_log_record *rec)
     }
 }
 
+/* After a crash, the first request ends where the one then on the wire ended (the mark). */
+static bool at_cap(const struct sl_uplink *u, const struct sl_log_record *rec)
+{
+    return u->cap_lsn != 0 &&
+           (rec->lsn > u->cap_lsn || (rec->lsn == u->cap_lsn && u->rec_next >= u->cap_next));
+}
+
 static bool request_full(const struct sl_uplink *u)
 {
     if (u->cfg->kind == SL_UPLINK_PROMRW) {
@@ -1028,9 +1075,10 @@ static bool fill(struct sl_uplink *u, bool emit, uint64_t until_lsn)
         }
         uint32_t count = readings ? rec->batch.header.count : 0;
         while (u->rec_next < count) {
-            if (emit && request_full(u)) {
+            if (emit && (request_full(u) || at_cap(u, rec))) {
                 u->req.end_lsn = rec->lsn;
                 u->req.end_done = false;
+                u->req.end_next = u->rec_next;
                 u->req.end_position = u->position - rec->record_bytes; /* before this record */
                 return false;
             }
@@ -1737,9 +1785,6 @@ static void *forward(void *arg)
     char name[16];
     snprintf(name, sizeof name, "sluice-up-%.5s", u->cfg->name); /* 15 bytes at most */
     pthread_setname_np(pthread_self(), name);
-    /* Below the ingest and apply threads: acks to senders come first, the backlog waits in the
-     * log. Nice applies to this thread alone (Linux); failing to lower it changes nothing. */
-    (void)setpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid), SL_UPLINK_NICE);
     /* The dry run: up to the cursor, nothing sent. */
     fill(u, false, u->cursor_lsn);
     atomic_store_explicit(&u->stats.position_bytes, u->position, memory_order_relaxed);
@@ -1775,12 +1820,17 @@ static void *forward(void *arg)
                 sl_say(SL_SAY_ERROR, "uplink", "%s: cannot encode a request of %" PRIu64
                        " readings; it goes to the dead letters", u->cfg->name, u->req.readings);
                 dead_letter(u, u->text, u->text_len);
+                u->cap_lsn = 0;
                 request_done(u, &u->req, DEAD);
                 request_reset(u);
                 continue;
             }
             if (!u->pipelined) {
                 launch(u);
+                if (u->cfg->kind == SL_UPLINK_PROMRW && u->cfg->mode == SL_UPLINK_RAW) {
+                    mark_store(u, &u->fl);
+                }
+                u->cap_lsn = 0; /* the first request after a restart is built */
                 bool more = land(u); /* before the shadow moves on: remote write, aggregate */
                 request_reset(u);
                 if (!more) {
@@ -1801,6 +1851,7 @@ static void *forward(void *arg)
                 flight_over(u, &before);
             }
             launch(u);
+            u->cap_lsn = 0;
             request_reset(u);
             bool go = pace(u);
             if (go) {
@@ -1995,6 +2046,7 @@ int sl_uplinks_open(struct sl_uplinks *ups, const struct sl_uplinks_config *conf
                    "): the log was replaced; forwarding starts from its oldest record",
                    oc->name, u->cursor_lsn, last_lsn);
             u->cursor_lsn = 0;
+            u->cap_lsn = 0;
             u->cursor_write_seq++;
         }
         atomic_store(&u->stats.cursor_lsn, u->cursor_lsn);

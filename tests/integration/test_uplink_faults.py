@@ -20,6 +20,8 @@ Proves, each on its own gateway:
   allocations (the stop line).
 - A cursor file damaged in both copies: forwarding starts again from the oldest record, said in a
   log line; a cursor made durable after a 2xx survives a SIGKILL (nothing delivered is resent).
+- Remote write, SIGKILLed while a request hangs: the first request after the restart holds exactly
+  the samples that were on the wire (the cursor file's mark), the newer ones follow.
 - --uplink-max-rate: a backlog leaves in requests no closer together than their readings / N.
 - --print-memory-plan lists each output's buffers, shadows and libraries, and counts them in the total.
 - Configuration errors are refused at start with a reason (exit 2).
@@ -257,6 +259,33 @@ d = Daemon("--uplink", "up=influx://127.0.0.1:%d/write" % fake.port, data_dir=da
 c.check(d.wait_event("damaged in both copies", timeout_s=5) is not None, "a damaged cursor is said in a log line")
 c.check(wait_until(lambda: up(d)["sent_readings"] == n + n2, timeout_s=10),
         "and forwarding starts from the oldest record (%d readings again)" % (n + n2))
+d.stop()
+fake.stop()
+
+# --- remote write after a crash: the first request holds what was on the wire, nothing newer ---
+def samples_of(reqs):
+    return sorted((tuple(sorted(lb.items())), t, v) for r in reqs for lb, ss in (r.series or []) for t, v in ss)
+
+
+fake = FakeUpstream([("hang",)])
+d = Daemon("--uplink", "up=promrw://127.0.0.1:%d/api/v1/write" % fake.port, "--uplink-timeout", "60s")
+data_dir = d.data_dir
+n1 = send(d, 1, 1, T0_US, range(1, 11))
+c.check(wait_until(lambda: fake.hanging == 1, timeout_s=10), "remote write: a request hangs on the wire")
+on_wire = samples_of(fake.requests[:1])
+n2 = send(d, 1, 2, T0_US + 10000, range(1, 11))  # newer samples, taken while the first hangs
+d.kill_keep_data()
+fake.release()
+fake.stop()
+fake = FakeUpstream()
+d = Daemon("--uplink", "up=promrw://127.0.0.1:%d/api/v1/write" % fake.port, data_dir=data_dir)
+c.check(wait_until(lambda: up(d)["sent_readings"] == n1 + n2, timeout_s=10),
+        "remote write after a SIGKILL mid-request: everything delivered (%r)" % up(d))
+c.eq(len(on_wire), n1, "the hung request held the first batch")
+c.eq(samples_of(fake.requests[:1]), on_wire,
+     "the first request after the restart holds exactly the samples that were on the wire, none newer "
+     "(Prometheus refuses a whole request that holds one it has)")
+c.eq(len(samples_of(fake.requests)), n1 + n2, "and then the newer ones, each once")
 d.stop()
 fake.stop()
 
