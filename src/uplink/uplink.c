@@ -105,6 +105,7 @@ struct reader {
     uint8_t *buf;
     uint64_t buf_off, buf_len; /* buf holds the file's bytes [buf_off, buf_off + buf_len) */
     uint64_t last_lsn; /* of the last record handed out */
+    uint64_t damaged_seq; /* the file a damaged record was last said of */
 };
 
 struct request {
@@ -551,9 +552,11 @@ static void dead_write(struct sl_uplink *u, const char *text, uint64_t len)
     if (len == 0) {
         return;
     }
-    if (u->dead_fd >= 0 && u->dead_size + len > half) {
-        close(u->dead_fd);
-        u->dead_fd = -1;
+    if (u->dead_size + len > half) { /* the size from start-up counts too, before any open */
+        if (u->dead_fd >= 0) {
+            close(u->dead_fd);
+            u->dead_fd = -1;
+        }
         if (rename(u->dead_path, u->dead_old_path) == 0) {
             u->dead_old_size = u->dead_size;
         }
@@ -582,7 +585,10 @@ static void dead_write(struct sl_uplink *u, const char *text, uint64_t len)
         }
         done += (uint64_t)n;
     }
-    fdatasync(u->dead_fd);
+    if (done > 0 && fdatasync(u->dead_fd) != 0) {
+        sl_say(SL_SAY_ERROR, "uplink", "%s: cannot sync %s: %s; its last lines may be lost",
+               u->cfg->name, u->dead_path, strerror(errno));
+    }
     u->dead_size += done;
     atomic_store_explicit(&u->stats.dead_bytes, u->dead_size + u->dead_old_size,
                           memory_order_relaxed);
@@ -705,8 +711,9 @@ static uint64_t reader_have(struct reader *r, uint64_t need, bool *fresh)
 static bool reader_next(struct sl_uplink *u, struct sl_log_record *rec)
 {
     struct reader *r = &u->rd;
-    /* Bounded: each turn consumes a record, moves to a later file, or reads the file afresh
-     * (then the next turn is fresh: a cached end is read again at most once). */
+    /* Bounded: each turn consumes a record, moves to a later file, steps 8 bytes through a
+     * closed file's damage (to its end at most), or reads the file afresh (then the next turn
+     * is fresh: a cached end is read again at most once). */
     for (;;) {
         uint64_t applied = atomic_load_explicit(&u->logc->applied_lsn, memory_order_acquire);
         uint64_t newest = atomic_load_explicit(&u->logc->newest_seq, memory_order_acquire);
@@ -734,6 +741,25 @@ static bool reader_next(struct sl_uplink *u, struct sl_log_record *rec)
             /* The end in the buffer may be older than the file: the log may have written more
              * here, then moved on (newest), since it was read. Read it again before leaving. */
             r->buf_len = 0;
+            continue;
+        }
+        bool damaged = rc != -SL_LOG_END && rc != -SL_LOG_STALE;
+        if (rc != 0 && damaged && !retired && have >= SL_LOG_ALIGN &&
+            (r->name_seq < newest || applied > r->last_lsn)) {
+            /* Damage, not a write in progress: the file is closed, or a later record is applied
+             * (written whole before it was applied, and read after that was known). Recovery
+             * skips it the same way: look for the next record past it, an alignment step at a
+             * time, rather than leave the file's rest (or wait at it for good). */
+            if (r->damaged_seq != r->name_seq) {
+                r->damaged_seq = r->name_seq;
+                sl_say(SL_SAY_WARN, "uplink", "%s: a damaged record in log file %016llx at offset "
+                       "%llu (decode error %d); looking for the next one past it", u->cfg->name,
+                       (unsigned long long)r->name_seq, (unsigned long long)r->offset, -rc);
+            }
+            r->offset += SL_LOG_ALIGN;
+            pthread_mutex_lock(&u->mu);
+            u->skipped_bytes += SL_LOG_ALIGN; /* in the position with the next record */
+            pthread_mutex_unlock(&u->mu);
             continue;
         }
         if (rc != 0) {
@@ -1505,10 +1531,15 @@ static long http_end(struct sl_uplink *u)
 {
     SL_ASSERT(u->fl_started);
     pump(u, false);
-    if (u->fl_added) {
+    bool added = u->fl_added;
+    if (added) {
         curl_multi_remove_handle(u->multi, u->curl);
     }
     u->fl_started = u->fl_added = false;
+    curl_off_t up = 0; /* the body bytes that left, counted as sent: none if it never connected */
+    if (added && curl_easy_getinfo(u->curl, CURLINFO_SIZE_UPLOAD_T, &up) == CURLE_OK && up > 0) {
+        atomic_fetch_add_explicit(&u->stats.bytes_sent, (uint64_t)up, memory_order_relaxed);
+    }
     long code = 0;
     if (u->fl_rc == CURLE_OK) {
         curl_easy_getinfo(u->curl, CURLINFO_RESPONSE_CODE, &code);
@@ -1616,7 +1647,6 @@ static enum outcome deliver(struct sl_uplink *u)
             http_begin(u);
         }
         long code = http_end(u);
-        atomic_fetch_add_explicit(&u->stats.bytes_sent, u->fl_out_len, memory_order_relaxed);
         if ((code >= 200 && code < 300) || already_there(u, code)) {
             if (u->failures > 0) {
                 sl_say(SL_SAY_INFO, "uplink", "%s: delivering again (HTTP %ld) after %" PRIu64
@@ -1638,6 +1668,7 @@ static enum outcome deliver(struct sl_uplink *u)
                    u->dead_path);
             dead_letter(u, u->fl_text, u->fl_text_len);
             u->failures = 0;
+            atomic_store_explicit(&u->stats.state, SL_UPLINK_OK, memory_order_relaxed);
             return DEAD;
         }
         if (code == 0) {
@@ -1694,11 +1725,6 @@ static void request_reset(struct sl_uplink *u)
 /* After a request is delivered or dead: the cursor, the hold, the counters. */
 static void request_done(struct sl_uplink *u, const struct request *r, enum outcome how)
 {
-    if (how == DELIVERED) {
-        atomic_fetch_add_explicit(&u->stats.sent_readings, r->readings, memory_order_relaxed);
-    } else {
-        atomic_fetch_add_explicit(&u->stats.dead_readings, r->readings, memory_order_relaxed);
-    }
     uint64_t cursor = r->end_done ? r->end_lsn : r->end_lsn - 1;
     pthread_mutex_lock(&u->mu);
     if (u->floor_lsn > cursor) {
@@ -1714,6 +1740,12 @@ static void request_done(struct sl_uplink *u, const struct request *r, enum outc
     }
     if (r->end_position != 0) { /* 0: a request of closed buckets only, no record read */
         atomic_store_explicit(&u->stats.position_bytes, r->end_position, memory_order_relaxed);
+    }
+    /* Counted once the cursor is durable: a reader that sees them sees the cursor past them. */
+    if (how == DELIVERED) {
+        atomic_fetch_add_explicit(&u->stats.sent_readings, r->readings, memory_order_release);
+    } else {
+        atomic_fetch_add_explicit(&u->stats.dead_readings, r->readings, memory_order_release);
     }
     uint64_t need = need_of(u, u->cursor_lsn);
     pthread_mutex_lock(&u->mu);

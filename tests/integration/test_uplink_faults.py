@@ -20,6 +20,7 @@ Proves, each on its own gateway:
   allocations (the stop line).
 - A cursor file damaged in both copies: forwarding starts again from the oldest record, said in a
   log line; a cursor made durable after a 2xx survives a SIGKILL (nothing delivered is resent).
+- A damaged record inside a closed log file: the records after it are forwarded, a log line says where.
 - Remote write, SIGKILLed while a request hangs: the first request after the restart holds exactly
   the samples that were on the wire (the cursor file's mark), the newer ones follow.
 - --uplink-max-rate: a backlog leaves in requests no closer together than their readings / N.
@@ -33,7 +34,8 @@ import subprocess
 import time
 
 from fakeup import FakeUpstream
-from harness import LOAD, SLUICED, Checks, Daemon, batch, built_with_tsan, parse_ack, recv_exact, wait_until
+from harness import (LOAD, SLUICED, Checks, Daemon, batch, built_with_tsan, free_port, parse_ack, recv_exact,
+                     wait_until)
 
 c = Checks("test_uplink_faults")
 T0_US = (int(time.time()) - 3600) * 1000000
@@ -259,6 +261,29 @@ d = Daemon("--uplink", "up=influx://127.0.0.1:%d/write" % fake.port, data_dir=da
 c.check(d.wait_event("damaged in both copies", timeout_s=5) is not None, "a damaged cursor is said in a log line")
 c.check(wait_until(lambda: up(d)["sent_readings"] == n + n2, timeout_s=10),
         "and forwarding starts from the oldest record (%d readings again)" % (n + n2))
+d.stop()
+fake.stop()
+
+# --- a damaged record inside a closed log file: the forwarder goes on past it ---
+d = Daemon("--uplink", "up=influx://127.0.0.1:%d/write" % free_port())  # nothing listens: all stays
+data_dir = d.data_dir
+for i in range(20):
+    send(d, 3, i + 1, T0_US + i * 1000000, range(1, 11))
+d.stop()
+seg = os.path.join(data_dir, "log-%016x.seg" % 1)
+at = 64 + 10 * (64 + 10 * 12) + 100  # the segment header, ten 184-byte records, into the 11th's payload
+with open(seg, "r+b") as f:
+    f.seek(at)
+    byte = f.read(1)
+    f.seek(at)
+    f.write(bytes([byte[0] ^ 0xFF]))
+fake = FakeUpstream()
+d = Daemon("--uplink", "up=influx://127.0.0.1:%d/write" % fake.port, data_dir=data_dir)
+c.check(wait_until(lambda: up(d)["sent_readings"] == 190 and up(d)["backlog_bytes"] == 0, timeout_s=10),
+        "a damaged record: the 19 records around it are forwarded (%r)" % up(d))
+c.check(d.wait_event("a damaged record in log file", timeout_s=5) is not None, "and a log line says where")
+c.eq(d.metrics().get("sluice_log_corrupt_records_total"), 1.0, "recovery skipped the same record")
+c.eq(len(set(sent_lines(fake))), 190, "each once")
 d.stop()
 fake.stop()
 
