@@ -2098,7 +2098,14 @@ int sl_uplinks_open(struct sl_uplinks *ups, const struct sl_uplinks_config *conf
             values[t] = ups->config.tag_values[t];
         }
         int n = sl_lpout_tags(u->extra, sizeof u->extra, keys, values, config->tags_count);
-        u->extra_len = n > 0 ? (uint32_t)n : 0;
+        if (n < 0 || (n == 0 && config->tags_count > 0)) {
+            /* Cannot happen within the limits (escaped, 16 tags take at most 8 KiB): never
+             * forward without the tags asked for. */
+            snprintf(err, err_bytes, "uplink %s: the --uplink-tag list does not fit %zu bytes",
+                     oc->name, sizeof u->extra);
+            return -1;
+        }
+        u->extra_len = (uint32_t)n;
         if (http_open(u, err, err_bytes) != 0) {
             return -1;
         }
