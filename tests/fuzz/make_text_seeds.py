@@ -1,11 +1,12 @@
 #!/usr/bin/env python3
-"""Write the seed corpora of fuzz_config and fuzz_say into seeds/fuzz_config/
-and seeds/fuzz_say/.
+"""Write the seed corpora of fuzz_config, fuzz_mqtt_value and fuzz_say into seeds/fuzz_config/,
+seeds/fuzz_mqtt_value/ and seeds/fuzz_say/.
 
 fuzz_config: the first line is command-line words (split at spaces), the
 rest the config file. fuzz_say: byte 0 is the format (bit 0: JSON), the
 level (bits 1..3), the suffix (bit 4) and the subsystem (bits 5..7); bytes
 1..8 the time in microseconds (little-endian int64); the rest the message.
+fuzz_mqtt_value: byte 0 is the topic's length, then the topic, then the payload.
 Each seed sits at an edge test_config or test_say covers. Run from anywhere:
     python3 tests/fuzz/make_text_seeds.py
 """
@@ -141,5 +142,24 @@ def write(subdir, seeds):
     print("%d seeds in %s" % (len(seeds), out))
 
 
+def mqtt(topic, payload):
+    return bytes([len(topic)]) + topic + payload
+
+
+MQTT_VALUE = {
+    "plain": mqtt(b"plant/1/temp", b"21.5"),
+    "with_time": mqtt(b"plant/1/temp", b"-3e2 1700000000000001"),
+    "line_end": mqtt(b"t", b"7\r\n"),
+    "negative_time_edge": mqtt(b"t", b"1 -9223372036854775"),
+    "time_too_big": mqtt(b"t", b"1 9223372036854776"),
+    "escaped_topic": mqtt(b"a,b=c d/#/+", b".5e-3"),
+    "backslash_topic": mqtt(b"a\\b", b"1"),
+    "long_mantissa": mqtt(b"t", b"0." + b"1" * 300 + b"e-30"),
+    "garbage_after": mqtt(b"t", b"0x10"),
+    "empty_topic": mqtt(b"", b"1"),
+    "nan": mqtt(b"t", b"nan"),
+}
+
 write("fuzz_config", CONFIG)
+write("fuzz_mqtt_value", MQTT_VALUE)
 write("fuzz_say", SAY)
