@@ -3,7 +3,9 @@
  */
 #include "proto/mqtt.h"
 
+#include <inttypes.h>
 #include <stdbool.h>
+#include <stdio.h>
 #include <string.h>
 
 static const char *const error_names[SL_MQTT_ERROR_COUNT] = {
@@ -140,20 +142,6 @@ long sl_mqtt_value_line(const char *topic, size_t topic_len, const uint8_t *payl
     o += sizeof field - 1;
     memcpy(out + o, payload, num);
     o += num;
-    out[o++] = ' ';
-    char digits[20];
-    uint64_t mag = t_ns < 0 ? (uint64_t)0 - (uint64_t)t_ns : (uint64_t)t_ns;
-    size_t d = 0;
-    do {
-        digits[d++] = (char)('0' + mag % 10);
-        mag /= 10;
-    } while (mag != 0);
-    if (t_ns < 0) {
-        out[o++] = '-';
-    }
-    while (d > 0) {
-        out[o++] = digits[--d];
-    }
-    out[o++] = '\n';
-    return (long)o;
+    int w = snprintf(out + o, cap - o, " %" PRId64 "\n", t_ns); /* room checked above */
+    return (long)o + w;
 }

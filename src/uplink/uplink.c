@@ -1778,6 +1778,7 @@ static void launch(struct sl_uplink *u)
     u->out = o;
     u->fl_out_len = u->out_len;
     u->fl_active = true;
+    u->cap_lsn = 0; /* the first request after a restart, capped by the mark, is this one or gone */
     atomic_store_explicit(&u->stats.flight_first_us, u->fl.first_accept_us, memory_order_relaxed);
 }
 
@@ -1862,7 +1863,6 @@ static void *forward(void *arg)
                 if (u->cfg->kind == SL_UPLINK_PROMRW && u->cfg->mode == SL_UPLINK_RAW) {
                     mark_store(u, &u->fl);
                 }
-                u->cap_lsn = 0; /* the first request after a restart is built */
                 bool more = land(u); /* before the shadow moves on: remote write, aggregate */
                 request_reset(u);
                 if (!more) {
@@ -1883,7 +1883,6 @@ static void *forward(void *arg)
                 flight_over(u, &before);
             }
             launch(u);
-            u->cap_lsn = 0;
             request_reset(u);
             bool go = pace(u);
             if (go) {
