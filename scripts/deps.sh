@@ -8,6 +8,8 @@ PACKAGES=(
   libmicrohttpd-dev                         # HTTP API
   zlib1g-dev                                # gzip bodies of line protocol writes, and of uplink requests
   libcurl4-openssl-dev libsnappy-dev        # the uplinks: HTTP client, remote write compression
+  libmosquitto-dev                          # MQTT: the subscriber and the mqtt:// uplink
+  mosquitto mosquitto-clients               # the MQTT tests' and benchmark's broker, mosquitto_pub/_sub
   influxdb-client                           # the InfluxDB 1.x CLI (influx -import) in the line protocol tests
   victoria-metrics                          # the line protocol benchmark's peer (bench/line_http.py); the uplink's upstream, with vmagent
   influxdb                                  # influxd: the uplink tests' InfluxDB 1.x upstream

@@ -395,3 +395,87 @@ class VMAgent(Engine):
                 "-remoteWrite.url=%s" % self.remote_write_url,
                 "-remoteWrite.tmpDataPath=%s" % os.path.join(self.dir, "queue"),
                 "-loggerLevel=WARN"] + self.extra
+
+
+class Mosquitto(Engine):
+    """mosquitto 2.0 (Debian's), MQTT on one free loopback port, persistence in the engine's
+    directory (so queued QoS 1 messages and persistent sessions outlive a restart; the broker
+    writes them at a clean stop, and every `autosave_s` seconds). Only `max_queued` messages are
+    kept for an offline client (mosquitto's default is 1,000; 0 here: none dropped) and
+    `max_inflight` QoS 1 messages are in flight to one client at a time (default 20).
+    pub() and sub() run Debian's mosquitto_pub and mosquitto_sub against it."""
+
+    name = "mosquitto"
+
+    def __init__(self, tmp, max_inflight=20, max_queued=0, autosave_s=1, extra=(), start=True):
+        self.max_inflight = max_inflight
+        self.max_queued = max_queued
+        self.autosave_s = autosave_s
+        self.extra = list(extra)
+        super().__init__(tmp, start=start)
+
+    @property
+    def url(self):
+        return "mqtt://127.0.0.1:%d" % self.port
+
+    def prepare(self):
+        lines = ["listener %d 127.0.0.1" % self.port,
+                 "allow_anonymous true",
+                 "persistence true",
+                 "persistence_location %s/" % self.dir,
+                 "autosave_interval %d" % self.autosave_s,
+                 "max_inflight_messages %d" % self.max_inflight,
+                 "max_queued_messages %d" % self.max_queued,
+                 "log_dest stdout",
+                 "log_type error", "log_type warning", "log_type notice"] + self.extra
+        with open(os.path.join(self.dir, "mosquitto.conf"), "w") as f:
+            f.write("\n".join(lines) + "\n")
+
+    def argv(self):
+        return ["mosquitto", "-c", os.path.join(self.dir, "mosquitto.conf")]
+
+    def ready(self):
+        import socket
+        with socket.create_connection(("127.0.0.1", self.port), timeout=2):
+            return True
+
+    def pub(self, topic, payload, qos=1, retain=False, client_id=None, timeout_s=30):
+        """mosquitto_pub one message (bytes or str; binary safe, through a file); raises on
+        failure."""
+        data = payload.encode() if isinstance(payload, str) else payload
+        path = os.path.join(self.dir, "payload.%d" % os.getpid())
+        with open(path, "wb") as f:
+            f.write(data)
+        argv = ["mosquitto_pub", "-h", "127.0.0.1", "-p", str(self.port), "-t", topic,
+                "-q", str(qos), "-f", path]
+        if retain:
+            argv.append("-r")
+        if client_id:
+            argv += ["-i", client_id]
+        r = subprocess.run(argv, capture_output=True, timeout=timeout_s)
+        if r.returncode != 0:
+            raise EngineError("mosquitto_pub %s: %d %s" % (topic, r.returncode, r.stderr[-500:]))
+
+    def pub_lines(self, topic, payloads, qos=1, timeout_s=60):
+        """Publish many text messages, one per line of stdin (mosquitto_pub -l), in order."""
+        argv = ["mosquitto_pub", "-h", "127.0.0.1", "-p", str(self.port), "-t", topic,
+                "-q", str(qos), "-l"]
+        r = subprocess.run(argv, input="".join(p + "\n" for p in payloads).encode(),
+                           capture_output=True, timeout=timeout_s)
+        if r.returncode != 0:
+            raise EngineError("mosquitto_pub -l %s: %d %s" % (topic, r.returncode, r.stderr[-500:]))
+
+    def sub_start(self, topic, count, timeout_s=60, client_id=None):
+        """mosquitto_sub for `count` messages (QoS 1), each printed as hex on its own line:
+        returns the process (pass it to sub_wait)."""
+        argv = ["mosquitto_sub", "-h", "127.0.0.1", "-p", str(self.port), "-t", topic,
+                "-q", "1", "-C", str(count), "-W", str(int(timeout_s)), "-F", "%x"]
+        if client_id:
+            argv += ["-i", client_id, "-c"]
+        return subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+    @staticmethod
+    def sub_wait(proc, timeout_s=90):
+        """The payloads (bytes) a sub_start process received, in order."""
+        out, _ = proc.communicate(timeout=timeout_s)
+        return [bytes.fromhex(ln) for ln in out.decode().split()]
