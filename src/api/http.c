@@ -131,6 +131,7 @@
 
 #include "core/alloc_count.h"
 #include "core/assert.h"
+#include "mqtt/subscriber.h"
 #include "net/sock.h"
 #include "uplink/uplink.h"
 
@@ -1851,6 +1852,80 @@ static enum MHD_Result handle_uplinks(struct request *req)
     return reply_piece(req, &b, "application/json");
 }
 
+/*
+ * GET /api/v1/mqtt (MQTT.md): the broker, whether connected and why not,
+ * the client id, the subscriptions in force, the message counts. 404 when
+ * the subscriber is off.
+ */
+static enum MHD_Result handle_mqtt(struct request *req)
+{
+    struct sl_mqtt *m = req->http->context.mqtt;
+    if (m == NULL) {
+        return reply_error(req, 404, "the MQTT subscriber is off (--mqtt-broker)");
+    }
+    struct body b;
+    body_open(&b, req->conn->piece, SL_HTTP_PIECE_BYTES);
+    const struct sl_mqtt_stats *st = &m->stats;
+    body_str(&b, "{\"broker\": ");
+    body_json_name(&b, m->config.broker, (uint32_t)strlen(m->config.broker));
+    body_fmt(&b, ", \"connected\": %s, \"client_id\": ",
+             atomic_load_explicit(&st->connected, memory_order_relaxed) ? "true" : "false");
+    body_json_name(&b, m->client_id, (uint32_t)strlen(m->client_id));
+    body_str(&b, ", \"subscriptions\": [");
+    struct sl_mqtt_subscription s;
+    for (uint32_t i = 0; sl_mqtt_subscription_at(m, i, &s); i++) {
+        body_str(&b, i ? ", {\"filter\": " : "{\"filter\": ");
+        body_json_name(&b, s.filter, (uint32_t)strlen(s.filter));
+        body_fmt(&b, ", \"format\": \"%s\"}", sl_mqtt_format_name(s.format));
+    }
+    body_str(&b, "], \"messages\": {");
+    for (uint32_t r = 0; r < SL_MQTT_RESULT_COUNT; r++) {
+        body_fmt(&b, "%s\"%s\": %" PRIu64, r ? ", " : "", sl_mqtt_result_name(r),
+                 counted(&st->messages[r]));
+    }
+    body_fmt(&b,
+             "}, \"readings_accepted\": %" PRIu64 ", \"readings_rejected\": %" PRIu64
+             ", \"rounds\": %" PRIu64 ", \"rounds_refused\": %" PRIu64
+             ", \"reconnects\": %" PRIu64 ", \"last_error\": ",
+             counted(&st->readings_accepted), counted(&st->readings_rejected), counted(&st->rounds),
+             counted(&st->rounds_refused), counted(&st->reconnects));
+    char error[SL_MQTT_ERROR_BYTES];
+    sl_mqtt_last_error(m, error, sizeof error);
+    if (error[0] == '\0') {
+        body_str(&b, "null}");
+    } else {
+        body_json_name(&b, error, (uint32_t)strlen(error));
+        body_str(&b, "}");
+    }
+    return reply_piece(req, &b, "application/json");
+}
+
+static void metrics_mqtt(struct body *b, const struct sl_http *http)
+{
+    const struct sl_mqtt *m = http->context.mqtt;
+    if (m == NULL) {
+        return;
+    }
+    const struct sl_mqtt_stats *st = &m->stats;
+    const struct prom_scalar scalars[] = {
+        {"sluice_mqtt_connected", "gauge", "1 while the subscriber is connected to its broker.",
+         atomic_load_explicit(&st->connected, memory_order_relaxed)},
+        {"sluice_mqtt_reconnects_total", "counter", "Connections to the broker after the first.",
+         counted(&st->reconnects)},
+        {"sluice_mqtt_rounds_total", "counter",
+         "Rounds of messages made durable, then acknowledged (PUBACK).", counted(&st->rounds)},
+        {"sluice_mqtt_rounds_refused_total", "counter",
+         "Rounds the log did not take: not acknowledged, delivered again by the broker.",
+         counted(&st->rounds_refused)},
+    };
+    prom_scalars(b, scalars, SL_ARRAY_COUNT(scalars));
+    prom_family(b, "sluice_mqtt_messages_total", "counter", "MQTT messages by result.");
+    for (uint32_t r = 0; r < SL_MQTT_RESULT_COUNT; r++) {
+        body_fmt(b, "sluice_mqtt_messages_total{result=\"%s\"} %" PRIu64 "\n",
+                 sl_mqtt_result_name(r), counted(&st->messages[r]));
+    }
+}
+
 static void metrics_lines(struct body *b, const struct sl_http *http);
 
 static enum MHD_Result handle_metrics(struct request *req)
@@ -1872,6 +1947,7 @@ static enum MHD_Result handle_metrics(struct request *req)
     metrics_log(&b, http);
     metrics_recovery(&b, http);
     metrics_uplinks(&b, http);
+    metrics_mqtt(&b, http);
     struct MHD_Response *response = NULL;
     if (!b.overflow) {
         response = MHD_create_response_from_buffer(b.len, b.data, MHD_RESPMEM_MUST_COPY);
@@ -2292,7 +2368,7 @@ static enum MHD_Result handle_write(struct request *req, const char *upload_data
 
 static void metrics_lines(struct body *b, const struct sl_http *http)
 {
-    static const char *const lt[SL_LINES_TRANSPORT_COUNT] = {"http", "tcp", "udp"};
+    static const char *const lt[SL_LINES_TRANSPORT_COUNT] = {"http", "tcp", "udp", "mqtt"};
     const struct sl_series *s = http->context.series;
     const struct sl_lines_counters *l = http->context.lines;
     if (s != NULL) {
@@ -2369,6 +2445,7 @@ enum route {
     ROUTE_WRITE,
     ROUTE_SERIES,
     ROUTE_UPLINKS,
+    ROUTE_MQTT,
 };
 
 /* Exact paths only (no trailing slash); the {id} segment is checked by the handler. */
@@ -2392,6 +2469,9 @@ static enum route route_of(const char *url, struct request *req)
     }
     if (strcmp(url, "/api/v1/uplinks") == 0) {
         return ROUTE_UPLINKS;
+    }
+    if (strcmp(url, "/api/v1/mqtt") == 0) {
+        return ROUTE_MQTT;
     }
     if (strncmp(url, sensors, sizeof sensors - 1) != 0) {
         return ROUTE_NOT_FOUND;
@@ -2531,6 +2611,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *connection, 
         return handle_series(&req);
     case ROUTE_UPLINKS:
         return handle_uplinks(&req);
+    case ROUTE_MQTT:
+        return handle_mqtt(&req);
     case ROUTE_WRITE:
     case ROUTE_NOT_FOUND:
         break;

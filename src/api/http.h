@@ -91,9 +91,11 @@ struct sl_http_context {
     bool memory_locked;                /* the arena is mlocked (sluice_memory_locked) */
     uint64_t udp_receive_buffer_bytes; /* granted UDP SO_RCVBUF, read back and halved; 0: UDP off */
     const struct sl_uplinks *uplinks;  /* the forwarders (metrics, /api/v1/uplinks); may be NULL */
+    struct sl_mqtt *mqtt;              /* the subscriber (metrics, /api/v1/mqtt); NULL when off */
 };
 
 struct sl_uplinks;
+struct sl_mqtt;
 struct sl_http; /* opaque; allocated by sl_http_start (start-up, off the ingest path) */
 
 /*

@@ -44,7 +44,8 @@ enum opt_kind {
     OPT_LOG_FORMAT,
     OPT_LOG_LEVEL,
     OPT_LIST,     /* repeatable; flags replace what the file gave */
-    OPT_WHEN_FULL
+    OPT_WHEN_FULL,
+    OPT_MQTT /* the subscriber's words: broker, client id, username, password file */
 };
 
 struct opt {
@@ -155,6 +156,20 @@ static const struct opt opts[] = {
      "each output's dead-letter files, the oldest half dropped beyond it (default 64M)"},
     {"uplink-max-rate", OPT_U32, 0, UINT32_MAX, false,
      "readings a second each output sends at most, 0 = unlimited (default 0)"},
+    {"mqtt-broker", OPT_MQTT, 0, 0, false,
+     "subscribe at this broker: mqtt://HOST[:PORT] (port 1883), or off (default; MQTT.md)"},
+    {"mqtt-subscribe", OPT_LIST, 0, 0, true,
+     "FILTER=native|line|value, QoS 1 (repeatable, at most 32; SIGHUP applies changes)"},
+    {"mqtt-client-id", OPT_MQTT, 0, 0, false,
+     "the client id, fixed so the session persists (default sluice-<hostname>)"},
+    {"mqtt-username", OPT_MQTT, 0, 0, false, "the username the broker asks for (default none)"},
+    {"mqtt-password-file", OPT_MQTT, 0, 0, false,
+     "a file holding the password (read at start; default none)"},
+    {"mqtt-keepalive", OPT_DURATION, SECONDS(SL_MQTT_KEEPALIVE_S_MIN),
+     SECONDS(SL_MQTT_KEEPALIVE_S_MAX), false, "MQTT keepalive (default 30s, 5s to 65535s)"},
+    {"mqtt-max-payload", OPT_BYTES, SL_MQTT_PAYLOAD_MIN, SL_MQTT_PAYLOAD_MAX, false,
+     "largest message taken, bigger ones counted bad (default 1M, max 64M; the round holds 2 x "
+     "this, at least 4 MiB)"},
     {"log-format", OPT_LOG_FORMAT, 0, 0, true, "event lines on stderr: text (default) or json"},
     {"log-level", OPT_LOG_LEVEL, 0, 0, true, "error, warn, info (default) or debug"},
     {"io-faults", OPT_TEXT, 0, 0, false,
@@ -199,6 +214,7 @@ void sl_config_default(struct sl_config *config)
     config->log_level = SL_SAY_INFO;
     sl_log_config_default(&config->log);
     sl_uplinks_config_default(&config->uplinks);
+    sl_mqtt_config_default(&config->mqtt);
     /* The per-address caps and checkpoint-every follow other options: set at the end of parsing. */
 }
 
@@ -432,6 +448,7 @@ static const struct {
     {"http-max-body", offsetof(struct sl_config, http_max_body_bytes)},
     {"uplink-batch-bytes", offsetof(struct sl_config, uplinks.batch_bytes)},
     {"uplink-dead-bytes", offsetof(struct sl_config, uplinks.dead_bytes)},
+    {"mqtt-max-payload", offsetof(struct sl_config, mqtt.max_payload)},
 };
 
 static uint64_t *bytes_field(struct sl_config *c, const char *name)
@@ -472,6 +489,8 @@ static int set_duration(struct sl_config *c, const char *name, int64_t us)
         c->http_header_timeout_ms = (uint32_t)(us / 1000);
     } else if (strcmp(name, "sync-interval") == 0) {
         c->log.sync_interval_ms = (uint32_t)(us / 1000);
+    } else if (strcmp(name, "mqtt-keepalive") == 0) {
+        c->mqtt.keepalive_s = (uint32_t)(us / 1000000);
     } else if (strcmp(name, "uplink-timeout") == 0) {
         c->uplinks.timeout_ms = (uint32_t)(us / 1000);
     } else if (strcmp(name, "uplink-backoff-max") == 0) {
@@ -501,6 +520,8 @@ static int64_t get_duration(const struct sl_config *c, const char *name)
         return (int64_t)c->http_header_timeout_ms * 1000;
     if (strcmp(name, "sync-interval") == 0)
         return (int64_t)c->log.sync_interval_ms * 1000;
+    if (strcmp(name, "mqtt-keepalive") == 0)
+        return (int64_t)c->mqtt.keepalive_s * 1000000;
     if (strcmp(name, "uplink-timeout") == 0)
         return (int64_t)c->uplinks.timeout_ms * 1000;
     if (strcmp(name, "uplink-backoff-max") == 0)
@@ -612,6 +633,8 @@ static struct sl_config_list *list_field(struct sl_config *c, const char *name)
         return &c->uplink_token_specs;
     if (strcmp(name, "uplink-mode") == 0)
         return &c->uplink_mode_specs;
+    if (strcmp(name, "mqtt-subscribe") == 0)
+        return &c->mqtt_subscribe_specs;
     SL_ASSERT(!"an OPT_LIST option without a field");
     return NULL;
 }
@@ -662,6 +685,47 @@ static int apply_flag(struct sl_config *c, const struct opt *o)
         return 1;
     }
     *flag_field(c, o->name) = true;
+    return 0;
+}
+
+/* Where each OPT_MQTT option's text lives, and its size. */
+static char *mqtt_field(struct sl_config *c, const char *name, size_t *bytes)
+{
+    struct sl_mqtt_config *m = &c->mqtt;
+    if (strcmp(name, "mqtt-broker") == 0) {
+        *bytes = sizeof m->broker;
+        return m->broker;
+    }
+    if (strcmp(name, "mqtt-client-id") == 0) {
+        *bytes = sizeof m->client_id;
+        return m->client_id;
+    }
+    if (strcmp(name, "mqtt-username") == 0) {
+        *bytes = sizeof m->username;
+        return m->username;
+    }
+    SL_ASSERT(strcmp(name, "mqtt-password-file") == 0);
+    *bytes = sizeof m->password_file;
+    return m->password_file;
+}
+
+static int apply_mqtt(struct sl_config *c, const struct opt *o, const char *value, char *err,
+                      uint32_t err_bytes)
+{
+    if (strcmp(o->name, "mqtt-broker") == 0) {
+        return sl_mqtt_set_broker(&c->mqtt, value, err, err_bytes);
+    }
+    size_t bytes;
+    char *field = mqtt_field(c, o->name, &bytes);
+    for (const char *p = value; *p != '\0'; p++) {
+        if ((unsigned char)*p < 0x20 || *p == 0x7F) {
+            return fail(err, err_bytes, "--%s: the value has a control character", o->name);
+        }
+    }
+    if (set_string(field, bytes, value) != 0) {
+        return fail(err, err_bytes, "--%s: '%s' is empty or longer than %zu bytes", o->name, value,
+                    bytes - 1);
+    }
     return 0;
 }
 
@@ -720,6 +784,8 @@ static int apply_opt(struct sl_config *c, const struct opt *o, const char *value
         w = apply_word(o, value, when_full_words, 2, "drop or block", err, err_bytes);
         c->uplinks.block = w >= 0 ? w == 1 : c->uplinks.block;
         return w < 0 ? -1 : 0;
+    case OPT_MQTT:
+        return apply_mqtt(c, o, value, err, err_bytes);
     case OPT_FLAG:
         return apply_flag(c, o);
     }
@@ -859,9 +925,12 @@ static int reader_line(struct file_reader *r, char *line, uint32_t lineno, char 
 static int parse_line(struct sl_config *c, char *line, const char *path, uint32_t lineno, char *err,
                       uint32_t err_bytes)
 {
-    char *hash = strchr(line, '#');
-    if (hash != NULL) {
-        *hash = '\0';
+    /* A comment: '#' first on the line or after a blank, so MQTT filters keep theirs (a/#). */
+    for (char *p = line; *p != '\0'; p++) {
+        if (*p == '#' && (p == line || p[-1] == ' ' || p[-1] == '\t')) {
+            *p = '\0';
+            break;
+        }
     }
     char *s = trim(line);
     if (*s == '\0') {
@@ -1060,6 +1129,25 @@ static int finish_uplinks(struct sl_config *c, char *err, uint32_t err_bytes)
     return 0;
 }
 
+/* The subscriptions from their list; a broker needs at least one, and they need a broker. */
+static int finish_mqtt(struct sl_config *c, char *err, uint32_t err_bytes)
+{
+    c->mqtt.subscription_count = 0;
+    for (uint32_t i = 0; i < c->mqtt_subscribe_specs.count; i++) {
+        if (sl_mqtt_add_subscription(&c->mqtt, c->mqtt_subscribe_specs.items[i], err, err_bytes) !=
+            0) {
+            return -1;
+        }
+    }
+    if (c->mqtt.on && c->mqtt.subscription_count == 0) {
+        return fail(err, err_bytes, "--mqtt-broker needs at least one --mqtt-subscribe FILTER=FORMAT");
+    }
+    if (!c->mqtt.on && c->mqtt.subscription_count > 0) {
+        return fail(err, err_bytes, "--mqtt-subscribe needs --mqtt-broker mqtt://HOST:PORT");
+    }
+    return 0;
+}
+
 /* Checks across options, and the defaults that follow other options. */
 static int finish(struct sl_config *c, char *err, uint32_t err_bytes)
 {
@@ -1111,7 +1199,7 @@ static int finish(struct sl_config *c, char *err, uint32_t err_bytes)
     }
     /* With checkpoints, a full log waits for one rather than drop unprotected records. */
     c->log.wait_for_checkpoint = c->checkpoint_every_bytes != 0;
-    return finish_uplinks(c, err, err_bytes);
+    return finish_uplinks(c, err, err_bytes) != 0 ? -1 : finish_mqtt(c, err, err_bytes);
 }
 
 int sl_config_parse(struct sl_config *c, int argc, char **argv, char *err, uint32_t err_bytes)
@@ -1163,6 +1251,11 @@ static void show_opt(const struct sl_config *c, const struct opt *o, char *out, 
     case OPT_WHEN_FULL:
         snprintf(out, out_bytes, "%s", when_full_words[c->uplinks.block]);
         return;
+    case OPT_MQTT: {
+        size_t bytes;
+        snprintf(out, out_bytes, "%s", mqtt_field(m, o->name, &bytes));
+        return;
+    }
     case OPT_LIST: {
         /* --uplink as shown_url: a URL's credentials never reach SIGHUP's lines. */
         bool urls = strcmp(o->name, "uplink") == 0;

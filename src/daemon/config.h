@@ -17,6 +17,7 @@
 #include "store/log.h"
 #include "store/series.h"
 #include "store/store.h"
+#include "mqtt/subscriber.h"
 #include "uplink/uplink.h"
 
 #define SL_ADDR_BYTES 256
@@ -25,10 +26,10 @@
 #define SL_CONFIG_FILE_BYTES_MAX (1u << 20)
 #define SL_CONFIG_LINE_BYTES_MAX 1024u
 /* Options in the table (config.c asserts its table fits). */
-#define SL_CONFIG_OPTS_MAX 64u
+#define SL_CONFIG_OPTS_MAX 96u
 
 /* A repeatable option's values (--uplink, --uplink-tag, ...), as given; parsed in finish. */
-#define SL_CONFIG_LIST_MAX 16u
+#define SL_CONFIG_LIST_MAX 32u /* the longest list: --mqtt-subscribe */
 #define SL_CONFIG_LIST_ITEM_BYTES (SL_PATH_BYTES + SL_UPLINK_NAME_MAX + 2)
 struct sl_config_list {
     uint32_t count;
@@ -76,6 +77,9 @@ struct sl_config {
     /* Uplinks: the lists as given, and what finish() built of them with the scalar options. */
     struct sl_config_list uplink_specs, uplink_tag_specs, uplink_token_specs, uplink_mode_specs;
     struct sl_uplinks_config uplinks;
+    /* MQTT: the subscriptions as given, and the subscriber's configuration. */
+    struct sl_config_list mqtt_subscribe_specs;
+    struct sl_mqtt_config mqtt;
     /* Per option (table order): where its value came from, and its line in the file. */
     uint8_t source[SL_CONFIG_OPTS_MAX];
     uint32_t file_line[SL_CONFIG_OPTS_MAX];

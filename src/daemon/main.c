@@ -61,6 +61,7 @@
 #include "core/say.h"
 #include "daemon/config.h"
 #include "daemon/fds.h"
+#include "mqtt/subscriber.h"
 #include "net/ingest.h"
 #include "net/sock.h"
 #include "store/checkpoint.h"
@@ -100,6 +101,7 @@ struct daemon {
     struct sl_checkpointer checkpointer;
     struct sl_recover_result recovery;
     struct sl_uplinks uplinks;
+    struct sl_mqtt mqtt; /* the subscriber, when --mqtt-broker is on */
 };
 
 static struct daemon d; /* large; static keeps it off the stack */
@@ -160,6 +162,7 @@ static int derive_configs(struct daemon *dm, char *err, uint32_t err_bytes)
     lc->tcp_idle_timeout_ms = c->tcp_idle_timeout_s * 1000u;
     lc->tcp_line_timeout_ms = c->tcp_frame_timeout_ms;
     lc->tcp_per_ip_max = c->tcp_connections_per_ip_max;
+    lc->mqtt_messages = c->mqtt.on ? SL_MQTT_ROUND_MESSAGES : 0;
     lc->live = &dm->live;
     /* On or off for the plan (>= 0: on); the sockets are bound at step 4. */
     lc->tcp_fd = lc->udp_fd = -1;
@@ -218,6 +221,7 @@ static void build_plan(struct daemon *dm)
     sl_log_plan(&dm->config.log, &dm->plan);
     sl_http_plan(&dm->config.store, &dm->http_config, &dm->plan);
     sl_uplinks_plan(&dm->config.uplinks, &dm->plan);
+    sl_mqtt_plan(&dm->config.mqtt, &dm->plan);
 }
 
 /* MemAvailable from /proc/meminfo, in bytes; 0 when it cannot be read. */
@@ -525,11 +529,12 @@ static int open_state(struct daemon *dm, char *err, uint32_t err_bytes)
         lock_data_dir(dm->config.data_dir, err, err_bytes) != 0) {
         return -1;
     }
-    /* libmicrohttpd, libcurl and libsnappy malloc their parts of the plan themselves: stated (and
-     * checked above), not mapped. */
+    /* libmicrohttpd, libcurl, libsnappy and libmosquitto malloc their parts of the plan
+     * themselves: stated (and checked above), not mapped. */
     int rc = sl_arena_map(&dm->arena, dm->plan.total_bytes -
                                           sl_plan_part_bytes(&dm->plan, SL_HTTP_PLAN_MHD_PART) -
-                                          sl_plan_part_bytes(&dm->plan, SL_UPLINK_PLAN_LIBRARY_PART));
+                                          sl_plan_part_bytes(&dm->plan, SL_UPLINK_PLAN_LIBRARY_PART) -
+                                          sl_plan_part_bytes(&dm->plan, SL_MQTT_PLAN_LIBRARY_PART));
     if (rc != 0) {
         snprintf(err, err_bytes, "cannot map the memory plan of %llu bytes: %s",
                  (unsigned long long)dm->plan.total_bytes, strerror(-rc));
@@ -566,8 +571,13 @@ static int open_state(struct daemon *dm, char *err, uint32_t err_bytes)
                         &dm->series, err, err_bytes) != 0) {
         return -1;
     }
-    return sl_ingest_open(&dm->ingest, &dm->ingest_config, &dm->store, dm->log, &dm->checkpointer,
-                          &dm->arena, err, err_bytes);
+    if (sl_ingest_open(&dm->ingest, &dm->ingest_config, &dm->store, dm->log, &dm->checkpointer,
+                       &dm->arena, err, err_bytes) != 0) {
+        return -1;
+    }
+    return dm->config.mqtt.on ? sl_mqtt_open(&dm->mqtt, &dm->config.mqtt,
+                                             &dm->ingest.lines.mqtt_hub, &dm->arena, err, err_bytes)
+                              : 0;
 }
 
 static int start_http(struct daemon *dm, char *err, uint32_t err_bytes)
@@ -595,6 +605,7 @@ static int start_http(struct daemon *dm, char *err, uint32_t err_bytes)
     ctx->memory_locked = dm->arena.locked;
     ctx->udp_receive_buffer_bytes = dm->udp_rcvbuf_granted_bytes;
     ctx->uplinks = &dm->uplinks;
+    ctx->mqtt = dm->config.mqtt.on ? &dm->mqtt : NULL;
     dm->http = sl_http_start(&dm->http_config, ctx, err, err_bytes);
     return dm->http == NULL ? -1 : 0;
 }
@@ -622,10 +633,14 @@ static void print_started(const struct daemon *dm)
         }
         snprintf(influx, sizeof influx, " influx_tcp=%s influx_udp=%s", it, iu);
     }
+    char mqtt[SL_MQTT_HOST_MAX + 64] = "";
+    if (dm->config.mqtt.on) {
+        snprintf(mqtt, sizeof mqtt, " mqtt=%s", dm->config.mqtt.broker);
+    }
     snprintf(line, sizeof line,
-             "listening udp=%s tcp=%s http=%s%s data=%s memory_planned_bytes=%llu "
+             "listening udp=%s tcp=%s http=%s%s%s data=%s memory_planned_bytes=%llu "
              "(%.1f MiB; %u sensors x %u readings%s)",
-             udp, tcp, http, influx, dm->config.data_dir, (unsigned long long)dm->plan.total_bytes,
+             udp, tcp, http, influx, mqtt, dm->config.data_dir, (unsigned long long)dm->plan.total_bytes,
              mib(dm->plan.total_bytes), dm->config.store.sensors_max,
              dm->config.store.ring_readings, dm->arena.locked ? ", locked" : "");
     if (!dm->config.quiet) {
@@ -707,6 +722,12 @@ static void reload(struct daemon *dm)
     c->http_connections_per_ip_max = fresh.http_connections_per_ip_max;
     c->log_level = fresh.log_level;
     c->log_json = fresh.log_json;
+    if (c->mqtt.on && fresh.mqtt.on) {
+        memcpy(c->mqtt.subscriptions, fresh.mqtt.subscriptions, sizeof c->mqtt.subscriptions);
+        c->mqtt.subscription_count = fresh.mqtt.subscription_count;
+        c->mqtt_subscribe_specs = fresh.mqtt_subscribe_specs;
+        sl_mqtt_reload(&dm->mqtt, &c->mqtt);
+    }
     fill_live(&dm->live, c);
     sl_say(SL_SAY_INFO, "config", "SIGHUP: %s re-read, %u key%s changed", c->config_file, changed,
            changed == 1 ? "" : "s");
@@ -726,6 +747,9 @@ static int run(struct daemon *dm, sigset_t *signals, char *err, uint32_t err_byt
     if (sl_uplinks_start(&dm->uplinks, err, err_bytes) != 0) {
         return die(err); /* exit 2: the ingest thread dies with the process, nothing acked yet */
     }
+    if (dm->config.mqtt.on && sl_mqtt_start(&dm->mqtt, err, err_bytes) != 0) {
+        return die(err);
+    }
     print_started(dm);
     int sig = 0;
     for (;;) { /* the main thread's one loop: a signal a turn, until SIGINT or SIGTERM */
@@ -737,6 +761,8 @@ static int run(struct daemon *dm, sigset_t *signals, char *err, uint32_t err_byt
     /* The forwarders first: a request in flight gets 1.5 s of the 2 s stop, then every cursor is
      * durable; a forwarder never waits for the ingest thread, so the order costs ingest nothing. */
     sl_uplinks_stop(&dm->uplinks, sl_clock_monotonic_ns() + 1500ll * 1000000);
+    /* The subscriber's round under way is committed and acknowledged: it needs the ingest thread. */
+    sl_mqtt_stop(&dm->mqtt);
     sl_ingest_stop(&dm->ingest);
     pthread_join(ingest_thread, NULL);
     sl_uplinks_join(&dm->uplinks);
@@ -790,6 +816,7 @@ int main(int argc, char **argv)
     if (sl_uplinks_global_init() != 0) {
         return die("libcurl: curl_global_init failed");
     }
+    sl_mqtt_global_init();
     if (check_memory(&d, err, sizeof err) != 0 || reserve_fds(&d, err, sizeof err) != 0 ||
         bind_listeners(&d, err, sizeof err) != 0 || open_state(&d, err, sizeof err) != 0) {
         return die(err);

@@ -186,6 +186,8 @@ int sl_ingest_open(struct sl_ingest *ing, const struct sl_ingest_config *config,
                       ing->wake_fd, arena, err, err_bytes) != 0) {
         return -1;
     }
+    ing->lines.streams = &ing->tcp_streams; /* native MQTT payloads dedup as TCP frames do */
+    ing->lines.streams_full_total = &ing->counters.streams_table_full;
     if (ing->udp_fd >= 0) {
         udp_configure(ing);
         ing->udp_port_bound = sl_sock_port(ing->udp_fd);

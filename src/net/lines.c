@@ -42,6 +42,7 @@
 #include "net/commit.h"
 #include "net/counters.h"
 #include "net/peers.h"
+#include "store/streams.h"
 #include "sluice/protocol.h"
 
 #define UDP_BUFFER_BYTES (64u * 1024)
@@ -98,6 +99,10 @@ void sl_lines_plan(const struct sl_lines_config *config, struct sl_plan *plan)
                     (uint64_t)config->http_writes * (write_bytes(config) + sizeof(struct sl_write)),
                     "HTTP write bodies: --max-http-writes x (--http-max-body + 64 KiB for gzip)");
     }
+    if (config->mqtt_messages > 0) {
+        sl_plan_add(plan, "mqtt_slots", (uint64_t)config->mqtt_messages * sizeof(struct sl_write),
+                    "MQTT: a round's messages handed to the ingest thread (their bodies: mqtt_round)");
+    }
     if (config->tcp_fd >= 0) {
         sl_plan_add(plan, "line_tcp", conn_bytes(config->tcp_connections_max),
                     "line protocol over TCP: --max-tcp-connections x 64 KiB line buffer");
@@ -148,6 +153,13 @@ int sl_lines_open(struct sl_lines *L, const struct sl_lines_config *config,
             hub->writes[i].body = (char *)m;
             hub->writes[i].inflate_memory = m + sl_align_up(config->http_body_bytes, SL_PLAN_ALIGN);
         }
+    }
+    struct sl_lines_hub *mq = &L->mqtt_hub;
+    mq->count = config->mqtt_messages;
+    mq->wake_fd = wake_fd;
+    pthread_mutex_init(&mq->mu, NULL);
+    if (mq->count > 0) {
+        mq->writes = sl_arena_take(arena, (uint64_t)mq->count * sizeof(struct sl_write));
     }
     if (config->tcp_fd >= 0) {
         uint32_t n = config->tcp_connections_max;
@@ -232,9 +244,27 @@ static int series_log_through(struct sl_lines *L, uint32_t index, int64_t now_us
 
 /* ---- gathering batches ---- */
 
-static struct sl_write *write_at(struct sl_lines *L, uint32_t index)
+/* A slot by its tag: an HTTP write's index, or an MQTT message's with SL_LINES_MQTT_SLOT. */
+static struct sl_lines_hub *hub_of(struct sl_lines *L, uint32_t tag)
 {
-    return &L->hub.writes[index];
+    return (tag & SL_LINES_MQTT_SLOT) != 0 ? &L->mqtt_hub : &L->hub;
+}
+
+static struct sl_write *write_at(struct sl_lines *L, uint32_t tag)
+{
+    return &hub_of(L, tag)->writes[tag & ~SL_LINES_MQTT_SLOT];
+}
+
+/* Sources whose batches carry a slot that waits for its outcome. */
+static bool slot_transport(uint8_t transport)
+{
+    return transport == SL_LINES_HTTP || transport == SL_LINES_MQTT;
+}
+
+/* Is the batch being gathered this slot's? */
+static bool staged_for(const struct sl_lines *L, uint32_t tag)
+{
+    return L->staged > 0 && slot_transport(L->staged_transport) && L->staged_write == tag;
 }
 
 /* Log the gathered batch, if any. */
@@ -249,7 +279,7 @@ static void staged_flush(struct sl_lines *L)
                                     .count = (uint16_t)count,
                                     .base_time_us = L->staged_base_us},
                          .readings = L->staging};
-    bool http = L->staged_transport == SL_LINES_HTTP;
+    bool http = slot_transport(L->staged_transport);
     struct sl_intent in = {.producer = L->producer,
                            .tag = http ? L->staged_write : TAG_NONE,
                            .tag_gen = http ? write_at(L, L->staged_write)->gen : 0,
@@ -275,7 +305,7 @@ static void stage(struct sl_lines *L, uint8_t transport, uint32_t write, int64_t
 {
     if (L->staged > 0 &&
         (L->staged == SL_BATCH_COUNT_MAX || transport != L->staged_transport ||
-         (transport == SL_LINES_HTTP && write != L->staged_write) || now_us != L->staged_now_us ||
+         (slot_transport(transport) && write != L->staged_write) || now_us != L->staged_now_us ||
          t_us < L->staged_base_us || (uint64_t)(t_us - L->staged_base_us) > UINT32_MAX)) {
         staged_flush(L);
     }
@@ -400,7 +430,7 @@ static void feed_text(struct sl_lines *L, uint8_t transport, const char *p, size
 
 static void write_finish(struct sl_lines *L, uint32_t index)
 {
-    struct sl_lines_hub *hub = &L->hub;
+    struct sl_lines_hub *hub = hub_of(L, index);
     struct sl_write *w = write_at(L, index);
     pthread_mutex_lock(&hub->mu);
     uint32_t state = atomic_load_explicit(&w->state, memory_order_relaxed);
@@ -419,8 +449,7 @@ static void write_finish(struct sl_lines *L, uint32_t index)
 static void write_maybe_done(struct sl_lines *L, uint32_t index)
 {
     struct sl_write *w = write_at(L, index);
-    if (w->parsed_all && w->records_pending == 0 &&
-        !(L->staged > 0 && L->staged_transport == SL_LINES_HTTP && L->staged_write == index)) {
+    if (w->parsed_all && w->records_pending == 0 && !staged_for(L, index)) {
         write_finish(L, index);
     }
 }
@@ -452,6 +481,69 @@ static void lines_deliver(void *ctx, const struct sl_intent *in, enum sl_status 
 }
 
 /*
+ * An MQTT message holding one native batch frame: decoded and deduplicated
+ * exactly as a TCP frame is (the TCP stream table, so a device may use
+ * either), and logged as a TCP record, so that recovery restores its stream's
+ * last seq. A frame that does not decode is counted bad; a seq at or below
+ * the stream's last applied one is a duplicate; neither is logged. A batch
+ * behind a hole, or one the log refuses, makes the message's outcome
+ * LOG_REFUSED: the subscriber does not acknowledge it and the broker
+ * delivers it again.
+ */
+static void native_feed(struct sl_lines *L, uint32_t tag, struct sl_write *w)
+{
+    const uint8_t *frame = (const uint8_t *)w->body;
+    w->pos = w->body_len;
+    struct sl_batch_header h;
+    struct sl_batch batch;
+    int rc = sl_batch_header_decode(frame, w->body_len, &h);
+    if (rc == 0) {
+        rc = sl_batch_decode(frame, w->body_len, &batch);
+    }
+    if (rc < 0) {
+        w->frame_error = rc;
+        w->lines_bad = 1;
+        return;
+    }
+    staged_flush(L);
+    sl_commit_make_room(L->commit, h.count);
+    struct sl_intent in = {.producer = L->producer, .tag = tag, .tag_gen = w->gen,
+                           .stream_id = h.stream_id, .batch_seq = h.batch_seq, .ack = 1,
+                           .status = SL_LINES_MQTT};
+    struct sl_stream_slot *slot = NULL;
+    int admit = sl_streams_admit(L->streams, h.stream_id, h.batch_seq, &slot);
+    if (admit == 1) {
+        w->duplicate = true;
+        return;
+    }
+    if (admit < 0) {
+        w->streams_full = true;
+        sl_counter_add(L->streams_full_total, 1);
+        return;
+    }
+    if (slot->hole_seq != 0 && h.batch_seq > slot->hole_seq) {
+        w->outcome = SL_WRITE_LOG_REFUSED; /* behind a batch not yet applied: redelivered after it */
+        return;
+    }
+    in.slot = slot;
+    in.prev_seq = slot->last_seq;
+    in.prev_has_seq = (uint8_t)slot->has_seq;
+    if (slot->hole_seq == h.batch_seq) {
+        slot->hole_seq = 0;
+    }
+    sl_streams_applied(slot, h.batch_seq);
+    if (sl_commit_log_batch(L->commit, &batch, SL_LOG_TCP, w->received_us, &in) != 0) {
+        sl_commit_stream_failed(slot, in.prev_seq, in.prev_has_seq, h.batch_seq);
+        sl_counter_add(&L->counters.shed[SL_LINES_MQTT], h.count);
+        w->outcome = SL_WRITE_LOG_REFUSED;
+        return;
+    }
+    sl_counter_add(&L->counters.records[SL_LINES_MQTT], 1);
+    w->lines_ok = 1;
+    w->records_pending++;
+}
+
+/*
  * Parse up to `budget` bytes of a submitted write. Returns true while body
  * is left. Once the write may be done the slot is the HTTP thread's again
  * (it may be reused at once): nothing here touches it after that.
@@ -459,13 +551,17 @@ static void lines_deliver(void *ctx, const struct sl_intent *in, enum sl_status 
 static bool write_parse(struct sl_lines *L, uint32_t index, uint64_t budget)
 {
     struct sl_write *w = write_at(L, index);
+    uint8_t transport = (index & SL_LINES_MQTT_SLOT) != 0 ? SL_LINES_MQTT : SL_LINES_HTTP;
+    if (w->native) {
+        native_feed(L, index, w);
+    }
     uint64_t start = w->pos;
     while (w->pos < w->body_len && w->pos - start < budget) {
         size_t end = sl_line_end(w->body, w->body_len, w->pos);
         w->line_no++;
-        int rc = feed_line(L, SL_LINES_HTTP, index, w, w->body + w->pos, end - w->pos,
+        int rc = feed_line(L, transport, index, w, w->body + w->pos, end - w->pos,
                            (enum sl_line_precision)w->precision, w->received_us);
-        count_line(L, SL_LINES_HTTP, w, rc);
+        count_line(L, transport, w, rc);
         w->pos = end + 1;
         if (rc == FEED_LOG_REFUSED) {
             w->pos = w->body_len; /* the log refuses: the rest would be shed too */
@@ -475,22 +571,29 @@ static bool write_parse(struct sl_lines *L, uint32_t index, uint64_t budget)
         return true;
     }
     w->parsed_all = true;
-    if (L->staged > 0 && L->staged_transport == SL_LINES_HTTP && L->staged_write == index) {
+    if (staged_for(L, index)) {
         staged_flush(L);
     }
     write_maybe_done(L, index);
     return false;
 }
 
+/* A submitted slot with body left to parse? */
+static bool write_waiting(const struct sl_write *w)
+{
+    uint32_t state = atomic_load_explicit(&w->state, memory_order_acquire);
+    return (state == SL_WRITE_SUBMITTED || state == SL_WRITE_ABANDONED) && !w->parsed_all;
+}
+
+/* HTTP writes and MQTT messages share a turn's SL_LINES_TICK_BYTES. */
 static void writes_serve(struct sl_lines *L)
 {
     uint32_t active = 0;
     for (uint32_t i = 0; i < L->hub.count; i++) {
-        struct sl_write *w = write_at(L, i);
-        uint32_t state = atomic_load_explicit(&w->state, memory_order_acquire);
-        if ((state == SL_WRITE_SUBMITTED || state == SL_WRITE_ABANDONED) && !w->parsed_all) {
-            active++;
-        }
+        active += write_waiting(&L->hub.writes[i]);
+    }
+    for (uint32_t i = 0; i < L->mqtt_hub.count; i++) {
+        active += write_waiting(&L->mqtt_hub.writes[i]);
     }
     L->busy = false;
     if (active == 0) {
@@ -499,12 +602,16 @@ static void writes_serve(struct sl_lines *L)
     uint64_t share = SL_LINES_TICK_BYTES / active;
     for (uint32_t i = 0; i < L->hub.count; i++) {
         struct sl_write *w = write_at(L, i);
-        uint32_t state = atomic_load_explicit(&w->state, memory_order_acquire);
-        if ((state == SL_WRITE_SUBMITTED || state == SL_WRITE_ABANDONED) && !w->parsed_all) {
+        if (write_waiting(w)) {
             if (w->pos == 0 && w->line_no == 0) {
                 sl_counter_add(&L->counters.http_writes, 1);
             }
             L->busy |= write_parse(L, i, share);
+        }
+    }
+    for (uint32_t i = 0; i < L->mqtt_hub.count; i++) {
+        if (write_waiting(&L->mqtt_hub.writes[i])) {
+            L->busy |= write_parse(L, i | SL_LINES_MQTT_SLOT, share);
         }
     }
 }
@@ -538,6 +645,9 @@ int sl_lines_write_acquire(struct sl_lines_hub *hub)
         w->accepted = w->rejected = w->lines_ok = w->lines_bad = 0;
         w->first_bad_line = 0;
         w->first_bad_error = 0;
+        w->frame_error = 0;
+        w->duplicate = w->streams_full = false;
+        w->native = 0;
         w->inflate_used = 0;
     }
     return found;
@@ -851,6 +961,9 @@ void sl_lines_drain(struct sl_lines *L)
     pthread_mutex_lock(&L->hub.mu);
     L->hub.closed = true;
     pthread_mutex_unlock(&L->hub.mu);
+    pthread_mutex_lock(&L->mqtt_hub.mu);
+    L->mqtt_hub.closed = true;
+    pthread_mutex_unlock(&L->mqtt_hub.mu);
     if (L->config.udp_fd >= 0) {
         udp_serve(L);
     }
@@ -871,4 +984,5 @@ void sl_lines_drain(struct sl_lines *L)
 void sl_lines_close(struct sl_lines *L)
 {
     pthread_mutex_destroy(&L->hub.mu);
+    pthread_mutex_destroy(&L->mqtt_hub.mu);
 }

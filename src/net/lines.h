@@ -50,6 +50,7 @@
 
 struct sl_commit;
 struct sl_net_counters;
+struct sl_streams;
 
 #define SL_LINES_HTTP_BODY_DEFAULT (32ull << 20) /* --http-max-body */
 #define SL_LINES_HTTP_BODY_MAX (1ull << 30)
@@ -69,8 +70,11 @@ enum sl_lines_reject {
 };
 #define SL_LINES_REJECT_COUNT 3
 
-enum sl_lines_transport { SL_LINES_HTTP = 0, SL_LINES_TCP = 1, SL_LINES_UDP = 2 };
-#define SL_LINES_TRANSPORT_COUNT 3
+enum sl_lines_transport { SL_LINES_HTTP = 0, SL_LINES_TCP = 1, SL_LINES_UDP = 2, SL_LINES_MQTT = 3 };
+#define SL_LINES_TRANSPORT_COUNT 4
+
+/* An MQTT message's slot index carries this bit in an intent's tag (HTTP slots do not). */
+#define SL_LINES_MQTT_SLOT (1u << 24)
 
 /* Counters: the ingest thread writes them (sl_counter_add), /metrics reads them. */
 struct sl_lines_counters {
@@ -113,6 +117,7 @@ struct sl_write {
     char *body;
     uint64_t body_len;
     uint8_t precision; /* enum sl_line_precision */
+    uint8_t native;    /* MQTT: the body is one native batch frame, not lines */
     int64_t received_us;
     /* Progress: the ingest thread's. */
     uint64_t pos;
@@ -127,6 +132,9 @@ struct sl_write {
     uint64_t lines_bad;
     uint32_t first_bad_line; /* 1-based; 0: none */
     int first_bad_error;     /* enum sl_line_error */
+    int frame_error;         /* native: the frame's negated decode error (0: none) */
+    bool duplicate;          /* native: its batch_seq was applied before (not stored again) */
+    bool streams_full;       /* native: a new stream while the stream table is full (not stored) */
     /* zlib's memory for inflating a gzip body: the HTTP thread's, SL_LINES_INFLATE_BYTES. */
     uint8_t *inflate_memory;
     uint32_t inflate_used;
@@ -160,6 +168,7 @@ struct sl_lines_config {
     uint32_t tcp_idle_timeout_ms;  /* when live is NULL */
     uint32_t tcp_line_timeout_ms;  /* when live is NULL */
     uint32_t tcp_per_ip_max;       /* when live is NULL */
+    uint32_t mqtt_messages;        /* MQTT message slots (a subscriber's round); 0: no MQTT */
     const struct sl_live *live;    /* tcp_idle_timeout_ms, tcp_frame_timeout_ms, per-ip cap */
 };
 
@@ -170,6 +179,9 @@ struct sl_lines {
     struct sl_commit *commit;
     struct sl_series *series;
     struct sl_lines_hub hub;
+    struct sl_lines_hub mqtt_hub; /* the MQTT subscriber's messages (bodies its own) */
+    struct sl_streams *streams;   /* native MQTT payloads: the TCP dedup table (set by ingest) */
+    _Atomic uint64_t *streams_full_total; /* ... and its full counter */
     struct sl_lines_counters counters;
     uint8_t producer;
     int epoll_fd;
