@@ -47,6 +47,8 @@
 #include "proto/mqtt.h"
 #include "sluice/protocol.h"
 
+/* A reason into the caller's err, and -1. */
+#define FAIL(...) (snprintf(err, err_bytes, __VA_ARGS__), -1)
 #define POLL_MS 100               /* the loop's longest sleep: stop, SIGHUP, keepalive */
 #define LOG_TOPIC_BYTES 200u      /* of a topic named in a log line */
 
@@ -57,139 +59,6 @@ struct sl_mqtt_message {
 };
 
 static struct sl_say_limit say_bad, say_refused;
-
-static const char *const format_names[] = {"native", "line", "value"};
-static const char *const result_names[SL_MQTT_RESULT_COUNT] = {"ok", "bad", "duplicate",
-                                                               "retained"};
-
-const char *sl_mqtt_format_name(uint32_t format)
-{
-    return format < SL_ARRAY_COUNT(format_names) ? format_names[format] : "unknown";
-}
-
-const char *sl_mqtt_result_name(uint32_t result)
-{
-    return result < SL_MQTT_RESULT_COUNT ? result_names[result] : "unknown";
-}
-
-static int fail(char *err, uint32_t err_bytes, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static int fail(char *err, uint32_t err_bytes, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, err_bytes, fmt, ap);
-    va_end(ap);
-    return -1;
-}
-
-/* ---- configuration ---- */
-
-void sl_mqtt_config_default(struct sl_mqtt_config *c)
-{
-    memset(c, 0, sizeof *c);
-    snprintf(c->broker, sizeof c->broker, "off");
-    c->keepalive_s = SL_MQTT_KEEPALIVE_S_DEFAULT;
-    c->max_payload = SL_MQTT_PAYLOAD_DEFAULT;
-}
-
-int sl_mqtt_set_broker(struct sl_mqtt_config *c, const char *url, char *err, uint32_t err_bytes)
-{
-    if (strcmp(url, "off") == 0) {
-        c->on = false;
-        snprintf(c->broker, sizeof c->broker, "off");
-        return 0;
-    }
-    if (strncmp(url, "mqtt://", 7) != 0) {
-        return fail(err, err_bytes, "--mqtt-broker: '%s' is not mqtt://HOST[:PORT] or off", url);
-    }
-    const char *h = url + 7;
-    const char *colon = strrchr(h, ':');
-    const char *end = h + strlen(h);
-    if (end > h && end[-1] == '/') {
-        end--; /* mqtt://host:1883/ */
-    }
-    unsigned long port = 1883;
-    size_t host_len = (size_t)(end - h);
-    if (colon != NULL && colon < end && h[0] != '[') {
-        char *stop = NULL;
-        errno = 0;
-        port = strtoul(colon + 1, &stop, 10);
-        if (errno != 0 || stop != end || colon + 1 == end || port == 0 || port > 65535) {
-            return fail(err, err_bytes, "--mqtt-broker: '%s': the port is not 1 to 65535", url);
-        }
-        host_len = (size_t)(colon - h);
-    }
-    if (host_len == 0 || host_len > SL_MQTT_HOST_MAX) {
-        return fail(err, err_bytes, "--mqtt-broker: '%s': no host, or a host over %u bytes", url,
-                    SL_MQTT_HOST_MAX);
-    }
-    for (size_t i = 0; i < host_len; i++) {
-        unsigned char ch = (unsigned char)h[i];
-        if (ch <= 0x20 || ch >= 0x7F || ch == '/' || ch == '@' || ch == '?' || ch == '#') {
-            return fail(err, err_bytes,
-                        "--mqtt-broker: '%s': the host has a character that is not allowed "
-                        "(credentials go in --mqtt-username and --mqtt-password-file)",
-                        url);
-        }
-    }
-    memcpy(c->host, h, host_len);
-    c->host[host_len] = '\0';
-    c->port = (uint16_t)port;
-    c->on = true;
-    snprintf(c->broker, sizeof c->broker, "mqtt://%s:%lu", c->host, port);
-    return 0;
-}
-
-int sl_mqtt_add_subscription(struct sl_mqtt_config *c, const char *spec, char *err,
-                             uint32_t err_bytes)
-{
-    const char *eq = strrchr(spec, '=');
-    if (eq == NULL || eq == spec) {
-        return fail(err, err_bytes, "--mqtt-subscribe: '%s' is not FILTER=FORMAT", spec);
-    }
-    int format = -1;
-    for (uint32_t i = 0; i < SL_ARRAY_COUNT(format_names); i++) {
-        if (strcmp(eq + 1, format_names[i]) == 0) {
-            format = (int)i;
-        }
-    }
-    if (format < 0) {
-        return fail(err, err_bytes, "--mqtt-subscribe: '%s': the format is not native, line or value",
-                    spec);
-    }
-    size_t len = (size_t)(eq - spec);
-    if (len > SL_MQTT_FILTER_MAX) {
-        return fail(err, err_bytes, "--mqtt-subscribe: the filter is longer than %u bytes",
-                    SL_MQTT_FILTER_MAX);
-    }
-    if (c->subscription_count == SL_MQTT_SUBSCRIPTIONS_MAX) {
-        return fail(err, err_bytes, "--mqtt-subscribe: more than %u subscriptions",
-                    SL_MQTT_SUBSCRIPTIONS_MAX);
-    }
-    struct sl_mqtt_subscription *s = &c->subscriptions[c->subscription_count];
-    memcpy(s->filter, spec, len);
-    s->filter[len] = '\0';
-    for (size_t i = 0; i < len; i++) {
-        if ((unsigned char)s->filter[i] < 0x20 || s->filter[i] == 0x7F) {
-            return fail(err, err_bytes, "--mqtt-subscribe: the filter has a control character");
-        }
-    }
-    if (mosquitto_sub_topic_check(s->filter) != MOSQ_ERR_SUCCESS) {
-        return fail(err, err_bytes,
-                    "--mqtt-subscribe: '%s' is not a topic filter ('+' and '#' stand alone "
-                    "between '/', '#' only last)",
-                    s->filter);
-    }
-    for (uint32_t i = 0; i < c->subscription_count; i++) {
-        if (strcmp(c->subscriptions[i].filter, s->filter) == 0) {
-            return fail(err, err_bytes, "--mqtt-subscribe: '%s' is given twice", s->filter);
-        }
-    }
-    s->format = (uint8_t)format;
-    c->subscription_count++;
-    return 0;
-}
 
 /* ---- plan and start-up ---- */
 
@@ -237,13 +106,13 @@ static int read_password(struct sl_mqtt *m, char *err, uint32_t err_bytes)
     }
     FILE *f = fopen(path, "re");
     if (f == NULL) {
-        return fail(err, err_bytes, "--mqtt-password-file: %s: %s", path, strerror(errno));
+        return FAIL("--mqtt-password-file: %s: %s", path, strerror(errno));
     }
     size_t n = fread(m->password, 1, SL_MQTT_PASSWORD_MAX + 1, f);
     bool error = ferror(f) != 0;
     fclose(f);
     if (error || n > SL_MQTT_PASSWORD_MAX) {
-        return fail(err, err_bytes, "--mqtt-password-file: %s: %s", path,
+        return FAIL("--mqtt-password-file: %s: %s", path,
                     error ? "cannot be read" : "longer than 1,024 bytes");
     }
     while (n > 0 && (m->password[n - 1] == '\n' || m->password[n - 1] == '\r')) {
@@ -251,7 +120,7 @@ static int read_password(struct sl_mqtt *m, char *err, uint32_t err_bytes)
     }
     m->password[n] = '\0';
     if (memchr(m->password, '\0', n) != NULL) {
-        return fail(err, err_bytes, "--mqtt-password-file: %s: holds a NUL byte", path);
+        return FAIL("--mqtt-password-file: %s: holds a NUL byte", path);
     }
     m->has_password = true;
     return 0;
@@ -284,7 +153,7 @@ int sl_mqtt_open(struct sl_mqtt *m, const struct sl_mqtt_config *config, struct 
         return -1;
     }
     if (m->has_password && config->username[0] == '\0') {
-        return fail(err, err_bytes, "--mqtt-password-file needs --mqtt-username");
+        return FAIL("--mqtt-password-file needs --mqtt-username");
     }
     m->hub = hub;
     m->round_bytes = round_bytes(config);
@@ -378,7 +247,12 @@ static void on_message(struct mosquitto *mosq, void *ctx, const struct mosquitto
 {
     struct sl_mqtt *m = ctx;
     (void)mosq;
-    SL_ASSERT(round_has_room(m)); /* the read loop stops before a round can overflow */
+    if (!round_has_room(m)) {
+        /* The read loop stops before this (libmosquitto hands one packet a read call); if a
+         * library ever hands more, the round is not acknowledged and the broker sends it again. */
+        m->overflow = true;
+        return;
+    }
     const char *topic = msg->topic != NULL ? msg->topic : "";
     if (msg->retain) {
         count(&m->stats.messages[SL_MQTT_RETAINED], 1);
@@ -511,6 +385,7 @@ enum conn_state { DOWN = 0, CONNECTING = 1, UP = 2 };
 struct conn {
     enum conn_state state;
     uint32_t attempt;     /* connections tried since the last one that worked */
+    uint32_t refused;     /* rounds the log refused in a row (their reconnects back off too) */
     int64_t next_try_ns;  /* DOWN: when to try again */
     int64_t deadline_ns;  /* CONNECTING: the CONNACK's */
     bool ever_up;
@@ -654,11 +529,18 @@ static int serve_round(struct sl_mqtt *m, struct conn *c)
         fd = mosquitto_socket(m->mosq);
     } while (fd >= 0 && round_has_room(m) && readable_now(fd) &&
              atomic_load_explicit(&m->stop, memory_order_relaxed) == 0);
+    if (m->overflow) {
+        m->overflow = false;
+        round_discard(m);
+        go_down(m, c, "a round overflowed: not acknowledged, delivered again");
+        return -1;
+    }
     if (m->message_count == 0) {
         return fd >= 0 ? 0 : -1;
     }
     if (!round_commit(m)) {
         count(&m->stats.rounds_refused, 1);
+        c->attempt = c->refused++; /* refused again and again: back off, never flood the broker */
         sl_say_limited(&say_refused, SL_SAY_WARN, "mqtt",
                        "the log did not take a round of messages: not acknowledged, the broker "
                        "delivers them again after reconnecting");
@@ -666,6 +548,7 @@ static int serve_round(struct sl_mqtt *m, struct conn *c)
         return -1;
     }
     count(&m->stats.rounds, 1);
+    c->refused = 0;
     int rc = mosquitto_loop_write(m->mosq, SL_MQTT_ROUND_MESSAGES + 8);
     if (rc != MOSQ_ERR_SUCCESS && rc != MOSQ_ERR_NO_CONN) {
         go_down(m, c, "connection lost: %s", mosquitto_strerror(rc));
@@ -791,7 +674,7 @@ int sl_mqtt_start(struct sl_mqtt *m, char *err, uint32_t err_bytes)
 {
     struct mosquitto *mosq = mosquitto_new(m->client_id, false, m);
     if (mosq == NULL) {
-        return fail(err, err_bytes, "mqtt: mosquitto_new: %s", strerror(errno));
+        return FAIL("mqtt: mosquitto_new: %s", strerror(errno));
     }
     m->mosq = mosq;
     mosquitto_threaded_set(mosq, true); /* every packet waits for our loop_write: see the header */
@@ -799,13 +682,13 @@ int sl_mqtt_start(struct sl_mqtt *m, char *err, uint32_t err_bytes)
     if (m->config.username[0] != '\0' &&
         mosquitto_username_pw_set(mosq, m->config.username,
                                   m->has_password ? m->password : NULL) != MOSQ_ERR_SUCCESS) {
-        return fail(err, err_bytes, "mqtt: the username or password is not accepted by libmosquitto");
+        return FAIL("mqtt: the username or password is not accepted by libmosquitto");
     }
     mosquitto_connect_callback_set(mosq, on_connect);
     mosquitto_message_callback_set(mosq, on_message);
     mosquitto_subscribe_callback_set(mosq, on_subscribe);
     if (pthread_create(&m->thread, NULL, run, m) != 0) {
-        return fail(err, err_bytes, "mqtt: cannot start its thread");
+        return FAIL("mqtt: cannot start its thread");
     }
     pthread_setname_np(m->thread, "sluice-mqtt");
     m->started = true;

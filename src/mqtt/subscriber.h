@@ -125,6 +125,7 @@ struct sl_mqtt {
     struct sl_mqtt_message *messages;
     uint32_t message_count;
     uint32_t done; /* under mu: messages the ingest thread finished */
+    bool overflow; /* a message found no room in the round (never, with libmosquitto 2.0) */
     /* Under mu: the subscriptions in force, those SIGHUP asked for, the last error. */
     pthread_mutex_t mu;
     pthread_cond_t cond;

@@ -41,6 +41,7 @@ T0_US = NOW_US - 3600 * 1000000  # an hour ago: well inside the clock's bounds
 
 
 def series_id(d, name):
+    alive(d)
     status, body = d.json("/api/v1/series?name=" + urllib.parse.quote(name, safe=""))
     return body["id"] if status == 200 else None
 
@@ -54,6 +55,13 @@ def readings(d, sid, limit=10000):
 
 def series_readings(d, name):
     return readings(d, series_id(d, name))
+
+
+def alive(d):
+    """Raise with its event lines (a sanitizer's report among them) if the daemon died."""
+    if d.proc.poll() is not None:
+        raise RuntimeError("sluiced exited %s:\n%s" % (d.proc.returncode, d.events_text()[-6000:]))
+    return True
 
 
 def mqtt_state(d):
@@ -163,6 +171,15 @@ c.eq(m.get("sluice_mqtt_connected"), 1.0, "sluice_mqtt_connected")
 for r in ("ok", "bad", "duplicate", "retained"):
     c.check('sluice_mqtt_messages_total{result="%s"}' % r in m, "metric result=%s" % r)
 c.check("sluice_mqtt_reconnects_total" in m, "sluice_mqtt_reconnects_total")
+c.eq(m.get("sluice_heap_allocations_after_start_total"), 0.0,
+     "the ingest thread allocated nothing for MQTT messages of every format")
+r = subprocess.run([SLUICED, "--mqtt-broker", broker.url, "--mqtt-subscribe", "a/#=line",
+                    "--mqtt-max-payload", "4M", "--print-memory-plan"], capture_output=True, timeout=30)
+plan = {ln.split()[0]: int(ln.split()[1]) for ln in r.stdout.decode().splitlines()
+        if len(ln.split()) > 2 and ln.split()[1].isdigit()}
+c.check(plan.get("mqtt_round", 0) >= 8 << 20, "the plan's mqtt_round holds two payloads: %r" % plan.get("mqtt_round"))
+c.check(plan.get("mqtt_library", 0) >= 12 << 20, "the plan states libmosquitto's heap: %r" % plan.get("mqtt_library"))
+c.check("mqtt_slots" in plan, "the plan's mqtt_slots")
 
 # ---- SIGHUP: subscriptions change without a restart; retained copies are not readings ----
 broker.pub("ret/x", "99", retain=True)
@@ -234,6 +251,22 @@ print("SIGKILL under load: %d messages, %d stored twice (logged, not yet acknowl
 c.check(0 <= dups <= 256, "duplicates at most one round: %d" % dups)
 c.check(all(v == float(t - T0_US) for t, v in got), "each reading its own value")
 d3.stop()
+
+# ---- the log refuses a round: not acknowledged, delivered again, stored once ----
+# fdatasync #1 is the first segment's header; later ones are the rounds' commits.
+d5 = Daemon("--sync", "always", "--io-faults", "fdatasync:EIO:3,fdatasync:EIO:6",
+            "--mqtt-broker", broker.url, "--mqtt-subscribe", "faulty/#=native",
+            "--mqtt-client-id", "sluice-test-faults", sensors=16, ring=1024)
+c.check(wait_connected(d5), "connected (faults)")
+for i in range(40):
+    broker.pub("faulty/dev", batch(501, i + 1, T0_US + i * 1000, [(50, 0, float(i))]))
+c.check(wait_until(lambda: len(readings(d5, 50)) == 40, 90),
+        "every message stored after the log refused rounds: %d of 40" % len(readings(d5, 50)))
+c.eq(readings(d5, 50), [(T0_US + i * 1000, float(i)) for i in range(40)], "each once, in order")
+st5 = mqtt_state(d5)
+c.check(st5["rounds_refused"] >= 1, "a refused round counted: %r" % st5)
+c.check(d5.metrics().get("sluice_log_sync_errors_total", 0) == 2, "both sync faults hit")
+d5.stop()
 
 # ---- an unreachable broker says why ----
 dead = free_port()
