@@ -407,7 +407,9 @@ class Mosquitto(Engine):
 
     name = "mosquitto"
 
-    def __init__(self, tmp, max_inflight=20, max_queued=0, autosave_s=1, extra=(), start=True):
+    def __init__(self, tmp, max_inflight=20, max_queued=0, autosave_s=1, persistence=True, extra=(),
+                 start=True):
+        self.persistence = persistence
         self.max_inflight = max_inflight
         self.max_queued = max_queued
         self.autosave_s = autosave_s
@@ -421,11 +423,13 @@ class Mosquitto(Engine):
     def prepare(self):
         lines = ["listener %d 127.0.0.1" % self.port,
                  "allow_anonymous true",
-                 "persistence true",
+                 "persistence %s" % ("true" if self.persistence else "false"),
                  "persistence_location %s/" % self.dir,
                  "autosave_interval %d" % self.autosave_s,
                  "max_inflight_messages %d" % self.max_inflight,
                  "max_queued_messages %d" % self.max_queued,
+                 # as root mosquitto drops to the mosquitto user, which cannot write this directory
+                 "user %s" % ("root" if os.geteuid() == 0 else os.environ.get("USER", "mosquitto")),
                  "log_dest stdout",
                  "log_type error", "log_type warning", "log_type notice"] + self.extra
         with open(os.path.join(self.dir, "mosquitto.conf"), "w") as f:
