@@ -74,7 +74,8 @@ struct sl_config {
     bool print_memory_plan;
     bool quiet;
     /* Uplinks: the lists as given, and what finish() built of them with the scalar options. */
-    struct sl_config_list uplink_specs, uplink_tag_specs, uplink_token_specs, uplink_mode_specs;
+    struct sl_config_list uplink_specs, uplink_tag_specs, uplink_token_specs, uplink_mode_specs,
+        uplink_stream_id_specs;
     struct sl_uplinks_config uplinks;
     /* Per option (table order): where its value came from, and its line in the file. */
     uint8_t source[SL_CONFIG_OPTS_MAX];

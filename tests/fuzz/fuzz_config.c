@@ -218,7 +218,9 @@ static void note_value(void *arg, const char *key, const char *old_value, const 
                                         : strcmp(key, "uplink-tag") == 0   ? &first.uplink_tag_specs
                                         : strcmp(key, "uplink-token") == 0 ? &first.uplink_token_specs
                                         : strcmp(key, "uplink-mode") == 0  ? &first.uplink_mode_specs
-                                                                           : NULL;
+                                        : strcmp(key, "uplink-stream-id") == 0
+                                            ? &first.uplink_stream_id_specs
+                                            : NULL;
     if (list != NULL) { /* repeatable: shown joined by spaces, written back a line an item */
         for (uint32_t i = 0; i < list->count; i++) {
             note_line(key, list->items[i]);
