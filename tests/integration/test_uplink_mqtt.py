@@ -10,7 +10,8 @@ Proves, each on its own gateway:
    with the configured stream id, seqs strictly increasing, the readings exactly those sent.
 3. The broker stopped while readings arrive: state "retrying" and last_error say why
    ("connect: Connection refused"), retries counted; once the broker is back on the same port,
-   every reading arrives.
+   every reading arrives. A broker that refuses anonymous clients: "broker refused: not
+   authorised".
 4. SIGKILL of sluiced while the broker is stopped, then sluiced and the broker started again:
    every reading arrives, once by seq, with seqs strictly increasing across the restart.
    And SIGKILL while a message is on the wire without its PUBACK (the broker SIGSTOPped) and
@@ -22,6 +23,7 @@ Proves, each on its own gateway:
 
 Collector and the frame/line parsers are meant for reuse (the two-gateway chain test).
 """
+import atexit
 import os
 import signal
 import struct
@@ -29,12 +31,22 @@ import subprocess
 import tempfile
 import threading
 import time
+import urllib.parse
 
 from engines import Mosquitto, f32
-from harness import SLUICED, Checks, Daemon, batch, crc32c, parse_ack, recv_exact, wait_until
+from harness import SLUICED, Checks, Daemon, batch, crc32c, http_request, parse_ack, recv_exact, wait_until
 
 c = Checks("test_uplink_mqtt")
 T0_US = (int(time.time()) - 600) * 1000000
+
+
+_collectors = []
+
+
+@atexit.register
+def _stop_collectors():
+    for col in _collectors:
+        col.stop()
 
 
 class Collector:
@@ -47,6 +59,7 @@ class Collector:
         argv = ["stdbuf", "-oL", "mosquitto_sub", "-h", "127.0.0.1", "-p", str(broker.port), "-t", topic, "-q", "1",
                 "-F", "%x", "-i", client_id, "-c"]
         self.proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        _collectors.append(self)
         self.messages = []
         self._probes = 0
         self._thread = threading.Thread(target=self._read, daemon=True)
@@ -83,14 +96,26 @@ class Collector:
 
 
 def parse_lines(payload):
-    """A line-format message: [(sensor id, t_ns, value)] of its `sluice,sensor=ID value=V T` lines."""
+    """A line-format message: [(key, t_ns, value)], key the sensor id of a `sluice,sensor=ID
+    value=V T` line, or "series field" of a named one (names without escaped spaces)."""
     out = []
     for ln in payload.decode().splitlines():
-        head, field, t = ln.split(" ")
-        assert head.startswith("sluice,sensor="), ln
-        assert field.startswith("value="), ln
-        out.append((int(head[len("sluice,sensor="):]), int(t), float(field[len("value="):])))
+        rest, t = ln.rsplit(" ", 1)
+        series, fv = rest.rsplit(" ", 1)
+        field, value = fv.split("=", 1)
+        if series.startswith("sluice,sensor=") and field == "value":
+            key = int(series[len("sluice,sensor="):])
+        else:
+            key = series + " " + field
+        out.append((key, int(t), float(value)))
     return out
+
+
+def post_lines(d, body):
+    """POST /write (line protocol, ns): the count accepted."""
+    status, headers, _ = http_request("http://127.0.0.1:%d/write" % d.http_port, data=body.encode())
+    assert status == 204, (status, headers)
+    return int(headers.get("x-sluice-accepted", -1))
 
 
 def parse_frame(frame):
@@ -126,7 +151,7 @@ def stop(d, what):
 
 def same(got, want, what):
     """got and want hold the same readings, each as often; the difference said briefly."""
-    g, w = sorted(got), sorted(want)
+    g, w = sorted(got, key=repr), sorted(want, key=repr)
     missing = [r for r in set(w) if w.count(r) > g.count(r)] if g != w else []
     extra = [r for r in set(g) if g.count(r) > w.count(r)] if g != w else []
     c.check(g == w, "%s (%d got, %d sent; missing %s; extra %s)" % (what, len(g), len(w), sorted(missing)[:3], sorted(extra)[:3]))
@@ -168,13 +193,17 @@ d = Daemon("--uplink", "ln=mqtt://127.0.0.1:%d/sluice/line/one?format=line&qos=1
 want = []
 for i in range(3):
     want += send(d, i + 1, T0_US + i * 10000000, range(1, 41), 5)
-c.check(wait_until(lambda: up(d, "ln")["sent_readings"] == len(want), timeout_s=30),
+NAMED = [("boiler,room=a temp", (T0_US + 40000000 + k * 1000) * 1000, 20.5 + k) for k in range(3)]
+c.eq(post_lines(d, "".join("%s=%r %d\n" % (n, v, t) for n, t, v in NAMED)), 3,
+     "line: three readings of a named series by POST /write")
+c.check(wait_until(lambda: up(d, "ln")["sent_readings"] == len(want) + 3, timeout_s=30),
         "line: sent_readings reaches %d" % len(want))
-c.check(wait_until(lambda: sum(len(parse_lines(m)) for m in col.payloads()) >= len(want), timeout_s=20),
+c.check(wait_until(lambda: sum(len(parse_lines(m)) for m in col.payloads()) >= len(want) + 3, timeout_s=20),
         "line: the subscriber has every line")
 got = [r for m in col.payloads() for r in parse_lines(m)]
-same(got, [(sid, t * 1000, v) for sid, t, v in want],
-     "line: the lines parse back to exactly the readings sent, times in ns, each once")
+same(got, [(sid, t * 1000, v) for sid, t, v in want] + NAMED,
+     "line: the lines parse back to exactly the readings sent, times in ns, each once, the named "
+     "series by its name")
 c.check(len(col.payloads()) > 1 and all(len(m) <= 4096 for m in col.payloads()),
         "line: %d messages, each at most --uplink-batch-bytes" % len(col.payloads()))
 u = up(d, "ln")
@@ -182,7 +211,7 @@ c.eq((u["state"], u["last_error"], u["retries"]), ("ok", None, 0), "line: state 
 c.check(u["url"] == "mqtt://127.0.0.1:%d/sluice/line/one?format=line&qos=1" % broker.port, "line: the url shown %r" % u["url"])
 c.check(u["cursor_lsn"] >= 3 and wait_until(lambda: up(d, "ln")["backlog_bytes"] == 0, timeout_s=10),
         "line: cursor_lsn %d, backlog 0" % u["cursor_lsn"])
-c.eq(metric(d, "sluice_uplink_sent_readings_total", "ln"), len(want), "line: the metric counts them")
+c.eq(metric(d, "sluice_uplink_sent_readings_total", "ln"), len(want) + 3, "line: the metric counts them")
 c.check(metric(d, "sluice_uplink_sent_bytes_total", "ln") == sum(len(m) for m in col.payloads()),
         "line: sent bytes are the payloads' bytes")
 stop(d, "line")
@@ -197,6 +226,11 @@ d = Daemon("--uplink", "nat=mqtt://127.0.0.1:%d/sluice/native/two?format=native"
 want = []
 for i in range(4):
     want += send(d, i + 1, T0_US + i * 10000000, range(1, 101), 3)
+c.eq(post_lines(d, "boiler,room=a temp=21.5 %d\n" % ((T0_US + 50000000) * 1000)), 1,
+     "native: a reading of a named series by POST /write")
+st, body = d.json("/api/v1/series?name=" + urllib.parse.quote("boiler,room=a temp", safe=""))
+c.check(st == 200, "native: the series has an id (%r)" % (body,))
+want.append((body.get("id"), T0_US + 50000000, 21.5))
 c.check(wait_until(lambda: up(d, "nat")["sent_readings"] == len(want), timeout_s=30),
         "native: sent_readings reaches %d" % len(want))
 c.check(wait_until(lambda: sum(parse_frame(m)[0]["count"] for m in col.payloads()) >= len(want), timeout_s=20),
@@ -239,6 +273,17 @@ later = {(sid, t * 1000, v) for sid, t, v in want[40:]}
 c.check(later <= got, "outage: every reading sent during the outage arrives (%d of %d)" % (len(later & got), len(later)))
 stop(d, "outage")
 col.stop()
+
+# --- 3b. a broker that refuses the connection: the CONNACK's reason ---
+closed = Mosquitto(tempfile.mkdtemp(prefix="sluice-mqtt-closed-"), extra=["allow_anonymous false"])
+d = Daemon("--uplink", "no=mqtt://127.0.0.1:%d/sluice/no" % closed.port, "--uplink-backoff-max", "300ms")
+send(d, 1, T0_US, range(1, 3), 1)
+c.check(wait_until(lambda: up(d, "no")["last_error"] == "broker refused: not authorised", timeout_s=20),
+        "refused: last_error %r" % up(d, "no")["last_error"])
+u = up(d, "no")
+c.check(u["state"] == "retrying" and u["sent_readings"] == 0, "refused: retrying, nothing counted as sent")
+stop(d, "refused")
+closed.stop()
 
 # --- 4. SIGKILL while the broker is stopped ---
 col = Collector(broker, "sluice/crash", "it-crash")
