@@ -380,6 +380,12 @@ static void sizes_of(const struct sl_uplinks_config *c, const struct sl_uplink_o
     s->out = sl_align_up(body + body / 6 + 1024, a); /* gzip's and snappy's worst cases */
     s->fl_text = s->text; /* the request in flight's own, while the next is built */
     s->fl_out = s->out;
+    if (o->kind == SL_UPLINK_MQTT) {
+        /* Never pipelined: the request in flight is the one built (launch swaps a buffer with
+         * itself). line goes from the text as it is; native needs room for one frame. */
+        s->out = o->format == SL_UPLINK_FORMAT_NATIVE ? sl_align_up(c->batch_bytes + 64, a) : 0;
+        s->fl_text = s->fl_out = 0;
+    }
     s->shadow = sl_align_up((uint64_t)c->sensors_max * sizeof(struct shadow), a);
     s->slots = sl_align_up((uint64_t)slots_for(c->sensors_max) * sizeof(uint32_t), a);
 }
@@ -2279,6 +2285,10 @@ int sl_uplinks_open(struct sl_uplinks *ups, const struct sl_uplinks_config *conf
         u->fl_out = p;
         p += sz[i].fl_out;
         u->zmem = p;
+        if (oc->kind == SL_UPLINK_MQTT) {
+            u->fl_text = u->text; /* one buffer each: sizes_of */
+            u->fl_out = u->out;
+        }
         u->entries = sl_arena_take(arena, sz[i].shadow);
         u->entries_cap = config->sensors_max;
         u->slots = sl_arena_take(arena, sz[i].slots);
