@@ -18,6 +18,8 @@ Proves, each on its own gateway:
    newer readings wait behind it: the first message after the restart has the same seq and the
    same bytes as the one before (the cursor file's mark; without it the resend would hold the
    newer readings too and a downstream Sluice would drop them as a DUPLICATE).
+   No PUBACK within --uplink-timeout (the broker SIGSTOPped): said in the log, retried, and
+   resent whole: every copy the subscriber gets of a seq has the same bytes.
 5. Configuration errors exit 2 with the reason: qos=0, a wildcard topic, an unknown key, no
    topic, --uplink-stream-id on a line output.
 
@@ -265,6 +267,34 @@ col.stop()
 broker.stop()
 log = open(broker.log_path, errors="replace").read()
 c.check("Error saving" not in log, "the broker saved its persistence file (%s)" % log[-300:].replace("\n", " | "))
+
+# --- 4c. no PUBACK within --uplink-timeout (the broker SIGSTOPped): resent whole, same seq ---
+broker.start()
+col = Collector(broker, "sluice/ack", "it-ack")
+c.check(col.ready(), "the subscriber is subscribed")
+d = Daemon("--uplink", "ak=mqtt://127.0.0.1:%d/sluice/ack?format=native" % broker.port,
+           "--uplink-flush-interval", "50ms", "--uplink-timeout", "1s", "--uplink-backoff-max", "300ms")
+want = send(d, 1, T0_US, range(1, 11), 1)
+c.check(wait_until(lambda: up(d, "ak")["sent_readings"] == len(want), timeout_s=20), "puback: the first readings are delivered")
+since = len(d.events)
+os.kill(broker.pid, signal.SIGSTOP)
+try:
+    want += send(d, 2, T0_US + 10000000, range(1, 21), 1)
+    line = d.wait_event("no PUBACK within 1000 ms", since=since, timeout_s=20)
+    c.check(line is not None and "retrying" in line, "puback: the timeout is said, and retried: %r" % line)
+    c.check(up(d, "ak")["retries"] >= 1, "puback: counted as a retry")
+finally:
+    os.kill(broker.pid, signal.SIGCONT)
+c.check(wait_until(lambda: up(d, "ak")["sent_readings"] == len(want) and up(d, "ak")["state"] == "ok", timeout_s=30),
+        "puback: delivered once the broker answers again")
+c.check(wait_until(lambda: len({r for m in col.payloads() for r in parse_frame(m)[1]}) >= len(want), timeout_s=20),
+        "puback: the subscriber has every reading")
+heads, got = native_readings(col.payloads(), "puback")
+same(got, want, "puback: exactly every reading, once by seq (%d messages for %d seqs: a copy the broker took "
+     "late has the same seq and bytes)" % (len(col.payloads()), len(heads)))
+stop(d, "puback")
+col.stop()
+broker.stop()
 
 # --- 5. configuration errors ---
 bad = [
