@@ -91,6 +91,18 @@ def native_readings(msgs, checks_what):
     return heads, readings
 
 
+def subscribe(topic, client_id):
+    """A Collector on the broker, checked subscribed (a probe comes back)."""
+    col = Collector(broker, topic, client_id)
+    c.check(col.ready(), "%s: the subscriber is subscribed" % client_id)
+    return col
+
+
+def delivered(d, name, n, what, timeout_s=30):
+    """Wait until output `name` counts n readings sent (its cursor durable past them)."""
+    return c.check(wait_until(lambda: up(d, name)["sent_readings"] == n, timeout_s=timeout_s), what)
+
+
 tmp = tempfile.mkdtemp(prefix="sluice-mqtt-it-")
 # Debian's mosquitto started as root drops to the user mosquitto, which cannot write its persistence
 # file in our (root-owned) directory: it stays root, so the subscribers' persistent sessions and the
@@ -98,8 +110,7 @@ tmp = tempfile.mkdtemp(prefix="sluice-mqtt-it-")
 broker = Mosquitto(tmp, extra=["user root"])
 
 # --- 1. format=line ---
-col = Collector(broker, "sluice/line/one", "it-line")
-c.check(col.ready(), "the subscriber is subscribed")
+col = subscribe("sluice/line/one", "it-line")
 d = Daemon("--uplink", "ln=mqtt://127.0.0.1:%d/sluice/line/one?format=line&qos=1" % broker.port,
            "--uplink-batch-bytes", "4096", "--uplink-flush-interval", "50ms")
 want = []
@@ -130,8 +141,7 @@ stop(d, "line")
 col.stop()
 
 # --- 2. format=native ---
-col = Collector(broker, "sluice/native/two", "it-native")
-c.check(col.ready(), "the subscriber is subscribed")
+col = subscribe("sluice/native/two", "it-native")
 d = Daemon("--uplink", "nat=mqtt://127.0.0.1:%d/sluice/native/two?format=native" % broker.port,
            "--uplink-stream-id", "nat=4242", "--uplink-batch-bytes", "4096",
            "--uplink-flush-interval", "50ms")
@@ -157,12 +167,11 @@ stop(d, "native")
 col.stop()
 
 # --- 3. the broker stopped while readings arrive ---
-col = Collector(broker, "sluice/outage", "it-outage")
-c.check(col.ready(), "the subscriber is subscribed")
+col = subscribe("sluice/outage", "it-outage")
 d = Daemon("--uplink", "out=mqtt://127.0.0.1:%d/sluice/outage" % broker.port,
            "--uplink-flush-interval", "50ms", "--uplink-backoff-max", "300ms", "--uplink-timeout", "2s")
 want = send(d, 1, T0_US, range(1, 21), 2)
-c.check(wait_until(lambda: up(d, "out")["sent_readings"] == len(want), timeout_s=20), "outage: the first readings are delivered")
+delivered(d, "out", len(want), "outage: the first readings are delivered")
 col.stop()
 broker.stop()
 for i in range(3):
@@ -174,8 +183,7 @@ c.check(u["last_error"] is not None and "connect: Connection refused" in u["last
 c.check(u["retries"] >= 1 and u["backlog_bytes"] > 0, "outage: retries %d, backlog %d" % (u["retries"], u["backlog_bytes"]))
 c.check(metric(d, "sluice_uplink_retries_total", "out") >= 1, "outage: the retries metric")
 broker.start()
-col = Collector(broker, "sluice/outage", "it-outage")  # the same session: what was queued comes too
-c.check(col.ready(), "the subscriber is back")
+col = subscribe("sluice/outage", "it-outage")  # the same session: what was queued comes too
 c.check(wait_until(lambda: up(d, "out")["sent_readings"] == len(want) and up(d, "out")["state"] == "ok", timeout_s=30),
         "outage: every reading delivered after the broker came back, state ok")
 c.check(wait_until(lambda: len({r for m in col.payloads() for r in parse_lines(m)}) >= len(want) - 40, timeout_s=20),
@@ -198,14 +206,13 @@ stop(d, "refused")
 closed.stop()
 
 # --- 4. SIGKILL while the broker is stopped ---
-col = Collector(broker, "sluice/crash", "it-crash")
-c.check(col.ready(), "the subscriber is subscribed")
+col = subscribe("sluice/crash", "it-crash")
 args = ("--uplink", "cr=mqtt://127.0.0.1:%d/sluice/crash?format=native&qos=1" % broker.port,
         "--uplink-batch-bytes", "4096", "--uplink-flush-interval", "50ms", "--uplink-backoff-max", "300ms",
         "--uplink-timeout", "2s")
 d = Daemon(*args)
 want = send(d, 1, T0_US, range(1, 101), 2)
-c.check(wait_until(lambda: up(d, "cr")["sent_readings"] == len(want), timeout_s=20), "crash: the first readings are delivered")
+delivered(d, "cr", len(want), "crash: the first readings are delivered")
 c.check(wait_until(lambda: sum(parse_frame(m)[0]["count"] for m in col.payloads()) >= len(want), timeout_s=20),
         "crash: and received")
 col.stop()
@@ -216,8 +223,7 @@ c.check(wait_until(lambda: up(d, "cr")["retries"] >= 1, timeout_s=20), "crash: r
 d.kill_keep_data()
 d2 = Daemon(*args, data_dir=d.data_dir)
 broker.start()
-col2 = Collector(broker, "sluice/crash", "it-crash")
-c.check(col2.ready(), "the subscriber is back")
+col2 = subscribe("sluice/crash", "it-crash")
 c.check(wait_until(lambda: up(d2, "cr")["backlog_bytes"] == 0 and up(d2, "cr")["state"] == "ok", timeout_s=30),
         "crash: the restarted gateway drains its backlog")
 c.check(wait_until(lambda: len({r for m in col.payloads() + col2.payloads() for r in parse_frame(m)[1]}) >= len(want),
@@ -229,13 +235,12 @@ stop(d2, "crash")
 col2.stop()
 
 # --- 4b. SIGKILL while a message is on the wire without its PUBACK (the broker SIGSTOPped) ---
-col = Collector(broker, "sluice/wire", "it-wire")
-c.check(col.ready(), "the subscriber is subscribed")
+col = subscribe("sluice/wire", "it-wire")
 args = ("--uplink", "wi=mqtt://127.0.0.1:%d/sluice/wire?format=native" % broker.port,
         "--uplink-batch-bytes", "4096", "--uplink-flush-interval", "50ms", "--uplink-timeout", "60s")
 d = Daemon(*args)
 want = send(d, 1, T0_US, range(1, 51), 2)
-c.check(wait_until(lambda: up(d, "wi")["sent_readings"] == len(want), timeout_s=20), "wire: the first readings are delivered")
+delivered(d, "wi", len(want), "wire: the first readings are delivered")
 c.check(wait_until(lambda: len(col.payloads()) >= 1, timeout_s=20), "wire: and received")
 before = len(col.payloads())
 sent0 = metric(d, "sluice_uplink_sent_bytes_total", "wi")
@@ -270,12 +275,11 @@ c.check("Error saving" not in log, "the broker saved its persistence file (%s)" 
 
 # --- 4c. no PUBACK within --uplink-timeout (the broker SIGSTOPped): resent whole, same seq ---
 broker.start()
-col = Collector(broker, "sluice/ack", "it-ack")
-c.check(col.ready(), "the subscriber is subscribed")
+col = subscribe("sluice/ack", "it-ack")
 d = Daemon("--uplink", "ak=mqtt://127.0.0.1:%d/sluice/ack?format=native" % broker.port,
            "--uplink-flush-interval", "50ms", "--uplink-timeout", "1s", "--uplink-backoff-max", "300ms")
 want = send(d, 1, T0_US, range(1, 11), 1)
-c.check(wait_until(lambda: up(d, "ak")["sent_readings"] == len(want), timeout_s=20), "puback: the first readings are delivered")
+delivered(d, "ak", len(want), "puback: the first readings are delivered")
 since = len(d.events)
 os.kill(broker.pid, signal.SIGSTOP)
 try:
