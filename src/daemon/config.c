@@ -134,7 +134,8 @@ static const struct opt opts[] = {
      "on (default): apply to the store on a second thread, beside receive and log; off: one"},
     {"uplink", OPT_LIST, 0, 0, false,
      "forward to NAME=URL: influx://, influx2:// or promrw:// HOST:PORT/PATH, or "
-     "mqtt://HOST:PORT/TOPIC?format=line|native&qos=1 (repeatable, at most 8; docs/spec/UPLINK.md)"},
+     "mqtt://HOST:PORT/TOPIC?format=line|native&qos=1 (repeatable, at most 8; "
+     "docs/spec/UPLINK.md)"},
     {"uplink-tag", OPT_LIST, 0, 0, false, "KEY=VALUE added to everything forwarded (repeatable)"},
     {"uplink-token", OPT_LIST, 0, 0, false,
      "NAME=FILE: the output's token (influx2://: Authorization: Token; repeatable)"},

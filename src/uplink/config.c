@@ -115,14 +115,17 @@ static int mqtt_query(struct sl_uplink_output_config *o, const char *spec, const
         size_t vn = eq != NULL ? n - kn - 1 : 0;
         if (kn == 6 && memcmp(p, "format", 6) == 0 && vn == 4 && memcmp(v, "line", 4) == 0) {
             o->format = SL_UPLINK_FORMAT_LINE;
-        } else if (kn == 6 && memcmp(p, "format", 6) == 0 && vn == 6 && memcmp(v, "native", 6) == 0) {
+        } else if (kn == 6 && memcmp(p, "format", 6) == 0 && vn == 6 &&
+                   memcmp(v, "native", 6) == 0) {
             o->format = SL_UPLINK_FORMAT_NATIVE;
         } else if (kn == 6 && memcmp(p, "format", 6) == 0) {
-            return fail(err, err_bytes, "--uplink: '%s': format must be line or native%s", spec, "");
+            return fail(err, err_bytes, "--uplink: '%s': format must be line or native%s", spec,
+                        "");
         } else if (kn == 3 && memcmp(p, "qos", 3) == 0 && !(vn == 1 && v[0] == '1')) {
             return fail(err, err_bytes,
                         "--uplink: '%s': qos must be 1 (the cursor moves on the broker's PUBACK; "
-                        "QoS 0 has none, QoS 2 is not supported)%s", spec, "");
+                        "QoS 0 has none, QoS 2 is not supported)%s",
+                        spec, "");
         } else if (!(kn == 3 && memcmp(p, "qos", 3) == 0)) {
             snprintf(err, err_bytes,
                      "--uplink: '%s': unknown query key '%.*s' (mqtt:// takes format and qos)",
@@ -145,7 +148,8 @@ static int add_mqtt(struct sl_uplinks_config *c, const char *spec, size_t name_l
     size_t hp_len = strcspn(rest, "/?");
     if (memchr(rest, '@', hp_len) != NULL) {
         return fail(err, err_bytes,
-                    "--uplink: '%s': mqtt:// takes no user or password in this version%s", spec, "");
+                    "--uplink: '%s': mqtt:// takes no user or password in this version%s", spec,
+                    "");
     }
     if (hp_len == 0 || hp_len >= SL_UPLINK_HOST_BYTES) {
         return fail(err, err_bytes, "--uplink: '%s': needs HOST[:PORT] after mqtt://%s", spec, "");
@@ -163,14 +167,14 @@ static int add_mqtt(struct sl_uplinks_config *c, const char *spec, size_t name_l
         return fail(err, err_bytes, "--uplink: '%s': needs HOST[:PORT] after mqtt://%s", spec, "");
     }
     if (rest[hp_len] != '/') {
-        return fail(err, err_bytes, "--uplink: '%s': mqtt:// needs a topic: mqtt://HOST:PORT/TOPIC%s",
-                    spec, "");
+        return fail(err, err_bytes,
+                    "--uplink: '%s': mqtt:// needs a topic: mqtt://HOST:PORT/TOPIC%s", spec, "");
     }
     const char *topic = rest + hp_len + 1;
     size_t topic_len = strcspn(topic, "?");
     if (topic_len == 0) {
-        return fail(err, err_bytes, "--uplink: '%s': mqtt:// needs a topic: mqtt://HOST:PORT/TOPIC%s",
-                    spec, "");
+        return fail(err, err_bytes,
+                    "--uplink: '%s': mqtt:// needs a topic: mqtt://HOST:PORT/TOPIC%s", spec, "");
     }
     if (topic_len > SL_UPLINK_TOPIC_MAX) {
         snprintf(err, err_bytes, "--uplink: '%.*s': the topic is longer than 1024 bytes (%zu)",
@@ -180,12 +184,14 @@ static int add_mqtt(struct sl_uplinks_config *c, const char *spec, size_t name_l
     if (memchr(topic, '+', topic_len) != NULL || memchr(topic, '#', topic_len) != NULL) {
         return fail(err, err_bytes,
                     "--uplink: '%s': the topic has a wildcard (+ or #): one publishes to a topic, "
-                    "not a filter%s", spec, "");
+                    "not a filter%s",
+                    spec, "");
     }
     if (memchr(topic, '%', topic_len) != NULL) {
         return fail(err, err_bytes,
                     "--uplink: '%s': no '%%' in the topic (it is taken as written, not "
-                    "percent-decoded)%s", spec, "");
+                    "percent-decoded)%s",
+                    spec, "");
     }
     struct sl_uplink_output_config *o = &c->outputs[c->count];
     memset(o, 0, sizeof *o);
@@ -239,7 +245,8 @@ int sl_uplinks_add(struct sl_uplinks_config *c, const char *spec, char *err, uin
     }
     const char *url = eq + 1;
     if (strlen(url) >= SL_UPLINK_URL_BYTES) {
-        return fail(err, err_bytes, "--uplink: '%s': the URL is longer than 2047 bytes%s", spec, "");
+        return fail(err, err_bytes, "--uplink: '%s': the URL is longer than 2047 bytes%s", spec,
+                    "");
     }
     for (const char *p = url; *p != '\0'; p++) {
         if ((unsigned char)*p <= ' ' || (unsigned char)*p >= 0x7f) {
@@ -260,10 +267,12 @@ int sl_uplinks_add(struct sl_uplinks_config *c, const char *spec, char *err, uin
         }
         return fail(err, err_bytes,
                     "--uplink: '%s': the URL must start influx://, influx2://, promrw:// or "
-                    "mqtt://%s", spec, "");
+                    "mqtt://%s",
+                    spec, "");
     }
     if (strlen(url) >= SL_UPLINK_HTTP_URL_MAX) {
-        return fail(err, err_bytes, "--uplink: '%s': the URL is longer than 1023 bytes%s", spec, "");
+        return fail(err, err_bytes, "--uplink: '%s': the URL is longer than 1023 bytes%s", spec,
+                    "");
     }
     const char *rest = url + strlen(schemes[k].scheme);
     /* [user[:password]@]HOST:PORT[/PATH][?QUERY] */
@@ -392,7 +401,8 @@ int sl_uplinks_set_mode(struct sl_uplinks_config *c, const char *spec, char *err
     if (strncmp(mode, "aggregate:", 10) == 0 && o->kind == SL_UPLINK_MQTT) {
         return fail(err, err_bytes,
                     "--uplink-mode: '%s': an mqtt:// output forwards raw readings only in this "
-                    "version%s", spec, "");
+                    "version%s",
+                    spec, "");
     }
     if (strncmp(mode, "aggregate:", 10) == 0) {
         int64_t us = sl_config_parse_duration_us(mode + 10);
@@ -429,7 +439,8 @@ int sl_uplinks_set_stream_id(struct sl_uplinks_config *c, const char *spec, char
     if (o->kind != SL_UPLINK_MQTT || o->format != SL_UPLINK_FORMAT_NATIVE) {
         return fail(err, err_bytes,
                     "--uplink-stream-id: '%s': only an mqtt:// output with format=native sends a "
-                    "stream id%s", spec, "");
+                    "stream id%s",
+                    spec, "");
     }
     char *end = NULL;
     errno = 0;

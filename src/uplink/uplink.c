@@ -412,8 +412,9 @@ void sl_uplinks_plan(const struct sl_uplinks_config *c, struct sl_plan *plan)
         buffers += s.state + s.text + s.points + s.touched + s.values + s.times + s.pb + s.out +
                    s.fl_text + s.fl_out + s.zmem;
         sensors += s.shadow + s.slots;
-        libraries += c->outputs[i].kind == SL_UPLINK_MQTT ? mosquitto_bytes(c)
-                                                          : SL_UPLINK_CURL_BYTES + SL_UPLINK_SNAPPY_BYTES;
+        libraries += c->outputs[i].kind == SL_UPLINK_MQTT
+                         ? mosquitto_bytes(c)
+                         : SL_UPLINK_CURL_BYTES + SL_UPLINK_SNAPPY_BYTES;
     }
     sl_plan_add(plan, "uplink_buffers", buffers,
                 "uplinks: each output's log reader (2 MiB), two requests (the one in flight, the "
@@ -451,8 +452,14 @@ static int sync_dir(const char *dir)
  */
 #define CURSOR_SLOT_BYTES 64u
 enum {
-    CUR_MAGIC = 0, CUR_VERSION = 4, CUR_SEQ = 8, CUR_LSN = 16, CUR_NEXT = 24, CUR_MSGS = 32,
-    CUR_EPOCH = 40, CUR_CRC = 60
+    CUR_MAGIC = 0,
+    CUR_VERSION = 4,
+    CUR_SEQ = 8,
+    CUR_LSN = 16,
+    CUR_NEXT = 24,
+    CUR_MSGS = 32,
+    CUR_EPOCH = 40,
+    CUR_CRC = 60
 };
 
 struct cursor_slot {
@@ -533,7 +540,8 @@ static void mark_load(struct sl_uplink *u, const uint8_t *p)
     if (memcmp(p + CUR_MAGIC, "SLUM", 4) != 0 || sl_load_u32(p + CUR_VERSION) != 1 ||
         sl_load_u32(p + CUR_CRC) != sl_crc32c(p, CUR_CRC) ||
         sl_load_u64(p + MARK_BASE) != u->cursor_lsn ||
-        sl_load_u32(p + MARK_BASE_NEXT) != u->cursor_next || sl_load_u64(p + MARK_LSN) <= u->cursor_lsn) {
+        sl_load_u32(p + MARK_BASE_NEXT) != u->cursor_next ||
+        sl_load_u64(p + MARK_LSN) <= u->cursor_lsn) {
         return;
     }
     u->cap_lsn = sl_load_u64(p + MARK_LSN);
@@ -576,7 +584,8 @@ static int cursor_open(struct sl_uplink *u, bool *torn)
     for (uint32_t i = 0; i < 2; i++) {
         struct cursor_slot c;
         if (n >= (ssize_t)((i + 1) * CURSOR_SLOT_BYTES) &&
-            cursor_decode(both + i * CURSOR_SLOT_BYTES, &c) && (!any || c.write_seq > best.write_seq)) {
+            cursor_decode(both + i * CURSOR_SLOT_BYTES, &c) &&
+            (!any || c.write_seq > best.write_seq)) {
             best = c;
             any = true;
         }
@@ -602,8 +611,10 @@ static int cursor_store(struct sl_uplink *u, uint64_t lsn, uint32_t next, bool f
     }
     uint64_t seq = u->cursor_write_seq + 1;
     uint8_t slot[CURSOR_SLOT_BYTES];
-    cursor_encode(slot, &(struct cursor_slot){.write_seq = seq, .lsn = lsn, .next = next,
-                                              .msgs = u->msgs, .epoch_us = u->epoch_us});
+    cursor_encode(
+        slot,
+        &(struct cursor_slot){
+            .write_seq = seq, .lsn = lsn, .next = next, .msgs = u->msgs, .epoch_us = u->epoch_us});
     if (pwrite(u->cursor_fd, slot, sizeof slot, (off_t)(seq % 2) * CURSOR_SLOT_BYTES) !=
             (ssize_t)sizeof slot ||
         fdatasync(u->cursor_fd) != 0) {
@@ -959,7 +970,8 @@ static bool native(const struct sl_uplink *u)
     return u->cfg->kind == SL_UPLINK_MQTT && u->cfg->format == SL_UPLINK_FORMAT_NATIVE;
 }
 
-_Static_assert(sizeof(struct sl_reading) == SL_READING_BYTES, "a native request holds wire-sized readings");
+_Static_assert(sizeof(struct sl_reading) == SL_READING_BYTES,
+               "a native request holds wire-sized readings");
 
 static bool request_full(const struct sl_uplink *u)
 {
@@ -1010,7 +1022,8 @@ static void point_add(struct sl_uplink *u, struct shadow *e, uint32_t stat, int6
 
 static int64_t native_base(int64_t t_us)
 {
-    int64_t base = t_us < INT64_MIN + NATIVE_HALF_WINDOW_US ? INT64_MIN : t_us - NATIVE_HALF_WINDOW_US;
+    int64_t base =
+        t_us < INT64_MIN + NATIVE_HALF_WINDOW_US ? INT64_MIN : t_us - NATIVE_HALF_WINDOW_US;
     return base > INT64_MAX - (int64_t)UINT32_MAX ? INT64_MAX - (int64_t)UINT32_MAX : base;
 }
 
@@ -1038,8 +1051,8 @@ static void native_reading(struct sl_uplink *u, const struct shadow *e, int64_t 
     }
     SL_ASSERT(t_us >= u->nat_base_us && (uint64_t)(t_us - u->nat_base_us) <= UINT32_MAX);
     SL_ASSERT(u->text_len + sizeof(struct sl_reading) <= u->text_cap);
-    struct sl_reading rd = {.sensor_id = e->id, .offset_us = (uint32_t)(t_us - u->nat_base_us),
-                            .value = v};
+    struct sl_reading rd = {
+        .sensor_id = e->id, .offset_us = (uint32_t)(t_us - u->nat_base_us), .value = v};
     memcpy(u->text + u->text_len, &rd, sizeof rd);
     u->text_len += sizeof rd;
 }
@@ -1475,7 +1488,8 @@ static int gzip_body(struct sl_uplink *u)
     return 0;
 }
 
-/* The native request as one batch frame in out: seq epoch + messages delivered, no ACK_REQUESTED. */
+/* The native request as one batch frame in out: seq epoch + messages delivered, no ACK_REQUESTED.
+ */
 static int native_encode(struct sl_uplink *u)
 {
     struct sl_batch_header h = {.version = SL_PROTOCOL_VERSION,
@@ -1842,8 +1856,8 @@ static long mqtt_attempt(struct sl_uplink *u)
     const void *payload = native(u) ? (const void *)u->fl_out : (const void *)u->fl_text;
     uint64_t bytes = native(u) ? u->fl_out_len : u->fl_text_len;
     SL_ASSERT(bytes <= u->common->batch_bytes + LINE_BYTES_MAX);
-    int rc = sl_mqtt_out_publish(&u->mq, payload, (uint32_t)bytes, u->curl_error,
-                                 sizeof u->curl_error);
+    int rc =
+        sl_mqtt_out_publish(&u->mq, payload, (uint32_t)bytes, u->curl_error, sizeof u->curl_error);
     if (rc != 0) {
         count_code(u, 0);
         return 0;
@@ -1884,9 +1898,10 @@ static enum outcome deliver(struct sl_uplink *u)
         }
         if ((code >= 200 && code < 300) || already_there(u, code)) {
             if (u->failures > 0) {
-                sl_say(SL_SAY_INFO, "uplink", "%s: delivering again (%s %ld) after %" PRIu64
-                       " failed attempts", u->cfg->name,
-                       u->cfg->kind == SL_UPLINK_MQTT ? "PUBACK, as" : "HTTP", code, u->failures);
+                sl_say(SL_SAY_INFO, "uplink",
+                       "%s: delivering again (%s %ld) after %" PRIu64 " failed attempts",
+                       u->cfg->name, u->cfg->kind == SL_UPLINK_MQTT ? "PUBACK, as" : "HTTP", code,
+                       u->failures);
             }
             u->failures = 0;
             atomic_store_explicit(&u->stats.up, 1, memory_order_relaxed);
@@ -2303,8 +2318,8 @@ int sl_uplinks_open(struct sl_uplinks *ups, const struct sl_uplinks_config *conf
         u->log = log;
         u->store = store;
         u->series = series;
-        u->pipelined = oc->kind != SL_UPLINK_PROMRW && oc->kind != SL_UPLINK_MQTT &&
-                       oc->mode == SL_UPLINK_RAW;
+        u->pipelined =
+            oc->kind != SL_UPLINK_PROMRW && oc->kind != SL_UPLINK_MQTT && oc->mode == SL_UPLINK_RAW;
         u->rd.fd = -1;
         u->dead_fd = -1;
         u->cursor_fd = -1;
@@ -2348,8 +2363,8 @@ int sl_uplinks_open(struct sl_uplinks *ups, const struct sl_uplinks_config *conf
             u->msgs = 0;
             rc = cursor_store(u, u->cursor_lsn, u->cursor_next, true);
             if (rc != 0) {
-                snprintf(err, err_bytes, "uplink %s: cannot write %s: %s", oc->name,
-                         u->cursor_path, strerror(-rc));
+                snprintf(err, err_bytes, "uplink %s: cannot write %s: %s", oc->name, u->cursor_path,
+                         strerror(-rc));
                 return -1;
             }
         }

@@ -67,7 +67,12 @@
 /* The plan's part for those: stated, not mapped (they malloc it themselves). */
 #define SL_UPLINK_PLAN_LIBRARY_PART "uplink_libraries"
 
-enum sl_uplink_kind { SL_UPLINK_INFLUX = 0, SL_UPLINK_INFLUX2 = 1, SL_UPLINK_PROMRW = 2, SL_UPLINK_MQTT = 3 };
+enum sl_uplink_kind {
+    SL_UPLINK_INFLUX = 0,
+    SL_UPLINK_INFLUX2 = 1,
+    SL_UPLINK_PROMRW = 2,
+    SL_UPLINK_MQTT = 3
+};
 /* mqtt:// ?format= */
 enum sl_uplink_format { SL_UPLINK_FORMAT_LINE = 0, SL_UPLINK_FORMAT_NATIVE = 1 };
 enum sl_uplink_mode { SL_UPLINK_RAW = 0, SL_UPLINK_AGGREGATE = 1 };
@@ -83,12 +88,12 @@ struct sl_uplink_output_config {
     char token_file[4096];
     char token[SL_UPLINK_TOKEN_BYTES]; /* read at start-up from token_file */
     /* mqtt:// only */
-    char host[SL_UPLINK_HOST_BYTES];      /* as given (v6 without brackets) */
-    uint16_t port;                        /* default 1883 */
-    char topic[SL_UPLINK_TOPIC_MAX + 1];  /* no wildcard, no '%' */
-    enum sl_uplink_format format;         /* ?format=line (default) | native */
-    uint32_t stream_id;                   /* native: --uplink-stream-id, else CRC-32C of the name */
-    bool stream_id_set;                   /* ... given */
+    char host[SL_UPLINK_HOST_BYTES];     /* as given (v6 without brackets) */
+    uint16_t port;                       /* default 1883 */
+    char topic[SL_UPLINK_TOPIC_MAX + 1]; /* no wildcard, no '%' */
+    enum sl_uplink_format format;        /* ?format=line (default) | native */
+    uint32_t stream_id;                  /* native: --uplink-stream-id, else CRC-32C of the name */
+    bool stream_id_set;                  /* ... given */
 };
 
 struct sl_uplinks_config {
