@@ -134,13 +134,16 @@ static const struct opt opts[] = {
     {"apply-thread", OPT_ONOFF, 0, 0, false,
      "on (default): apply to the store on a second thread, beside receive and log; off: one"},
     {"uplink", OPT_LIST, 0, 0, false,
-     "forward to NAME=URL: influx://, influx2:// or promrw:// HOST:PORT/PATH (repeatable, at most "
-     "8; docs/spec/UPLINK.md)"},
+     "forward to NAME=URL: influx://, influx2:// or promrw:// HOST:PORT/PATH, or "
+     "mqtt://HOST:PORT/TOPIC?format=line|native&qos=1 (repeatable, at most 8; "
+     "docs/spec/UPLINK.md)"},
     {"uplink-tag", OPT_LIST, 0, 0, false, "KEY=VALUE added to everything forwarded (repeatable)"},
     {"uplink-token", OPT_LIST, 0, 0, false,
      "NAME=FILE: the output's token (influx2://: Authorization: Token; repeatable)"},
     {"uplink-mode", OPT_LIST, 0, 0, false,
      "NAME=raw (default) or NAME=aggregate:D: count/mean/min/max per D (repeatable)"},
+    {"uplink-stream-id", OPT_LIST, 0, 0, false,
+     "NAME=ID: the stream_id of an mqtt:// format=native output (default: CRC-32C of NAME)"},
     {"uplink-when-full", OPT_WHEN_FULL, 0, 0, false,
      "the log is full and an output still needs its oldest segment: drop (default) or block"},
     {"uplink-timeout", OPT_DURATION, 100000, (uint64_t)SL_UPLINK_TIMEOUT_MS_MAX * 1000, false,
@@ -635,6 +638,8 @@ static struct sl_config_list *list_field(struct sl_config *c, const char *name)
         return &c->uplink_mode_specs;
     if (strcmp(name, "mqtt-subscribe") == 0)
         return &c->mqtt_subscribe_specs;
+    if (strcmp(name, "uplink-stream-id") == 0)
+        return &c->uplink_stream_id_specs;
     SL_ASSERT(!"an OPT_LIST option without a field");
     return NULL;
 }
@@ -1108,7 +1113,8 @@ static int finish_uplinks(struct sl_config *c, char *err, uint32_t err_bytes)
     } steps[] = {{&c->uplink_specs, sl_uplinks_add},
                  {&c->uplink_tag_specs, sl_uplinks_add_tag},
                  {&c->uplink_token_specs, sl_uplinks_set_token},
-                 {&c->uplink_mode_specs, sl_uplinks_set_mode}};
+                 {&c->uplink_mode_specs, sl_uplinks_set_mode},
+                 {&c->uplink_stream_id_specs, sl_uplinks_set_stream_id}};
     for (size_t k = 0; k < SL_ARRAY_COUNT(steps); k++) {
         for (uint32_t i = 0; i < steps[k].list->count; i++) {
             if (steps[k].take(u, steps[k].list->items[i], err, err_bytes) != 0) {

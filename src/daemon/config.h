@@ -75,7 +75,8 @@ struct sl_config {
     bool print_memory_plan;
     bool quiet;
     /* Uplinks: the lists as given, and what finish() built of them with the scalar options. */
-    struct sl_config_list uplink_specs, uplink_tag_specs, uplink_token_specs, uplink_mode_specs;
+    struct sl_config_list uplink_specs, uplink_tag_specs, uplink_token_specs, uplink_mode_specs,
+        uplink_stream_id_specs;
     struct sl_uplinks_config uplinks;
     /* MQTT: the subscriptions as given, and the subscriber's configuration. */
     struct sl_config_list mqtt_subscribe_specs;

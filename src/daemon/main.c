@@ -814,9 +814,8 @@ int main(int argc, char **argv)
         return 0;
     }
     if (sl_uplinks_global_init() != 0) {
-        return die("libcurl: curl_global_init failed");
+        return die("libcurl: curl_global_init failed"); /* and libmosquitto's, for both uses */
     }
-    sl_mqtt_global_init();
     if (check_memory(&d, err, sizeof err) != 0 || reserve_fds(&d, err, sizeof err) != 0 ||
         bind_listeners(&d, err, sizeof err) != 0 || open_state(&d, err, sizeof err) != 0) {
         return die(err);

@@ -88,16 +88,6 @@ void sl_mqtt_plan(const struct sl_mqtt_config *c, struct sl_plan *plan)
                 "PUBACKs");
 }
 
-void sl_mqtt_global_init(void)
-{
-    mosquitto_lib_init();
-}
-
-void sl_mqtt_global_cleanup(void)
-{
-    mosquitto_lib_cleanup();
-}
-
 static int read_password(struct sl_mqtt *m, char *err, uint32_t err_bytes)
 {
     const char *path = m->config.password_file;

@@ -145,9 +145,7 @@ struct sl_mqtt {
 /* The subscriber's parts of the plan (nothing when off). */
 void sl_mqtt_plan(const struct sl_mqtt_config *config, struct sl_plan *plan);
 
-/* libmosquitto's global set-up (main thread, before any thread). */
-void sl_mqtt_global_init(void);
-void sl_mqtt_global_cleanup(void);
+/* libmosquitto's global set-up is sl_uplinks_global_init's (main thread, before any thread). */
 
 /*
  * Take the planned parts, read the password file, hook into the line hub's

@@ -405,15 +405,21 @@ static uint32_t series_end(const char *name, uint32_t n)
     return n;
 }
 
-size_t sl_lpout_line(char *out, size_t cap, const char *name, uint32_t name_len, uint32_t sensor_id,
-                     const char *extra_tags, uint32_t extra_len, int64_t t_us, float v)
+/* The line; ns: the time in nanoseconds, the microseconds' digits and "000" (one digit loop). */
+static size_t line_put(char *out, size_t cap, const char *name, uint32_t name_len,
+                       uint32_t sensor_id, const char *extra_tags, uint32_t extra_len, int64_t t_us,
+                       float v, bool ns)
 {
     static const char NUMBERED_HEAD[] = "sluice,sensor=";
     static const char NUMBERED_FIELD[] = " value";
     char value[SL_LPOUT_F32_MAX];
-    char head_id[10], time_text[20];
+    char head_id[10], time_text[24];
     size_t value_len = sl_lpout_f32(value, v);
     size_t time_len = put_i64(time_text, t_us);
+    if (ns && t_us != 0) {
+        memcpy(time_text + time_len, "000", 3); /* x 1000; 0 stays "0" */
+        time_len += 3;
+    }
     const char *series = name, *field = NULL;
     size_t series_len = name_len, field_len = 0, id_len = 0;
     if (name == NULL) {
@@ -455,6 +461,19 @@ size_t sl_lpout_line(char *out, size_t cap, const char *name, uint32_t name_len,
     *p++ = '\n';
     SL_ASSERT((size_t)(p - out) == total);
     return total;
+}
+
+size_t sl_lpout_line(char *out, size_t cap, const char *name, uint32_t name_len, uint32_t sensor_id,
+                     const char *extra_tags, uint32_t extra_len, int64_t t_us, float v)
+{
+    return line_put(out, cap, name, name_len, sensor_id, extra_tags, extra_len, t_us, v, false);
+}
+
+size_t sl_lpout_line_ns(char *out, size_t cap, const char *name, uint32_t name_len,
+                        uint32_t sensor_id, const char *extra_tags, uint32_t extra_len,
+                        int64_t t_us, float v)
+{
+    return line_put(out, cap, name, name_len, sensor_id, extra_tags, extra_len, t_us, v, true);
 }
 
 static inline bool tag_special(char c)

@@ -61,6 +61,17 @@ size_t sl_lpout_line(char *out, size_t cap, const char *name, uint32_t name_len,
                      const char *extra_tags, uint32_t extra_len, int64_t t_us, float v);
 
 /*
+ * The same line with the time in nanoseconds (t_us x 1000, written as the
+ * microseconds' digits and "000"): the mqtt:// output's `line` format, which
+ * MQTT.md's subscriber reads at nanosecond precision. A time beyond
+ * +-9,223,372,036,854,775 us (before 1677 or after 2262) does not fit an
+ * int64 of nanoseconds; it is written all the same (a reader refuses it).
+ */
+size_t sl_lpout_line_ns(char *out, size_t cap, const char *name, uint32_t name_len,
+                        uint32_t sensor_id, const char *extra_tags, uint32_t extra_len,
+                        int64_t t_us, float v);
+
+/*
  * Extra tags (`--uplink-tag KEY=VALUE`, in the order given) rendered once
  * for sl_lpout_line: `,key=value` for each, with `,` `=` and space
  * backslash-escaped. Returns the length, or -1 when it does not fit cap or a

@@ -1,9 +1,15 @@
 /*
  * The uplinks' configuration (uplink.h): `--uplink NAME=URL` and the
- * options that refer to an output by its name. Pure: no I/O (token files
+ * options that refer to an output by its name. An mqtt:// URL is
+ * `mqtt://HOST[:PORT]/TOPIC[?format=line|native&qos=1]`: the topic is
+ * everything after the first '/' up to '?', taken as it is written (no
+ * percent-decoding, so '%' is refused; no wildcard, since one publishes to
+ * a topic, never to a filter). Pure: no I/O (token files
  * are read by sl_uplinks_open), start-up and SIGHUP's re-parse.
  */
 #include <ctype.h>
+#include <errno.h>
+#include <stdlib.h>
 #include <stdio.h>
 #include <string.h>
 #include <strings.h>
@@ -92,6 +98,124 @@ static void mask_query(char *out, size_t out_bytes, const char *query)
     }
 }
 
+/* An HTTP output's URL as before mqtt:// came (its topic needs the longer SL_UPLINK_URL_BYTES). */
+#define SL_UPLINK_HTTP_URL_MAX 1024u
+
+/* `?format=line|native&qos=1`: 0, or -1 with err set. */
+static int mqtt_query(struct sl_uplink_output_config *o, const char *spec, const char *query,
+                      char *err, uint32_t err_bytes)
+{
+    const char *p = query;
+    /* Bounded: each turn consumes one key=value and its '&'. */
+    while (*p != '\0') {
+        size_t n = strcspn(p, "&");
+        const char *eq = memchr(p, '=', n);
+        size_t kn = eq != NULL ? (size_t)(eq - p) : n;
+        const char *v = eq != NULL ? eq + 1 : "";
+        size_t vn = eq != NULL ? n - kn - 1 : 0;
+        if (kn == 6 && memcmp(p, "format", 6) == 0 && vn == 4 && memcmp(v, "line", 4) == 0) {
+            o->format = SL_UPLINK_FORMAT_LINE;
+        } else if (kn == 6 && memcmp(p, "format", 6) == 0 && vn == 6 &&
+                   memcmp(v, "native", 6) == 0) {
+            o->format = SL_UPLINK_FORMAT_NATIVE;
+        } else if (kn == 6 && memcmp(p, "format", 6) == 0) {
+            return fail(err, err_bytes, "--uplink: '%s': format must be line or native%s", spec,
+                        "");
+        } else if (kn == 3 && memcmp(p, "qos", 3) == 0 && !(vn == 1 && v[0] == '1')) {
+            return fail(err, err_bytes,
+                        "--uplink: '%s': qos must be 1 (the cursor moves on the broker's PUBACK; "
+                        "QoS 0 has none, QoS 2 is not supported)%s",
+                        spec, "");
+        } else if (!(kn == 3 && memcmp(p, "qos", 3) == 0)) {
+            snprintf(err, err_bytes,
+                     "--uplink: '%s': unknown query key '%.*s' (mqtt:// takes format and qos)",
+                     spec, (int)(kn < 64 ? kn : 64), p);
+            return -1;
+        }
+        p += n;
+        if (*p == '&') {
+            p++;
+        }
+    }
+    return 0;
+}
+
+/* `mqtt://HOST[:PORT]/TOPIC[?QUERY]` into the next output. */
+static int add_mqtt(struct sl_uplinks_config *c, const char *spec, size_t name_len, const char *url,
+                    char *err, uint32_t err_bytes)
+{
+    const char *rest = url + 7;
+    size_t hp_len = strcspn(rest, "/?");
+    if (memchr(rest, '@', hp_len) != NULL) {
+        return fail(err, err_bytes,
+                    "--uplink: '%s': mqtt:// takes no user or password in this version%s", spec,
+                    "");
+    }
+    if (hp_len == 0 || hp_len >= SL_UPLINK_HOST_BYTES) {
+        return fail(err, err_bytes, "--uplink: '%s': needs HOST[:PORT] after mqtt://%s", spec, "");
+    }
+    char hp[SL_UPLINK_HOST_BYTES + 8], host[SL_UPLINK_HOST_BYTES], why[300];
+    memcpy(hp, rest, hp_len);
+    hp[hp_len] = '\0';
+    const char *colon = strrchr(hp, ':');
+    bool has_port = colon != NULL && (hp[0] != '[' || colon[-1] == ']');
+    if (!has_port) { /* the default port; "[v6]" or a name */
+        snprintf(hp + hp_len, sizeof hp - hp_len, ":%u", SL_UPLINK_MQTT_PORT_DEFAULT);
+    }
+    uint16_t port = 0;
+    if (sl_config_split_addr(hp, host, sizeof host, &port, why, sizeof why) != 0 || port == 0) {
+        return fail(err, err_bytes, "--uplink: '%s': needs HOST[:PORT] after mqtt://%s", spec, "");
+    }
+    if (rest[hp_len] != '/') {
+        return fail(err, err_bytes,
+                    "--uplink: '%s': mqtt:// needs a topic: mqtt://HOST:PORT/TOPIC%s", spec, "");
+    }
+    const char *topic = rest + hp_len + 1;
+    size_t topic_len = strcspn(topic, "?");
+    if (topic_len == 0) {
+        return fail(err, err_bytes,
+                    "--uplink: '%s': mqtt:// needs a topic: mqtt://HOST:PORT/TOPIC%s", spec, "");
+    }
+    if (topic_len > SL_UPLINK_TOPIC_MAX) {
+        snprintf(err, err_bytes, "--uplink: '%.*s': the topic is longer than 1024 bytes (%zu)",
+                 (int)name_len, spec, topic_len);
+        return -1;
+    }
+    if (memchr(topic, '+', topic_len) != NULL || memchr(topic, '#', topic_len) != NULL) {
+        return fail(err, err_bytes,
+                    "--uplink: '%s': the topic has a wildcard (+ or #): one publishes to a topic, "
+                    "not a filter%s",
+                    spec, "");
+    }
+    if (memchr(topic, '%', topic_len) != NULL) {
+        return fail(err, err_bytes,
+                    "--uplink: '%s': no '%%' in the topic (it is taken as written, not "
+                    "percent-decoded)%s",
+                    spec, "");
+    }
+    struct sl_uplink_output_config *o = &c->outputs[c->count];
+    memset(o, 0, sizeof *o);
+    memcpy(o->name, spec, name_len);
+    o->kind = SL_UPLINK_MQTT;
+    o->format = SL_UPLINK_FORMAT_LINE;
+    const char *q = topic[topic_len] == '?' ? topic + topic_len + 1 : "";
+    if (mqtt_query(o, spec, q, err, err_bytes) != 0) {
+        return -1;
+    }
+    snprintf(o->url, sizeof o->url, "%s", url);
+    snprintf(o->host, sizeof o->host, "%s", host);
+    o->port = port;
+    memcpy(o->topic, topic, topic_len);
+    o->topic[topic_len] = '\0';
+    /* No credentials in an mqtt:// URL: shown as given, with the port the output uses. */
+    const char *v6 = strchr(host, ':') != NULL ? "[" : "";
+    snprintf(o->shown_url, sizeof o->shown_url, "mqtt://%s%s%s:%u/%.*s?format=%s&qos=1", v6, host,
+             v6[0] != '\0' ? "]" : "", (unsigned)port, (int)topic_len, topic,
+             o->format == SL_UPLINK_FORMAT_NATIVE ? "native" : "line");
+    c->count++;
+    return 0;
+}
+
 static const struct {
     const char *scheme;
     enum sl_uplink_kind kind;
@@ -121,7 +245,8 @@ int sl_uplinks_add(struct sl_uplinks_config *c, const char *spec, char *err, uin
     }
     const char *url = eq + 1;
     if (strlen(url) >= SL_UPLINK_URL_BYTES) {
-        return fail(err, err_bytes, "--uplink: '%s': the URL is longer than 1023 bytes%s", spec, "");
+        return fail(err, err_bytes, "--uplink: '%s': the URL is longer than 2047 bytes%s", spec,
+                    "");
     }
     for (const char *p = url; *p != '\0'; p++) {
         if ((unsigned char)*p <= ' ' || (unsigned char)*p >= 0x7f) {
@@ -138,12 +263,15 @@ int sl_uplinks_add(struct sl_uplinks_config *c, const char *spec, char *err, uin
     }
     if (k < 0) {
         if (strncmp(url, "mqtt://", 7) == 0) {
-            return fail(err, err_bytes,
-                        "--uplink: '%s': mqtt:// outputs are not in this build yet (MQTT.md)%s",
-                        spec, "");
+            return add_mqtt(c, spec, name_len, url, err, err_bytes);
         }
         return fail(err, err_bytes,
-                    "--uplink: '%s': the URL must start influx://, influx2:// or promrw://%s", spec,
+                    "--uplink: '%s': the URL must start influx://, influx2://, promrw:// or "
+                    "mqtt://%s",
+                    spec, "");
+    }
+    if (strlen(url) >= SL_UPLINK_HTTP_URL_MAX) {
+        return fail(err, err_bytes, "--uplink: '%s': the URL is longer than 1023 bytes%s", spec,
                     "");
     }
     const char *rest = url + strlen(schemes[k].scheme);
@@ -270,6 +398,12 @@ int sl_uplinks_set_mode(struct sl_uplinks_config *c, const char *spec, char *err
         o->mode = SL_UPLINK_RAW;
         return 0;
     }
+    if (strncmp(mode, "aggregate:", 10) == 0 && o->kind == SL_UPLINK_MQTT) {
+        return fail(err, err_bytes,
+                    "--uplink-mode: '%s': an mqtt:// output forwards raw readings only in this "
+                    "version%s",
+                    spec, "");
+    }
     if (strncmp(mode, "aggregate:", 10) == 0) {
         int64_t us = sl_config_parse_duration_us(mode + 10);
         if (us >= 1000000 && us <= 366LL * 86400 * 1000000 && us % 1000000 == 0) {
@@ -292,4 +426,31 @@ const char *sl_uplink_mode_text(const struct sl_uplink_output_config *o, char *o
         snprintf(out, out_bytes, "aggregate:%llds", (long long)(o->bucket_us / 1000000));
     }
     return out;
+}
+
+int sl_uplinks_set_stream_id(struct sl_uplinks_config *c, const char *spec, char *err,
+                             uint32_t err_bytes)
+{
+    const char *id = NULL;
+    struct sl_uplink_output_config *o = named(c, "uplink-stream-id", spec, &id, err, err_bytes);
+    if (o == NULL) {
+        return -1;
+    }
+    if (o->kind != SL_UPLINK_MQTT || o->format != SL_UPLINK_FORMAT_NATIVE) {
+        return fail(err, err_bytes,
+                    "--uplink-stream-id: '%s': only an mqtt:// output with format=native sends a "
+                    "stream id%s",
+                    spec, "");
+    }
+    char *end = NULL;
+    errno = 0;
+    unsigned long long v = strtoull(id, &end, 10);
+    if (!isdigit((unsigned char)id[0]) || *end != '\0' || errno != 0 || v > UINT32_MAX) {
+        return fail(err, err_bytes,
+                    "--uplink-stream-id: '%s' is not NAME=ID with ID from 0 to 4294967295%s", spec,
+                    "");
+    }
+    o->stream_id = (uint32_t)v;
+    o->stream_id_set = true;
+    return 0;
 }

@@ -24,9 +24,18 @@
  * are what they were when the cursor was written.
  *
  * Positions: the cursor is an lsn, every record at or below it delivered
- * (or dropped, or dead-lettered). A record larger than what is left of a
- * request is split; the cursor then stays before it until its last reading
- * is delivered.
+ * (or dropped, or dead-lettered), and `next`, the readings of the record
+ * after it already delivered (a record larger than what is left of a
+ * request is split; a restart of a raw output steps over that head of it
+ * in its dry run, so nothing delivered is sent again).
+ *
+ * mqtt:// (mqtt_out.h): one message a request, never pipelined, the
+ * cursor moved by the PUBACK. format=native requests are one batch frame
+ * each, cut at 65,535 readings and at a reading outside the frame's 2^32 us
+ * window as well as at --uplink-batch-bytes; their batch_seq is the cursor
+ * file's epoch (wall-clock us when the file was made) plus the messages
+ * delivered so far, a count kept with the cursor, so a resend after a
+ * crash has the seq it had, and (with the mark) the same readings.
  */
 #include "uplink/uplink.h"
 
@@ -51,6 +60,7 @@
 #include "proto/lpout.h"
 #include "proto/promrw.h"
 #include "sluice/protocol.h"
+#include "uplink/mqtt_out.h"
 #include "store/log.h"
 #include "store/series.h"
 #include "store/store.h"
@@ -149,6 +159,12 @@ struct sl_uplink {
     int cursor_fd;
     uint64_t cursor_write_seq;
     uint64_t cursor_lsn;
+    uint32_t cursor_next; /* readings of record cursor_lsn + 1 delivered (durable with it) */
+    uint64_t cursor_msgs; /* mqtt:// messages delivered, durable with the cursor */
+    uint64_t msgs;        /* ... so far (the next native message's seq is epoch_us + msgs) */
+    uint64_t epoch_us;    /* the cursor file's epoch: wall-clock us when it was made */
+    uint64_t skip_lsn;    /* at start: the dry run steps over the first skip_next readings of */
+    uint32_t skip_next;   /* ... this record (delivered before the restart); 0: none */
     uint64_t cap_lsn;  /* from the mark at start: the first request ends here (0: no cap) */
     uint32_t cap_next; /* ... before this reading of it */
     int dead_fd;
@@ -206,6 +222,10 @@ struct sl_uplink {
     struct sl_promrw_label labels[LABELS_MAX];
     char label_scratch[SPLIT_BYTES];
     char metric[3 * SL_SERIES_NAME_MAX];
+
+    /* mqtt:// */
+    struct sl_mqtt_out mq;
+    int64_t nat_base_us; /* native: the frame's base_time_us (set by its first reading) */
 
     /* HTTP */
     CURL *curl;
@@ -304,10 +324,11 @@ static void *counted_calloc(size_t count, size_t size)
 
 int sl_uplinks_global_init(void)
 {
-    return curl_global_init_mem(CURL_GLOBAL_DEFAULT, counted_malloc, counted_free, counted_realloc,
-                                counted_strdup, counted_calloc) == CURLE_OK
-               ? 0
-               : -1;
+    if (curl_global_init_mem(CURL_GLOBAL_DEFAULT, counted_malloc, counted_free, counted_realloc,
+                             counted_strdup, counted_calloc) != CURLE_OK) {
+        return -1;
+    }
+    return sl_mqtt_out_global_init();
 }
 
 uint64_t sl_uplinks_library_bytes(void)
@@ -353,14 +374,30 @@ static void sizes_of(const struct sl_uplinks_config *c, const struct sl_uplink_o
         s->times = sl_align_up(p * sizeof(int64_t), a);
         s->pb = sl_align_up(c->batch_bytes + 64 * 1024, a);
         body = c->batch_bytes + 64 * 1024;
-    } else {
-        s->zmem = ZLIB_BYTES;
+    } else if (o->kind != SL_UPLINK_MQTT) {
+        s->zmem = ZLIB_BYTES; /* mqtt:// sends line protocol as it is */
     }
     s->out = sl_align_up(body + body / 6 + 1024, a); /* gzip's and snappy's worst cases */
     s->fl_text = s->text; /* the request in flight's own, while the next is built */
     s->fl_out = s->out;
+    if (o->kind == SL_UPLINK_MQTT) {
+        /* Never pipelined: the request in flight is the one built (launch swaps a buffer with
+         * itself). line goes from the text as it is; native needs room for one frame. */
+        s->out = o->format == SL_UPLINK_FORMAT_NATIVE ? sl_align_up(c->batch_bytes + 64, a) : 0;
+        s->fl_text = s->fl_out = 0;
+    }
     s->shadow = sl_align_up((uint64_t)c->sensors_max * sizeof(struct shadow), a);
     s->slots = sl_align_up((uint64_t)slots_for(c->sensors_max) * sizeof(uint32_t), a);
+}
+
+/*
+ * What libmosquitto may hold for one output (it has no allocator hook): the
+ * message in flight twice (mosquitto_publish's copy, and its PUBLISH packet
+ * until written), its topic twice, the handle and small packets.
+ */
+static uint64_t mosquitto_bytes(const struct sl_uplinks_config *c)
+{
+    return 2 * (c->batch_bytes + SL_UPLINK_TOPIC_MAX) + SL_UPLINK_MOSQUITTO_SLACK_BYTES;
 }
 
 void sl_uplinks_plan(const struct sl_uplinks_config *c, struct sl_plan *plan)
@@ -368,23 +405,26 @@ void sl_uplinks_plan(const struct sl_uplinks_config *c, struct sl_plan *plan)
     if (c->count == 0) {
         return;
     }
-    uint64_t buffers = 0, sensors = 0;
+    uint64_t buffers = 0, sensors = 0, libraries = 0;
     for (uint32_t i = 0; i < c->count; i++) {
         struct sizes s;
         sizes_of(c, &c->outputs[i], &s);
         buffers += s.state + s.text + s.points + s.touched + s.values + s.times + s.pb + s.out +
                    s.fl_text + s.fl_out + s.zmem;
         sensors += s.shadow + s.slots;
+        libraries += c->outputs[i].kind == SL_UPLINK_MQTT
+                         ? mosquitto_bytes(c)
+                         : SL_UPLINK_CURL_BYTES + SL_UPLINK_SNAPPY_BYTES;
     }
     sl_plan_add(plan, "uplink_buffers", buffers,
                 "uplinks: each output's log reader (2 MiB), two requests (the one in flight, the "
                 "next), compression and zlib state");
     sl_plan_add(plan, "uplink_sensors", sensors,
                 "uplinks: each output's shadow of every sensor (88 B + 8-16 B of index a sensor)");
-    sl_plan_add(plan, SL_UPLINK_PLAN_LIBRARY_PART,
-                (uint64_t)c->count * (SL_UPLINK_CURL_BYTES + SL_UPLINK_SNAPPY_BYTES),
-                "uplinks: libcurl (counted, capped) and libsnappy's working memory a call; "
-                "malloc'd by them, stated not mapped");
+    sl_plan_add(plan, SL_UPLINK_PLAN_LIBRARY_PART, libraries,
+                "uplinks: libcurl (counted, capped) and libsnappy's working memory a call; for "
+                "mqtt://, libmosquitto's copies of the one message in flight (2 x batch bytes) "
+                "and its handle; malloc'd by them, stated not mapped");
 }
 
 /* ---- files ---- */
@@ -402,45 +442,79 @@ static int sync_dir(const char *dir)
 
 /*
  * The cursor file: two 64-byte slots written in turn, each "SLUC", format
- * version 1, the write sequence, the lsn, zeros, and a CRC-32C of bytes
- * 0..59 at 60. The valid slot with the larger sequence wins, so a torn
- * write leaves the previous cursor (never one past what was delivered).
+ * version 1, the write sequence, the lsn, the readings of the next record
+ * already delivered (u32 at 24), the mqtt:// messages delivered (u64 at 32),
+ * the file's epoch (u64 at 40: wall-clock us when it was made), zeros, and
+ * a CRC-32C of bytes 0..59 at 60. The valid slot with the larger sequence
+ * wins, so a torn write leaves the previous cursor (never one past what was
+ * delivered). A file from before these fields reads them as 0 (its epoch is
+ * chosen and written at start).
  */
 #define CURSOR_SLOT_BYTES 64u
-enum { CUR_MAGIC = 0, CUR_VERSION = 4, CUR_SEQ = 8, CUR_LSN = 16, CUR_CRC = 60 };
+enum {
+    CUR_MAGIC = 0,
+    CUR_VERSION = 4,
+    CUR_SEQ = 8,
+    CUR_LSN = 16,
+    CUR_NEXT = 24,
+    CUR_MSGS = 32,
+    CUR_EPOCH = 40,
+    CUR_CRC = 60
+};
 
-static void cursor_encode(uint8_t out[CURSOR_SLOT_BYTES], uint64_t write_seq, uint64_t lsn)
+struct cursor_slot {
+    uint64_t write_seq, lsn, msgs, epoch_us;
+    uint32_t next;
+};
+
+static void cursor_encode(uint8_t out[CURSOR_SLOT_BYTES], const struct cursor_slot *c)
 {
     memset(out, 0, CURSOR_SLOT_BYTES);
     memcpy(out + CUR_MAGIC, "SLUC", 4);
     sl_store_u32(out + CUR_VERSION, 1);
-    sl_store_u64(out + CUR_SEQ, write_seq);
-    sl_store_u64(out + CUR_LSN, lsn);
+    sl_store_u64(out + CUR_SEQ, c->write_seq);
+    sl_store_u64(out + CUR_LSN, c->lsn);
+    sl_store_u32(out + CUR_NEXT, c->next);
+    sl_store_u64(out + CUR_MSGS, c->msgs);
+    sl_store_u64(out + CUR_EPOCH, c->epoch_us);
     sl_store_u32(out + CUR_CRC, sl_crc32c(out, CUR_CRC));
 }
 
-static bool cursor_decode(const uint8_t *p, uint64_t *write_seq, uint64_t *lsn)
+static bool cursor_decode(const uint8_t *p, struct cursor_slot *c)
 {
     if (memcmp(p, "SLUC", 4) != 0 || sl_load_u32(p + CUR_VERSION) != 1 ||
         sl_load_u32(p + CUR_CRC) != sl_crc32c(p, CUR_CRC)) {
         return false;
     }
-    *write_seq = sl_load_u64(p + CUR_SEQ);
-    *lsn = sl_load_u64(p + CUR_LSN);
+    c->write_seq = sl_load_u64(p + CUR_SEQ);
+    c->lsn = sl_load_u64(p + CUR_LSN);
+    c->next = sl_load_u32(p + CUR_NEXT);
+    c->msgs = sl_load_u64(p + CUR_MSGS);
+    c->epoch_us = sl_load_u64(p + CUR_EPOCH);
     return true;
 }
 
+/* A new epoch: now in wall-clock us (above every seq of an earlier file: PROTOCOL.md). */
+static uint64_t epoch_now(void)
+{
+    int64_t now = sl_clock_realtime_us();
+    return now > 0 ? (uint64_t)now : 1;
+}
+
 /*
- * The mark: a third slot after the two, written (not synced) when a remote
- * write request goes on the wire: "after cursor BASE, a request up to
- * record LSN (before its reading NEXT; all of it when NEXT is ~0) was sent".
+ * The mark: a third slot after the two, written (not synced; synced for a
+ * native mqtt:// output, whose downstream dedups by seq) when a remote
+ * write or mqtt:// request goes on the wire: "after cursor BASE (and
+ * BASE_NEXT readings of the record after it), a request up to record LSN
+ * (before its reading NEXT; all of it when NEXT is ~0) was sent".
  * A restart at that cursor makes its first request end there, so that it
  * holds the same samples, no newer ones: Prometheus refuses (and rolls
  * back) a whole request that holds a sample it has, and the forwarder takes
- * that 400 as delivered. A mark for another cursor, or torn, is ignored.
+ * that 400 as delivered; a downstream Sluice answers DUPLICATE to a resent
+ * seq, whatever it holds. A mark for another cursor, or torn, is ignored.
  */
 #define MARK_OFFSET (2 * CURSOR_SLOT_BYTES)
-enum { MARK_BASE = 8, MARK_LSN = 16, MARK_NEXT = 24 };
+enum { MARK_BASE = 8, MARK_LSN = 16, MARK_NEXT = 24, MARK_BASE_NEXT = 28 };
 
 static void mark_store(struct sl_uplink *u, const struct request *r)
 {
@@ -450,17 +524,24 @@ static void mark_store(struct sl_uplink *u, const struct request *r)
     sl_store_u64(slot + MARK_BASE, u->cursor_lsn);
     sl_store_u64(slot + MARK_LSN, r->end_lsn);
     sl_store_u32(slot + MARK_NEXT, r->end_done ? UINT32_MAX : r->end_next);
+    sl_store_u32(slot + MARK_BASE_NEXT, u->cursor_next);
     sl_store_u32(slot + CUR_CRC, sl_crc32c(slot, CUR_CRC));
-    /* Not synced, and a failure only costs the cap: a restart's first request as before. */
+    /* A failure only costs the cap: a restart's first request as before. */
     ssize_t w = pwrite(u->cursor_fd, slot, sizeof slot, MARK_OFFSET);
-    (void)w;
+    if (w == (ssize_t)sizeof slot && u->cfg->kind == SL_UPLINK_MQTT &&
+        u->cfg->format == SL_UPLINK_FORMAT_NATIVE && fdatasync(u->cursor_fd) != 0) {
+        sl_say(SL_SAY_WARN, "uplink", "%s: cannot sync the mark in %s: %s", u->cfg->name,
+               u->cursor_path, strerror(errno));
+    }
 }
 
 static void mark_load(struct sl_uplink *u, const uint8_t *p)
 {
     if (memcmp(p + CUR_MAGIC, "SLUM", 4) != 0 || sl_load_u32(p + CUR_VERSION) != 1 ||
         sl_load_u32(p + CUR_CRC) != sl_crc32c(p, CUR_CRC) ||
-        sl_load_u64(p + MARK_BASE) != u->cursor_lsn || sl_load_u64(p + MARK_LSN) <= u->cursor_lsn) {
+        sl_load_u64(p + MARK_BASE) != u->cursor_lsn ||
+        sl_load_u32(p + MARK_BASE_NEXT) != u->cursor_next ||
+        sl_load_u64(p + MARK_LSN) <= u->cursor_lsn) {
         return;
     }
     u->cap_lsn = sl_load_u64(p + MARK_LSN);
@@ -478,8 +559,9 @@ static int cursor_open(struct sl_uplink *u, bool *torn)
             return -errno;
         }
         uint8_t both[2 * CURSOR_SLOT_BYTES];
-        cursor_encode(both, 1, 0);
-        cursor_encode(both + CURSOR_SLOT_BYTES, 0, 0);
+        uint64_t epoch = epoch_now();
+        cursor_encode(both, &(struct cursor_slot){.write_seq = 1, .epoch_us = epoch});
+        cursor_encode(both + CURSOR_SLOT_BYTES, &(struct cursor_slot){.epoch_us = epoch});
         if (pwrite(fd, both, sizeof both, 0) != (ssize_t)sizeof both || fdatasync(fd) != 0) {
             int rc = -errno;
             close(fd);
@@ -489,6 +571,7 @@ static int cursor_open(struct sl_uplink *u, bool *torn)
         u->cursor_fd = fd;
         u->cursor_write_seq = 1;
         u->cursor_lsn = 0;
+        u->epoch_us = epoch;
         return 0;
     }
     if (fd < 0) {
@@ -496,36 +579,42 @@ static int cursor_open(struct sl_uplink *u, bool *torn)
     }
     uint8_t both[3 * CURSOR_SLOT_BYTES] = {0}; /* the two slots and the mark */
     ssize_t n = pread(fd, both, sizeof both, 0);
-    uint64_t best_seq = 0, best_lsn = 0;
+    struct cursor_slot best = {0};
     bool any = false;
     for (uint32_t i = 0; i < 2; i++) {
-        uint64_t s, l;
+        struct cursor_slot c;
         if (n >= (ssize_t)((i + 1) * CURSOR_SLOT_BYTES) &&
-            cursor_decode(both + i * CURSOR_SLOT_BYTES, &s, &l) && (!any || s > best_seq)) {
-            best_seq = s;
-            best_lsn = l;
+            cursor_decode(both + i * CURSOR_SLOT_BYTES, &c) &&
+            (!any || c.write_seq > best.write_seq)) {
+            best = c;
             any = true;
         }
     }
     *torn = !any;
     u->cursor_fd = fd;
-    u->cursor_write_seq = best_seq;
-    u->cursor_lsn = best_lsn;
+    u->cursor_write_seq = best.write_seq;
+    u->cursor_lsn = best.lsn;
+    u->cursor_next = best.next;
+    u->cursor_msgs = u->msgs = best.msgs;
+    u->epoch_us = best.epoch_us; /* 0: a file from before the epoch, or torn: sl_uplinks_open */
     if (any && n == (ssize_t)sizeof both) {
         mark_load(u, both + MARK_OFFSET);
     }
     return 0;
 }
 
-/* Make lsn the durable cursor. 0 or -errno (the old one stands). */
-static int cursor_store(struct sl_uplink *u, uint64_t lsn)
+/* Make (lsn, next) and u->msgs the durable cursor. 0 or -errno (the old one stands). */
+static int cursor_store(struct sl_uplink *u, uint64_t lsn, uint32_t next, bool force)
 {
-    if (lsn == u->cursor_lsn) {
+    if (!force && lsn == u->cursor_lsn && next == u->cursor_next && u->msgs == u->cursor_msgs) {
         return 0;
     }
     uint64_t seq = u->cursor_write_seq + 1;
     uint8_t slot[CURSOR_SLOT_BYTES];
-    cursor_encode(slot, seq, lsn);
+    cursor_encode(
+        slot,
+        &(struct cursor_slot){
+            .write_seq = seq, .lsn = lsn, .next = next, .msgs = u->msgs, .epoch_us = u->epoch_us});
     if (pwrite(u->cursor_fd, slot, sizeof slot, (off_t)(seq % 2) * CURSOR_SLOT_BYTES) !=
             (ssize_t)sizeof slot ||
         fdatasync(u->cursor_fd) != 0) {
@@ -533,6 +622,8 @@ static int cursor_store(struct sl_uplink *u, uint64_t lsn)
     }
     u->cursor_write_seq = seq;
     u->cursor_lsn = lsn;
+    u->cursor_next = next;
+    u->cursor_msgs = u->msgs;
     atomic_store_explicit(&u->stats.cursor_lsn, lsn, memory_order_relaxed);
     return 0;
 }
@@ -874,13 +965,28 @@ static bool at_cap(const struct sl_uplink *u, const struct sl_log_record *rec)
            (rec->lsn > u->cap_lsn || (rec->lsn == u->cap_lsn && u->rec_next >= u->cap_next));
 }
 
+static bool native(const struct sl_uplink *u)
+{
+    return u->cfg->kind == SL_UPLINK_MQTT && u->cfg->format == SL_UPLINK_FORMAT_NATIVE;
+}
+
+_Static_assert(sizeof(struct sl_reading) == SL_READING_BYTES,
+               "a native request holds wire-sized readings");
+
 static bool request_full(const struct sl_uplink *u)
 {
+    if (native(u)) { /* one frame: 65,535 readings, and --uplink-batch-bytes */
+        return u->req.points + 1 > SL_BATCH_COUNT_MAX ||
+               SL_BATCH_BYTES(u->req.points + 1) > u->common->batch_bytes;
+    }
     if (u->cfg->kind == SL_UPLINK_PROMRW) {
         return u->req.est_bytes + LINE_BYTES_MAX > u->common->batch_bytes ||
                u->req.points + 4 > u->points_cap;
     }
-    return u->text_len + LINE_BYTES_MAX > u->common->batch_bytes;
+    /* Room for one more line of this output (the longest name, its tags); the first line of a
+     * request always fits the text buffer (batch bytes + LINE_BYTES_MAX), whatever the batch. */
+    uint64_t line_max = SL_SERIES_NAME_MAX + u->extra_len + 64u;
+    return u->req.points > 0 && u->text_len + line_max > u->common->batch_bytes;
 }
 
 static void point_add(struct sl_uplink *u, struct shadow *e, uint32_t stat, int64_t t_us, double v)
@@ -906,7 +1012,52 @@ static void point_add(struct sl_uplink *u, struct shadow *e, uint32_t stat, int6
     u->req.est_bytes += 22;
 }
 
-/* Append a reading as line protocol to the text buffer. */
+/*
+ * A native frame's window: offset_us is a u32, so every reading lies in
+ * [base, base + 2^32 - 1]. The base is its first reading's time less 2^31
+ * us (saturated), so readings up to 35 minutes earlier or later than the
+ * first (sensors of one record are not in time order) share the frame.
+ */
+#define NATIVE_HALF_WINDOW_US (INT64_C(1) << 31)
+
+static int64_t native_base(int64_t t_us)
+{
+    int64_t base =
+        t_us < INT64_MIN + NATIVE_HALF_WINDOW_US ? INT64_MIN : t_us - NATIVE_HALF_WINDOW_US;
+    return base > INT64_MAX - (int64_t)UINT32_MAX ? INT64_MAX - (int64_t)UINT32_MAX : base;
+}
+
+/* Does the record's next reading fall outside the native frame being built? (it is cut there) */
+static bool native_cut(const struct sl_uplink *u, const struct sl_log_record *rec)
+{
+    if (!native(u) || u->req.points == 0) {
+        return false;
+    }
+    struct sl_reading rd;
+    sl_batch_reading(&rec->batch, u->rec_next, &rd);
+    int64_t base = rec->batch.header.base_time_us;
+    if (base > INT64_MAX - (int64_t)rd.offset_us) {
+        return false; /* the store rejects it */
+    }
+    int64_t t = base + (int64_t)rd.offset_us;
+    return t < u->nat_base_us || (uint64_t)(t - u->nat_base_us) > UINT32_MAX;
+}
+
+/* A reading as it is stored (id, time, f32) into the native frame being built. */
+static void native_reading(struct sl_uplink *u, const struct shadow *e, int64_t t_us, float v)
+{
+    if (u->req.points == 0) {
+        u->nat_base_us = native_base(t_us);
+    }
+    SL_ASSERT(t_us >= u->nat_base_us && (uint64_t)(t_us - u->nat_base_us) <= UINT32_MAX);
+    SL_ASSERT(u->text_len + sizeof(struct sl_reading) <= u->text_cap);
+    struct sl_reading rd = {
+        .sensor_id = e->id, .offset_us = (uint32_t)(t_us - u->nat_base_us), .value = v};
+    memcpy(u->text + u->text_len, &rd, sizeof rd);
+    u->text_len += sizeof rd;
+}
+
+/* Append a reading as line protocol to the text buffer (mqtt://: nanosecond times). */
 static void text_reading(struct sl_uplink *u, const struct shadow *e, int64_t t_us, float v)
 {
     const char *name = NULL;
@@ -914,8 +1065,11 @@ static void text_reading(struct sl_uplink *u, const struct shadow *e, int64_t t_
     if (!name_of(u, e->id, &name, &len)) {
         name = NULL;
     }
-    size_t n = sl_lpout_line(u->text + u->text_len, u->text_cap - u->text_len, name, len, e->id,
-                             u->extra, u->extra_len, t_us, v);
+    size_t n = u->cfg->kind == SL_UPLINK_MQTT
+                   ? sl_lpout_line_ns(u->text + u->text_len, u->text_cap - u->text_len, name, len,
+                                      e->id, u->extra, u->extra_len, t_us, v)
+                   : sl_lpout_line(u->text + u->text_len, u->text_cap - u->text_len, name, len,
+                                   e->id, u->extra, u->extra_len, t_us, v);
     SL_ASSERT(n > 0); /* request_full kept a line's room */
     u->text_len += n;
 }
@@ -1060,6 +1214,28 @@ static uint64_t need_of(const struct sl_uplink *u, uint64_t cursor)
 }
 
 /*
+ * The record just read is the one the cursor's `next` points into (a
+ * restart of a raw output): run its delivered head through the shadow,
+ * nothing encoded, so the first request starts where the last delivered
+ * one ended.
+ */
+static void skip_head(struct sl_uplink *u)
+{
+    if (u->skip_next == 0 || u->rec.lsn != u->skip_lsn || u->rec.transport == SL_LOG_SERIES) {
+        return;
+    }
+    uint32_t count = u->rec.batch.header.count;
+    uint32_t end = u->skip_next < count ? u->skip_next : count;
+    u->skip_next = 0;
+    while (u->rec_next < end) {
+        struct sl_reading rd;
+        sl_batch_reading(&u->rec.batch, u->rec_next++, &rd);
+        int64_t t_us;
+        (void)accepted_by_store(u, &u->rec, &rd, &t_us);
+    }
+}
+
+/*
  * Take readings from the current record (and the next ones) into the
  * request, until it is full or no applied record is left. emit false: the
  * dry run up to the cursor (nothing encoded). Returns true when it stopped
@@ -1080,10 +1256,12 @@ static bool fill(struct sl_uplink *u, bool emit, uint64_t until_lsn)
                 /* The dry run read one record too far: keep it for the real run. */
                 u->have_rec = true;
                 u->rec_next = 0;
+                skip_head(u);
                 return true;
             }
             u->have_rec = true;
             u->rec_next = 0;
+            skip_head(u);
             if (u->rec.now_us > u->clock_us) {
                 u->clock_us = u->rec.now_us;
             }
@@ -1101,7 +1279,7 @@ static bool fill(struct sl_uplink *u, bool emit, uint64_t until_lsn)
         }
         uint32_t count = readings ? rec->batch.header.count : 0;
         while (u->rec_next < count) {
-            if (emit && (request_full(u) || at_cap(u, rec))) {
+            if (emit && (request_full(u) || at_cap(u, rec) || native_cut(u, rec))) {
                 u->req.end_lsn = rec->lsn;
                 u->req.end_done = false;
                 u->req.end_next = u->rec_next;
@@ -1128,6 +1306,9 @@ static bool fill(struct sl_uplink *u, bool emit, uint64_t until_lsn)
             request_note(u, rec);
             if (u->cfg->kind == SL_UPLINK_PROMRW) {
                 point_add(u, e, 0, t_us, rd.value);
+            } else if (native(u)) {
+                native_reading(u, e, t_us, rd.value);
+                u->req.points++;
             } else {
                 text_reading(u, e, t_us, rd.value);
                 u->req.points++;
@@ -1307,8 +1488,42 @@ static int gzip_body(struct sl_uplink *u)
     return 0;
 }
 
+/* The native request as one batch frame in out: seq epoch + messages delivered, no ACK_REQUESTED.
+ */
+static int native_encode(struct sl_uplink *u)
+{
+    struct sl_batch_header h = {.version = SL_PROTOCOL_VERSION,
+                                .flags = 0,
+                                .count = (uint16_t)u->req.points,
+                                .stream_id = u->cfg->stream_id,
+                                .key_id = 0,
+                                .batch_seq = u->epoch_us + u->msgs,
+                                .base_time_us = u->nat_base_us};
+    SL_ASSERT(u->req.points >= 1 && u->req.points <= SL_BATCH_COUNT_MAX);
+    SL_ASSERT(u->text_len == u->req.points * SL_READING_BYTES);
+    struct sl_reading *rs = (struct sl_reading *)(void *)u->text; /* the arena's, aligned */
+    size_t n = sl_batch_encode(u->out, u->out_cap, &h, rs);
+    if (n == 0) {
+        return -1;
+    }
+    struct sl_batch back; /* paired with the downstream's decode */
+    SL_ASSERT(sl_batch_decode(u->out, n, &back) == 0);
+    SL_ASSERT(back.header.count == u->req.points && back.header.batch_seq == h.batch_seq);
+    u->out_len = n;
+    atomic_fetch_add_explicit(&u->stats.bytes_raw, n, memory_order_relaxed);
+    return 0;
+}
+
 static int compress_request(struct sl_uplink *u)
 {
+    if (u->cfg->kind == SL_UPLINK_MQTT) {
+        if (native(u)) {
+            return native_encode(u);
+        }
+        atomic_fetch_add_explicit(&u->stats.bytes_raw, u->text_len, memory_order_relaxed);
+        u->out_len = 0; /* line protocol goes as it is */
+        return 0;
+    }
     if (u->cfg->kind != SL_UPLINK_PROMRW) {
         atomic_fetch_add_explicit(&u->stats.bytes_raw, u->text_len, memory_order_relaxed);
         return gzip_body(u);
@@ -1632,6 +1847,32 @@ static bool pace(struct sl_uplink *u)
 }
 
 /*
+ * One mqtt:// attempt of the request in flight: its message published and
+ * its PUBACK waited for. 200 when acknowledged, else 0 with the reason in
+ * curl_error (retried: a broker answers nothing that means "never").
+ */
+static long mqtt_attempt(struct sl_uplink *u)
+{
+    const void *payload = native(u) ? (const void *)u->fl_out : (const void *)u->fl_text;
+    uint64_t bytes = native(u) ? u->fl_out_len : u->fl_text_len;
+    SL_ASSERT(bytes <= u->common->batch_bytes + LINE_BYTES_MAX);
+    int rc =
+        sl_mqtt_out_publish(&u->mq, payload, (uint32_t)bytes, u->curl_error, sizeof u->curl_error);
+    if (rc != 0) {
+        count_code(u, 0);
+        return 0;
+    }
+    return 200;
+}
+
+/* Past the shutdown deadline: a publish waiting for its PUBACK gives up (mqtt_out.h). */
+static bool mqtt_abort(void *ctx)
+{
+    struct sl_uplink *u = ctx;
+    return stopping(u) && sl_clock_monotonic_ns() > atomic_load(&u->stop_deadline_ns);
+}
+
+/*
  * Send the request in flight until it is delivered, dead-lettered, or the
  * gateway stops; its first attempt may be on the wire already.
  */
@@ -1640,17 +1881,27 @@ static enum outcome deliver(struct sl_uplink *u)
     int64_t attempt_max_ms = SL_UPLINK_BACKOFF_MIN_MS;
     /* Bounded by stopping: every failed attempt waits, and a stop ends the loop. */
     for (uint64_t attempt = 0;; attempt++) {
-        if (!u->fl_started) {
+        long code;
+        if (u->cfg->kind == SL_UPLINK_MQTT) {
             if ((stopping(u) && attempt > 0) || !pace(u)) {
                 return GAVE_UP;
             }
-            http_begin(u);
+            code = mqtt_attempt(u);
+        } else {
+            if (!u->fl_started) {
+                if ((stopping(u) && attempt > 0) || !pace(u)) {
+                    return GAVE_UP;
+                }
+                http_begin(u);
+            }
+            code = http_end(u);
         }
-        long code = http_end(u);
         if ((code >= 200 && code < 300) || already_there(u, code)) {
             if (u->failures > 0) {
-                sl_say(SL_SAY_INFO, "uplink", "%s: delivering again (HTTP %ld) after %" PRIu64
-                       " failed attempts", u->cfg->name, code, u->failures);
+                sl_say(SL_SAY_INFO, "uplink",
+                       "%s: delivering again (%s %ld) after %" PRIu64 " failed attempts",
+                       u->cfg->name, u->cfg->kind == SL_UPLINK_MQTT ? "PUBACK, as" : "HTTP", code,
+                       u->failures);
             }
             u->failures = 0;
             atomic_store_explicit(&u->stats.up, 1, memory_order_relaxed);
@@ -1693,7 +1944,7 @@ static enum outcome deliver(struct sl_uplink *u)
         if (u->failures == 1 || now - u->last_warn_ns >= WARN_EVERY_NS) {
             u->last_warn_ns = now;
             char status[32];
-            snprintf(status, sizeof status, "HTTP %ld", code);
+            snprintf(status, sizeof status, "HTTP %ld", code); /* mqtt:// has code 0 */
             sl_say(SL_SAY_WARN, "uplink", "%s: %s from %s; retrying in %" PRId64 " ms (%" PRIu64
                    " failed attempts so far; the backlog stays in the log)",
                    u->cfg->name, code == 0 ? u->curl_error : status, u->cfg->shown_url,
@@ -1726,13 +1977,26 @@ static void request_reset(struct sl_uplink *u)
 static void request_done(struct sl_uplink *u, const struct request *r, enum outcome how)
 {
     uint64_t cursor = r->end_done ? r->end_lsn : r->end_lsn - 1;
+    uint32_t next = r->end_done ? 0 : r->end_next;
     pthread_mutex_lock(&u->mu);
     if (u->floor_lsn > cursor) {
         cursor = u->floor_lsn;
+        next = 0;
     }
     pthread_mutex_unlock(&u->mu);
-    if (cursor > u->cursor_lsn) {
-        int rc = cursor_store(u, cursor);
+    if (u->cfg->mode == SL_UPLINK_AGGREGATE) {
+        next = 0; /* an aggregate restart folds the whole record again (its buckets) */
+    }
+    if (u->cfg->kind == SL_UPLINK_MQTT && how == DELIVERED && r->points > 0) {
+        u->msgs++; /* the next message's seq; durable with this cursor */
+    }
+    if (cursor > u->cursor_lsn || (cursor == u->cursor_lsn && next > u->cursor_next) ||
+        u->msgs != u->cursor_msgs) {
+        if (cursor < u->cursor_lsn || (cursor == u->cursor_lsn && next < u->cursor_next)) {
+            cursor = u->cursor_lsn; /* only msgs moved */
+            next = u->cursor_next;
+        }
+        int rc = cursor_store(u, cursor, next, false);
         if (rc != 0) {
             sl_say(SL_SAY_ERROR, "uplink", "%s: cannot write %s: %s; a restart resends from lsn %"
                    PRIu64, u->cfg->name, u->cursor_path, strerror(-rc), u->cursor_lsn);
@@ -1824,7 +2088,10 @@ static void *forward(void *arg)
     request_reset(u);
     sl_say(SL_SAY_INFO, "uplink", "%s: forwarding to %s from lsn %" PRIu64 " (%s)", u->cfg->name,
            u->cfg->shown_url, u->cursor_lsn + 1,
-           u->cfg->kind == SL_UPLINK_PROMRW ? "remote write" : "line protocol, gzip");
+           u->cfg->kind == SL_UPLINK_PROMRW ? "remote write"
+           : u->cfg->kind != SL_UPLINK_MQTT ? "line protocol, gzip"
+           : native(u)                      ? "MQTT, native batch frames"
+                                            : "MQTT, line protocol");
     bool agg = u->cfg->mode == SL_UPLINK_AGGREGATE;
     /* Bounded by stopping; each turn reads, sends, waits for an answer or naps. */
     while (!stopping(u)) {
@@ -1860,7 +2127,8 @@ static void *forward(void *arg)
             }
             if (!u->pipelined) {
                 launch(u);
-                if (u->cfg->kind == SL_UPLINK_PROMRW && u->cfg->mode == SL_UPLINK_RAW) {
+                if ((u->cfg->kind == SL_UPLINK_PROMRW || u->cfg->kind == SL_UPLINK_MQTT) &&
+                    u->cfg->mode == SL_UPLINK_RAW) {
                     mark_store(u, &u->fl);
                 }
                 bool more = land(u); /* before the shadow moves on: remote write, aggregate */
@@ -1906,7 +2174,9 @@ static void *forward(void *arg)
             skip_ahead(u);
             atomic_store_explicit(&u->stats.oldest_unsent_us, 0, memory_order_relaxed);
         }
-        if (drained) {
+        if (drained && u->cfg->kind == SL_UPLINK_MQTT && u->mq.connected) {
+            sl_mqtt_out_idle(&u->mq, IDLE_WAIT_MS); /* keepalive, and a broker that goes away */
+        } else if (drained) {
             nap(u, IDLE_WAIT_MS);
         }
     }
@@ -2030,6 +2300,10 @@ int sl_uplinks_open(struct sl_uplinks *ups, const struct sl_uplinks_config *conf
         u->fl_out = p;
         p += sz[i].fl_out;
         u->zmem = p;
+        if (oc->kind == SL_UPLINK_MQTT) {
+            u->fl_text = u->text; /* one buffer each: sizes_of */
+            u->fl_out = u->out;
+        }
         u->entries = sl_arena_take(arena, sz[i].shadow);
         u->entries_cap = config->sensors_max;
         u->slots = sl_arena_take(arena, sz[i].slots);
@@ -2044,7 +2318,8 @@ int sl_uplinks_open(struct sl_uplinks *ups, const struct sl_uplinks_config *conf
         u->log = log;
         u->store = store;
         u->series = series;
-        u->pipelined = oc->kind != SL_UPLINK_PROMRW && oc->mode == SL_UPLINK_RAW;
+        u->pipelined =
+            oc->kind != SL_UPLINK_PROMRW && oc->kind != SL_UPLINK_MQTT && oc->mode == SL_UPLINK_RAW;
         u->rd.fd = -1;
         u->dead_fd = -1;
         u->cursor_fd = -1;
@@ -2077,8 +2352,25 @@ int sl_uplinks_open(struct sl_uplinks *ups, const struct sl_uplinks_config *conf
                    "): the log was replaced; forwarding starts from its oldest record",
                    oc->name, u->cursor_lsn, last_lsn);
             u->cursor_lsn = 0;
+            u->cursor_next = 0;
             u->cap_lsn = 0;
             u->cursor_write_seq++;
+        }
+        if (u->epoch_us == 0) {
+            /* A cursor file from before the epoch, or damaged in both copies: a new epoch, made
+             * durable before any message carries a seq derived from it. */
+            u->epoch_us = epoch_now();
+            u->msgs = 0;
+            rc = cursor_store(u, u->cursor_lsn, u->cursor_next, true);
+            if (rc != 0) {
+                snprintf(err, err_bytes, "uplink %s: cannot write %s: %s", oc->name, u->cursor_path,
+                         strerror(-rc));
+                return -1;
+            }
+        }
+        if (oc->mode == SL_UPLINK_RAW && u->cursor_next > 0) {
+            u->skip_lsn = u->cursor_lsn + 1;
+            u->skip_next = u->cursor_next;
         }
         atomic_store(&u->stats.cursor_lsn, u->cursor_lsn);
         atomic_store(&u->stats.up, 1);
@@ -2105,7 +2397,19 @@ int sl_uplinks_open(struct sl_uplinks *ups, const struct sl_uplinks_config *conf
             return -1;
         }
         u->extra_len = (uint32_t)n;
-        if (http_open(u, err, err_bytes) != 0) {
+        if (oc->kind == SL_UPLINK_MQTT) {
+            if (!oc->stream_id_set) {
+                /* Derived from the name, so the same output keeps its stream across restarts. */
+                oc->stream_id = sl_crc32c(oc->name, strlen(oc->name));
+                oc->stream_id = oc->stream_id != 0 ? oc->stream_id : 1;
+            }
+            if (sl_mqtt_out_open(&u->mq, oc, config->timeout_ms, err, err_bytes) != 0) {
+                return -1;
+            }
+            u->mq.abort_now = mqtt_abort;
+            u->mq.abort_ctx = u;
+            u->mq.bytes_sent = &u->stats.bytes_sent;
+        } else if (http_open(u, err, err_bytes) != 0) {
             return -1;
         }
         if (sl_log_add_hold(log, &u->hold) != 0) {
@@ -2165,6 +2469,7 @@ void sl_uplinks_join(struct sl_uplinks *ups)
         }
         curl_slist_free_all(u->headers);
         u->headers = NULL;
+        sl_mqtt_out_close(&u->mq);
         reader_close(&u->rd);
         if (u->cursor_fd >= 0) {
             close(u->cursor_fd);

@@ -2,7 +2,9 @@
  * Uplinks: store-and-forward of every accepted reading from the durable log
  * to upstream engines (docs/spec/UPLINK.md): `influx://` and `influx2://`
  * (line protocol, gzip), `promrw://` (Prometheus remote write 1.0,
- * protobuf and snappy), over libcurl.
+ * protobuf and snappy), over libcurl; `mqtt://` (one MQTT 3.1.1 message a
+ * request, line protocol or one native batch frame, QoS 1), over
+ * libmosquitto (mqtt_out.h).
  *
  * One forwarder thread an output. Each reads the log's segment files after
  * its cursor with its own descriptors and planned buffers, never touching
@@ -33,7 +35,11 @@
 
 #define SL_UPLINKS_MAX 8u
 #define SL_UPLINK_NAME_MAX 32u
-#define SL_UPLINK_URL_BYTES 1024u
+/* A URL: room for an mqtt:// topic of SL_UPLINK_TOPIC_MAX bytes after the host. */
+#define SL_UPLINK_URL_BYTES 2048u
+#define SL_UPLINK_TOPIC_MAX 1024u /* mqtt:// TOPIC, bytes */
+#define SL_UPLINK_MQTT_PORT_DEFAULT 1883u
+#define SL_UPLINK_HOST_BYTES 256u
 #define SL_UPLINK_TAGS_MAX 16u
 #define SL_UPLINK_TAG_BYTES 256u /* one KEY=VALUE */
 #define SL_UPLINK_TOKEN_BYTES 1024u
@@ -55,10 +61,20 @@
 #define SL_UPLINK_CURL_BYTES (4ull << 20)
 /* libsnappy's working memory in one compression call (its own new/delete, transient). */
 #define SL_UPLINK_SNAPPY_BYTES (160ull << 10)
-/* The plan's part for those two: stated, not mapped (they malloc it themselves). */
+/* libmosquitto (no allocator hook): one message in flight, copied twice until written (its
+ * message and its packet), once until its PUBACK; the handle, topic and packets beside it. */
+#define SL_UPLINK_MOSQUITTO_SLACK_BYTES (16ull << 10)
+/* The plan's part for those: stated, not mapped (they malloc it themselves). */
 #define SL_UPLINK_PLAN_LIBRARY_PART "uplink_libraries"
 
-enum sl_uplink_kind { SL_UPLINK_INFLUX = 0, SL_UPLINK_INFLUX2 = 1, SL_UPLINK_PROMRW = 2 };
+enum sl_uplink_kind {
+    SL_UPLINK_INFLUX = 0,
+    SL_UPLINK_INFLUX2 = 1,
+    SL_UPLINK_PROMRW = 2,
+    SL_UPLINK_MQTT = 3
+};
+/* mqtt:// ?format= */
+enum sl_uplink_format { SL_UPLINK_FORMAT_LINE = 0, SL_UPLINK_FORMAT_NATIVE = 1 };
 enum sl_uplink_mode { SL_UPLINK_RAW = 0, SL_UPLINK_AGGREGATE = 1 };
 
 struct sl_uplink_output_config {
@@ -71,6 +87,13 @@ struct sl_uplink_output_config {
     int64_t bucket_us; /* aggregate: D */
     char token_file[4096];
     char token[SL_UPLINK_TOKEN_BYTES]; /* read at start-up from token_file */
+    /* mqtt:// only */
+    char host[SL_UPLINK_HOST_BYTES];     /* as given (v6 without brackets) */
+    uint16_t port;                       /* default 1883 */
+    char topic[SL_UPLINK_TOPIC_MAX + 1]; /* no wildcard, no '%' */
+    enum sl_uplink_format format;        /* ?format=line (default) | native */
+    uint32_t stream_id;                  /* native: --uplink-stream-id, else CRC-32C of the name */
+    bool stream_id_set;                  /* ... given */
 };
 
 struct sl_uplinks_config {
@@ -101,13 +124,18 @@ void sl_uplinks_config_default(struct sl_uplinks_config *config);
  */
 int sl_uplinks_add(struct sl_uplinks_config *config, const char *spec, char *err, uint32_t err_bytes);
 
-/* `--uplink-tag KEY=VALUE`, `--uplink-token NAME=FILE`, `--uplink-mode NAME=raw|aggregate:D`. */
+/*
+ * `--uplink-tag KEY=VALUE`, `--uplink-token NAME=FILE`, `--uplink-mode NAME=raw|aggregate:D`,
+ * `--uplink-stream-id NAME=ID` (an mqtt:// output with format=native; ID a u32 in decimal).
+ */
 int sl_uplinks_add_tag(struct sl_uplinks_config *config, const char *spec, char *err,
                        uint32_t err_bytes);
 int sl_uplinks_set_token(struct sl_uplinks_config *config, const char *spec, char *err,
                          uint32_t err_bytes);
 int sl_uplinks_set_mode(struct sl_uplinks_config *config, const char *spec, char *err,
                         uint32_t err_bytes);
+int sl_uplinks_set_stream_id(struct sl_uplinks_config *config, const char *spec, char *err,
+                             uint32_t err_bytes);
 
 /* Status codes counted per output; others fall in "other". */
 #define SL_UPLINK_CODES_MAX 12u
@@ -164,7 +192,8 @@ int sl_uplinks_open(struct sl_uplinks *uplinks, const struct sl_uplinks_config *
                     struct sl_arena *arena, struct sl_log *log, const struct sl_store *store,
                     const struct sl_series *series, char *err, uint32_t err_bytes);
 
-/* Once, before any thread starts (libcurl's global state, with the counting allocator). */
+/* Once, before any thread starts (libcurl's global state, with the counting allocator;
+ * libmosquitto's). */
 int sl_uplinks_global_init(void);
 
 /* Start the forwarder threads. */

@@ -220,6 +220,8 @@ static void note_value(void *arg, const char *key, const char *old_value, const 
                                         : strcmp(key, "uplink-mode") == 0  ? &first.uplink_mode_specs
                                         : strcmp(key, "mqtt-subscribe") == 0
                                             ? &first.mqtt_subscribe_specs
+                                        : strcmp(key, "uplink-stream-id") == 0
+                                            ? &first.uplink_stream_id_specs
                                             : NULL;
     if (list != NULL) { /* repeatable: shown joined by spaces, written back a line an item */
         for (uint32_t i = 0; i < list->count; i++) {

@@ -318,7 +318,7 @@ fake.stop()
 bad = [
     (["--uplink", "UP=influx://127.0.0.1:1/write"], "name"),
     (["--uplink", "a=http://127.0.0.1:1/write"], "influx://"),
-    (["--uplink", "a=mqtt://127.0.0.1:1/t"], "mqtt"),
+    (["--uplink", "a=mqtt://127.0.0.1:1/t?qos=0"], "qos"),
     (["--uplink", "a=influx://127.0.0.1:1/write", "--uplink", "a=influx://127.0.0.1:2/write"], "a"),
     (["--uplink-mode", "zz=raw"], "zz"),
     (["--uplink", "a=influx://127.0.0.1:1/write", "--uplink-mode", "a=aggregate:0s"], "aggregate"),

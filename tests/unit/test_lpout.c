@@ -7,6 +7,7 @@
  *   patterns: the output reads back exactly through strtof and through
  *   strtod then a cast, has no more digits than the reference, and is the
  *   reference byte for byte when it has as many; NaN and inf give "0";
+ * - sl_lpout_line_ns, the same lines with nanosecond times (x 1000);
  * - sl_lpout_line, golden lines for named and numbered sensors, extra tags,
  *   names with `\ ` `\,` `\=` `\\` in every part, negative and extreme
  *   times, and every line read back by the real parser (sl_line_parse) to
@@ -393,6 +394,30 @@ static void test_lines(void)
     CHECK(sl_lpout_line(out, 0, NULL, 0, 1, "", 0, 0, 1.0f) == 0);
 }
 
+/* The ns form: the same line with the time x 1000 (the microseconds' digits, then 000). */
+static void check_ns(const char *name, uint32_t sensor, int64_t t, float v, const char *want)
+{
+    char out[2048];
+    uint32_t name_len = name ? (uint32_t)strlen(name) : 0;
+    size_t n = sl_lpout_line_ns(out, sizeof out, name, name_len, sensor, "", 0, t, v);
+    CHECK(n == strlen(want) && memcmp(out, want, n) == 0);
+    if (n != strlen(want) || memcmp(out, want, n) != 0) {
+        fprintf(stderr, "  got %.*s  want %s", (int)n, out, want);
+    }
+    CHECK(n > 0 && sl_lpout_line_ns(out, n, name, name_len, sensor, "", 0, t, v) == n);
+    CHECK(n > 0 && sl_lpout_line_ns(out, n - 1, name, name_len, sensor, "", 0, t, v) == 0);
+}
+
+static void test_lines_ns(void)
+{
+    check_ns("boiler,room=a temp", 0, 1700000000000001ll, 21.5f,
+             "boiler,room=a temp=21.5 1700000000000001000\n");
+    check_ns(NULL, 42, 1, 1.0f, "sluice,sensor=42 value=1 1000\n");
+    check_ns(NULL, 42, -7, 1.0f, "sluice,sensor=42 value=1 -7000\n");
+    check_ns(NULL, 42, 0, 1.0f, "sluice,sensor=42 value=1 0\n");
+    check_ns(NULL, 42, 9223372036854775ll, 1.0f, "sluice,sensor=42 value=1 9223372036854775000\n");
+}
+
 static void test_tags(void)
 {
     char out[256];
@@ -666,6 +691,7 @@ int main(int argc, char **argv)
     printf("test_lpout: %lu values one digit shorter than the snprintf loop (powers of two)\n",
            shorter_than_reference);
     test_lines();
+    test_lines_ns();
     test_tags();
     test_split();
     test_prometheus();
