@@ -383,6 +383,12 @@ struct conn {
     int connack_rc;
 };
 
+/* What a failed socket means: no CONNACK yet, or a connection that was up. */
+static const char *lost_what(const struct conn *c)
+{
+    return c->state == CONNECTING ? "connect" : "connection lost";
+}
+
 static uint64_t jitter_ms(uint32_t attempt)
 {
     uint64_t cap = SL_MQTT_BACKOFF_MIN_MS;
@@ -513,7 +519,7 @@ static int serve_round(struct sl_mqtt *m, struct conn *c)
         int rc = mosquitto_loop_read(m->mosq, 1);
         if (rc != MOSQ_ERR_SUCCESS) {
             round_discard(m); /* not stored, not acknowledged: the broker sends them again */
-            go_down(m, c, "connection lost: %s", mosquitto_strerror(rc));
+            go_down(m, c, "%s: %s", lost_what(c), mosquitto_strerror(rc));
             return -1;
         }
         fd = mosquitto_socket(m->mosq);
@@ -541,7 +547,7 @@ static int serve_round(struct sl_mqtt *m, struct conn *c)
     c->refused = 0;
     int rc = mosquitto_loop_write(m->mosq, SL_MQTT_ROUND_MESSAGES + 8);
     if (rc != MOSQ_ERR_SUCCESS && rc != MOSQ_ERR_NO_CONN) {
-        go_down(m, c, "connection lost: %s", mosquitto_strerror(rc));
+        go_down(m, c, "%s: %s", lost_what(c), mosquitto_strerror(rc));
         return -1;
     }
     return 0;
@@ -615,7 +621,7 @@ static void *run(void *arg)
         }
         int fd = mosquitto_socket(m->mosq);
         if (fd < 0) {
-            go_down(m, &c, "%s", "connection lost");
+            go_down(m, &c, "%s", lost_what(&c));
             continue;
         }
         struct pollfd p = {.fd = fd, .events = POLLIN};
@@ -630,7 +636,7 @@ static void *run(void *arg)
         if (n > 0 && (p.revents & POLLOUT) != 0) {
             int rc = mosquitto_loop_write(m->mosq, SL_MQTT_ROUND_MESSAGES + 8);
             if (rc != MOSQ_ERR_SUCCESS) {
-                go_down(m, &c, "connection lost: %s", mosquitto_strerror(rc));
+                go_down(m, &c, "%s: %s", lost_what(&c), mosquitto_strerror(rc));
                 continue;
             }
         }

@@ -152,6 +152,16 @@ s.sendall(batch(77, 5, T0_US, [(5, 0, 9.0)]))
 c.eq(parse_ack(recv_exact(s, 32))["status"], 1, "TCP: the same (stream, seq) is DUPLICATE")
 s.close()
 
+# the device example (examples/mqtt_device.c): frames packed by libsluice, published at QoS 1
+device = os.path.join(os.path.dirname(SLUICED), "mqtt_device")
+r = subprocess.run([device, "127.0.0.1", str(broker.port), "nat/dev31", "31"],
+                   input=b"".join(b"31,%d,%d.5\n" % (T0_US + i, i) for i in range(2500)),
+                   capture_output=True, timeout=60)
+c.eq(r.returncode, 0, "mqtt_device: %s %s" % (r.stdout[-200:], r.stderr[-200:]))
+c.check(b"3 frames published, 3 acknowledged" in r.stdout, "mqtt_device cut 2,500 readings into 3 frames: %r" % r.stdout)
+c.check(wait_until(lambda: len(readings(d, 31)) == 2500, 20), "the device's readings stored")
+c.eq(readings(d, 31)[:2], [(T0_US, 0.5), (T0_US + 1, 1.5)], "the device's first readings")
+
 # bad payloads among good ones
 ok_before, bad_before = messages(d, "ok"), messages(d, "bad")
 broker.pub("plant/b/temp", "warm")
