@@ -27,6 +27,12 @@ chain: gateway A (native TCP in, --uplink up=mqtt://.../chain?format=native&qos=
 one reading at a time into A over acked TCP (its time the wall clock); B's /api/v1/sensors/ID/readings
 polled every 1 ms until the reading is there: the latency is from A's ack to B showing it. --chain-n
 samples; p50 and p99.
+
+crash: what a PUBACK promises, measured (STORAGE.md, "MQTT in"): --crash-messages messages (one
+reading each, `value` and then `native` on one stream) published live at QoS 1 by the client in this
+file while sluiced (--sync always) is SIGKILLed three times, at a quarter, half and three quarters of
+them stored, and restarted on its data directory each time; then every reading is counted: lost
+(a time never stored) and stored twice. --runs times each.
 """
 import argparse
 import ctypes
@@ -40,6 +46,7 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.parse
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
@@ -109,6 +116,9 @@ def publish_all(port, topic, payloads, window=2000):
     t_bytes = _str(topic)
     out = bytearray()
     for i, p in enumerate(payloads):
+        if i - acked[0] >= window and out:
+            s.sendall(out)  # what is buffered goes before waiting for its PUBACKs
+            out = bytearray()
         with cond:
             while i - acked[0] >= window:
                 cond.wait(30)
@@ -134,10 +144,10 @@ class Gateway(Engine):
     health = ("/healthz", 200)
     http_port_index = 1
 
-    def __init__(self, sluiced, tmp, name, extra=(), data=None):
+    def __init__(self, sluiced, tmp, name, extra=(), data=None, ring=1024):
         self.name = name
         self.cmd = [sluiced, "--udp", "off", "--data-dir", os.path.join(tmp, data or name, "data"),
-                    "--max-sensors", "16384", "--ring-readings", "1024", "--max-series", "1024",
+                    "--max-sensors", "16384", "--ring-readings", str(ring), "--max-series", "1024",
                     "--quiet"] + list(extra)
         super().__init__(tmp, ports=2)
 
@@ -163,6 +173,8 @@ def payloads(case, n, t0_us):
     if case == "native":
         return [batch(9, i + 1, t0_us + i, [(i % 100 + 1, 0, float(i % 1000))], flags=0)
                 for i in range(n)]
+    if case == "native_one":  # one sensor, one stream: a reading a message
+        return [batch(9, i + 1, t0_us + i, [(1, 0, float(i % 1000))], flags=0) for i in range(n)]
     # native batches of 1,000 readings: 100 sensors x 10 times each, encoded by libsluice's codec
     # (the CRC in Python would take longer than the drain)
     return native_frames(n, t0_us)
@@ -246,7 +258,7 @@ def drain_once(args, case, n, inflight):
         if secs <= 0:
             raise Broken("the drain was over within one poll: use more messages")
         return {"sub_rate": n / sub_s, "gw_rate": (n - first[1]) / secs, "gw_cpu": cpu / secs,
-                "readings": readings, "rounds": st["rounds"]}
+                "readings": readings, "per_round": n / max(st["rounds"], 1)}
     finally:
         broker.stop()
 
@@ -261,17 +273,18 @@ def part_drain(args):
             sub = statistics.median(r["sub_rate"] for r in runs)
             gw = statistics.median(r["gw_rate"] for r in runs)
             cpu = statistics.median(r["gw_cpu"] for r in runs)
-            rows.append((inflight, case, n, sub, gw, gw * per, gw / sub, cpu))
+            per_round = statistics.median(r["per_round"] for r in runs)
+            rows.append((inflight, case, n, sub, gw, gw * per, gw / sub, cpu, per_round))
             print("  inflight %d %s: mosquitto_sub %.0f msg/s, sluiced %.0f msg/s (%.2fx)"
                   % (inflight, case, sub, gw, gw / sub), file=sys.stderr)
     print("\n| broker max_inflight | payload | messages | mosquitto_sub msg/s | sluiced msg/s | "
-          "sluiced readings/s | ratio | sluiced CPU (cores) |")
-    print("|---|---|---|---|---|---|---|---|")
-    for inflight, case, n, sub, gw, rps, ratio, cpu in rows:
+          "sluiced readings/s | ratio | sluiced CPU (cores) | messages a round |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for inflight, case, n, sub, gw, rps, ratio, cpu, per_round in rows:
         name = {"value": "value, 1 reading", "line": "line, 1 reading", "native": "native, 1 reading",
                 "native1000": "native, 1,000 readings"}[case]
-        print("| %d | %s | %d | %.0f | %.0f | %.0f | %.2fx | %.2f |"
-              % (inflight, name, n, sub, gw, rps, ratio, cpu))
+        print("| %d | %s | %d | %.0f | %.0f | %.0f | %.2fx | %.2f | %.1f |"
+              % (inflight, name, n, sub, gw, rps, ratio, cpu, per_round))
 
 
 def part_chain(args):
@@ -316,14 +329,72 @@ def part_chain(args):
           % (len(lat), p50, p99))
 
 
+def crash_once(args, fmt, n, kills):
+    """Publish n messages live (QoS 1) while sluiced is SIGKILLed `kills` times and restarted;
+    returns (lost, stored twice)."""
+    tmp = tempfile.mkdtemp(prefix="sluice-bench-crash-")
+    broker = Mosquitto(tmp)
+    topic = "crash/x"
+    flags = ["--mqtt-broker", broker.url, "--mqtt-subscribe", "%s=%s" % (topic, fmt),
+             "--mqtt-client-id", "bench-crash"]
+    t0_us = (int(time.time()) - 7200) * 1000000
+    try:
+        gw = Gateway(args.sluiced, tmp, "gw", flags, ring=1 << 16)
+        if not wait_until(lambda: gw.json("/api/v1/mqtt")["connected"], 30):
+            raise Broken("sluiced did not connect")
+        sid = None if fmt == "native" else "mqtt,topic=%s value" % topic
+        pub = threading.Thread(target=publish_all, args=(broker.port, topic, payloads("native_one" if fmt == "native" else fmt, n, t0_us)),
+                               kwargs={"window": 100}, daemon=True)
+
+        def stored():
+            if sid is None:
+                return readings_of(gw, 1, n)
+            st, _, body = gw.get("/api/v1/series?name=" + urllib.parse.quote(sid, safe=""))
+            return readings_of(gw, json.loads(body)["id"], n) if st == 200 else []
+
+        pub.start()
+        for k in range(kills):
+            target = n * (k + 1) // (kills + 1)
+            wait_until(lambda: len(stored()) >= target, 120, 0.002)
+            gw.kill()
+            gw = Gateway(args.sluiced, tmp, "gw", flags, ring=1 << 16)
+        pub.join(300)
+        if not wait_until(lambda: len({t for t, _ in stored()}) >= n, 120):
+            pass
+        got = stored()
+        gw.stop()
+    finally:
+        broker.stop()
+    times = [t for t, _ in got]
+    return n - len(set(times)), len(times) - len(set(times))
+
+
+def readings_of(gw, sensor, n):
+    st, _, body = gw.get("/api/v1/sensors/%d/readings?limit=%d" % (sensor, max(n * 2, 1)))
+    if st != 200:
+        return []
+    b = json.loads(body)
+    return list(zip(b["t_us"], b["value"]))
+
+
+def part_crash(args):
+    print("\n| format | messages published (QoS 1, live) | SIGKILLs | lost | stored twice |")
+    print("|---|---|---|---|---|")
+    for fmt in ("value", "native"):
+        for _ in range(args.runs):
+            lost, twice = crash_once(args, fmt, args.crash_messages, 3)
+            print("| %s, 1 reading | %d | 3 | %d | %d |" % (fmt, args.crash_messages, lost, twice))
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--runs", type=int, default=3)
     p.add_argument("--messages", type=int, default=100000)
     p.add_argument("--batches", type=int, default=10000)
     p.add_argument("--inflight", default="20,1000")
-    p.add_argument("--parts", default="drain,chain")
+    p.add_argument("--parts", default="drain,chain,crash")
     p.add_argument("--chain-n", type=int, default=300)
+    p.add_argument("--crash-messages", type=int, default=20000)
     p.add_argument("--sluiced", default=os.path.join(REPO, "build", "sluiced"))
     args = p.parse_args()
     global ARGS
@@ -337,6 +408,8 @@ def main():
         part_drain(args)
     if "chain" in parts:
         part_chain(args)
+    if "crash" in parts:
+        part_crash(args)
 
 
 if __name__ == "__main__":
