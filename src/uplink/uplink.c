@@ -2174,10 +2174,13 @@ static void *forward(void *arg)
             skip_ahead(u);
             atomic_store_explicit(&u->stats.oldest_unsent_us, 0, memory_order_relaxed);
         }
+        /* Idle: look again in 20 ms, or sooner when requests must leave sooner than that. */
+        uint32_t flush_ms = u->common->flush_interval_ms;
+        int idle_ms = flush_ms >= IDLE_WAIT_MS ? IDLE_WAIT_MS : flush_ms > 0 ? (int)flush_ms : 1;
         if (drained && u->cfg->kind == SL_UPLINK_MQTT && u->mq.connected) {
-            sl_mqtt_out_idle(&u->mq, IDLE_WAIT_MS); /* keepalive, and a broker that goes away */
+            sl_mqtt_out_idle(&u->mq, idle_ms); /* keepalive, and a broker that goes away */
         } else if (drained) {
-            nap(u, IDLE_WAIT_MS);
+            nap(u, idle_ms);
         }
     }
     if (u->fl_started) {
