@@ -519,7 +519,12 @@ static int serve_round(struct sl_mqtt *m, struct conn *c)
         int rc = mosquitto_loop_read(m->mosq, 1);
         if (rc != MOSQ_ERR_SUCCESS) {
             round_discard(m); /* not stored, not acknowledged: the broker sends them again */
-            go_down(m, c, "%s: %s", lost_what(c), mosquitto_strerror(rc));
+            if (c->state == CONNECTING && c->connack && c->connack_rc != 0) {
+                go_down(m, c, "the broker refused the connection: %s",
+                        mosquitto_connack_string(c->connack_rc)); /* its CONNACK says why */
+            } else {
+                go_down(m, c, "%s: %s", lost_what(c), mosquitto_strerror(rc));
+            }
             return -1;
         }
         fd = mosquitto_socket(m->mosq);

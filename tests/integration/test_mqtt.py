@@ -278,6 +278,39 @@ c.check(st5["rounds_refused"] >= 1, "a refused round counted: %r" % st5)
 c.check(d5.metrics().get("sluice_log_sync_errors_total", 0) == 2, "both sync faults hit")
 d5.stop()
 
+# ---- a broker that asks for a username and password ----
+locked_dir = tempfile.mkdtemp(prefix="sluice-mqtt-auth-")
+_tmp_dirs.append(locked_dir)
+pw = os.path.join(locked_dir, "passwd")
+subprocess.run(["mosquitto_passwd", "-c", "-b", pw, "gateway", "s3cret pass"], check=True, timeout=30)
+os.chmod(pw, 0o644)
+locked = Mosquitto(locked_dir, extra=["password_file %s" % pw, "allow_anonymous false"])
+secret = os.path.join(locked_dir, "gateway.password")
+with open(secret, "w") as f:
+    f.write("s3cret pass\n")  # the trailing newline is not part of it
+d6 = Daemon("--mqtt-broker", locked.url, "--mqtt-subscribe", "auth/#=value", "--mqtt-client-id",
+            "sluice-test-auth", "--mqtt-username", "gateway", "--mqtt-password-file", secret,
+            sensors=16, ring=64)
+c.check(wait_connected(d6), "connected with the username and the password file: %r" % mqtt_state(d6))
+r = subprocess.run(["mosquitto_pub", "-h", "127.0.0.1", "-p", str(locked.port), "-u", "gateway", "-P",
+                    "s3cret pass", "-q", "1", "-t", "auth/x", "-m", "5 %d" % T0_US], timeout=30)
+c.eq(r.returncode, 0, "published with credentials")
+c.check(wait_until(lambda: series_readings(d6, "mqtt,topic=auth/x value") == [(T0_US, 5.0)], 20),
+        "a message through the authenticated session stored")
+c.check("s3cret" not in d6.events_text(), "the password is in no log line")
+d6.stop()
+with open(secret, "w") as f:
+    f.write("wrong")
+d7 = Daemon("--mqtt-broker", locked.url, "--mqtt-subscribe", "auth/#=value", "--mqtt-client-id",
+            "sluice-test-auth2", "--mqtt-username", "gateway", "--mqtt-password-file", secret,
+            sensors=16, ring=64)
+c.check(wait_until(lambda: "not authorised" in (mqtt_state(d7)["last_error"] or "")
+                   or "bad user name" in (mqtt_state(d7)["last_error"] or ""), 20),
+        "a wrong password: the broker's refusal in last_error: %r" % mqtt_state(d7)["last_error"])
+c.check("wrong" not in d7.events_text(), "the wrong password is in no log line either")
+d7.stop()
+locked.stop()
+
 # ---- an unreachable broker says why ----
 dead = free_port()
 d4 = Daemon("--mqtt-broker", "mqtt://127.0.0.1:%d" % dead, "--mqtt-subscribe", "x/#=line",
