@@ -31,7 +31,7 @@ ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:ha
 
 echo "== clang + TSan: build and the threaded tests"
 cmake -S . -B build-tsan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_C_COMPILER=clang -DSL_TSAN=ON >/dev/null
-cmake --build build-tsan -j"$jobs" --target sluiced sluice-load sluice-log test_commit test_series
+cmake --build build-tsan -j"$jobs" --target sluiced sluice-load sluice-log test_commit test_series mqtt_device
 TSAN_OPTIONS="halt_on_error=1:exitcode=66:suppressions=$PWD/tests/tsan.supp" \
   ctest --test-dir build-tsan --output-on-failure -j1 \
         -R '^test_commit$|^test_series$|integration_test_(crash|native_tcp|native_udp|udp_load|io_faults|log_full|http_api|tcp_hostile|signals|line_write|uplink_faults|uplink_vm|uplink_mqtt|mqtt)$'

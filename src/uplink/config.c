@@ -380,6 +380,12 @@ int sl_uplinks_set_token(struct sl_uplinks_config *c, const char *spec, char *er
     if (o == NULL) {
         return -1;
     }
+    if (o->kind == SL_UPLINK_MQTT) {
+        return fail(err, err_bytes,
+                    "--uplink-token: '%s': an mqtt:// output takes no token (no broker "
+                    "credentials in this version)%s",
+                    spec, "");
+    }
     if (strlen(file) >= sizeof o->token_file) {
         return fail(err, err_bytes, "--uplink-token: '%s': the path is too long%s", spec, "");
     }

@@ -191,8 +191,17 @@ class Daemon:
         s.close()
 
     def get(self, path, timeout_s=10.0):
-        """HTTP GET: (status, headers dict lower-cased, body bytes)."""
-        return http_request("http://127.0.0.1:%d%s" % (self.http_port, path), timeout_s=timeout_s)
+        """HTTP GET: (status, headers dict lower-cased, body bytes). When the daemon died under
+        the request, the error carries its last event lines (a sanitizer's report among them)."""
+        try:
+            return http_request("http://127.0.0.1:%d%s" % (self.http_port, path), timeout_s=timeout_s)
+        except OSError as e:
+            try:
+                self.proc.wait(timeout=5)  # a sanitizer writes its report, then exits
+            except subprocess.TimeoutExpired:
+                raise e
+            raise RuntimeError("sluiced exited with status %s during GET %s:\n%s"
+                               % (self.proc.returncode, path, self.events_text()[-8000:])) from e
 
     def json(self, path):
         status, _, body = self.get(path)

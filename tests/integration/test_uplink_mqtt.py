@@ -314,6 +314,7 @@ bad = [
     (["--uplink", "a=mqtt://127.0.0.1:1883/t", "--uplink-stream-id", "a=5"], "format=native"),
     (["--uplink", "a=mqtt://127.0.0.1:1883/t?format=native", "--uplink-stream-id", "a=x"], "4294967295"),
     (["--uplink", "a=mqtt://127.0.0.1:1883/t", "--uplink-mode", "a=aggregate:10s"], "raw readings only"),
+    (["--uplink", "a=mqtt://127.0.0.1:1883/t", "--uplink-token", "a=/etc/hostname"], "takes no token"),
 ]
 bad_dir = os.path.join(tmp, "never-made")
 for argv, word in bad:
