@@ -237,10 +237,7 @@ void sl_config_usage(void)
            "need a restart. See README.md and docs/.\n");
 }
 
-static int fail(char *err, uint32_t err_bytes, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static int fail(char *err, uint32_t err_bytes, const char *fmt, ...)
+int sl_config_fail(char *err, uint32_t err_bytes, const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
@@ -362,7 +359,7 @@ static int parse_windows(const char *text, struct sl_store_config *store, char *
 {
     char buf[512];
     if (strlen(text) >= sizeof buf) {
-        return fail(err, err_bytes, "--windows: longer than %zu bytes", sizeof buf - 1);
+        return sl_config_fail(err, err_bytes, "--windows: longer than %zu bytes", sizeof buf - 1);
     }
     strcpy(buf, text);
     uint32_t count = 0;
@@ -375,30 +372,33 @@ static int parse_windows(const char *text, struct sl_store_config *store, char *
         char *tok = trim(next);
         next = comma != NULL ? comma + 1 : NULL;
         if (*tok == '\0') {
-            return fail(err, err_bytes, "--windows: '%s' has an empty element (number %u)", text,
-                        i + 1);
+            return sl_config_fail(err, err_bytes,
+                                  "--windows: '%s' has an empty element (number %u)", text, i + 1);
         }
         if (count == SL_WINDOWS_MAX) {
-            return fail(err, err_bytes, "--windows: '%s' has more than %u windows", text,
-                        SL_WINDOWS_MAX);
+            return sl_config_fail(err, err_bytes, "--windows: '%s' has more than %u windows", text,
+                                  SL_WINDOWS_MAX);
         }
         int64_t us = sl_config_parse_duration_us(tok);
         if (us == SL_CONFIG_NO_UNIT) {
-            return fail(err, err_bytes, "--windows: '%s' needs a unit: ms, s, m, h or d", tok);
+            return sl_config_fail(err, err_bytes, "--windows: '%s' needs a unit: ms, s, m, h or d",
+                                  tok);
         }
         if (us < 0) {
-            return fail(err, err_bytes, "--windows: '%s' is not a list of durations like 10s,1m,1h",
-                        text);
+            return sl_config_fail(
+                err, err_bytes, "--windows: '%s' is not a list of durations like 10s,1m,1h", text);
         }
         /* What sl_store_config_check asks, said here so that the error names the flag. */
         if (us < 1000000 || us > SL_WINDOW_US_MAX || us % 1000000 != 0) {
-            return fail(err, err_bytes,
-                        "--windows: '%s' is not a whole number of seconds from 1s to 366d", tok);
+            return sl_config_fail(
+                err, err_bytes, "--windows: '%s' is not a whole number of seconds from 1s to 366d",
+                tok);
         }
         if (count > 0 && us <= store->windows_us[count - 1]) {
-            return fail(err, err_bytes,
-                        "--windows: '%s' must be ascending: '%s' is not longer than the one before",
-                        text, tok);
+            return sl_config_fail(
+                err, err_bytes,
+                "--windows: '%s' must be ascending: '%s' is not longer than the one before", text,
+                tok);
         }
         store->windows_us[count++] = us;
     }
@@ -573,12 +573,12 @@ static int apply_addr(struct sl_config *c, const struct opt *o, const char *valu
         /* The line listeners take a bare port (or :PORT) as loopback (LINE_PROTOCOL.md). */
         int n = snprintf(loopback, sizeof loopback, "127.0.0.1%s%s", bare_port ? ":" : "", value);
         if (n < 0 || (size_t)n >= sizeof loopback) {
-            return fail(err, err_bytes, "--%s: bad value '%s'", o->name, value);
+            return sl_config_fail(err, err_bytes, "--%s: bad value '%s'", o->name, value);
         }
         value = loopback;
     }
     if (set_string(addr_field(c, o->name), SL_ADDR_BYTES, value) != 0) {
-        return fail(err, err_bytes, "--%s: bad value '%s'", o->name, value);
+        return sl_config_fail(err, err_bytes, "--%s: bad value '%s'", o->name, value);
     }
     if (strcmp(value, "off") == 0) {
         return 0;
@@ -586,7 +586,8 @@ static int apply_addr(struct sl_config *c, const struct opt *o, const char *valu
     char host[SL_ADDR_BYTES], why[300];
     uint16_t port;
     if (sl_config_split_addr(value, host, sizeof host, &port, why, sizeof why) != 0) {
-        return fail(err, err_bytes, "--%s: %s", o->name, why); /* why: its own buffer, never err */
+        return sl_config_fail(err, err_bytes, "--%s: %s", o->name,
+                              why); /* why: its own buffer, never err */
     }
     return 0;
 }
@@ -596,14 +597,16 @@ static int apply_duration(struct sl_config *c, const struct opt *o, const char *
 {
     int64_t us = sl_config_parse_duration_us(value);
     if (us == SL_CONFIG_NO_UNIT) {
-        return fail(err, err_bytes, "--%s: '%s' needs a unit: ms, s, m, h or d", o->name, value);
+        return sl_config_fail(err, err_bytes, "--%s: '%s' needs a unit: ms, s, m, h or d", o->name,
+                              value);
     }
     if (us < (int64_t)o->min || (uint64_t)us > o->max) {
         char lo[32], hi[32];
         format_duration(lo, sizeof lo, (int64_t)o->min);
         format_duration(hi, sizeof hi, (int64_t)o->max);
-        return fail(err, err_bytes, "--%s: '%s' is not a duration from %s to %s (e.g. 10s, 1m)",
-                    o->name, value, lo, hi);
+        return sl_config_fail(err, err_bytes,
+                              "--%s: '%s' is not a duration from %s to %s (e.g. 10s, 1m)", o->name,
+                              value, lo, hi);
     }
     return set_duration(c, o->name, us);
 }
@@ -613,13 +616,14 @@ static int apply_bytes(struct sl_config *c, const struct opt *o, const char *val
 {
     uint64_t bytes;
     if (parse_bytes(value, o->min, o->max, &bytes) != 0) {
-        return fail(err, err_bytes,
-                    "--%s: '%s' is not a size from %" PRIu64 " to %" PRIu64 " bytes", o->name,
-                    value, o->min, o->max);
+        return sl_config_fail(err, err_bytes,
+                              "--%s: '%s' is not a size from %" PRIu64 " to %" PRIu64 " bytes",
+                              o->name, value, o->min, o->max);
     }
     if (strcmp(o->name, "log-segment-bytes") == 0 && bytes % 4096 != 0) {
         /* segments are preallocated and written in pages */
-        return fail(err, err_bytes, "--%s: '%s' is not a multiple of 4 KiB", o->name, value);
+        return sl_config_fail(err, err_bytes, "--%s: '%s' is not a multiple of 4 KiB", o->name,
+                              value);
     }
     *bytes_field(c, o->name) = bytes;
     return 0;
@@ -649,11 +653,12 @@ static int apply_list(struct sl_config *c, const struct opt *o, const char *valu
 {
     struct sl_config_list *l = list_field(c, o->name);
     if (value[0] == '\0' || strlen(value) >= SL_CONFIG_LIST_ITEM_BYTES) {
-        return fail(err, err_bytes, "--%s: '%s' is empty or longer than %u bytes", o->name, value,
-                    SL_CONFIG_LIST_ITEM_BYTES - 1);
+        return sl_config_fail(err, err_bytes, "--%s: '%s' is empty or longer than %u bytes",
+                              o->name, value, SL_CONFIG_LIST_ITEM_BYTES - 1);
     }
     if (l->count == SL_CONFIG_LIST_MAX) {
-        return fail(err, err_bytes, "--%s: given more than %u times", o->name, SL_CONFIG_LIST_MAX);
+        return sl_config_fail(err, err_bytes, "--%s: given more than %u times", o->name,
+                              SL_CONFIG_LIST_MAX);
     }
     strcpy(l->items[l->count++], value);
     return 0;
@@ -668,7 +673,7 @@ static int apply_word(const struct opt *o, const char *value, const char *const 
             return (int)i;
         }
     }
-    return fail(err, err_bytes, "--%s: '%s' is not %s", o->name, value, choices);
+    return sl_config_fail(err, err_bytes, "--%s: '%s' is not %s", o->name, value, choices);
 }
 
 static const char *const sync_words[] = {"always", "batch", "never"};
@@ -724,12 +729,13 @@ static int apply_mqtt(struct sl_config *c, const struct opt *o, const char *valu
     char *field = mqtt_field(c, o->name, &bytes);
     for (const char *p = value; *p != '\0'; p++) {
         if ((unsigned char)*p < 0x20 || *p == 0x7F) {
-            return fail(err, err_bytes, "--%s: the value has a control character", o->name);
+            return sl_config_fail(err, err_bytes, "--%s: the value has a control character",
+                                  o->name);
         }
     }
     if (set_string(field, bytes, value) != 0) {
-        return fail(err, err_bytes, "--%s: '%s' is empty or longer than %zu bytes", o->name, value,
-                    bytes - 1);
+        return sl_config_fail(err, err_bytes, "--%s: '%s' is empty or longer than %zu bytes",
+                              o->name, value, bytes - 1);
     }
     return 0;
 }
@@ -745,15 +751,15 @@ static int apply_opt(struct sl_config *c, const struct opt *o, const char *value
     case OPT_PATH:
         if (set_string(strcmp(o->name, "config") == 0 ? c->config_file : c->data_dir, SL_PATH_BYTES,
                        value) != 0) {
-            return fail(err, err_bytes, "--%s: '%s' is empty or longer than %d bytes", o->name,
-                        value, SL_PATH_BYTES - 1);
+            return sl_config_fail(err, err_bytes, "--%s: '%s' is empty or longer than %d bytes",
+                                  o->name, value, SL_PATH_BYTES - 1);
         }
         return 0;
     case OPT_U32:
         if (parse_u32(value, o->min, o->max, u32_field(c, o->name)) != 0) {
-            return fail(err, err_bytes,
-                        "--%s: '%s' is not a whole number from %" PRIu64 " to %" PRIu64, o->name,
-                        value, o->min, o->max);
+            return sl_config_fail(err, err_bytes,
+                                  "--%s: '%s' is not a whole number from %" PRIu64 " to %" PRIu64,
+                                  o->name, value, o->min, o->max);
         }
         return 0;
     case OPT_DURATION:
@@ -780,7 +786,7 @@ static int apply_opt(struct sl_config *c, const struct opt *o, const char *value
         return w < 0 ? -1 : 0;
     case OPT_TEXT:
         if (set_string(c->io_faults, sizeof c->io_faults, value) != 0) {
-            return fail(err, err_bytes, "--%s: bad value '%s'", o->name, value);
+            return sl_config_fail(err, err_bytes, "--%s: bad value '%s'", o->name, value);
         }
         return 0;
     case OPT_LIST:
@@ -794,7 +800,7 @@ static int apply_opt(struct sl_config *c, const struct opt *o, const char *value
     case OPT_FLAG:
         return apply_flag(c, o);
     }
-    return fail(err, err_bytes, "--%s: bad value '%s'", o->name, value);
+    return sl_config_fail(err, err_bytes, "--%s: bad value '%s'", o->name, value);
 }
 
 /* The config file, read through one block: bounded in bytes and in line length. */
@@ -849,13 +855,13 @@ static int reader_open(struct file_reader *r, const char *path, char *err, uint3
     r->fd = -1;
     struct stat st;
     if (stat(path, &st) != 0) {
-        return fail(err, err_bytes, "--config %s: %s", path, strerror(errno));
+        return sl_config_fail(err, err_bytes, "--config %s: %s", path, strerror(errno));
     }
     const char *why = file_refusal(&st);
     if (why == NULL) {
         r->fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
         if (r->fd < 0) {
-            return fail(err, err_bytes, "--config %s: %s", path, strerror(errno));
+            return sl_config_fail(err, err_bytes, "--config %s: %s", path, strerror(errno));
         }
         why = fstat(r->fd, &st) != 0 ? strerror(errno) : file_refusal(&st);
     }
@@ -864,8 +870,8 @@ static int reader_open(struct file_reader *r, const char *path, char *err, uint3
             close(r->fd);
             r->fd = -1;
         }
-        return fail(err, err_bytes, "--config %s: %s%s", path, why,
-                    S_ISREG(st.st_mode) ? "" : ", not a regular file");
+        return sl_config_fail(err, err_bytes, "--config %s: %s%s", path, why,
+                              S_ISREG(st.st_mode) ? "" : ", not a regular file");
     }
     return 0;
 }
@@ -878,13 +884,13 @@ static int reader_fill(struct file_reader *r, char *err, uint32_t err_bytes)
         n = read(r->fd, r->block, sizeof r->block);
     } while (n < 0 && errno == EINTR);
     if (n < 0) {
-        return fail(err, err_bytes, "--config %s: %s", r->path, strerror(errno));
+        return sl_config_fail(err, err_bytes, "--config %s: %s", r->path, strerror(errno));
     }
     r->total_bytes += (uint64_t)n;
     if (r->total_bytes >
         SL_CONFIG_FILE_BYTES_MAX) { /* it grew after fstat, or lies about its size */
-        return fail(err, err_bytes, "--config %s: larger than the 1 MiB a config file may hold",
-                    r->path);
+        return sl_config_fail(err, err_bytes,
+                              "--config %s: larger than the 1 MiB a config file may hold", r->path);
     }
     r->pos = 0;
     r->len = (uint32_t)n;
@@ -914,11 +920,12 @@ static int reader_line(struct file_reader *r, char *line, uint32_t lineno, char 
             return 1;
         }
         if (ch == '\0') {
-            return fail(err, err_bytes, "%s:%u: a NUL byte: not a text file", r->path, lineno);
+            return sl_config_fail(err, err_bytes, "%s:%u: a NUL byte: not a text file", r->path,
+                                  lineno);
         }
         if (len == SL_CONFIG_LINE_BYTES_MAX) {
-            return fail(err, err_bytes, "%s:%u: line longer than %u bytes", r->path, lineno,
-                        SL_CONFIG_LINE_BYTES_MAX);
+            return sl_config_fail(err, err_bytes, "%s:%u: line longer than %u bytes", r->path,
+                                  lineno, SL_CONFIG_LINE_BYTES_MAX);
         }
         line[len++] = ch;
     }
@@ -943,22 +950,22 @@ static int parse_line(struct sl_config *c, char *line, const char *path, uint32_
     }
     char *eq = strchr(s, '=');
     if (eq == NULL) {
-        return fail(err, err_bytes, "%s:%u: expected 'key = value'", path, lineno);
+        return sl_config_fail(err, err_bytes, "%s:%u: expected 'key = value'", path, lineno);
     }
     *eq = '\0';
     const char *key = trim(s), *value = trim(eq + 1);
     int i = opt_index(key);
     if (i < 0 || opts[i].kind == OPT_FLAG || strcmp(key, "config") == 0) {
-        return fail(err, err_bytes, "%s:%u: unknown key '%s'%s", path, lineno, key,
-                    i >= 0 ? " (a command-line flag only)" : "");
+        return sl_config_fail(err, err_bytes, "%s:%u: unknown key '%s'%s", path, lineno, key,
+                              i >= 0 ? " (a command-line flag only)" : "");
     }
     if (c->source[i] == SL_CONFIG_FILE && opts[i].kind != OPT_LIST) {
-        return fail(err, err_bytes, "%s:%u: '%s' set again (first on line %u)", path, lineno, key,
-                    c->file_line[i]);
+        return sl_config_fail(err, err_bytes, "%s:%u: '%s' set again (first on line %u)", path,
+                              lineno, key, c->file_line[i]);
     }
     char inner[512];
     if (apply_opt(c, &opts[i], value, inner, sizeof inner) != 0) {
-        return fail(err, err_bytes, "%s:%u: %s", path, lineno, inner);
+        return sl_config_fail(err, err_bytes, "%s:%u: %s", path, lineno, inner);
     }
     c->source[i] = SL_CONFIG_FILE;
     c->file_line[i] = lineno;
@@ -1036,11 +1043,11 @@ static int parse_config_flag(struct sl_config *c, int argc, char **argv, char *e
             continue;
         }
         if (seen) {
-            return fail(err, err_bytes, "--config given twice");
+            return sl_config_fail(err, err_bytes, "--config given twice");
         }
         seen = true;
         if (v == NULL || set_string(c->config_file, SL_PATH_BYTES, v) != 0) {
-            return fail(err, err_bytes, "--config needs a file name");
+            return sl_config_fail(err, err_bytes, "--config needs a file name");
         }
     }
     return seen ? parse_file(c, c->config_file, err, err_bytes) : 0;
@@ -1051,22 +1058,22 @@ static int parse_flags(struct sl_config *c, int argc, char **argv, char *err, ui
 {
     for (int i = 1; i < argc; i++) {
         if (strncmp(argv[i], "--", 2) != 0) {
-            return fail(err, err_bytes, "unexpected argument '%s' (see --help)", argv[i]);
+            return sl_config_fail(err, err_bytes, "unexpected argument '%s' (see --help)", argv[i]);
         }
         const char *eq;
         int k = word_option(argv[i], &eq);
         if (k < 0) {
-            return fail(err, err_bytes, "unknown option '%s' (see --help)", argv[i]);
+            return sl_config_fail(err, err_bytes, "unknown option '%s' (see --help)", argv[i]);
         }
         const struct opt *o = &opts[k];
         const char *value = "";
         if (o->kind != OPT_FLAG) {
             value = take_value(argc, argv, &i, eq);
             if (value == NULL) {
-                return fail(err, err_bytes, "--%s needs a value", o->name);
+                return sl_config_fail(err, err_bytes, "--%s needs a value", o->name);
             }
         } else if (eq != NULL) {
-            return fail(err, err_bytes, "--%s takes no value", o->name);
+            return sl_config_fail(err, err_bytes, "--%s takes no value", o->name);
         }
         if (strcmp(o->name, "config") == 0) {
             continue; /* read in pass 1 */
@@ -1075,7 +1082,7 @@ static int parse_flags(struct sl_config *c, int argc, char **argv, char *err, ui
             list_field(c, o->name)->count = 0; /* the flags replace the file's list */
         }
         if (c->source[k] == SL_CONFIG_FLAG && o->kind != OPT_LIST) {
-            return fail(err, err_bytes, "--%s given twice", o->name);
+            return sl_config_fail(err, err_bytes, "--%s given twice", o->name);
         }
         int rc = apply_opt(c, o, value, err, err_bytes);
         if (rc != 0) {
@@ -1095,8 +1102,8 @@ static int derive_per_ip(struct sl_config *c, const char *name, uint32_t *per_ip
         return 0;
     }
     if (*per_ip > table) {
-        return fail(err, err_bytes, "--%s: %u is more than --%s (%u)", name, *per_ip, table_name,
-                    table);
+        return sl_config_fail(err, err_bytes, "--%s: %u is more than --%s (%u)", name, *per_ip,
+                              table_name, table);
     }
     return 0;
 }
@@ -1125,12 +1132,13 @@ static int finish_uplinks(struct sl_config *c, char *err, uint32_t err_bytes)
     u->sensors_max = c->store.sensors_max;
     u->future_skew_us = c->store.future_skew_us;
     if (set_string(u->data_dir, sizeof u->data_dir, c->data_dir) != 0) {
-        return fail(err, err_bytes, "--data-dir: path too long");
+        return sl_config_fail(err, err_bytes, "--data-dir: path too long");
     }
     if (u->count > 0 && u->batch_bytes > c->log.bytes_max / 4) {
-        return fail(err, err_bytes,
-                    "--uplink-batch-bytes: %" PRIu64 " is more than a quarter of --log-bytes-max",
-                    u->batch_bytes);
+        return sl_config_fail(err, err_bytes,
+                              "--uplink-batch-bytes: %" PRIu64
+                              " is more than a quarter of --log-bytes-max",
+                              u->batch_bytes);
     }
     return 0;
 }
@@ -1146,10 +1154,12 @@ static int finish_mqtt(struct sl_config *c, char *err, uint32_t err_bytes)
         }
     }
     if (c->mqtt.on && c->mqtt.subscription_count == 0) {
-        return fail(err, err_bytes, "--mqtt-broker needs at least one --mqtt-subscribe FILTER=FORMAT");
+        return sl_config_fail(err, err_bytes,
+                              "--mqtt-broker needs at least one --mqtt-subscribe FILTER=FORMAT");
     }
     if (!c->mqtt.on && c->mqtt.subscription_count > 0) {
-        return fail(err, err_bytes, "--mqtt-subscribe needs --mqtt-broker mqtt://HOST:PORT");
+        return sl_config_fail(err, err_bytes,
+                              "--mqtt-subscribe needs --mqtt-broker mqtt://HOST:PORT");
     }
     return 0;
 }
@@ -1159,19 +1169,19 @@ static int finish(struct sl_config *c, char *err, uint32_t err_bytes)
 {
     const char *why = NULL;
     if (sl_store_config_check(&c->store, &why) != 0) {
-        return fail(err, err_bytes, "%s", why);
+        return sl_config_fail(err, err_bytes, "%s", why);
     }
     if (set_string(c->log.dir, sizeof c->log.dir, c->data_dir) != 0) {
-        return fail(err, err_bytes, "--data-dir: path too long");
+        return sl_config_fail(err, err_bytes, "--data-dir: path too long");
     }
     if (c->log.bytes_max / 2 < c->log.segment_bytes) {
-        return fail(err, err_bytes,
-                    "--log-bytes-max: %" PRIu64
-                    " holds fewer than two --log-segment-bytes (%" PRIu64 ")",
-                    c->log.bytes_max, c->log.segment_bytes);
+        return sl_config_fail(err, err_bytes,
+                              "--log-bytes-max: %" PRIu64
+                              " holds fewer than two --log-segment-bytes (%" PRIu64 ")",
+                              c->log.bytes_max, c->log.segment_bytes);
     }
     if (sl_log_config_check(&c->log, &why) != 0) {
-        return fail(err, err_bytes, "log: %s", why);
+        return sl_config_fail(err, err_bytes, "log: %s", why);
     }
     if (derive_per_ip(c, "max-tcp-connections-per-ip", &c->tcp_connections_per_ip_max,
                       c->tcp_connections_max, "max-tcp-connections", err, err_bytes) != 0 ||
@@ -1189,16 +1199,16 @@ static int finish(struct sl_config *c, char *err, uint32_t err_bytes)
         c->series_name_bytes = bytes < 4096 ? 4096 : bytes;
     }
     if ((uint64_t)c->series_id_base + c->series_max > (1ull << 32)) {
-        return fail(err, err_bytes,
-                    "--series-id-base: %" PRIu32 " + --max-series %" PRIu32
-                    " passes the last id (4294967295)",
-                    c->series_id_base, c->series_max);
+        return sl_config_fail(err, err_bytes,
+                              "--series-id-base: %" PRIu32 " + --max-series %" PRIu32
+                              " passes the last id (4294967295)",
+                              c->series_id_base, c->series_max);
     }
     if (c->series_max > c->store.sensors_max) {
-        return fail(err, err_bytes,
-                    "--max-series: %" PRIu32 " is more than --max-sensors (%" PRIu32
-                    "): every named series is a sensor",
-                    c->series_max, c->store.sensors_max);
+        return sl_config_fail(err, err_bytes,
+                              "--max-series: %" PRIu32 " is more than --max-sensors (%" PRIu32
+                              "): every named series is a sensor",
+                              c->series_max, c->store.sensors_max);
     }
     if (c->source[opt_index("checkpoint-every")] == SL_CONFIG_DEFAULT) {
         c->checkpoint_every_bytes = c->log.bytes_max / 4;
@@ -1326,20 +1336,20 @@ int sl_config_split_addr(const char *addr, char *host, uint32_t host_bytes, uint
 {
     const char *colon = strrchr(addr, ':');
     if (colon == NULL || colon == addr) {
-        return fail(err, err_bytes, "'%s' is not HOST:PORT", addr);
+        return sl_config_fail(err, err_bytes, "'%s' is not HOST:PORT", addr);
     }
     const char *h = addr;
     size_t hn = (size_t)(colon - addr);
     if (addr[0] == '[') { /* [v6]:port */
         if (colon[-1] != ']') {
-            return fail(err, err_bytes, "'%s' is not [HOST]:PORT", addr);
+            return sl_config_fail(err, err_bytes, "'%s' is not [HOST]:PORT", addr);
         }
         h = addr + 1;
         hn -= 2;
     }
     uint32_t p;
     if (hn == 0 || hn >= host_bytes || parse_u32(colon + 1, 0, 65535, &p) != 0) {
-        return fail(err, err_bytes, "'%s' is not HOST:PORT with a port 0..65535", addr);
+        return sl_config_fail(err, err_bytes, "'%s' is not HOST:PORT with a port 0..65535", addr);
     }
     memcpy(host, h, hn);
     host[hn] = '\0';

@@ -97,6 +97,11 @@ void sl_config_default(struct sl_config *config);
  */
 int sl_config_parse(struct sl_config *config, int argc, char **argv, char *err, uint32_t err_bytes);
 
+/* A reason into err (printf-style), and -1: the option parsers' (here, uplink/, mqtt/) way to fail.
+ */
+int sl_config_fail(char *err, uint32_t err_bytes, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
 /*
  * Split "HOST:PORT" (or "[V6]:PORT") into host and port. 0, or -1 with a
  * reason in err ("'127.0.0.1' is not HOST:PORT").

@@ -12,6 +12,7 @@
 #include <string.h>
 
 #include "core/assert.h"
+#include "daemon/config.h" /* sl_config_fail, as uplink/config.c borrows from it */
 #include "mqtt/subscriber.h"
 
 static const char *const format_names[] = {"native", "line", "value"};
@@ -26,17 +27,6 @@ const char *sl_mqtt_format_name(uint32_t format)
 const char *sl_mqtt_result_name(uint32_t result)
 {
     return result < SL_MQTT_RESULT_COUNT ? result_names[result] : "unknown";
-}
-
-static int fail(char *err, uint32_t err_bytes, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static int fail(char *err, uint32_t err_bytes, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, err_bytes, fmt, ap);
-    va_end(ap);
-    return -1;
 }
 
 /* ---- configuration ---- */
@@ -57,7 +47,8 @@ int sl_mqtt_set_broker(struct sl_mqtt_config *c, const char *url, char *err, uin
         return 0;
     }
     if (strncmp(url, "mqtt://", 7) != 0) {
-        return fail(err, err_bytes, "--mqtt-broker: '%s' is not mqtt://HOST[:PORT] or off", url);
+        return sl_config_fail(err, err_bytes,
+                              "--mqtt-broker: '%s' is not mqtt://HOST[:PORT] or off", url);
     }
     const char *h = url + 7;
     const char *colon = strrchr(h, ':');
@@ -72,21 +63,24 @@ int sl_mqtt_set_broker(struct sl_mqtt_config *c, const char *url, char *err, uin
         errno = 0;
         port = strtoul(colon + 1, &stop, 10);
         if (errno != 0 || stop != end || colon + 1 == end || port == 0 || port > 65535) {
-            return fail(err, err_bytes, "--mqtt-broker: '%s': the port is not 1 to 65535", url);
+            return sl_config_fail(err, err_bytes, "--mqtt-broker: '%s': the port is not 1 to 65535",
+                                  url);
         }
         host_len = (size_t)(colon - h);
     }
     if (host_len == 0 || host_len > SL_MQTT_HOST_MAX) {
-        return fail(err, err_bytes, "--mqtt-broker: '%s': no host, or a host over %u bytes", url,
-                    SL_MQTT_HOST_MAX);
+        return sl_config_fail(err, err_bytes,
+                              "--mqtt-broker: '%s': no host, or a host over %u bytes", url,
+                              SL_MQTT_HOST_MAX);
     }
     for (size_t i = 0; i < host_len; i++) {
         unsigned char ch = (unsigned char)h[i];
         if (ch <= 0x20 || ch >= 0x7F || ch == '/' || ch == '@' || ch == '?' || ch == '#') {
-            return fail(err, err_bytes,
-                        "--mqtt-broker: '%s': the host has a character that is not allowed "
-                        "(credentials go in --mqtt-username and --mqtt-password-file)",
-                        url);
+            return sl_config_fail(
+                err, err_bytes,
+                "--mqtt-broker: '%s': the host has a character that is not allowed "
+                "(credentials go in --mqtt-username and --mqtt-password-file)",
+                url);
         }
     }
     memcpy(c->host, h, host_len);
@@ -102,7 +96,7 @@ int sl_mqtt_add_subscription(struct sl_mqtt_config *c, const char *spec, char *e
 {
     const char *eq = strrchr(spec, '=');
     if (eq == NULL || eq == spec) {
-        return fail(err, err_bytes, "--mqtt-subscribe: '%s' is not FILTER=FORMAT", spec);
+        return sl_config_fail(err, err_bytes, "--mqtt-subscribe: '%s' is not FILTER=FORMAT", spec);
     }
     int format = -1;
     for (uint32_t i = 0; i < SL_ARRAY_COUNT(format_names); i++) {
@@ -111,35 +105,40 @@ int sl_mqtt_add_subscription(struct sl_mqtt_config *c, const char *spec, char *e
         }
     }
     if (format < 0) {
-        return fail(err, err_bytes, "--mqtt-subscribe: '%s': the format is not native, line or value",
-                    spec);
+        return sl_config_fail(err, err_bytes,
+                              "--mqtt-subscribe: '%s': the format is not native, line or value",
+                              spec);
     }
     size_t len = (size_t)(eq - spec);
     if (len > SL_MQTT_FILTER_MAX) {
-        return fail(err, err_bytes, "--mqtt-subscribe: the filter is longer than %u bytes",
-                    SL_MQTT_FILTER_MAX);
+        return sl_config_fail(err, err_bytes,
+                              "--mqtt-subscribe: the filter is longer than %u bytes",
+                              SL_MQTT_FILTER_MAX);
     }
     if (c->subscription_count == SL_MQTT_SUBSCRIPTIONS_MAX) {
-        return fail(err, err_bytes, "--mqtt-subscribe: more than %u subscriptions",
-                    SL_MQTT_SUBSCRIPTIONS_MAX);
+        return sl_config_fail(err, err_bytes, "--mqtt-subscribe: more than %u subscriptions",
+                              SL_MQTT_SUBSCRIPTIONS_MAX);
     }
     struct sl_mqtt_subscription *s = &c->subscriptions[c->subscription_count];
     memcpy(s->filter, spec, len);
     s->filter[len] = '\0';
     for (size_t i = 0; i < len; i++) {
         if ((unsigned char)s->filter[i] < 0x20 || s->filter[i] == 0x7F) {
-            return fail(err, err_bytes, "--mqtt-subscribe: the filter has a control character");
+            return sl_config_fail(err, err_bytes,
+                                  "--mqtt-subscribe: the filter has a control character");
         }
     }
     if (mosquitto_sub_topic_check(s->filter) != MOSQ_ERR_SUCCESS) {
-        return fail(err, err_bytes,
-                    "--mqtt-subscribe: '%s' is not a topic filter ('+' and '#' stand alone "
-                    "between '/', '#' only last)",
-                    s->filter);
+        return sl_config_fail(
+            err, err_bytes,
+            "--mqtt-subscribe: '%s' is not a topic filter ('+' and '#' stand alone "
+            "between '/', '#' only last)",
+            s->filter);
     }
     for (uint32_t i = 0; i < c->subscription_count; i++) {
         if (strcmp(c->subscriptions[i].filter, s->filter) == 0) {
-            return fail(err, err_bytes, "--mqtt-subscribe: '%s' is given twice", s->filter);
+            return sl_config_fail(err, err_bytes, "--mqtt-subscribe: '%s' is given twice",
+                                  s->filter);
         }
     }
     s->format = (uint8_t)format;
