@@ -41,7 +41,6 @@ T0_US = NOW_US - 3600 * 1000000  # an hour ago: well inside the clock's bounds
 
 
 def series_id(d, name):
-    alive(d)
     status, body = d.json("/api/v1/series?name=" + urllib.parse.quote(name, safe=""))
     return body["id"] if status == 200 else None
 
@@ -55,13 +54,6 @@ def readings(d, sid, limit=10000):
 
 def series_readings(d, name):
     return readings(d, series_id(d, name))
-
-
-def alive(d):
-    """Raise with its event lines (a sanitizer's report among them) if the daemon died."""
-    if d.proc.poll() is not None:
-        raise RuntimeError("sluiced exited %s:\n%s" % (d.proc.returncode, d.events_text()[-6000:]))
-    return True
 
 
 def mqtt_state(d):
